@@ -1,0 +1,174 @@
+"""CIFAR-10 read from the official "python version" batches, kept as uint8 tensors on the
+training device, augmented there in batches (airbench-style: no workers, no per-image Python)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import NamedTuple
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+FOLDER = "cifar-10-batches-py"
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official archive; torchvision checks it
+TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_FILE = "test_batch"
+
+
+class DatasetMissingError(FileNotFoundError):
+    """CIFAR-10 is not on disk and could not be fetched."""
+
+
+class Cifar10(NamedTuple):
+    x_train: Tensor  # uint8 (N, 3, 32, 32)
+    y_train: Tensor  # int64 (N,)
+    x_test: Tensor
+    y_test: Tensor
+
+
+def ensure_cifar10(root: str | Path, download: bool = True) -> Path:
+    """Return `root/cifar-10-batches-py`, fetching the official archive first if it is missing."""
+    folder = Path(root) / FOLDER
+    if folder.is_dir():
+        return folder
+    hint = (
+        f"CIFAR-10 not found: expected the official python-version batches in {folder.resolve()}. "
+        "Point data.root=DIR at the folder that contains cifar-10-batches-py/"
+    )
+    if not download:
+        raise DatasetMissingError(f"{hint} (data.download=false).")
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    try:
+        download_and_extract_archive(URL, download_root=str(root), md5=MD5)
+    except OSError as e:  # URLError and socket errors are OSErrors: we are offline
+        raise DatasetMissingError(f"{hint}; downloading {URL} failed: {e}") from e
+    return folder
+
+
+def read_batch(path: Path) -> tuple[Tensor, Tensor]:
+    """One official batch file: a pickled dict with `data` (uint8 N x 3072, RGB planes) and `labels`."""
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        data, labels = entry["data"], entry["labels"]
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a CIFAR-10 batch file: {e}") from e
+    x = torch.as_tensor(data, dtype=torch.uint8).reshape(-1, 3, 32, 32)
+    return x, torch.as_tensor(labels, dtype=torch.int64)
+
+
+def read_cifar10(root: str | Path, download: bool = True, limit: int | None = None) -> Cifar10:
+    """The training and test sets, optionally only the first `limit` images of each."""
+    folder = ensure_cifar10(root, download)
+    parts = [read_batch(folder / name) for name in TRAIN_FILES]
+    x_train, y_train = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    x_test, y_test = read_batch(folder / TEST_FILE)
+    if limit:
+        x_train, y_train, x_test, y_test = (t[:limit] for t in (x_train, y_train, x_test, y_test))
+    return Cifar10(x_train, y_train, x_test, y_test)
+
+
+def random_crop_flip(x: Tensor, pad: int = 4) -> Tensor:
+    """Zero-pad by `pad`, then a random crop of the original size and a random horizontal flip,
+    drawn independently per image, as one gather over the whole batch."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1, 1, 1), device=x.device)
+    rows = dy + torch.arange(h, device=x.device).view(1, 1, h, 1)
+    cols = dx + torch.arange(w, device=x.device).view(1, 1, 1, w)
+    flip = torch.rand(b, 1, 1, 1, device=x.device) < 0.5
+    cols = torch.where(flip, cols.flip(-1), cols)  # reading columns backwards is the flip
+    batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)
+    chan = torch.arange(c, device=x.device).view(1, c, 1, 1)
+    return padded[batch, chan, rows, cols]
+
+
+class DeviceBatches:
+    """Mini-batches sliced from tensors that already live on the training device."""
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool, drop_last: bool):
+        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        n = len(x)
+        self.batches = n // batch_size if drop_last else -(-n // batch_size)
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self):
+        n, bs = len(self.x), self.batch_size
+        order = torch.randperm(n, device=self.x.device) if self.shuffle else None
+        for i in range(self.batches):
+            idx = order[i * bs : (i + 1) * bs] if order is not None else slice(i * bs, (i + 1) * bs)
+            yield self.x[idx], self.y[idx]
+
+
+class CIFAR10DataModule(pl.LightningDataModule):
+    """CIFAR-10 on the training device; crop+flip+normalise happen there after transfer."""
+
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = True,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        limit: int | None = None,
+        val_split: int = 0,
+        pad: int = 4,
+        mean: tuple[float, float, float] = (125.307, 122.950, 113.865),
+        std: tuple[float, float, float] = (62.993, 62.089, 66.705),
+    ) -> None:
+        super().__init__()
+        self.root, self.download, self.limit, self.val_split = root, download, limit, val_split
+        self.batch_size, self.eval_batch_size, self.pad = batch_size, eval_batch_size, pad
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.data: Cifar10 | None = None
+
+    def prepare_data(self) -> None:
+        ensure_cifar10(self.root, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        data = read_cifar10(self.root, self.download, self.limit)
+        if self.val_split >= len(data.x_train):
+            raise ValueError(f"data.val_split={self.val_split} leaves no training images")
+        self.data = data
+
+    @property
+    def _device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+
+    def _split(self, train: bool) -> tuple[Tensor, Tensor]:
+        """Training images, or the held-out last `val_split` of them (the paper's 45k/5k)."""
+        cut = len(self.data.x_train) - self.val_split
+        part = slice(0, cut) if train else slice(cut, None)
+        return self.data.x_train[part], self.data.y_train[part]
+
+    def _batches(self, x: Tensor, y: Tensor, train: bool) -> DeviceBatches:
+        x, y, dev = x.to(self._device), y.to(self._device), self._device
+        self.mean, self.std = self.mean.to(dev), self.std.to(dev)
+        size = self.batch_size if train else self.eval_batch_size
+        # Dropping the ragged last training batch keeps every step's shape identical.
+        return DeviceBatches(x, y, size, shuffle=train, drop_last=train and len(x) >= size)
+
+    def train_dataloader(self) -> DeviceBatches:
+        return self._batches(*self._split(train=True), train=True)
+
+    def val_dataloader(self) -> list[DeviceBatches]:
+        """Dataloader 0 is the test set (logged as test_*), 1 the validation split if any."""
+        loaders = [self._batches(self.data.x_test, self.data.y_test, train=False)]
+        if self.val_split:
+            loaders.append(self._batches(*self._split(train=False), train=False))
+        return loaders
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int):
+        x, y = batch
+        if self.trainer is not None and self.trainer.training:
+            x = random_crop_flip(x, self.pad)
+        return (x.float() - self.mean) / self.std, y

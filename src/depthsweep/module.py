@@ -1,0 +1,111 @@
+"""The Lightning module: SGD on cross-entropy, error rates as the paper plots them.
+
+Training error is measured on the augmented mini-batches. Per-step values stay on the device in a
+ring buffer of the last `window` iterations, so logging their mean every N steps costs no host sync;
+the host reads them once per window, for the NaN guard and the warm-up switch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from depthsweep.schedule import PaperLR
+
+
+class Classifier(pl.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        iterations: int,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        milestones: tuple[float, ...] = (0.5, 0.75),
+        gamma: float = 0.1,
+        warmup_lr: float | None = None,
+        warmup_until_error: float = 80.0,
+        window: int = 50,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.iterations, self.lr, self.momentum, self.weight_decay = iterations, lr, momentum, weight_decay
+        self.milestones, self.gamma = milestones, gamma
+        self.warmup_lr, self.warmup_until_error = warmup_lr, warmup_until_error
+        self.window = window
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.register_buffer("recent", torch.zeros(2, window), persistent=False)  # loss, error %
+        self.elapsed = 0.0  # wall time of earlier attempts, restored on resume
+        self._t0 = time.perf_counter()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x.contiguous(memory_format=self.memory_format))
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(
+            self.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+        sched = PaperLR(opt, self.iterations, self.milestones, self.gamma, self.warmup_lr)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
+
+    def _errors(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        return loss, (logits.argmax(1) != y).float().mean() * 100
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss, error = self._errors(batch)
+        step, n = self.global_step, len(batch[1])
+        self.recent[:, step % self.window] = torch.stack([loss.detach(), error.detach()])
+        loss_w, error_w = self.recent[:, : min(step + 1, self.window)].mean(1)
+        # Lightning converts these to floats only on its logging steps (every log_every_n_steps).
+        self.log_dict({"train_loss": loss_w, "train_error": error_w}, on_step=True, on_epoch=False)
+        self.log_dict(
+            {"train_loss_epoch": loss.detach(), "train_error_epoch": error.detach()},
+            on_step=False,
+            on_epoch=True,
+            batch_size=n,
+        )
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        step = self.global_step  # optimizer steps taken so far
+        if step % self.window:
+            return
+        loss, error = self.recent.mean(1).tolist()  # the one host sync per window
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss} at iteration {step}")
+        sched = self.lr_schedulers()
+        if sched.warming_up and error < self.warmup_until_error:
+            sched.end_warmup()
+            print(f"warm-up over at iteration {step}: training error {error:.1f}% < "
+                  f"{self.warmup_until_error}%, lr back to {self.lr}", flush=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0):
+        loss, error = self._errors(batch)
+        split = "test" if dataloader_idx == 0 else "val"
+        self.log_dict(
+            {f"{split}_loss": loss, f"{split}_error": error},
+            on_epoch=True,
+            batch_size=len(batch[1]),
+            add_dataloader_idx=False,
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("wall_time", self.wall_time())
+
+    def wall_time(self) -> float:
+        return self.elapsed + time.perf_counter() - self._t0
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["wall_time"] = self.wall_time()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.elapsed, self._t0 = checkpoint.get("wall_time", 0.0), time.perf_counter()

@@ -1,0 +1,160 @@
+"""One training run from a composed config: build, skip or resume, fit, record the outcome."""
+
+from __future__ import annotations
+
+import csv
+import traceback
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from torch import nn
+
+from depthsweep.models import count_macs, count_params
+from depthsweep.module import Classifier
+from depthsweep.schedule import warmup_lr_for
+from depthsweep.sweep import RunRecord
+
+
+def build_model(arch: DictConfig, depth: int) -> nn.Module:
+    """Instantiate `arch` (a `_target_` class plus its options; `name` is only a label)."""
+    options = {k: v for k, v in OmegaConf.to_container(arch).items() if k != "name"}
+    return instantiate(options, depth=depth)
+
+
+def resolve_precision(trainer_cfg: DictConfig) -> str:
+    """'auto': bf16-mixed where a GPU trains, fp32 on a CPU."""
+    if trainer_cfg.precision != "auto":
+        return str(trainer_cfg.precision)
+    gpu = torch.cuda.is_available() and trainer_cfg.accelerator in ("auto", "gpu", "cuda")
+    return "bf16-mixed" if gpu else "32-true"
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's writer deletes an existing metrics.csv; a resumed run must append to it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as f:
+                self.metrics_keys = next(csv.reader(f), [])
+
+
+class AppendingCSVLogger(CSVLogger):
+    """CSVLogger writing `<run_dir>/metrics.csv`, continued across resumes."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(save_dir=str(run_dir), name="", version="")
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._experiment = _AppendingWriter(self.log_dir)
+        return self._experiment
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        # Lightning passes the 0-based index of the current batch; `step` in our CSV counts the
+        # iterations done, like the paper's x axis and the checkpoint's global_step.
+        super().log_metrics(metrics, None if step is None else step + 1)
+
+
+class ProgressPrinter(Callback):
+    """One line per evaluation: where the run is and how it is doing."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        print(
+            f"[{self.label}] iter {trainer.global_step}/{trainer.max_steps} "
+            f"epoch {trainer.current_epoch}: train err {m.get('train_error', float('nan')):.2f}% "
+            f"test err {m.get('test_error', float('nan')):.2f}% ({m.get('wall_time', 0):.0f}s)",
+            flush=True,
+        )
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> str:
+    """Train one run into `run_dir`. Returns 'done', 'skipped' or 'failed'; training errors are
+    recorded in run.json rather than raised, so the rest of a sweep goes on."""
+    run_dir = Path(run_dir)
+    pl.seed_everything(cfg.seed, workers=True)  # before the model: its init depends on it
+    model = build_model(cfg.arch, cfg.depth)  # an invalid depth fails here, before anything else
+    record = RunRecord(run_dir)
+    record.check_config(cfg)
+    label = f"{cfg.arch.name}-{cfg.depth} seed={cfg.seed}"
+    if record.status == "done":
+        print(f"[{label}] already finished in {run_dir}: skipped", flush=True)
+        return "skipped"
+
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()  # a missing dataset is a setup error: raise it, do not record it
+    sched = cfg.schedule
+    iterations = sched.iterations
+    window = max(1, min(cfg.trainer.log_every_n_steps, iterations // 10))  # >= 10 points a run
+    precision = resolve_precision(cfg.trainer)
+    auto_cl = cfg.channels_last == "auto"
+    channels_last = precision != "32-true" if auto_cl else bool(cfg.channels_last)
+    module = Classifier(
+        model,
+        iterations=iterations,
+        lr=sched.lr,
+        momentum=sched.momentum,
+        weight_decay=sched.weight_decay,
+        milestones=tuple(sched.milestones),
+        gamma=sched.gamma,
+        warmup_lr=warmup_lr_for(cfg.depth, sched.warmup.lr, sched.warmup.from_depth),
+        warmup_until_error=sched.warmup.until_train_error,
+        window=window,
+        channels_last=channels_last,
+    )
+    if cfg.compile:
+        model.compile(mode=None if cfg.compile is True else cfg.compile)
+
+    resume = record.resume_point()
+    record.start(
+        cfg,
+        {
+            "arch": cfg.arch.name,
+            "depth": cfg.depth,
+            "seed": cfg.seed,
+            "params": count_params(model),
+            "macs": count_macs(model),
+            "iterations": iterations,
+        },
+    )
+    print(f"[{label}] {'resuming from ' + str(resume) if resume else 'starting'} in {run_dir}")
+    trainer = instantiate(
+        cfg.trainer,
+        precision=precision,
+        max_steps=iterations,
+        max_epochs=-1,
+        log_every_n_steps=window,
+        logger=AppendingCSVLogger(run_dir),
+        callbacks=[
+            LearningRateMonitor(logging_interval="step"),
+            ModelCheckpoint(
+                dirpath=record.checkpoint.parent,
+                save_top_k=0,
+                save_last=True,
+                every_n_train_steps=cfg.checkpoint_every,
+            ),
+            ProgressPrinter(label),
+        ],
+        default_root_dir=str(run_dir),
+    )
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        trainer.save_checkpoint(record.checkpoint)
+    except Exception as e:  # recorded, not swallowed: run.json and the summary show it
+        traceback.print_exc()
+        record.update(status="failed", error=f"{type(e).__name__}: {e}")
+        print(f"[{label}] FAILED: {type(e).__name__}: {e}", flush=True)
+        return "failed"
+    record.update(status="done", error=None, wall_time_s=round(module.wall_time(), 2))
+    print(f"[{label}] done in {module.wall_time():.0f}s", flush=True)
+    return "done"
