@@ -51,7 +51,7 @@ def ensure_cifar10(root: str | Path, download: bool = True) -> Path:
 
 
 def read_batch(path: Path) -> tuple[Tensor, Tensor]:
-    """One official batch file: a pickled dict with `data` (uint8 N x 3072, RGB planes) and `labels`."""
+    """One official batch: a pickled dict of `data` (uint8 N x 3072, RGB planes) and `labels`."""
     try:
         with open(path, "rb") as f:
             entry = pickle.load(f, encoding="latin1")

@@ -18,7 +18,7 @@ class InvalidDepthError(ValueError):
 
 
 def blocks_per_stage(depth: int, layers_per_block: int) -> int:
-    """n for depth = 3 * layers_per_block * n + 2 (stem conv + 3 stages of n blocks + classifier)."""
+    """n in depth = 3 * layers_per_block * n + 2 (stem, 3 stages of n blocks, classifier)."""
     step = 3 * layers_per_block
     n, rest = divmod(depth - 2, step)
     if n >= 1 and rest == 0:
@@ -49,7 +49,7 @@ class PadShortcut(nn.Module):
 
 
 def make_shortcut(in_planes: int, out_planes: int, stride: int, option: str) -> nn.Module:
-    """Identity where shapes match; otherwise option A (zero-pad) or B (1x1 conv projection + BN)."""
+    """Identity where shapes match, else option A (zero-pad) or B (1x1 conv projection + BN)."""
     if stride == 1 and in_planes == out_planes:
         return nn.Identity()
     if option == "A":
@@ -128,7 +128,7 @@ class Bottleneck(nn.Module):
 
 
 class CifarNet(nn.Module):
-    """Stem (3x3 conv, 16 filters, BN, ReLU), three stages of blocks on 32/16/8 maps, GAP, linear."""
+    """Stem (3x3 conv, 16 filters, BN, ReLU), 3 stages of blocks on 32/16/8 maps, GAP, linear."""
 
     block: type[nn.Module] = PlainBlock
     widths = (16, 32, 64)

@@ -34,10 +34,8 @@ class Classifier(pl.LightningModule):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters(ignore=["model"])  # kept in every checkpoint
         self.model = model
-        self.iterations, self.lr, self.momentum, self.weight_decay = iterations, lr, momentum, weight_decay
-        self.milestones, self.gamma = milestones, gamma
-        self.warmup_lr, self.warmup_until_error = warmup_lr, warmup_until_error
         self.window = window
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.register_buffer("recent", torch.zeros(2, window), persistent=False)  # loss, error %
@@ -48,11 +46,13 @@ class Classifier(pl.LightningModule):
         return self.model(x.contiguous(memory_format=self.memory_format))
 
     def configure_optimizers(self):
+        hp = self.hparams
         opt = torch.optim.SGD(
-            self.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
         )
-        sched = PaperLR(opt, self.iterations, self.milestones, self.gamma, self.warmup_lr)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
+        sched = PaperLR(opt, hp.iterations, hp.milestones, hp.gamma, hp.warmup_lr)
+        lr_scheduler = {"scheduler": sched, "interval": "step", "name": "lr"}
+        return {"optimizer": opt, "lr_scheduler": lr_scheduler}
 
     def _errors(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         x, y = batch
@@ -83,12 +83,16 @@ class Classifier(pl.LightningModule):
         if not math.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} at iteration {step}")
         sched = self.lr_schedulers()
-        if sched.warming_up and error < self.warmup_until_error:
+        threshold = self.hparams.warmup_until_error
+        if sched.warming_up and error < threshold:
             sched.end_warmup()
-            print(f"warm-up over at iteration {step}: training error {error:.1f}% < "
-                  f"{self.warmup_until_error}%, lr back to {self.lr}", flush=True)
+            print(
+                f"warm-up over at iteration {step}: training error {error:.1f}% < {threshold}%, "
+                f"lr back to {self.hparams.lr}",
+                flush=True,
+            )
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0):
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx=0):
         loss, error = self._errors(batch)
         split = "test" if dataloader_idx == 0 else "val"
         self.log_dict(

@@ -44,7 +44,8 @@ class PaperLR(LRScheduler):
     def get_lr(self) -> list[float]:
         if self.warming_up:
             return [self.warmup_lr for _ in self.base_lrs]
-        decay = self.gamma ** bisect_right(self.milestones, self.last_epoch)  # last_epoch = iteration
+        # last_epoch counts scheduler steps, i.e. iterations here
+        decay = self.gamma ** bisect_right(self.milestones, self.last_epoch)
         return [base * decay for base in self.base_lrs]
 
 

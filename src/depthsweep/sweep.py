@@ -8,7 +8,6 @@ started run whose config differs is refused rather than mixed with new results.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +15,14 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from depthsweep.files import atomic_write_text
+
 # Where the data lives and how the run is displayed do not change what a run computes.
 VOLATILE_KEYS = ("data.root", "data.download", "trainer.enable_progress_bar")
 
 
 class ConfigMismatchError(RuntimeError):
     """The run directory holds a run of a different configuration."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:

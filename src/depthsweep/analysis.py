@@ -1,0 +1,251 @@
+"""Turn a sweep directory into a summary table, a verdict and figures.
+
+A sweep holds one subdirectory per run with `run.json` (identity and status) and Lightning's
+`metrics.csv`. `analyze` writes `summary.csv`, `summary.md` and the figures back into the sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from depthsweep.files import atomic_write_text
+
+# Reference errors (%) shown beside ours in summary.md, as (train, test) display strings.
+# resnet: test error from He et al. 2016, Table 6 (for 110 the best of 5 runs; mean 6.61).
+# plain: read off Fig. 6 (left) at 64k iterations, hence "≈". The paper only says plain-110's
+# error is "higher than 60%" and leaves it out of the figure.
+PAPER_ERRORS: dict[tuple[str, int], tuple[str, str]] = {
+    ("resnet", 20): ("—", "8.75"),
+    ("resnet", 32): ("—", "7.51"),
+    ("resnet", 44): ("—", "7.17"),
+    ("resnet", 56): ("—", "6.97"),
+    ("resnet", 110): ("—", "6.43"),
+    ("plain", 20): ("≈1.4", "≈9.7"),
+    ("plain", 56): ("≈5.9", "≈13.3"),
+    ("plain", 110): (">60", "—"),
+}
+
+RUN_KEYS = ["arch", "depth", "seed", "params", "macs", "iterations", "status", "error"]
+METRIC_COLUMNS = [
+    "step",
+    "epoch",
+    "lr",
+    "train_error",
+    "train_loss",
+    "train_error_epoch",
+    "train_loss_epoch",
+    "test_error",
+    "test_loss",
+    "val_error",
+    "val_loss",
+    "wall_time",
+]
+ERROR_COLUMNS = ["final_train_error", "final_test_error", "best_test_error"]
+SUMMARY_COLUMNS = [
+    *["arch", "depth", "seed", "params", "iterations", "status", *ERROR_COLUMNS],
+    *["macs", "wall_time_s", "run_dir", "error"],
+]
+
+
+class NoRunsError(ValueError):
+    """The sweep directory is missing or holds no readable run."""
+
+
+def _read_run(run_dir: Path) -> dict | None:
+    """The run's identity from run.json, or None (with a warning) if it can't be read."""
+    path = run_dir / "run.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        row = {key: info.get(key) for key in RUN_KEYS}
+        missing = [key for key in ("arch", "depth", "seed", "status") if row[key] is None]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+    except (OSError, ValueError, AttributeError) as exc:
+        warnings.warn(f"skipping {path}: {exc}", stacklevel=3)
+        return None
+    return row | {"run_dir": run_dir.name}
+
+
+def _read_metrics(path: Path) -> pd.DataFrame | None:
+    """The run's metrics.csv, or None if absent or unreadable (warning: it may be half-written)."""
+    if not path.exists():
+        return None
+    try:
+        frame = pd.read_csv(path)
+        if "step" not in frame:
+            raise ValueError("no 'step' column")
+        known = [col for col in METRIC_COLUMNS if col in frame]
+        frame[known] = frame[known].apply(pd.to_numeric)
+    except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
+        warnings.warn(f"ignoring metrics in {path}: {exc}", stacklevel=3)
+        return None
+    return frame
+
+
+def load_sweep(sweep_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read a sweep: (runs, one row per run; metrics, all metrics rows tagged with their run)."""
+    sweep_dir = Path(sweep_dir)
+    expected = "expected a sweep directory with one subdirectory per run, each holding run.json"
+    if not sweep_dir.is_dir():
+        raise NoRunsError(f"{sweep_dir} does not exist; {expected}")
+    rows, frames = [], []
+    # Hidden directories (Hydra's .hydra, .ipynb_checkpoints, ...) are never runs.
+    for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name[0] != "."):
+        row = _read_run(run_dir)
+        if row is None:
+            continue
+        rows.append(row)
+        frame = _read_metrics(run_dir / "metrics.csv")
+        if frame is not None:
+            tags = {key: row[key] for key in ("arch", "depth", "seed", "run_dir")}
+            frames.append(frame.assign(**tags))
+    if not rows:
+        raise NoRunsError(f"no readable runs in {sweep_dir}; {expected}")
+    runs = pd.DataFrame(rows, columns=[*RUN_KEYS, "run_dir"]).astype({"depth": int, "seed": int})
+    metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    ids = ["arch", "depth", "seed", "run_dir"]
+    extra = [col for col in metrics.columns if col not in ids + METRIC_COLUMNS]
+    # Every known column exists, so callers need not check which ones a run happened to log.
+    metrics = metrics.reindex(columns=ids + METRIC_COLUMNS + extra)
+    metrics[METRIC_COLUMNS] = metrics[METRIC_COLUMNS].astype(float)
+    return runs, metrics
+
+
+def _last(values: pd.Series) -> float:
+    values = values.dropna()
+    return values.iloc[-1] if len(values) else math.nan
+
+
+def _final_errors(frame: pd.DataFrame) -> dict[str, float]:
+    """End-of-training numbers of one run's metrics; NaN where nothing was logged."""
+    frame = frame.sort_values("step", kind="stable")
+    last_step = frame["step"].max()
+    train = frame.dropna(subset=["train_error"])
+    # Each window value is already a mean over recent iterations, but still noisy: averaging
+    # those in the last 1% of training gives a steadier "final" number.
+    window = train.loc[train["step"] >= 0.99 * last_step, "train_error"]
+    return {
+        "iterations": last_step,
+        "final_train_error": window.mean() if len(window) else _last(train["train_error"]),
+        "final_test_error": _last(frame["test_error"]),
+        "best_test_error": frame["test_error"].min(),
+        "wall_time_s": _last(frame["wall_time"]),
+    }
+
+
+def summarize(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per run (the summary.csv table), sorted by arch, depth, seed."""
+    by_run = dict(list(metrics.groupby("run_dir")))
+    no_metrics = metrics.iloc[:0]
+    finals = pd.DataFrame(
+        [_final_errors(by_run.get(name, no_metrics)) for name in runs["run_dir"]],
+        index=runs.index,
+    )
+    # Target iterations from run.json give way to the iterations actually reached.
+    summary = pd.concat([runs.drop(columns="iterations"), finals], axis=1)
+    summary = summary.astype({"params": "Int64", "macs": "Int64", "iterations": "Int64"})
+    return summary[SUMMARY_COLUMNS].sort_values(["arch", "depth", "seed"], ignore_index=True)
+
+
+def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of each error column per (arch, depth); failed runs left out."""
+    grouped = summary[summary["status"] != "failed"].groupby(["arch", "depth"])
+    table = grouped[ERROR_COLUMNS].agg(["mean", "std"])
+    table.columns = [f"{col}_{stat}" for col, stat in table.columns]
+    table.insert(0, "n", grouped.size())
+    table.insert(1, "params", grouped["params"].first())
+    return table.reset_index()
+
+
+def _trend(summary: pd.DataFrame, arch: str) -> tuple[int, int, float, float] | None:
+    """(shallowest, deepest depth, their seed-mean final train errors) over finished runs."""
+    done = summary[(summary["status"] == "done") & (summary["arch"] == arch)]
+    by_depth = done.groupby("depth")["final_train_error"].mean().dropna()
+    if len(by_depth) < 2:
+        return None
+    return by_depth.index[0], by_depth.index[-1], by_depth.iloc[0], by_depth.iloc[-1]
+
+
+def verdict(summary: pd.DataFrame) -> str:
+    """Does plain's training error rise with depth while resnet's does not? One sentence."""
+    plain, resnet = _trend(summary, "plain"), _trend(summary, "resnet")
+    if plain is None or resnet is None:
+        return "Verdict undetermined: need plain and resnet at ≥2 depths each."
+    plain_rises, resnet_rises = plain[3] > plain[2], resnet[3] > resnet[2]
+    head = "Degradation reproduced" if plain_rises and not resnet_rises else "NOT reproduced"
+    link = {
+        (True, False): "while resnet's does not",
+        (True, True): "but resnet's rises too",
+        (False, False): "and resnet's does not either",
+        (False, True): "while resnet's rises",
+    }[plain_rises, resnet_rises]
+    resnet_span = f"{resnet[2]:.2f}% → {resnet[3]:.2f}%"
+    if resnet[:2] != plain[:2]:
+        resnet_span += f", depth {resnet[0]} → {resnet[1]}"
+    return (
+        f"{head}: plain training error {'rises' if plain_rises else 'does not rise'} "
+        f"from depth {plain[0]} to {plain[1]} ({plain[2]:.2f}% → {plain[3]:.2f}%) "
+        f"{link} ({resnet_span})."
+    )
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if pd.isna(mean):
+        return "—"
+    return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def to_markdown(summary: pd.DataFrame) -> str:
+    """summary.md: the per-(arch, depth) table, failed and running runs, the verdict."""
+    lines = [
+        "# Sweep summary",
+        "",
+        "Errors in %, mean ± std over seeds, failed runs excluded. Paper: He et al. 2016,",
+        "Table 6 (resnet test error) and Fig. 6 read-offs at 64k iterations (plain).",
+        "",
+        "| arch | depth | n | params | final train error | final test error | best test error "
+        "| paper train | paper test |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in aggregate(summary).itertuples():
+        paper_train, paper_test = PAPER_ERRORS.get((row.arch, row.depth), ("—", "—"))
+        params = "—" if pd.isna(row.params) else f"{row.params / 1e6:.2f}M"
+        errors = [
+            _mean_std(getattr(row, f"{c}_mean"), getattr(row, f"{c}_std")) for c in ERROR_COLUMNS
+        ]
+        cells = [row.arch, row.depth, row.n, params, *errors, paper_train, paper_test]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    failed = summary[summary["status"] == "failed"]
+    if len(failed):
+        lines += ["", "Failed runs:", ""]
+        # Collapse whitespace: a multi-line traceback would break the markdown list.
+        errors = ["(no message)" if pd.isna(e) else " ".join(str(e).split()) for e in failed.error]
+        lines += [f"- {name}: {e}" for name, e in zip(failed.run_dir, errors, strict=True)]
+    running = summary[summary["status"] == "running"]
+    if len(running):
+        lines += ["", "Still running (included above with their current numbers):", ""]
+        steps = [
+            "nothing logged yet" if pd.isna(i) else f"at iteration {i}" for i in running.iterations
+        ]
+        lines += [f"- {name}: {s}" for name, s in zip(running.run_dir, steps, strict=True)]
+    return "\n".join([*lines, "", verdict(summary), ""])
+
+
+def analyze(sweep_dir: str | os.PathLike, ylim: tuple[float, float] = (0, 20)) -> pd.DataFrame:
+    """Summarise a sweep and write summary.csv, summary.md and the figures into it."""
+    from depthsweep import plots  # imported here, not at the top: plots builds on this module
+
+    sweep_dir = Path(sweep_dir)
+    runs, metrics = load_sweep(sweep_dir)
+    summary = summarize(runs, metrics)
+    atomic_write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))
+    atomic_write_text(sweep_dir / "summary.md", to_markdown(summary))
+    plots.save(plots.figure6(metrics, ylim=ylim), sweep_dir / "figure6")
+    plots.save(plots.error_vs_depth(summary), sweep_dir / "error_vs_depth")
+    return summary

@@ -1,0 +1,89 @@
+"""Figures of a sweep: He et al. 2016, Fig. 6 (error vs iterations) and error vs depth.
+
+Figures are built from `matplotlib.figure.Figure`, not pyplot: no GUI backend or global figure
+registry is involved, so this runs headless and a dropped figure is simply garbage-collected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from depthsweep.analysis import aggregate
+from depthsweep.files import atomic_write
+
+STYLES = {"train": "--", "test": "-"}  # the paper's convention: dashed train, solid test
+
+
+def arch_order(archs: Iterable[str]) -> list[str]:
+    """plain and resnet first (the paper's comparison), then other archs alphabetically."""
+    archs = set(archs)
+    return [a for a in ("plain", "resnet") if a in archs] + sorted(archs - {"plain", "resnet"})
+
+
+def figure6(metrics: pd.DataFrame, ylim: tuple[float, float] = (0, 20)) -> Figure:
+    """One panel per arch: train (dashed) and test (solid) error vs iterations, seed-averaged."""
+    archs = arch_order(metrics["arch"].dropna().unique())
+    # One colour per depth across all panels, so plain-56 and resnet-56 match.
+    colours = {d: f"C{i % 10}" for i, d in enumerate(sorted(metrics["depth"].dropna().unique()))}
+    fig = Figure(figsize=(5 * max(len(archs), 1), 4), layout="constrained")
+    axes = fig.subplots(1, max(len(archs), 1), sharey=True, squeeze=False)[0]
+    for ax, arch in zip(axes, archs, strict=False):
+        of_arch = metrics[metrics["arch"] == arch]
+        for depth, rows in of_arch.groupby("depth"):
+            for kind, style in STYLES.items():
+                curve = rows.groupby("step")[f"{kind}_error"].mean().dropna()
+                ax.plot(curve.index, curve.to_numpy(), ls=style, color=colours[depth])
+        depths = sorted(of_arch["depth"].unique())
+        handles = [Line2D([], [], color=colours[d], label=f"{arch}-{d}") for d in depths]
+        handles += [Line2D([], [], color="grey", ls=s, label=k) for k, s in STYLES.items()]
+        ax.legend(handles=handles, fontsize="small")
+        ax.set(title=arch, xlabel="iterations")
+    axes[0].set(ylabel="error (%)", ylim=ylim)
+    return fig
+
+
+def error_vs_depth(summary: pd.DataFrame) -> Figure:
+    """Final train (dashed) and test (solid) error vs depth per arch; bars: std over seeds."""
+    table = aggregate(summary)
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for i, arch in enumerate(arch_order(table["arch"].unique())):
+        rows = table[table["arch"] == arch]
+        for kind, style in STYLES.items():
+            col = f"final_{kind}_error"
+            ax.errorbar(
+                rows["depth"],
+                rows[f"{col}_mean"],
+                yerr=rows[f"{col}_std"],
+                ls=style,
+                color=f"C{i % 10}",
+                marker="o",
+                capsize=3,
+                label=f"{arch} {kind}",
+            )
+    ax.set(
+        xlabel="depth (layers)", ylabel="final error (%)", xticks=sorted(table["depth"].unique())
+    )
+    ax.set_ylim(bottom=0)
+    if len(table):
+        ax.legend()
+    return fig
+
+
+def save(fig: Figure, path: str | os.PathLike) -> None:
+    """Write `path` as .png and .svg (any suffix of `path` is replaced), atomically."""
+    path = Path(path)
+    # A fixed hash salt and no timestamps make a rerun write byte-identical files.
+    with matplotlib.rc_context({"svg.hashsalt": "depthsweep"}):
+        for fmt, metadata in (("png", {"Software": None}), ("svg", {"Date": None})):
+            atomic_write(
+                path.with_suffix(f".{fmt}"),
+                lambda tmp, fmt=fmt, md=metadata: fig.savefig(tmp, format=fmt, metadata=md),
+            )

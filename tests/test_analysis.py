@@ -1,0 +1,285 @@
+"""The analysis layer on synthetic sweeps (see fakesweep.py for the closed-form curves)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from fakesweep import degradation_sweep, write_run, write_sweep
+
+from depthsweep import analysis, plots
+from experiments.analyze import main
+
+OUTPUTS = ["summary.csv", "summary.md", "figure6.png", "figure6.svg"]
+OUTPUTS += ["error_vs_depth.png", "error_vs_depth.svg"]
+
+
+def summary_of(sweep):
+    return analysis.summarize(*analysis.load_sweep(sweep))
+
+
+def row(summary, arch, depth, seed=0):
+    (match,) = summary.index[
+        (summary.arch == arch) & (summary.depth == depth) & (summary.seed == seed)
+    ]
+    return summary.loc[match]
+
+
+def test_summary_values_and_columns(tmp_path):
+    summary = summary_of(degradation_sweep(tmp_path))
+    assert list(summary.columns[:9]) == [
+        *["arch", "depth", "seed", "params", "iterations", "status"],
+        *["final_train_error", "final_test_error", "best_test_error"],
+    ]
+    assert list(summary.columns[9:12]) == ["macs", "wall_time_s", "run_dir"]
+    assert list(zip(summary.arch, summary.depth, summary.seed, strict=True)) == [
+        ("plain", 20, 0), ("plain", 20, 1), ("plain", 56, 0), ("plain", 56, 1),
+        ("resnet", 20, 0), ("resnet", 20, 1), ("resnet", 56, 0), ("resnet", 56, 1),
+    ]  # fmt: skip
+    r = row(summary, "plain", 56, seed=1)
+    # train 7.0: windows at steps 990, 995, 1000 hold 7.3, 7.15, 7.0.
+    assert r.final_train_error == pytest.approx(7.15)
+    assert r.final_test_error == pytest.approx(14.0)
+    assert r.best_test_error == pytest.approx(13.5)
+    assert r.iterations == 1000
+    assert r.wall_time_s == pytest.approx(10.0)
+    assert (r.params, r.macs, r.status) == (56000, 2800000, "done")
+    assert r.run_dir == "arch=plain,depth=56,seed=1"
+
+
+def test_final_train_error_falls_back_to_last_window(tmp_path):
+    # Windows every 300 steps: the last one (step 900) is before 0.99 * 1000.
+    write_sweep(tmp_path, [{"arch": "plain", "depth": 20, "train": 4.0, "log_every": 300}])
+    r = row(summary_of(tmp_path), "plain", 20)
+    assert r.iterations == 1000  # reached through the test-error rows
+    assert r.final_train_error == pytest.approx(4.0 + 30 * 0.1)
+
+
+def test_running_failed_and_missing_macs(tmp_path):
+    write_sweep(
+        tmp_path,
+        [
+            {"arch": "plain", "depth": 20, "iters": 400, "target": 1000, "status": "running"},
+            {
+                "arch": "plain",
+                "depth": 56,
+                "status": "failed",
+                "error": "CUDA OOM",
+                "metrics": False,
+            },
+            {"arch": "resnet", "depth": 20, "macs": None},
+        ],
+    )
+    summary = summary_of(tmp_path)
+    running, failed, resnet = (
+        row(summary, *key) for key in [("plain", 20), ("plain", 56), ("resnet", 20)]
+    )
+    assert (running.status, running.iterations) == ("running", 400)
+    assert failed.status == "failed" and failed.error == "CUDA OOM"
+    assert pd.isna(failed.iterations) and pd.isna(failed.wall_time_s)
+    assert all(math.isnan(failed[c]) for c in analysis.ERROR_COLUMNS)
+    assert pd.isna(resnet.macs) and resnet.params == 20000
+
+
+def test_aggregate_excludes_failed_runs(tmp_path):
+    degradation_sweep(tmp_path)
+    write_run(tmp_path, "plain", 20, seed=2, train=50.0, status="failed", error="diverged")
+    table = analysis.aggregate(summary_of(tmp_path)).set_index(["arch", "depth"])
+    plain20 = table.loc[("plain", 20)]
+    assert plain20.n == 2
+    assert plain20.final_train_error_mean == pytest.approx(1.65)
+    assert plain20.final_train_error_std == pytest.approx(math.sqrt(0.5))
+    assert plain20.best_test_error_mean == pytest.approx(9.0)
+    assert table.loc[("resnet", 56)].final_test_error_std == 0
+
+
+REPRODUCED = (
+    "Degradation reproduced: plain training error rises from depth 20 to 56 "
+    "(1.65% → 6.15%) while resnet's does not (3.15% → 1.15%)."
+)
+
+
+def test_verdict_reproduced(tmp_path):
+    assert analysis.verdict(summary_of(degradation_sweep(tmp_path))) == REPRODUCED
+
+
+def test_verdict_not_reproduced_when_resnet_degrades_too(tmp_path):
+    write_sweep(
+        tmp_path,
+        [
+            {"arch": "plain", "depth": 20, "train": 1.0},
+            {"arch": "plain", "depth": 110, "train": 9.0},
+            {"arch": "resnet", "depth": 20, "train": 1.0},
+            {"arch": "resnet", "depth": 56, "train": 2.0},
+        ],
+    )
+    assert analysis.verdict(summary_of(tmp_path)) == (
+        "NOT reproduced: plain training error rises from depth 20 to 110 (1.15% → 9.15%) "
+        "but resnet's rises too (1.15% → 2.15%, depth 20 → 56)."
+    )
+
+
+def test_verdict_not_reproduced_when_plain_does_not_degrade(tmp_path):
+    write_sweep(
+        tmp_path,
+        [
+            {"arch": "plain", "depth": 20, "train": 3.0},
+            {"arch": "plain", "depth": 56, "train": 2.0},
+            {"arch": "resnet", "depth": 20, "train": 3.0},
+            {"arch": "resnet", "depth": 56, "train": 1.0},
+        ],
+    )
+    assert analysis.verdict(summary_of(tmp_path)).startswith(
+        "NOT reproduced: plain training error does not rise from depth 20 to 56 (3.15% → 2.15%)"
+    )
+
+
+def test_verdict_undetermined_ignores_unfinished_runs(tmp_path):
+    degradation_sweep(tmp_path)
+    # resnet-56 only running or failed: resnet has one finished depth left.
+    for seed in (0, 1):
+        run_json = tmp_path / f"arch=resnet,depth=56,seed={seed}" / "run.json"
+        status = "running" if seed else "failed"
+        run_json.write_text(run_json.read_text().replace('"done"', f'"{status}"'))
+    assert analysis.verdict(summary_of(tmp_path)) == (
+        "Verdict undetermined: need plain and resnet at ≥2 depths each."
+    )
+
+
+def test_summary_markdown(tmp_path):
+    degradation_sweep(tmp_path)
+    write_run(tmp_path, "resnet", 32)
+    write_run(tmp_path, "plain", 110, status="failed", error="NaN loss\nat step 12", metrics=False)
+    md = analysis.to_markdown(summary_of(tmp_path))
+    lines = md.splitlines()
+    assert (
+        "| plain | 20 | 2 | 0.02M | 1.65 ± 0.71 | 9.50 ± 0.71 | 9.00 ± 0.71 | ≈1.4 | ≈9.7 |"
+        in lines
+    )
+    assert (
+        "| resnet | 20 | 2 | 0.02M | 3.15 ± 0.00 | 8.75 ± 0.35 | 8.25 ± 0.35 | — | 8.75 |" in lines
+    )
+    assert "| resnet | 32 | 1 | 0.03M | 2.15 | 10.00 | 9.50 | — | 7.51 |" in lines
+    assert not any(line.startswith("| plain | 110 |") for line in lines)
+    assert "- arch=plain,depth=110,seed=0: NaN loss at step 12" in lines
+    assert lines[-1] == REPRODUCED
+
+
+def test_analyze_writes_identical_files_twice(tmp_path):
+    degradation_sweep(tmp_path)
+    first = analysis.analyze(tmp_path)
+    written = {name: (tmp_path / name).read_bytes() for name in OUTPUTS}
+    second = analysis.analyze(tmp_path)
+    pd.testing.assert_frame_equal(first, second)
+    for name in OUTPUTS:
+        assert (tmp_path / name).read_bytes() == written[name], name
+    assert written["figure6.png"].startswith(b"\x89PNG")
+    assert b"<svg" in written["figure6.svg"]
+    assert pd.read_csv(tmp_path / "summary.csv").shape == (8, len(analysis.SUMMARY_COLUMNS))
+    assert not list(tmp_path.glob(".*.tmp"))  # no temp files left behind
+
+
+def test_unreadable_files_warn_and_are_skipped(tmp_path):
+    degradation_sweep(tmp_path)
+    bad_csv = tmp_path / "arch=plain,depth=20,seed=1" / "metrics.csv"
+    bad_csv.write_text("step,train_error\n5,3.0\n10,2.0,oops,7\n")
+    (tmp_path / "not-a-run").mkdir()
+    (tmp_path / ".ipynb_checkpoints").mkdir()  # hidden: not a run, not worth a warning
+    (tmp_path / "broken-json").mkdir()
+    (tmp_path / "broken-json" / "run.json").write_text('{"arch": "plain", "dep')
+    with pytest.warns(UserWarning) as record:
+        summary = analysis.analyze(tmp_path)
+    messages = "\n".join(str(w.message) for w in record)
+    assert str(bad_csv) in messages
+    assert str(tmp_path / "not-a-run" / "run.json") in messages
+    assert str(tmp_path / "broken-json" / "run.json") in messages
+    assert ".ipynb_checkpoints" not in messages and len(record) == 3
+    assert len(summary) == 8
+    r = row(summary, "plain", 20, seed=1)
+    assert r.status == "done" and math.isnan(r.final_train_error) and pd.isna(r.iterations)
+    assert row(summary, "plain", 20, seed=0).final_train_error == pytest.approx(1.15)
+    assert all((tmp_path / name).exists() for name in OUTPUTS)
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "only-multirun-yaml"])
+def test_no_runs_raises_and_cli_exits_2(tmp_path, capsys, make):
+    sweep = tmp_path / "sweep"
+    if make != "missing":
+        sweep.mkdir()
+    if make == "only-multirun-yaml":
+        (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    with pytest.raises(analysis.NoRunsError, match="sweep"):
+        analysis.load_sweep(sweep)
+    assert main([str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(sweep) in err and "run.json" in err
+    assert "Traceback" not in err
+
+
+def test_cli_prints_table_and_verdict(tmp_path, capsys):
+    degradation_sweep(tmp_path)
+    assert main([str(tmp_path), "--ylim", "0", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "| plain | 56 | 2 |" in out
+    assert out.splitlines()[-1] == REPRODUCED
+    assert (tmp_path / "summary.md").read_text() == out
+
+
+def test_figure6_panels_colours_and_seed_mean(tmp_path):
+    degradation_sweep(tmp_path)
+    write_run(tmp_path, "aaa", 56)  # other archs come after plain and resnet
+    _, metrics = analysis.load_sweep(tmp_path)
+    fig = plots.figure6(metrics, ylim=(0, 30))
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["plain", "resnet", "aaa"]
+    assert axes[0].get_ylim() == (0, 30)
+    plain = axes[0].get_lines()
+    assert [line.get_linestyle() for line in plain] == ["--", "-", "--", "-"]  # 20, then 56
+    # Same depth, same colour in every panel; different depths, different colours.
+    assert (
+        plain[2].get_color()
+        == axes[1].get_lines()[2].get_color()
+        == axes[2].get_lines()[0].get_color()
+    )
+    assert plain[0].get_color() != plain[2].get_color()
+    # plain-20 test curve: mean of seeds (test 9 and 10), ending at 9.5 at step 1000.
+    x, y = plain[1].get_data()
+    assert x[-1] == 1000 and y[-1] == pytest.approx(9.5)
+    labels = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert labels == ["plain-20", "plain-56", "train", "test"]
+
+
+def test_error_vs_depth(tmp_path):
+    degradation_sweep(tmp_path)
+    write_run(tmp_path, "resnet", 110, train=0.5)
+    ax = plots.error_vs_depth(summary_of(tmp_path)).axes[0]
+    assert list(ax.get_xticks()) == [20, 56, 110]
+    bars = {c.get_label(): c for c in ax.containers}
+    assert sorted(bars) == ["plain test", "plain train", "resnet test", "resnet train"]
+    x, y = bars["resnet train"].lines[0].get_data()
+    assert list(x) == [20, 56, 110] and list(y) == pytest.approx([3.15, 1.15, 0.65])
+    # plain-20's two seeds (1.15, 2.15) give a bar of ± their std around the mean.
+    (low, high), *_ = (seg[:, 1] for seg in bars["plain train"].lines[2][0].get_segments())
+    assert (low, high) == pytest.approx((1.65 - math.sqrt(0.5), 1.65 + math.sqrt(0.5)))
+    plain_train, plain_test = bars["plain train"].lines[0], bars["plain test"].lines[0]
+    assert plain_train.get_linestyle() == "--" and plain_test.get_linestyle() == "-"
+    assert plain_train.get_color() != bars["resnet train"].lines[0].get_color()
+
+
+def test_sweep_with_nothing_logged_yet_writes_everything(tmp_path):
+    write_sweep(
+        tmp_path,
+        [
+            {"arch": "plain", "depth": 20, "status": "failed", "error": None, "metrics": False},
+            {"arch": "resnet", "depth": 20, "status": "running", "metrics": False},
+        ],
+    )
+    (tmp_path / "arch=resnet,depth=20,seed=0" / "metrics.csv").write_text("step,train_error\n")
+    summary = analysis.analyze(tmp_path)
+    assert list(summary.status) == ["failed", "running"]
+    assert summary[analysis.ERROR_COLUMNS].isna().all().all()
+    md = (tmp_path / "summary.md").read_text()
+    assert "- arch=plain,depth=20,seed=0: (no message)" in md
+    assert "- arch=resnet,depth=20,seed=0: nothing logged yet" in md
+    assert all((tmp_path / name).exists() for name in OUTPUTS)
