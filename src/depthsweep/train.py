@@ -78,6 +78,45 @@ class ProgressPrinter(Callback):
         )
 
 
+def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
+    """The Lightning module for `model` under `cfg.schedule`, compiled if `cfg.compile`."""
+    sched = cfg.schedule
+    precision = resolve_precision(cfg.trainer)
+    auto_cl = cfg.channels_last == "auto"
+    if cfg.compile:  # compiles forward in place: checkpoint keys stay the same
+        model.compile(mode=None if cfg.compile is True else cfg.compile)
+    return Classifier(
+        model,
+        iterations=sched.iterations,
+        lr=sched.lr,
+        momentum=sched.momentum,
+        weight_decay=sched.weight_decay,
+        milestones=tuple(sched.milestones),
+        gamma=sched.gamma,
+        warmup_lr=warmup_lr_for(cfg.depth, sched.warmup.lr, sched.warmup.from_depth),
+        warmup_until_error=sched.warmup.until_train_error,
+        window=log_window(cfg),
+        channels_last=precision != "32-true" if auto_cl else bool(cfg.channels_last),
+    )
+
+
+def log_window(cfg: DictConfig) -> int:
+    """Iterations per logged training-metrics row: at most log_every_n_steps, >= 10 rows a run."""
+    return max(1, min(cfg.trainer.log_every_n_steps, cfg.schedule.iterations // 10))
+
+
+def make_trainer(cfg: DictConfig, callbacks: list[Callback], **overrides) -> pl.Trainer:
+    """`cfg.trainer` with the run length, precision and logging window filled in."""
+    kwargs = {
+        "precision": resolve_precision(cfg.trainer),
+        "max_steps": cfg.schedule.iterations,
+        "max_epochs": -1,
+        "log_every_n_steps": log_window(cfg),
+        "callbacks": callbacks,
+    }
+    return instantiate(cfg.trainer, **(kwargs | overrides))
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> str:
     """Train one run into `run_dir`. Returns 'done', 'skipped' or 'failed'; training errors are
     recorded in run.json rather than raised, so the rest of a sweep goes on."""
@@ -93,59 +132,24 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
 
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()  # a missing dataset is a setup error: raise it, do not record it
-    sched = cfg.schedule
-    iterations = sched.iterations
-    window = max(1, min(cfg.trainer.log_every_n_steps, iterations // 10))  # >= 10 points a run
-    precision = resolve_precision(cfg.trainer)
-    auto_cl = cfg.channels_last == "auto"
-    channels_last = precision != "32-true" if auto_cl else bool(cfg.channels_last)
-    module = Classifier(
-        model,
-        iterations=iterations,
-        lr=sched.lr,
-        momentum=sched.momentum,
-        weight_decay=sched.weight_decay,
-        milestones=tuple(sched.milestones),
-        gamma=sched.gamma,
-        warmup_lr=warmup_lr_for(cfg.depth, sched.warmup.lr, sched.warmup.from_depth),
-        warmup_until_error=sched.warmup.until_train_error,
-        window=window,
-        channels_last=channels_last,
-    )
-    if cfg.compile:
-        model.compile(mode=None if cfg.compile is True else cfg.compile)
-
+    info = {"params": count_params(model), "macs": count_macs(model)}  # before any compile
+    module = make_module(cfg, model)
     resume = record.resume_point()
     record.start(
         cfg,
-        {
-            "arch": cfg.arch.name,
-            "depth": cfg.depth,
-            "seed": cfg.seed,
-            "params": count_params(model),
-            "macs": count_macs(model),
-            "iterations": iterations,
-        },
+        {"arch": cfg.arch.name, "depth": cfg.depth, "seed": cfg.seed, **info}
+        | {"iterations": cfg.schedule.iterations},
     )
     print(f"[{label}] {'resuming from ' + str(resume) if resume else 'starting'} in {run_dir}")
-    trainer = instantiate(
-        cfg.trainer,
-        precision=precision,
-        max_steps=iterations,
-        max_epochs=-1,
-        log_every_n_steps=window,
-        logger=AppendingCSVLogger(run_dir),
-        callbacks=[
-            LearningRateMonitor(logging_interval="step"),
-            ModelCheckpoint(
-                dirpath=record.checkpoint.parent,
-                save_top_k=0,
-                save_last=True,
-                every_n_train_steps=cfg.checkpoint_every,
-            ),
-            ProgressPrinter(label),
-        ],
-        default_root_dir=str(run_dir),
+    checkpoint = ModelCheckpoint(
+        dirpath=record.checkpoint.parent,
+        save_top_k=0,
+        save_last=True,
+        every_n_train_steps=cfg.checkpoint_every,
+    )
+    callbacks = [LearningRateMonitor(logging_interval="step"), checkpoint, ProgressPrinter(label)]
+    trainer = make_trainer(
+        cfg, callbacks, logger=AppendingCSVLogger(run_dir), default_root_dir=str(run_dir)
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)

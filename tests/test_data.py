@@ -1,0 +1,92 @@
+"""The CIFAR-10 reader on files in the official format, and the on-device augmentation."""
+
+from __future__ import annotations
+
+import pickle
+import urllib.error
+
+import pytest
+import torch
+import torchvision.datasets.utils
+
+from depthsweep.data import (
+    CIFAR10DataModule,
+    DatasetMissingError,
+    random_crop_flip,
+    read_cifar10,
+)
+
+
+def test_reader_returns_images_in_channel_planes(fake_cifar):
+    data = read_cifar10(fake_cifar, download=False)
+    assert data.x_train.shape == (100, 3, 32, 32) and data.x_train.dtype == torch.uint8
+    assert data.x_test.shape == (40, 3, 32, 32) and data.y_train.dtype == torch.int64
+    with open(fake_cifar / "cifar-10-batches-py" / "data_batch_2", "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    raw = entry["data"][3]  # 1024 red, 1024 green, 1024 blue, row-major
+    img = data.x_train[20 + 3]
+    assert img[1, 5, 7] == raw[1024 + 5 * 32 + 7]
+    assert img[2, 31, 0] == raw[2048 + 31 * 32]
+    assert data.y_train[23] == entry["labels"][3]
+
+
+def test_limit_keeps_the_first_images(fake_cifar):
+    full, small = read_cifar10(fake_cifar, False), read_cifar10(fake_cifar, False, limit=30)
+    assert len(small.x_train) == 30 and len(small.x_test) == 30
+    assert torch.equal(small.x_train, full.x_train[:30])
+
+
+def test_missing_folder_without_download_names_folder_and_override(tmp_path):
+    with pytest.raises(DatasetMissingError) as err:
+        read_cifar10(tmp_path / "nowhere", download=False)
+    assert "cifar-10-batches-py" in str(err.value) and "data.root=" in str(err.value)
+
+
+def test_offline_download_fails_with_a_clear_message(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", offline)
+    with pytest.raises(DatasetMissingError, match="downloading .* failed: .*no network"):
+        read_cifar10(tmp_path, download=True)
+
+
+def test_corrupt_batch_file_is_named(fake_cifar):
+    (fake_cifar / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="test_batch is not a CIFAR-10 batch file"):
+        read_cifar10(fake_cifar, download=False)
+
+
+def test_crop_flip_output_is_a_padded_crop_of_its_own_input():
+    torch.manual_seed(0)
+    x = torch.randint(1, 256, (32, 3, 8, 8), dtype=torch.uint8)  # no zeros: padding is visible
+    out = random_crop_flip(x, pad=2)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    offsets, flips = set(), 0
+    for img, src in zip(out, padded, strict=True):
+        crops = {(dy, dx): src[:, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)}
+        matches = [
+            (*offset, flip)
+            for offset, crop in crops.items()
+            for flip in (False, True)
+            if torch.equal(img, crop.flip(-1) if flip else crop)
+        ]
+        assert matches, "every output must be a crop (maybe flipped) of the padded input"
+        offsets.add(matches[0][:2])
+        flips += matches[0][2]
+    assert len(offsets) > 10 and 4 <= flips <= 28  # independent draws per image
+
+
+def test_datamodule_batches_split_and_normalise(fake_cifar):
+    dm = CIFAR10DataModule(root=str(fake_cifar), download=False, batch_size=16, val_split=20)
+    dm.setup()
+    train = dm.train_dataloader()
+    assert len(train) == 80 // 16  # ragged last batch dropped
+    test, val = dm.val_dataloader()
+    assert sum(len(y) for _, y in test) == 40 and sum(len(y) for _, y in val) == 20
+    assert torch.equal(next(iter(val))[0], dm.data.x_train[80:])
+    # outside training no augmentation: normalised originals
+    x, _ = dm.on_after_batch_transfer(next(iter(test)), 0)
+    expected = (dm.data.x_test[:40].float() - dm.mean) / dm.std
+    assert torch.allclose(x, expected)
+    assert x.dtype == torch.float32

@@ -1,0 +1,109 @@
+"""The networks: the paper's parameter counts, the depth rule, and what a shortcut buys."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from depthsweep.models import (
+    BasicBlock,
+    InvalidDepthError,
+    PadShortcut,
+    PlainBlock,
+    PlainNet,
+    ResNet,
+    count_macs,
+    count_params,
+)
+
+# He et al. 2016, Table 6 / public reproductions (option A shortcuts, so plain == resnet).
+PAPER_PARAMS = {8: 75_290, 20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962}
+
+
+@pytest.mark.parametrize("depth", PAPER_PARAMS)
+@pytest.mark.parametrize("net", [PlainNet, ResNet])
+def test_parameter_counts_match_the_paper(net, depth):
+    assert count_params(net(depth)) == PAPER_PARAMS[depth]
+
+
+def test_plain_and_resnet_have_the_same_layers():
+    plain, res = PlainNet(20).state_dict(), ResNet(20).state_dict()
+    assert plain.keys() == res.keys()
+    assert all(plain[k].shape == res[k].shape for k in plain)
+
+
+@pytest.mark.parametrize("depth, nearest", [(18, "14, 20"), (21, "20, 26"), (7, "8")])
+def test_invalid_depth_names_the_rule_and_nearest_depths(depth, nearest):
+    with pytest.raises(InvalidDepthError, match=r"6n\+2") as err:
+        ResNet(depth)
+    assert f"Nearest valid depths: {nearest}." in str(err.value)
+
+
+def test_forward_shapes_and_stage_resolutions():
+    net = ResNet(14).eval()
+    x = torch.randn(2, 3, 32, 32)
+    maps = []
+    for stage in (net.layer1, net.layer2, net.layer3):
+        stage.register_forward_hook(lambda m, i, o: maps.append(tuple(o.shape[1:])))
+    assert net(x).shape == (2, 10)
+    assert maps == [(16, 32, 32), (32, 16, 16), (64, 8, 8)]
+
+
+def test_option_a_subsamples_and_zero_pads_without_parameters():
+    x = torch.randn(2, 16, 8, 8)
+    out = PadShortcut(16, 32, stride=2)(x)
+    assert out.shape == (2, 32, 4, 4)
+    assert torch.equal(out[:, 8:24], x[:, :, ::2, ::2])
+    assert out[:, :8].abs().sum() == 0 and out[:, 24:].abs().sum() == 0
+
+
+def test_option_b_projects_with_a_1x1_conv():
+    a, b = ResNet(20, shortcut="A"), ResNet(20, shortcut="B")
+    # two projections: 16->32 and 32->64, each 1x1 conv + BN (weight and bias)
+    assert count_params(b) - count_params(a) == 16 * 32 + 2 * 32 + 32 * 64 + 2 * 64
+    with pytest.raises(ValueError, match="shortcut option"):
+        ResNet(20, shortcut="C")
+
+
+def test_convs_use_kaiming_fan_out_init():
+    torch.manual_seed(0)
+    conv = ResNet(56).layer3[0].conv2  # 64 -> 64, 3x3
+    fan_out = 64 * 9
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05)
+
+
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_residual_block_with_zero_branch_weights_is_the_identity(train_mode):
+    """The course's argument: a residual block can always fall back to the identity, so adding
+    blocks should not hurt. With zero branch weights, relu(0 + x) = x for x >= 0."""
+    block = BasicBlock(16, 16)
+    for conv in (block.conv1, block.conv2):
+        nn.init.zeros_(conv.weight)
+    block.train(train_mode)
+    x = torch.rand(4, 16, 8, 8)  # non-negative, like the ReLU outputs that feed a block
+    assert torch.equal(block(x), x)
+    # The plain block with the same weights loses the input entirely.
+    plain = PlainBlock(16, 16).train(train_mode)
+    plain.load_state_dict(block.state_dict(), strict=False)
+    assert plain(x).abs().max() == 0
+
+
+def test_zero_init_residual_makes_every_block_start_as_identity():
+    net = ResNet(14, zero_init_residual=True).eval()
+    x = torch.rand(2, 16, 32, 32)
+    block = net.layer1[1]
+    assert torch.equal(block(x), x)
+    assert all(b.last_bn.weight.abs().sum() == 0 for b in net.blocks())
+    # plain nets have no shortcut to fall back on: the option leaves them alone
+    assert all(
+        b.last_bn.weight.abs().sum() > 0 for b in PlainNet(14, zero_init_residual=True).blocks()
+    )
+
+
+def test_macs_come_from_the_flop_counter():
+    # resnet-20: 40.55M multiply-adds for a 32x32 image, the figure usually quoted
+    assert count_macs(ResNet(20)) == pytest.approx(40.55e6, rel=0.01)
+    assert count_macs(ResNet(56)) > 2.5 * count_macs(ResNet(20))

@@ -1,0 +1,195 @@
+"""The user's commands end to end: a sweep, its re-run, crashes, failures and bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ROOT, run_cli
+from omegaconf import OmegaConf
+
+from depthsweep.sweep import ConfigMismatchError, RunRecord
+
+TINY = ["data.limit=256", "schedule.iterations=20", "trainer.enable_progress_bar=false"]
+
+
+def run_dirs(sweep: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep.glob("*/run.json"))
+
+
+def test_sweep_trains_analyses_and_rerun_skips(cifar_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    cmd = [
+        "experiments.run",
+        "-m",
+        "depth=8,14",
+        "arch=plain,resnet",
+        f"data.root={cifar_root}",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+    ]
+    first = run_cli(*cmd)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    dirs = run_dirs(sweep)
+    assert [d.name for d in dirs] == [
+        f"arch={a},data.limit=256,depth={d},schedule.iterations=20"
+        for a in ("plain", "resnet")
+        for d in (14, 8)
+    ]
+    for d in dirs:
+        metrics = pd.read_csv(d / "metrics.csv")
+        assert {
+            "step",
+            "epoch",
+            "lr",
+            "train_error",
+            "train_loss",
+            "test_error",
+            "wall_time",
+        } <= set(metrics.columns)
+        assert metrics["step"].max() == 20
+        assert metrics["train_error"].dropna().between(0, 100).all()
+        assert (d / "checkpoints" / "last.ckpt").is_file() and (d / "config.yaml").is_file()
+        assert json.loads((d / "run.json").read_text())["status"] == "done"
+
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert len(summary) == 4 and set(summary["status"]) == {"done"}
+    params = summary.set_index(["arch", "depth"])["params"]
+    assert params[("plain", 8)] == params[("resnet", 8)] == 75_290
+    assert params[("plain", 14)] == params[("resnet", 14)] == 172_506
+    assert (summary["iterations"] == 20).all()
+    for name in (
+        "summary.md",
+        "figure6.png",
+        "figure6.svg",
+        "error_vs_depth.png",
+        "error_vs_depth.svg",
+    ):
+        assert (sweep / name).stat().st_size > 0
+    assert "reproduced" in first.stdout or "undetermined" in first.stdout
+
+    stamps = {d: (d / "checkpoints" / "last.ckpt").stat().st_mtime_ns for d in dirs}
+    metrics_before = {d: (d / "metrics.csv").read_bytes() for d in dirs}
+    second = run_cli(*cmd)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("already finished") == 4
+    assert "starting" not in second.stdout
+    assert all((d / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamps[d] for d in dirs)
+    assert all((d / "metrics.csv").read_bytes() == metrics_before[d] for d in dirs)
+
+
+def test_killed_run_resumes_from_its_checkpoint(fake_cifar, tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.run",
+        "depth=8",
+        f"data.root={fake_cifar}",
+        "data.batch_size=16",
+        "schedule.iterations=300",
+        "checkpoint_every=20",
+        "trainer.log_every_n_steps=10",
+        "trainer.check_val_every_n_epoch=100",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)  # a crash: no chance to clean up
+    proc.wait()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
+
+    resumed = run_cli(*cmd[2:])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "done"
+    train = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["train_error"])
+    assert train["step"].is_unique and train["step"].is_monotonic_increasing
+    assert train["step"].tolist() == list(range(10, 301, 10))
+
+
+def test_failed_run_is_recorded_and_the_sweep_goes_on(fake_cifar, tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run_cli(
+        "experiments.run",
+        "-m",
+        "depth=8",
+        "arch=plain",
+        "schedule.lr=1e30,0.1",
+        f"data.root={fake_cifar}",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    status = {d.name: json.loads((d / "run.json").read_text()) for d in run_dirs(sweep)}
+    bad = next(v for k, v in status.items() if "1e+30" in k)
+    good = next(v for k, v in status.items() if k.endswith("lr=0.1"))
+    assert bad["status"] == "failed" and "FloatingPointError" in bad["error"]
+    assert good["status"] == "done"
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert sorted(summary["status"]) == ["done", "failed"]
+    assert "Failed runs" in (sweep / "summary.md").read_text()
+
+
+def test_warmup_lr_trace_and_validation_split(fake_cifar, tmp_path):
+    """Warm-up forced on at depth 8 with a threshold every run meets at the first check:
+    lr is 0.01 for the first window, then back to 0.1, then the step decay."""
+    run_dir = tmp_path / "run"
+    res = run_cli(
+        "experiments.run",
+        "depth=8",
+        f"data.root={fake_cifar}",
+        "data.val_split=20",
+        "schedule.warmup.from_depth=0",
+        "schedule.warmup.until_train_error=101",
+        "trainer.log_every_n_steps=5",
+        "schedule.iterations=50",
+        "data.batch_size=16",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "warm-up over at iteration 5" in res.stdout
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    lr = metrics.dropna(subset=["lr"]).set_index("step")["lr"]
+    assert lr[5] == pytest.approx(0.01) and lr[10] == pytest.approx(0.1)
+    # milestones at 25 and 38 iterations: the 26th is the first at 0.01, the 39th at 0.001
+    assert lr[25] == pytest.approx(0.1) and lr[30] == pytest.approx(0.01)
+    assert lr[40] == pytest.approx(0.001)
+    assert metrics["val_error"].notna().any() and metrics["test_error"].notna().any()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["depth=18"], "Nearest valid depths: 14, 20"),
+        (["arch=transformer"], "Could not find 'arch/transformer'"),
+        (["data.root=/nonexistent", "data.download=false"], "/nonexistent/cifar-10-batches-py"),
+    ],
+)
+def test_bad_input_fails_with_a_clear_message(args, message, tmp_path):
+    res = run_cli("experiments.run", *args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert res.returncode != 0
+    assert message in res.stderr + res.stdout
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_directory_of_another_config_is_refused(tmp_path):
+    cfg = OmegaConf.create({"depth": 20, "schedule": {"lr": 0.1}, "data": {"root": "a"}})
+    record = RunRecord(tmp_path)
+    record.start(cfg, {})
+    record.check_config(OmegaConf.merge(cfg, {"data": {"root": "elsewhere"}}))  # data moved: fine
+    with pytest.raises(ConfigMismatchError, match="schedule.lr"):
+        record.check_config(OmegaConf.merge(cfg, {"schedule": {"lr": 0.2}}))
