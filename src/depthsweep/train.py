@@ -79,12 +79,12 @@ class ProgressPrinter(Callback):
 
 
 def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
-    """The Lightning module for `model` under `cfg.schedule`, compiled if `cfg.compile`."""
+    """The Lightning module for `model` under `cfg.schedule`, compiled if asked."""
     sched = cfg.schedule
     precision = resolve_precision(cfg.trainer)
     auto_cl = cfg.channels_last == "auto"
-    if cfg.compile:  # compiles forward in place: checkpoint keys stay the same
-        model.compile(mode=None if cfg.compile is True else cfg.compile)
+    if cfg.compile.enabled:  # in place, so checkpoint keys stay those of the eager model
+        model.compile(mode=cfg.compile.mode, backend=cfg.compile.backend)
     return Classifier(
         model,
         iterations=sched.iterations,
