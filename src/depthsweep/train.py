@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
@@ -105,6 +106,16 @@ def log_window(cfg: DictConfig) -> int:
     return max(1, min(cfg.trainer.log_every_n_steps, cfg.schedule.iterations // 10))
 
 
+def job_devices(cfg: DictConfig) -> dict:
+    """In a Hydra multirun on several GPUs, job n trains on GPU n % count, so that jobs run at
+    once (hydra/launcher=joblib) spread over the GPUs instead of all landing on GPU 0."""
+    count = torch.cuda.device_count()
+    gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    if count < 2 or not gpu or cfg.trainer.devices != 1 or not HydraConfig.initialized():
+        return {}
+    return {"devices": [HydraConfig.get().job.num % count]}
+
+
 def make_trainer(cfg: DictConfig, callbacks: list[Callback], **overrides) -> pl.Trainer:
     """`cfg.trainer` with the run length, precision and logging window filled in."""
     kwargs = {
@@ -149,7 +160,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
     )
     callbacks = [LearningRateMonitor(logging_interval="step"), checkpoint, ProgressPrinter(label)]
     trainer = make_trainer(
-        cfg, callbacks, logger=AppendingCSVLogger(run_dir), default_root_dir=str(run_dir)
+        cfg,
+        callbacks,
+        logger=AppendingCSVLogger(run_dir),
+        default_root_dir=str(run_dir),
+        **job_devices(cfg),
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)

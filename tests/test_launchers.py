@@ -1,0 +1,95 @@
+"""Sweeps through Hydra's other launchers: joblib (concurrent local jobs), submitit (local here,
+SLURM on a cluster). Each sweep is two tiny CPU runs; the end-of-sweep analysis must still run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ROOT, run_cli
+from hydra import compose, initialize_config_dir
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    # Two jobs share the CPU: each with as many torch threads as cores would oversubscribe it.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def sweep(launcher: list[str], data: Path, out: Path) -> str:
+    result = run_cli(
+        *["experiments.run", "-m", *launcher, "depth=8", "arch=plain,resnet"],
+        *[f"data.root={data}", "data.batch_size=20", "schedule.iterations=5"],
+        *["trainer.enable_progress_bar=false", f"hydra.sweep.dir={out}"],
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def assert_both_done(out: Path) -> None:
+    runs = sorted(p.parent for p in out.glob("*/run.json"))
+    assert [p.name.split(",")[0] for p in runs] == ["arch=plain", "arch=resnet"]
+    for run in runs:
+        info = json.loads((run / "run.json").read_text())
+        assert info["status"] == "done", (run, info)
+        assert (run / "checkpoints" / "last.ckpt").is_file()
+    summary = pd.read_csv(out / "summary.csv")  # written by the AnalyzeSweep callback
+    assert sorted(summary.arch) == ["plain", "resnet"]
+    assert (summary.status == "done").all()
+    assert summary.final_test_error.notna().all()  # 5 steps = 1 epoch of 100 images: evaluated
+
+
+def test_joblib_runs_two_jobs_at_once(fake_cifar, tmp_path):
+    out = tmp_path / "sweep"
+    stdout = sweep(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], fake_cifar, out)
+    assert "Joblib.Parallel(n_jobs=2," in stdout
+    assert_both_done(out)
+
+
+def test_submitit_local_runs_both_jobs(fake_cifar, tmp_path):
+    out = tmp_path / "sweep"
+    sweep(["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"], fake_cifar, out)
+    assert_both_done(out)
+    assert len(list((out / ".submitit").glob("*/*_result.pkl"))) == 2
+
+
+@pytest.fixture
+def slurm_cfg():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3", job_name="run"):
+        return compose(
+            "config",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
+
+
+def test_slurm_launcher_composes(slurm_cfg):
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
+    launcher = slurm_cfg.hydra.launcher
+    assert launcher._target_ == SlurmQueueConf._target_
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (1, 1, 1)
+    assert launcher.cpus_per_task == 8
+    assert launcher.max_num_timeout > 0  # requeued after a timeout: runs resume from checkpoints
+    assert launcher.signal_delay_s >= 60
+    assert slurm_cfg.hydra.callbacks.analyze  # the sweep is still analysed at the end
+
+
+def test_slurm_launcher_makes_a_valid_sbatch_script(slurm_cfg, tmp_path):
+    from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+
+    # The launcher's parameter mapping (hydra-submitit-launcher's `launch`), then submitit's own
+    # sbatch writer, which rejects unknown parameters; no SLURM needed.
+    params = {k: v for k, v in slurm_cfg.hydra.launcher.items() if not k.startswith("_")}
+    for key in ("submitit_folder", "max_num_timeout"):  # executor options, not sbatch ones
+        params.pop(key)
+    params["name"] = "depthsweep"  # ${hydra.job.name}, set when Hydra runs a job
+    renames = SlurmExecutor._equivalence_dict()
+    sbatch = {renames.get(k, k): v for k, v in params.items() if v is not None}
+    sbatch["mem"] = f"{sbatch['mem']}GB"
+    script = _make_sbatch_string(command="python -m submitit", folder=tmp_path, **sbatch)
+    for flag in ["--gpus-per-node=1", "--ntasks-per-node=1", "--cpus-per-task=8"]:
+        assert f"#SBATCH {flag}" in script
+    for flag in ["--time=240", "--signal=USR2@120", "--requeue", "--partition=gpu"]:
+        assert f"#SBATCH {flag}" in script
