@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, run_cli
 from hydra import compose, initialize_config_dir
 
+
 @pytest.fixture(autouse=True)
 def one_thread(monkeypatch):
     # Two jobs share the CPU: each with as many torch threads as cores would oversubscribe it.
