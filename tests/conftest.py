@@ -3,41 +3,21 @@
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from depthsweep.bench import write_random_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 MATERIALIZE = ROOT.parent / "shared" / "data" / "cifar10" / "materialize.py"
 
 
-def write_cifar(root: Path, n_train: int = 100, n_test: int = 40, seed: int = 0) -> Path:
-    """Random images in the official python-version layout: 5 training batches + test_batch."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    for name, n in [
-        *[(f"data_batch_{i}", n_train // 5) for i in range(1, 6)],
-        ("test_batch", n_test),
-    ]:
-        entry = {
-            "batch_label": name,
-            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            "labels": rng.integers(0, 10, n).tolist(),
-            "filenames": [f"{name}_{i}.png" for i in range(n)],
-        }
-        with open(folder / name, "wb") as f:
-            pickle.dump(entry, f)
-    return root
-
-
 @pytest.fixture
 def fake_cifar(tmp_path: Path) -> Path:
-    return write_cifar(tmp_path / "data")
+    return write_random_cifar10(tmp_path / "data", n_train=100, n_test=40)
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +32,7 @@ def cifar_root(tmp_path_factory) -> Path:
             capture_output=True,
         )
         return root
-    return write_cifar(root, n_train=500, n_test=500)
+    return write_random_cifar10(root, n_train=500, n_test=500)
 
 
 def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
