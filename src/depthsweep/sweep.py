@@ -17,8 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from depthsweep.files import atomic_write_text
 
-# Where the data lives and how the run is displayed do not change what a run computes.
-VOLATILE_KEYS = ("data.root", "data.download", "trainer.enable_progress_bar")
+# Where the data lives, how the run is displayed and what extra it logs do not change its result.
+VOLATILE_KEYS = (
+    "data.root",
+    "data.download",
+    "trainer.enable_progress_bar",
+    "diagnostics.grad_norm_every",
+)
 
 
 class ConfigMismatchError(RuntimeError):

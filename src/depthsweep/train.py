@@ -9,13 +9,14 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from torch import nn
 
+from depthsweep.diagnostics import GradNormLogger
 from depthsweep.models import count_macs, count_params
 from depthsweep.module import Classifier
 from depthsweep.schedule import warmup_lr_for
@@ -23,9 +24,11 @@ from depthsweep.sweep import RunRecord
 
 
 def build_model(arch: DictConfig, depth: int) -> nn.Module:
-    """Instantiate `arch` (a `_target_` class plus its options; `name` is only a label)."""
-    options = {k: v for k, v in OmegaConf.to_container(arch).items() if k != "name"}
-    return instantiate(options, depth=depth)
+    """Construct `arch._target_` with the arch's options (`name` is only a label). Called directly,
+    not through `instantiate`, so that an invalid depth raises InvalidDepthError itself."""
+    options = OmegaConf.to_container(arch)
+    options.pop("name", None)
+    return get_class(options.pop("_target_"))(depth=depth, **options)
 
 
 def resolve_precision(trainer_cfg: DictConfig) -> str:
@@ -159,6 +162,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
         every_n_train_steps=cfg.checkpoint_every,
     )
     callbacks = [LearningRateMonitor(logging_interval="step"), checkpoint, ProgressPrinter(label)]
+    if cfg.diagnostics.grad_norm_every:  # off by default: no callback, no cost
+        callbacks.append(GradNormLogger(cfg.diagnostics.grad_norm_every))
     trainer = make_trainer(
         cfg,
         callbacks,

@@ -1,0 +1,386 @@
+"""Why residual networks train, measured: gradient flow per conv layer, layer responses (He et al.
+2016, Fig. 7), lesions of single blocks (Veit et al. 2016), and identity-at-init training curves.
+
+The measurements are pure functions of a model and a few batches; `diagnose` applies them to every
+finished run of a sweep and writes CSVs and figures beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from depthsweep import diagnostic_plots as plots
+from depthsweep.data import DatasetMissingError
+from depthsweep.sweep import atomic_write_text
+
+Batches = Iterable[tuple[Tensor, Tensor]]
+WHAT = ("grad", "responses", "lesion", "zero_init")
+GRAD_PREFIX = "grad_norm/"
+
+
+def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """Conv layers in registration order, which for these nets is forward order (a block's branch
+    convs are registered before its projection shortcut, which is added after the branch)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def grad_norms(model: nn.Module) -> dict[str, float]:
+    """L2 norm of each conv weight's gradient, input to output; convs without a gradient are left
+    out. One host transfer for all layers."""
+    named = [(n, m.weight.grad) for n, m in conv_layers(model) if m.weight.grad is not None]
+    if not named:
+        return {}
+    norms = torch.stack(torch._foreach_norm([g for _, g in named])).tolist()
+    return {n: v for (n, _), v in zip(named, norms, strict=True)}
+
+
+class GradNormLogger(pl.Callback):
+    """Logs `grad_norm/<conv name>` every `every` iterations, starting with the first (the
+    gradients at initialisation). Other iterations cost one modulo."""
+
+    def __init__(self, every: int) -> None:
+        if every < 1:
+            raise ValueError(f"GradNormLogger needs every >= 1, got {every}")
+        self.every = every
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if trainer.global_step % self.every or trainer.logger is None:
+            return
+        norms = grad_norms(getattr(pl_module, "model", pl_module))  # names without "model."
+        metrics = {f"{GRAD_PREFIX}{n}": v for n, v in norms.items()}
+        trainer.logger.log_metrics(metrics, step=trainer.global_step)
+
+
+@contextlib.contextmanager
+def _eval_no_grad(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
+    """(3x3 conv name, the BN that normalises it): each conv is paired with the next BN
+    registered after it, which is how every block, the stem and the shortcuts are written."""
+    pairs, conv = [], None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            conv = (name, m)
+        elif isinstance(m, nn.BatchNorm2d) and conv is not None:
+            if conv[1].kernel_size == (3, 3):
+                pairs.append((conv[0], m))
+            conv = None
+    return pairs
+
+
+def layer_responses(model: nn.Module, batches: Batches) -> pd.DataFrame:
+    """Std of each 3x3 conv layer's response (after its BN, before the ReLU or the addition) over
+    all elements of all images in `batches`; rows in forward order (columns layer, name, std)."""
+    dev = _device(model)
+    sums: dict[str, Tensor] = {}  # name -> [count, sum, sum of squares], float64, on the device
+    order: list[str] = []  # the order in which the hooks fire is the forward order
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+            x = out.detach().double()
+            if name not in sums:
+                order.append(name)
+                sums[name] = torch.zeros(3, dtype=torch.float64, device=dev)
+            sums[name] += torch.stack([x.new_tensor(x.numel()), x.sum(), x.square().sum()])
+
+        return record
+
+    handles = [bn.register_forward_hook(hook(name)) for name, bn in _conv_bn_pairs(model)]
+    try:
+        with _eval_no_grad(model):
+            for x, _ in batches:
+                model(x.to(dev))
+    finally:
+        for h in handles:
+            h.remove()
+    if not order:
+        return pd.DataFrame(columns=["layer", "name", "std"])
+    n, s, ss = torch.stack([sums[k] for k in order]).T.cpu()  # the one host transfer
+    std = ((ss / n - (s / n) ** 2).clamp(min=0)).sqrt()  # population std
+    return pd.DataFrame({"layer": range(len(order)), "name": order, "std": std.tolist()})
+
+
+class ShortcutOnly(nn.Module):
+    """A residual block with its branch deleted: relu(shortcut(x))."""
+
+    def __init__(self, shortcut: nn.Module) -> None:
+        super().__init__()
+        self.shortcut = shortcut
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.shortcut(x))
+
+
+def _block_slots(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(parent module, attribute name) of each of `model.blocks()`, input to output."""
+    names = {id(m): n for n, m in model.named_modules()}
+    slots = []
+    for b in model.blocks():
+        parent, _, attr = names[id(b)].rpartition(".")
+        slots.append((model.get_submodule(parent), attr))
+    return slots
+
+
+@contextlib.contextmanager
+def lesioned(model: nn.Module, index: int) -> Iterator[nn.Module]:
+    """`model` with block `index` deleted: a residual block keeps only its shortcut, a plain one
+    becomes the identity (only valid where its input and output shapes match)."""
+    parent, attr = _block_slots(model)[index]
+    block = parent.get_submodule(attr)
+    stand_in = ShortcutOnly(block.shortcut) if hasattr(block, "shortcut") else nn.Identity()
+    setattr(parent, attr, stand_in)
+    try:
+        yield model
+    finally:
+        setattr(parent, attr, block)
+
+
+def _error(model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]]) -> float:
+    dev = _device(model)
+    wrong = torch.zeros((), device=dev)
+    for x, y in batches:
+        wrong += (model(x.to(dev)).argmax(1) != y.to(dev)).sum()
+    return 100 * wrong.item() / sum(len(y) for _, y in batches)
+
+
+def lesion_errors(model: nn.Module, batches: Batches) -> pd.DataFrame:
+    """Test error (%) with each block deleted in turn: columns block, name, error, baseline_error,
+    lesionable. A plain block that changes shape cannot be deleted: error NaN, lesionable False."""
+    batches = list(batches)
+    names = {id(m): n for n, m in model.named_modules()}
+    blocks = model.blocks()
+    keeps_shape: dict[int, bool] = {}  # block index -> output shape == input shape
+
+    def record(k: int):
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+            keeps_shape.setdefault(k, inputs[0].shape == out.shape)  # a returned value would
+            # replace the block's output
+
+        return hook
+
+    handles = [b.register_forward_hook(record(k)) for k, b in enumerate(blocks)]
+    try:
+        with _eval_no_grad(model):
+            baseline = _error(model, batches)
+    finally:
+        for h in handles:
+            h.remove()
+    rows = []
+    for k, b in enumerate(blocks):
+        ok = hasattr(b, "shortcut") or keeps_shape[k]
+        error = float("nan")
+        if ok:
+            with lesioned(model, k), _eval_no_grad(model):
+                error = _error(model, batches)
+        rows.append((k, names[id(b)], error, baseline, ok))
+    return pd.DataFrame(rows, columns=["block", "name", "error", "baseline_error", "lesionable"])
+
+
+# --- applying the measurements to a sweep -----------------------------------------------------
+
+
+def find_runs(path: str | os.PathLike) -> list[Path]:
+    """`path` itself if it is a run dir (has run.json), else the run dirs below it, sorted."""
+    path = Path(path)
+    if (path / "run.json").is_file():
+        return [path]
+    return sorted(p.parent for p in path.rglob("run.json"))
+
+
+def _run_info(run_dir: Path) -> dict:
+    """Identity of a run: arch, depth, seed, zero_init, status, and `variant`, the arch label with
+    '+zero_init' appended where that option is on, so the two never share a line."""
+    info = json.loads((run_dir / "run.json").read_text())
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    zero_init = bool(cfg.arch.get("zero_init_residual", False))
+    variant = f"{cfg.arch.name}+zero_init" if zero_init else str(cfg.arch.name)
+    return {
+        "run": run_dir.name,
+        "arch": str(cfg.arch.name),
+        "variant": variant,
+        "depth": int(cfg.depth),
+        "seed": int(info.get("seed", cfg.get("seed", 0))),
+        "zero_init": zero_init,
+        "status": info.get("status"),
+    }
+
+
+def _build_model(cfg: DictConfig) -> nn.Module:
+    # Deferred: train.py imports this module for GradNormLogger.
+    from depthsweep.train import build_model
+
+    return build_model(cfg.arch, cfg.depth)
+
+
+def load_model(run_dir: Path, device: torch.device) -> nn.Module:
+    """The run's net with the weights of checkpoints/last.ckpt, in eval mode."""
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    model = _build_model(cfg)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def eval_batches(
+    data: DictConfig, root: str | None = None, limit: int | None = None
+) -> list[tuple[Tensor, Tensor]]:
+    """The normalised test set of a run's `cfg.data`, through the data module's own code."""
+    overrides = {"download": False}
+    if root is not None:
+        overrides["root"] = root
+    if limit is not None:
+        overrides["limit"] = limit
+    dm = instantiate(data, **overrides, _convert_="all")
+    dm.setup("validate")
+    return [dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader()[0]]
+
+
+def _metrics(run_dir: Path) -> pd.DataFrame | None:
+    path = run_dir / "metrics.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def grad_flow_table(runs: Sequence[Path]) -> pd.DataFrame:
+    """Long table of logged gradient norms: one row per (run, step, conv layer in forward order)."""
+    frames = []
+    for run_dir in runs:
+        m = _metrics(run_dir)
+        cols = [c for c in m.columns if c.startswith(GRAD_PREFIX)] if m is not None else []
+        if not cols:
+            continue
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+        # metrics.csv sorts its columns by name (layer10 before layer2): the model has the order.
+        convs = [n for n, _ in conv_layers(_build_model(cfg))]
+        layer = {n: i for i, n in enumerate(convs)}
+        long = m[["step", *cols]].melt("step", var_name="name", value_name="grad_norm").dropna()
+        long["name"] = long["name"].str.removeprefix(GRAD_PREFIX)
+        frames.append(long.assign(layer=long["name"].map(layer), **_run_info(run_dir)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def training_curves(runs: Sequence[Path]) -> pd.DataFrame:
+    """train_error and test_error by step for every run with metrics, plus the run's identity."""
+    frames = []
+    for run_dir in runs:
+        m = _metrics(run_dir)
+        if m is None:
+            continue
+        cols = [c for c in ("train_error", "test_error") if c in m.columns]
+        curve = m.groupby("step")[cols].mean().reset_index()  # sparse rows -> one per step
+        frames.append(curve.assign(**_run_info(run_dir)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _model_tables(
+    runs: Sequence[Path], what: Sequence[str], data_root: str | None, limit: int | None
+) -> dict[str, pd.DataFrame]:
+    """layer_responses and lesion_errors of every finished run, each with the run's identity."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    measures = {"responses": layer_responses, "lesion": lesion_errors}
+    frames: dict[str, list[pd.DataFrame]] = {k: [] for k in measures if k in what}
+    if not frames:
+        return {}
+    data_cache: dict[str, list[tuple[Tensor, Tensor]]] = {}  # runs of a sweep share their data
+    for run_dir in runs:
+        info = _run_info(run_dir)
+        if info["status"] != "done" or not (run_dir / "checkpoints" / "last.ckpt").is_file():
+            print(f"skipping {run_dir.name}: not finished (status {info['status']})")
+            continue
+        data = OmegaConf.load(run_dir / "config.yaml").data
+        key = OmegaConf.to_yaml(data) + f"{data_root}{limit}"
+        if key not in data_cache:
+            try:
+                batches = eval_batches(data, data_root, limit)
+            except DatasetMissingError as e:
+                print(f"skipping {run_dir.name}: {e}")
+                continue
+            data_cache[key] = [(x.to(device), y.to(device)) for x, y in batches]
+        model = load_model(run_dir, device)
+        for k in frames:
+            frames[k].append(measures[k](model, data_cache[key]).assign(**info))
+    return {k: pd.concat(v, ignore_index=True) for k, v in frames.items() if v}
+
+
+def diagnose(
+    path: str | os.PathLike,
+    what: Sequence[str] = WHAT,
+    data_root: str | None = None,
+    limit: int | None = None,
+    grad_steps: Sequence[str | int] = ("first", "last"),
+) -> list[Path]:
+    """Run the diagnostics in `what` on the runs under `path` (a sweep or a single run dir); write
+    CSVs and figures into `path`. `data_root` replaces the runs' data.root, `limit` keeps the first
+    N test images, `grad_steps` are the iterations the gradient-flow figure shows ('first', 'last'
+    or numbers). Returns the files written; a diagnostic whose inputs are missing is skipped."""
+    unknown = set(what) - set(WHAT)
+    if unknown:
+        raise ValueError(f"unknown diagnostics {sorted(unknown)}: choose from {', '.join(WHAT)}")
+    out, runs = Path(path), find_runs(path)
+    if not runs:
+        print(f"no runs (directories with run.json) under {out}: nothing to diagnose")
+        return []
+    written: list[Path] = []
+
+    def write_csv(df: pd.DataFrame, name: str) -> None:
+        atomic_write_text(out / name, df.to_csv(index=False))
+        written.append(out / name)
+
+    if "grad" in what:
+        grads = grad_flow_table(runs)
+        if grads.empty:
+            print(
+                "grad: no grad_norm/* columns in any metrics.csv (train with grad norm logging "
+                "on, e.g. diagnostics.grad_norm_every=100): skipped"
+            )
+        else:
+            write_csv(grads, "grad_flow.csv")
+            written += plots.save(plots.grad_flow(grads, grad_steps), out / "grad_flow")
+    tables = _model_tables(runs, what, data_root, limit)
+    for key, name, figure in (
+        ("responses", "layer_responses", plots.layer_responses),
+        ("lesion", "lesion", plots.lesion),
+    ):
+        if key not in what:
+            continue
+        if key not in tables:
+            print(f"{key}: no finished run with a checkpoint and its data: skipped")
+            continue
+        write_csv(tables[key], f"{name}.csv")
+        written += plots.save(figure(tables[key]), out / name)
+    if "zero_init" in what:
+        curves = training_curves(runs)
+        pairs = curves.groupby(["arch", "depth"])["zero_init"].nunique() if len(curves) else []
+        if not any(n == 2 for n in pairs):
+            print(
+                "zero_init: no (arch, depth) has runs both with and without "
+                "arch.zero_init_residual=true: skipped"
+            )
+        else:
+            written += plots.save(plots.zero_init(curves), out / "zero_init")
+    return written
