@@ -7,25 +7,15 @@ Built on `matplotlib.figure.Figure` with the Agg canvas: headless, no pyplot fig
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # before any canvas is created: never pick a GUI backend
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from depthsweep.plots import arch_order
 
 LINESTYLES = ("--", "-", ":", "-.")  # per variant where variants share a panel; plain dashed
-
-
-def order(names: Iterable[str]) -> list[str]:
-    """plain, resnet first (the paper's comparison), then the rest alphabetically."""
-    names = set(names)
-    return [a for a in ("plain", "resnet") if a in names] + sorted(names - {"plain", "resnet"})
 
 
 def _colours(df: pd.DataFrame) -> dict[int, str]:
@@ -35,19 +25,6 @@ def _colours(df: pd.DataFrame) -> dict[int, str]:
 def _panels(n: int, rows: int = 1, width: float = 5, height: float = 3.8) -> np.ndarray:
     fig = Figure(figsize=(width * n, height * rows), layout="constrained")
     return fig.subplots(rows, n, squeeze=False)  # Axes, shape (rows, n)
-
-
-def save(fig: Figure, stem: str | os.PathLike) -> list[Path]:
-    """Write `stem`.png and `stem`.svg, each to a temporary name in the same folder and then
-    renamed, so a reader never sees half a figure. Returns the two paths."""
-    stem, paths = Path(stem), []
-    for fmt in ("png", "svg"):
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, format=fmt, dpi=120)  # explicit format: the .tmp suffix says nothing
-        os.replace(tmp, path)
-        paths.append(path)
-    return paths
 
 
 def _at_step(grads: pd.DataFrame, which: str | int) -> pd.DataFrame:
@@ -67,7 +44,7 @@ def _at_step(grads: pd.DataFrame, which: str | int) -> pd.DataFrame:
 def grad_flow(grads: pd.DataFrame, steps: Sequence[str | int] = ("first", "last")) -> Figure:
     """Gradient norm vs conv layer index (forward order): a row per chosen iteration ('first' is
     the gradient at initialisation), a panel per variant, a line per depth."""
-    variants, colours = order(grads["variant"].unique()), _colours(grads)
+    variants, colours = arch_order(grads["variant"].unique()), _colours(grads)
     axes = _panels(len(variants), rows=len(steps))
     for row, which in zip(axes, steps, strict=True):
         at = _at_step(grads, which)
@@ -94,7 +71,7 @@ def grad_flow(grads: pd.DataFrame, steps: Sequence[str | int] = ("first", "last"
 def layer_responses(resp: pd.DataFrame) -> Figure:
     """Std of the 3x3 layers' responses (He et al. 2016, Fig. 7): by layer index, and sorted by
     magnitude. Colour: depth; line style: variant."""
-    variants, colours = order(resp["variant"].unique()), _colours(resp)
+    variants, colours = arch_order(resp["variant"].unique()), _colours(resp)
     ((by_layer, by_size),) = _panels(2)
     for style, variant in zip(LINESTYLES * 4, variants, strict=False):
         for depth, rows in resp[resp["variant"] == variant].groupby("depth"):
@@ -111,7 +88,7 @@ def layer_responses(resp: pd.DataFrame) -> Figure:
 def lesion(les: pd.DataFrame) -> Figure:
     """Test error with one block deleted vs its index (Veit et al. 2016); dotted: no lesion.
     Gaps are plain blocks that change shape and so cannot be deleted."""
-    variants, colours = order(les["variant"].unique()), _colours(les)
+    variants, colours = arch_order(les["variant"].unique()), _colours(les)
     (row,) = _panels(len(variants))
     for ax, variant in zip(row, variants, strict=True):
         for depth, rows in les[les["variant"] == variant].groupby("depth"):
@@ -134,7 +111,7 @@ def zero_init(curves: pd.DataFrame) -> Figure:
     curves = curves[both]
     keys = [
         (arch, depth)
-        for arch in order(curves["arch"].unique())
+        for arch in arch_order(curves["arch"].unique())
         for depth in sorted(curves.loc[curves["arch"] == arch, "depth"].unique())
     ]
     (row,) = _panels(len(keys), width=4.5)

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from depthsweep import diagnostic_plots as plots
 from depthsweep.data import DatasetMissingError
-from depthsweep.sweep import atomic_write_text
+from depthsweep.files import atomic_write_text
+from depthsweep.plots import save
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 WHAT = ("grad", "responses", "lesion", "zero_init")
@@ -360,7 +361,7 @@ def diagnose(
             )
         else:
             write_csv(grads, "grad_flow.csv")
-            written += plots.save(plots.grad_flow(grads, grad_steps), out / "grad_flow")
+            written += save(plots.grad_flow(grads, grad_steps), out / "grad_flow")
     tables = _model_tables(runs, what, data_root, limit)
     for key, name, figure in (
         ("responses", "layer_responses", plots.layer_responses),
@@ -372,7 +373,7 @@ def diagnose(
             print(f"{key}: no finished run with a checkpoint and its data: skipped")
             continue
         write_csv(tables[key], f"{name}.csv")
-        written += plots.save(figure(tables[key]), out / name)
+        written += save(figure(tables[key]), out / name)
     if "zero_init" in what:
         curves = training_curves(runs)
         pairs = curves.groupby(["arch", "depth"])["zero_init"].nunique() if len(curves) else []
@@ -382,5 +383,5 @@ def diagnose(
                 "arch.zero_init_residual=true: skipped"
             )
         else:
-            written += plots.save(plots.zero_init(curves), out / "zero_init")
+            written += save(plots.zero_init(curves), out / "zero_init")
     return written

@@ -77,13 +77,15 @@ def error_vs_depth(summary: pd.DataFrame) -> Figure:
     return fig
 
 
-def save(fig: Figure, path: str | os.PathLike) -> None:
+def save(fig: Figure, path: str | os.PathLike) -> list[Path]:
     """Write `path` as .png and .svg (any suffix of `path` is replaced), atomically."""
-    path = Path(path)
+    paths = [Path(path).with_suffix(".png"), Path(path).with_suffix(".svg")]
     # A fixed hash salt and no timestamps make a rerun write byte-identical files.
     with matplotlib.rc_context({"svg.hashsalt": "depthsweep"}):
-        for fmt, metadata in (("png", {"Software": None}), ("svg", {"Date": None})):
+        for target, metadata in zip(paths, ({"Software": None}, {"Date": None}), strict=True):
+            fmt = target.suffix[1:]
             atomic_write(
-                path.with_suffix(f".{fmt}"),
+                target,
                 lambda tmp, fmt=fmt, md=metadata: fig.savefig(tmp, format=fmt, metadata=md),
             )
+    return paths
