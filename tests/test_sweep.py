@@ -131,6 +131,7 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(fake_cifar, tmp_path):
         f"data.root={fake_cifar}",
         *TINY,
         f"hydra.sweep.dir={sweep}",
+        "hydra.callbacks.analyze.diagnose=[lesion]",  # diagnostics at sweep end, finished runs only
     )
     assert res.returncode == 0, res.stderr[-3000:]
     status = {d.name: json.loads((d / "run.json").read_text()) for d in run_dirs(sweep)}
@@ -141,6 +142,8 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(fake_cifar, tmp_path):
     summary = pd.read_csv(sweep / "summary.csv")
     assert sorted(summary["status"]) == ["done", "failed"]
     assert "Failed runs" in (sweep / "summary.md").read_text()
+    lesion = pd.read_csv(sweep / "lesion.csv")
+    assert lesion["run"].nunique() == 1 and "lr=0.1" in lesion["run"].iloc[0]
 
 
 def test_warmup_lr_trace_and_validation_split(fake_cifar, tmp_path):

@@ -1,5 +1,6 @@
-"""Hydra callback: analyse a sweep as soon as its last run ends."""
+"""Hydra callback: analyse a sweep (and optionally diagnose it) as soon as its last run ends."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -7,9 +8,17 @@ from omegaconf import DictConfig
 
 
 class AnalyzeSweep(Callback):
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from depthsweep.analysis import analyze, verdict  # deferred: pandas/matplotlib are slow
+    def __init__(self, diagnose: Sequence[str] = ()) -> None:
+        self.diagnose = list(diagnose)
 
-        summary = analyze(config.hydra.sweep.dir)
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # deferred: the launcher should not pay for pandas and matplotlib before the runs
+        from depthsweep.analysis import analyze, verdict
+        from depthsweep.diagnostics import diagnose
+
+        sweep_dir = config.hydra.sweep.dir
+        summary = analyze(sweep_dir)
         print(summary.to_string(index=False))
         print(verdict(summary))
+        if self.diagnose:
+            diagnose(sweep_dir, what=self.diagnose)
