@@ -14,6 +14,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def write_run(
@@ -47,6 +50,9 @@ def write_run(
         "host": "fake",  # unknown keys must be ignored
     } | extra_run_json
     (run_dir / "run.json").write_text(json.dumps(info))
+    known = CONF / "arch" / f"{arch}.yaml"  # the resolved config, in short
+    arch_cfg = OmegaConf.load(known) if known.is_file() else {"name": arch}
+    OmegaConf.save({"arch": arch_cfg, "depth": depth, "seed": seed}, run_dir / "config.yaml")
     if not metrics:
         return run_dir
     rows = []

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import math
 import shutil
-from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT
-from hydra import compose, initialize_config_dir
+from conftest import ROOT, train_tiny
 from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from depthsweep import train as train_mod
 from depthsweep.diagnostics import (
     GradNormLogger,
     ShortcutOnly,
@@ -223,29 +220,11 @@ def test_resnet164_parameter_count_and_depth_rule():
 # --- end to end -----------------------------------------------------------------------------------
 
 
-def tiny_run(run_dir: Path, data_root: Path, *overrides: str) -> None:
-    """Train one real run (4 iterations) into `run_dir`, logging grad norms every 2 iterations."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            [
-                "trainer=cpu",
-                f"data.root={data_root}",
-                "data.batch_size=32",
-                "schedule.iterations=4",
-                "trainer.enable_progress_bar=false",
-                "diagnostics.grad_norm_every=2",
-                *overrides,
-            ],
-        )
-    assert train_mod.train(cfg, run_dir) == "done"
-
-
 def test_cli_on_a_tiny_real_sweep(fake_cifar, tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    tiny_run(sweep / "plain-8", fake_cifar, "arch=plain", "depth=8")
-    tiny_run(sweep / "resnet-8", fake_cifar, "arch=resnet", "depth=8")
-    tiny_run(
+    train_tiny(sweep / "plain-8", fake_cifar, "arch=plain", "depth=8")
+    train_tiny(sweep / "resnet-8", fake_cifar, "arch=resnet", "depth=8")
+    train_tiny(
         sweep / "resnet-8-zi", fake_cifar, "arch=resnet", "depth=8", "arch.zero_init_residual=true"
     )
     moved = tmp_path / "moved"

@@ -1,4 +1,5 @@
-"""notebooks/analysis.ipynb runs end to end on a fake sweep and draws both figures."""
+"""notebooks/analysis.ipynb runs end to end: the sweep figures on a fake sweep, and the
+diagnostics on real (tiny) runs."""
 
 from __future__ import annotations
 
@@ -6,35 +7,58 @@ import os
 from pathlib import Path
 
 import nbformat
+from conftest import ROOT, train_tiny
 from fakesweep import degradation_sweep
 from nbclient import NotebookClient
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"
 
 
-def test_notebook_redraws_the_figures(tmp_path, monkeypatch):
-    degradation_sweep(tmp_path / "sweep")
-    monkeypatch.setenv("DEPTHSWEEP_SWEEP_DIR", str(tmp_path / "sweep"))
+def execute(sweep: Path, cwd: Path, monkeypatch, data_root: Path | None = None):
+    monkeypatch.setenv("DEPTHSWEEP_SWEEP_DIR", str(sweep))
+    if data_root is not None:
+        monkeypatch.setenv("DEPTHSWEEP_DATA_ROOT", str(data_root))
     # The kernel is a subprocess: make the package importable even without an install.
     path = [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, path)))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(
-        nb, kernel_name="python3", timeout=60, resources={"metadata": {"path": str(tmp_path)}}
+        nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(cwd)}}
     ).execute()
+    return nb
 
-    outputs = {c.source.splitlines()[-1]: c.outputs for c in nb.cells if c.cell_type == "code"}
-    images = [
-        o
-        for o in outputs["plots.figure6(metrics, ylim=(0, 20))"]
-        if "image/png" in o.get("data", {})
-    ]
-    assert len(images) == 1
-    assert [o for o in outputs["plots.error_vs_depth(summary)"] if "image/png" in o.get("data", {})]
+
+def code_outputs(nb) -> dict[str, list]:
+    """Each code cell's outputs, keyed by the cell's last line."""
+    return {c.source.splitlines()[-1]: c.outputs for c in nb.cells if c.cell_type == "code"}
+
+
+def images(outputs: list) -> list:
+    return [o for o in outputs if "image/png" in o.get("data", {})]
+
+
+def test_notebook_redraws_the_figures(tmp_path, monkeypatch):
+    degradation_sweep(tmp_path / "sweep")
+    outputs = code_outputs(execute(tmp_path / "sweep", tmp_path, monkeypatch))
+    assert len(images(outputs["plots.figure6(metrics, ylim=(0, 20))"])) == 1
+    assert len(images(outputs["plots.error_vs_depth(summary)"])) == 1
     (verdict,) = outputs["print(analysis.verdict(summary))"]
     assert verdict.text.startswith("Degradation reproduced: plain training error rises")
     summary_html = outputs["summary"][0].data["text/html"]
     assert "arch=resnet,depth=56,seed=1" in summary_html
     # The notebook only reads the sweep: analyze() is the one that writes into it.
     assert not (tmp_path / "sweep" / "summary.csv").exists()
+
+
+def test_notebook_draws_the_diagnostics_of_real_runs(fake_cifar, tmp_path, monkeypatch):
+    sweep = tmp_path / "sweep"
+    train_tiny(sweep / "plain-8", fake_cifar, "arch=plain", "depth=8")
+    train_tiny(sweep / "resnet-8", fake_cifar, "arch=resnet", "depth=8")
+    train_tiny(sweep / "resnet-8-zi", fake_cifar, "depth=8", "arch.zero_init_residual=true")
+    nb = execute(sweep, tmp_path, monkeypatch, data_root=fake_cifar)
+    cells = [
+        c for c in nb.cells if c.cell_type == "code" and "display(diagnostic_plots." in c.source
+    ]
+    assert len(cells) == 4
+    for cell in cells:
+        assert len(images(cell.outputs)) == 1, cell.source

@@ -298,7 +298,7 @@ def training_curves(runs: Sequence[Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _model_tables(
+def model_tables(
     runs: Sequence[Path], what: Sequence[str], data_root: str | None, limit: int | None
 ) -> dict[str, pd.DataFrame]:
     """layer_responses and lesion_errors of every finished run, each with the run's identity."""
@@ -362,7 +362,7 @@ def diagnose(
         else:
             write_csv(grads, "grad_flow.csv")
             written += save(plots.grad_flow(grads, grad_steps), out / "grad_flow")
-    tables = _model_tables(runs, what, data_root, limit)
+    tables = model_tables(runs, what, data_root, limit)
     for key, name, figure in (
         ("responses", "layer_responses", plots.layer_responses),
         ("lesion", "lesion", plots.lesion),
