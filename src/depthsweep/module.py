@@ -39,6 +39,7 @@ class Classifier(pl.LightningModule):
         self.window = window
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.register_buffer("recent", torch.zeros(2, window), persistent=False)  # loss, error %
+        self.seen = 0  # steps in `recent` since this process started (a resume starts empty)
         self.elapsed = 0.0  # wall time of earlier attempts, restored on resume
         self._t0 = time.perf_counter()
 
@@ -62,16 +63,16 @@ class Classifier(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, error = self._errors(batch)
-        step, n = self.global_step, len(batch[1])
-        self.recent[:, step % self.window] = torch.stack([loss.detach(), error.detach()])
-        loss_w, error_w = self.recent[:, : min(step + 1, self.window)].mean(1)
+        self.recent[:, self.seen % self.window] = torch.stack([loss.detach(), error.detach()])
+        self.seen += 1
+        loss_w, error_w = self.recent[:, : min(self.seen, self.window)].mean(1)
         # Lightning converts these to floats only on its logging steps (every log_every_n_steps).
         self.log_dict({"train_loss": loss_w, "train_error": error_w}, on_step=True, on_epoch=False)
         self.log_dict(
             {"train_loss_epoch": loss.detach(), "train_error_epoch": error.detach()},
             on_step=False,
             on_epoch=True,
-            batch_size=n,
+            batch_size=len(batch[1]),
         )
         return loss
 
@@ -79,7 +80,7 @@ class Classifier(pl.LightningModule):
         step = self.global_step  # optimizer steps taken so far
         if step % self.window:
             return
-        loss, error = self.recent.mean(1).tolist()  # the one host sync per window
+        loss, error = self.recent[:, : min(self.seen, self.window)].mean(1).tolist()  # 1 sync
         if not math.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} at iteration {step}")
         sched = self.lr_schedulers()
