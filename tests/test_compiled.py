@@ -1,4 +1,5 @@
-"""The compiled training path gives the eager path's training curve on the same seed."""
+"""The fast paths (torch.compile, channels-last) give the eager path's training curve on the
+same seed, for the parts that run on a CPU."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def curve(overrides: list[str], run_dir) -> pd.DataFrame:
     return pd.read_csv(run_dir / "metrics.csv").dropna(subset=["train_loss"]).set_index("step")
 
 
-def test_compiled_path_matches_eager(fake_cifar, tmp_path):
+def test_fast_paths_match_eager(fake_cifar, tmp_path):
     common = [
         "depth=8",
         f"data.root={fake_cifar}",
@@ -31,6 +32,10 @@ def test_compiled_path_matches_eager(fake_cifar, tmp_path):
     # aot_eager traces forward and backward through dynamo and AOTAutograd like inductor does,
     # without code generation, which takes minutes on a CPU.
     compiled = curve([*common, "compile.enabled=true", "compile.backend=aot_eager"], tmp_path / "c")
+    channels_last = curve([*common, "channels_last=true"], tmp_path / "cl")
     assert len(eager) == 10
-    pd.testing.assert_series_equal(eager["train_loss"], compiled["train_loss"], rtol=1e-4)
-    pd.testing.assert_series_equal(eager["train_error"], compiled["train_error"], rtol=1e-4)
+    # Channels-last convolutions sum in another order: float noise that grows over 20 steps
+    # (~4e-4 here); a real fault (wrong layout, lost augmentation) moves the loss by far more.
+    for fast, rtol in ((compiled, 1e-4), (channels_last, 2e-3)):
+        pd.testing.assert_series_equal(eager["train_loss"], fast["train_loss"], rtol=rtol)
+        pd.testing.assert_series_equal(eager["train_error"], fast["train_error"], rtol=rtol)

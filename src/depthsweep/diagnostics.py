@@ -178,9 +178,9 @@ def lesion_errors(model: nn.Module, batches: Batches) -> pd.DataFrame:
     keeps_shape: dict[int, bool] = {}  # block index -> output shape == input shape
 
     def record(k: int):
+        # Returns None: a forward hook that returned a value would replace the block's output.
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
-            keeps_shape.setdefault(k, inputs[0].shape == out.shape)  # a returned value would
-            # replace the block's output
+            keeps_shape.setdefault(k, inputs[0].shape == out.shape)
 
         return hook
 
