@@ -115,9 +115,12 @@ def test_killed_run_resumes_from_its_checkpoint(fake_cifar, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout
     assert json.loads((run_dir / "run.json").read_text())["status"] == "done"
-    train = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["train_error"])
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    train = metrics.dropna(subset=["train_error"])
     assert train["step"].is_unique and train["step"].is_monotonic_increasing
     assert train["step"].tolist() == list(range(10, 301, 10))
+    # no evaluation fell on the last iteration (every 100 epochs): one more ran after training
+    assert metrics.dropna(subset=["test_error"])["step"].tolist()[-1] == 300
 
 
 def test_failed_run_is_recorded_and_the_sweep_goes_on(fake_cifar, tmp_path):

@@ -41,6 +41,8 @@ class Classifier(pl.LightningModule):
         self.register_buffer("recent", torch.zeros(2, window), persistent=False)  # loss, error %
         self.seen = 0  # steps in `recent` since this process started (a resume starts empty)
         self.elapsed = 0.0  # wall time of earlier attempts, restored on resume
+        self.evaluated_at = -1  # the iteration of the last test-set evaluation
+        self.batches_per_epoch = 1  # set when training starts
         self._t0 = time.perf_counter()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -104,7 +106,15 @@ class Classifier(pl.LightningModule):
         )
 
     def on_validation_epoch_end(self) -> None:
-        self.log("wall_time", self.wall_time())
+        # Lightning logs in-fit evaluations at the last iteration's 0-based index but a validate()
+        # after fit one higher: pin the step so that both follow the first convention.
+        last = self.global_step - 1
+        epoch = last // self.batches_per_epoch  # that iteration's epoch, also after fit ends
+        self.log_dict({"wall_time": self.wall_time(), "step": float(last), "epoch": float(epoch)})
+        self.evaluated_at = self.global_step
+
+    def on_train_start(self) -> None:
+        self.batches_per_epoch = self.trainer.num_training_batches
 
     def wall_time(self) -> float:
         return self.elapsed + time.perf_counter() - self._t0

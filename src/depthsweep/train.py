@@ -66,6 +66,9 @@ class AppendingCSVLogger(CSVLogger):
         super().log_metrics(metrics, None if step is None else step + 1)
 
 
+ERRORS = ("train_error", "test_error", "val_error")
+
+
 class ProgressPrinter(Callback):
     """One line per evaluation: where the run is and how it is doing."""
 
@@ -73,11 +76,11 @@ class ProgressPrinter(Callback):
         self.label = label
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        m = trainer.callback_metrics
+        errors = [f"{k.replace('_error', '')} err {float(m[k]):.2f}%" for k in ERRORS if k in m]
         print(
             f"[{self.label}] iter {trainer.global_step}/{trainer.max_steps} "
-            f"epoch {trainer.current_epoch}: train err {m.get('train_error', float('nan')):.2f}% "
-            f"test err {m.get('test_error', float('nan')):.2f}% ({m.get('wall_time', 0):.0f}s)",
+            f"epoch {int(m['epoch'])}: {', '.join(errors)} ({float(m['wall_time']):.0f}s)",
             flush=True,
         )
 
@@ -173,6 +176,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        if module.evaluated_at != trainer.global_step:  # the run ended between evaluations
+            trainer.validate(module, datamodule=datamodule, verbose=False)
         trainer.save_checkpoint(record.checkpoint)
     except Exception as e:  # recorded, not swallowed: run.json and the summary show it
         traceback.print_exc()
