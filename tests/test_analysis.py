@@ -154,13 +154,12 @@ def test_summary_markdown(tmp_path):
     md = analysis.to_markdown(summary_of(tmp_path))
     lines = md.splitlines()
     assert (
-        "| plain | 20 | 2 | 0.02M | 1.65 ± 0.71 | 9.50 ± 0.71 | 9.00 ± 0.71 | ≈1.4 | ≈9.7 |"
+        "| plain | 20 | 2 | 20,000 | 1.0M | 1.65 ± 0.71 | 9.50 ± 0.71 | 9.00 ± 0.71 | ≈1.4 | ≈9.7 |"
         in lines
     )
-    assert (
-        "| resnet | 20 | 2 | 0.02M | 3.15 ± 0.00 | 8.75 ± 0.35 | 8.25 ± 0.35 | — | 8.75 |" in lines
-    )
-    assert "| resnet | 32 | 1 | 0.03M | 2.15 | 10.00 | 9.50 | — | 7.51 |" in lines
+    resnet20 = "| resnet | 20 | 2 | 20,000 | 1.0M | 3.15 ± 0.00 | 8.75 ± 0.35 | 8.25 ± 0.35 |"
+    assert f"{resnet20} — | 8.75 |" in lines
+    assert "| resnet | 32 | 1 | 32,000 | 1.6M | 2.15 | 10.00 | 9.50 | — | 7.51 |" in lines
     assert not any(line.startswith("| plain | 110 |") for line in lines)
     assert "- arch=plain,depth=110,seed=0: NaN loss at step 12" in lines
     assert lines[-1] == REPRODUCED

@@ -160,6 +160,7 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
     table.columns = [f"{col}_{stat}" for col, stat in table.columns]
     table.insert(0, "n", grouped.size())
     table.insert(1, "params", grouped["params"].first())
+    table.insert(2, "macs", grouped["macs"].first())
     return table.reset_index()
 
 
@@ -209,17 +210,18 @@ def to_markdown(summary: pd.DataFrame) -> str:
         "Errors in %, mean ± std over seeds, failed runs excluded. Paper: He et al. 2016,",
         "Table 6 (resnet test error) and Fig. 6 read-offs at 64k iterations (plain).",
         "",
-        "| arch | depth | n | params | final train error | final test error | best test error "
-        "| paper train | paper test |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| arch | depth | n | params | MACs | final train error | final test error "
+        "| best test error | paper train | paper test |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in aggregate(summary).itertuples():
         paper_train, paper_test = PAPER_ERRORS.get((row.arch, row.depth), ("—", "—"))
-        params = "—" if pd.isna(row.params) else f"{row.params / 1e6:.2f}M"
+        params = "—" if pd.isna(row.params) else f"{row.params:,}"
+        macs = "—" if pd.isna(row.macs) else f"{row.macs / 1e6:.1f}M"  # multiply-adds per image
         errors = [
             _mean_std(getattr(row, f"{c}_mean"), getattr(row, f"{c}_std")) for c in ERROR_COLUMNS
         ]
-        cells = [row.arch, row.depth, row.n, params, *errors, paper_train, paper_test]
+        cells = [row.arch, row.depth, row.n, params, macs, *errors, paper_train, paper_test]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     failed = summary[summary["status"] == "failed"]
     if len(failed):
