@@ -149,14 +149,17 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
 
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()  # a missing dataset is a setup error: raise it, do not record it
-    info = {"params": count_params(model), "macs": count_macs(model)}  # before any compile
+    info = {
+        "arch": cfg.arch.name,
+        "depth": cfg.depth,
+        "seed": cfg.seed,
+        "params": count_params(model),
+        "macs": count_macs(model),  # before make_module may compile the model
+        "iterations": cfg.schedule.iterations,
+    }
     module = make_module(cfg, model)
     resume = record.resume_point()
-    record.start(
-        cfg,
-        {"arch": cfg.arch.name, "depth": cfg.depth, "seed": cfg.seed, **info}
-        | {"iterations": cfg.schedule.iterations},
-    )
+    record.start(cfg, info)
     print(f"[{label}] {'resuming from ' + str(resume) if resume else 'starting'} in {run_dir}")
     checkpoint = ModelCheckpoint(
         dirpath=record.checkpoint.parent,
