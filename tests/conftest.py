@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from depthsweep.bench import write_random_cifar10
-from depthsweep.train import train
+from depthsweep.train import compose_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 MATERIALIZE = ROOT.parent / "shared" / "data" / "cifar10" / "materialize.py"
@@ -52,17 +51,15 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.Comp
 
 def train_tiny(run_dir: Path, data_root: Path, *overrides: str) -> None:
     """Train one real run (4 iterations, grad norms every 2) into `run_dir`, in this process."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            [
-                "trainer=cpu",
-                f"data.root={data_root}",
-                "data.batch_size=32",
-                "schedule.iterations=4",
-                "trainer.enable_progress_bar=false",
-                "diagnostics.grad_norm_every=2",
-                *overrides,
-            ],
-        )
+    cfg = compose_config(
+        [
+            "trainer=cpu",
+            f"data.root={data_root}",
+            "data.batch_size=32",
+            "schedule.iterations=4",
+            "trainer.enable_progress_bar=false",
+            "diagnostics.grad_norm_every=2",
+            *overrides,
+        ],
+    )
     assert train(cfg, run_dir) == "done"

@@ -4,16 +4,12 @@ same seed, for the parts that run on a CPU."""
 from __future__ import annotations
 
 import pandas as pd
-from conftest import ROOT
-from hydra import compose, initialize_config_dir
 
-from depthsweep.train import train
+from depthsweep.train import compose_config, train
 
 
 def curve(overrides: list[str], run_dir) -> pd.DataFrame:
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides)
-    assert train(cfg, run_dir) == "done"
+    assert train(compose_config(overrides), run_dir) == "done"
     return pd.read_csv(run_dir / "metrics.csv").dropna(subset=["train_loss"]).set_index("step")
 
 

@@ -3,12 +3,9 @@ plus one config file, with no change to the runner or the analysis."""
 
 from __future__ import annotations
 
-from conftest import ROOT
-from hydra import compose, initialize_config_dir
-
 from depthsweep.analysis import analyze
 from depthsweep.models import CifarNet, PlainBlock
-from depthsweep.train import train
+from depthsweep.train import compose_config, train
 
 
 class ThinBlock(PlainBlock):
@@ -25,8 +22,7 @@ class ThinNet(CifarNet):
 
 
 def test_figure6_experiment_is_the_papers_grid():
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", ["experiment=figure6"], return_hydra_config=True)
+    cfg = compose_config(["experiment=figure6"], hydra=True)
     assert cfg.name == "figure6"
     assert dict(cfg.hydra.sweeper.params) == {"arch": "plain,resnet", "depth": "20,32,44,56,110"}
     assert cfg.schedule.iterations == 64_000 and cfg.data.batch_size == 128
@@ -46,9 +42,7 @@ def test_new_architecture_needs_one_class_and_one_config_file(fake_cifar, tmp_pa
         "trainer.enable_progress_bar=false",
         f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
     ]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides)
-    assert train(cfg, tmp_path / "sweep" / "arch=thin,depth=11") == "done"
+    assert train(compose_config(overrides), tmp_path / "sweep" / "arch=thin,depth=11") == "done"
     summary = analyze(tmp_path / "sweep")
     row = summary.iloc[0]
     assert (row.arch, row.depth, row.status, row.iterations) == ("thin", 11, "done", 4)

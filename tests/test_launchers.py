@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, run_cli
-from hydra import compose, initialize_config_dir
+from conftest import run_cli
+
+from depthsweep.train import compose_config
 
 
 @pytest.fixture(autouse=True)
@@ -57,12 +58,7 @@ def test_submitit_local_runs_both_jobs(fake_cifar, tmp_path):
 
 @pytest.fixture
 def slurm_cfg():
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3", job_name="run"):
-        return compose(
-            "config",
-            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
-            return_hydra_config=True,
-        )
+    return compose_config(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], hydra=True)
 
 
 def test_slurm_launcher_composes(slurm_cfg):

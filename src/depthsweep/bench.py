@@ -28,7 +28,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
@@ -37,9 +36,14 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from depthsweep.data import FOLDER, TEST_FILE, TRAIN_FILES, read_cifar10
-from depthsweep.train import build_model, make_module, make_trainer, resolve_precision
+from depthsweep.train import (
+    build_model,
+    compose_config,
+    make_module,
+    make_trainer,
+    resolve_precision,
+)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 PAPER_DEPTHS = (20, 32, 44, 56, 110)
 PAPER_ITERATIONS = 64_000
 PAPER_BATCH = 128
@@ -124,12 +128,6 @@ def write_random_cifar10(root: str | Path, n_train: int, n_test: int, seed: int 
         with open(folder / name, "wb") as f:
             pickle.dump(entry, f, protocol=4)
     return Path(root)
-
-
-def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """The config `python -m experiments.run <overrides>` would train."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="bench"):
-        return compose("config", overrides=list(overrides))
 
 
 def compose_run(

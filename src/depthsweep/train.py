@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +23,15 @@ from depthsweep.models import count_macs, count_params
 from depthsweep.module import Classifier
 from depthsweep.schedule import warmup_lr_for
 from depthsweep.sweep import RunRecord
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictConfig:
+    """The config `python -m experiments.run <overrides>` would train (with its `hydra` node if
+    asked), composed outside a Hydra app: for the bench, the tests and notebooks."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="run"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def build_model(arch: DictConfig, depth: int) -> nn.Module:
