@@ -72,7 +72,7 @@ def _read_run(run_dir: Path) -> dict | None:
     return row | {"run_dir": run_dir.name}
 
 
-def _read_metrics(path: Path) -> pd.DataFrame | None:
+def read_metrics(path: Path) -> pd.DataFrame | None:
     """The run's metrics.csv, or None if absent or unreadable (warning: it may be half-written)."""
     if not path.exists():
         return None
@@ -101,7 +101,7 @@ def load_sweep(sweep_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame
         if row is None:
             continue
         rows.append(row)
-        frame = _read_metrics(run_dir / "metrics.csv")
+        frame = read_metrics(run_dir / "metrics.csv")
         if frame is not None:
             tags = {key: row[key] for key in ("arch", "depth", "seed", "run_dir")}
             frames.append(frame.assign(**tags))

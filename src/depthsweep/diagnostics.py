@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from depthsweep import diagnostic_plots as plots
+from depthsweep.analysis import read_metrics
 from depthsweep.data import DatasetMissingError
 from depthsweep.files import atomic_write_text
 from depthsweep.plots import save
@@ -262,16 +263,11 @@ def eval_batches(
     return [dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader()[0]]
 
 
-def _metrics(run_dir: Path) -> pd.DataFrame | None:
-    path = run_dir / "metrics.csv"
-    return pd.read_csv(path) if path.is_file() else None
-
-
 def grad_flow_table(runs: Sequence[Path]) -> pd.DataFrame:
     """Long table of logged gradient norms: one row per (run, step, conv layer in forward order)."""
     frames = []
     for run_dir in runs:
-        m = _metrics(run_dir)
+        m = read_metrics(run_dir / "metrics.csv")
         cols = [c for c in m.columns if c.startswith(GRAD_PREFIX)] if m is not None else []
         if not cols:
             continue
@@ -289,7 +285,7 @@ def training_curves(runs: Sequence[Path]) -> pd.DataFrame:
     """train_error and test_error by step for every run with metrics, plus the run's identity."""
     frames = []
     for run_dir in runs:
-        m = _metrics(run_dir)
+        m = read_metrics(run_dir / "metrics.csv")
         if m is None:
             continue
         cols = [c for c in ("train_error", "test_error") if c in m.columns]
