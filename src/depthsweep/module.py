@@ -3,6 +3,10 @@
 Training error is measured on the augmented mini-batches. Per-step values stay on the device in a
 ring buffer of the last `window` iterations, so logging their mean every N steps costs no host sync;
 the host reads them once per window, for the NaN guard and the warm-up switch.
+
+With `cuda_graph=True` the module optimizes manually: forward, loss and backward go through a
+GraphedStep (one CUDA graph replay on a GPU), then Lightning's optimizer step and the scheduler run
+as in automatic optimization, in the same order.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from depthsweep.graphed import GraphedStep
 from depthsweep.schedule import PaperLR
 
 
@@ -32,6 +37,7 @@ class Classifier(pl.LightningModule):
         warmup_until_error: float = 80.0,
         window: int = 50,
         channels_last: bool = False,
+        cuda_graph: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"])  # kept in every checkpoint
@@ -44,6 +50,9 @@ class Classifier(pl.LightningModule):
         self.evaluated_at = -1  # the iteration of the last test-set evaluation
         self.batches_per_epoch = 1  # set when training starts
         self._t0 = time.perf_counter()
+        self.automatic_optimization = not cuda_graph
+        self.graphed = GraphedStep(self._forward_backward, model) if cuda_graph else None
+        self.first_step_s: float | None = None  # includes compilation or graph capture
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x.contiguous(memory_format=self.memory_format))
@@ -63,8 +72,28 @@ class Classifier(pl.LightningModule):
         loss = F.cross_entropy(logits, y)
         return loss, (logits.argmax(1) != y).float().mean() * 100
 
+    def _forward_backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        loss, error = self._errors((x, y))
+        loss.backward()  # not manual_backward: its hooks must not run inside a graph capture
+        return loss.detach(), error.detach()
+
+    def _manual_step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        result = ()
+
+        def closure() -> Tensor:
+            nonlocal result
+            result = self.graphed(*batch)
+            return result[0]
+
+        self.optimizers().step(closure=closure)  # counts the step; on_before_optimizer_step runs
+        self.lr_schedulers().step()  # where automatic optimization steps it: before batch end
+        return result
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss, error = self._errors(batch)
+        if self.automatic_optimization:
+            loss, error = self._errors(batch)
+        else:
+            loss, error = self._manual_step(batch)
         self.recent[:, self.seen % self.window] = torch.stack([loss.detach(), error.detach()])
         self.seen += 1
         loss_w, error_w = self.recent[:, : min(self.seen, self.window)].mean(1)
@@ -78,7 +107,24 @@ class Classifier(pl.LightningModule):
         )
         return loss
 
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def on_validation_model_zero_grad(self) -> None:
+        # Lightning frees the gradients before validating; a captured graph owns them.
+        if self.automatic_optimization:
+            super().on_validation_model_zero_grad()
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self.first_step_s is None:
+            self._synchronize()
+            self._first_step_start = time.perf_counter()
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.first_step_s is None:  # this process's first step: compilation, capture, autotuning
+            self._synchronize()
+            self.first_step_s = time.perf_counter() - self._first_step_start
         step = self.global_step  # optimizer steps taken so far
         if step % self.window:
             return

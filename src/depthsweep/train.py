@@ -97,7 +97,9 @@ class ProgressPrinter(Callback):
 
 
 def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
-    """The Lightning module for `model` under `cfg.schedule`, compiled if asked."""
+    """The Lightning module for `model` under `cfg.schedule`, compiled or graphed if asked."""
+    if cfg.compile.enabled and cfg.cuda_graph:
+        raise ValueError("compile.enabled and cuda_graph are two ways to cut launches: pick one")
     sched = cfg.schedule
     precision = resolve_precision(cfg.trainer)
     auto_cl = cfg.channels_last == "auto"
@@ -115,6 +117,7 @@ def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
         warmup_until_error=sched.warmup.until_train_error,
         window=log_window(cfg),
         channels_last=precision != "32-true" if auto_cl else bool(cfg.channels_last),
+        cuda_graph=cfg.cuda_graph,
     )
 
 
@@ -198,6 +201,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
         record.update(status="failed", error=f"{type(e).__name__}: {e}")
         print(f"[{label}] FAILED: {type(e).__name__}: {e}", flush=True)
         return "failed"
-    record.update(status="done", error=None, wall_time_s=round(module.wall_time(), 2))
-    print(f"[{label}] done in {module.wall_time():.0f}s", flush=True)
+    first = module.first_step_s  # None if a resumed run had no step left to take
+    record.update(
+        status="done",
+        error=None,
+        wall_time_s=round(module.wall_time(), 2),
+        first_step_s=None if first is None else round(first, 3),
+    )
+    startup = "" if first is None else f" (first step incl. compile/capture: {first:.1f}s)"
+    print(f"[{label}] done in {module.wall_time():.0f}s{startup}", flush=True)
     return "done"
