@@ -1,8 +1,12 @@
 """Time the harness's training path against a plain PyTorch loop and project the Figure 6 sweep.
 
-    python -m experiments.bench --data-root data            # GPU: depths 20,56,110, batch 128
-    python -m experiments.bench --jobs 4 --compile true     # + 1, 2, 4 concurrent processes
-    python -m experiments.bench compile.enabled=true compile.backend=aot_eager   # any override
+    python -m experiments.bench --data-root data        # GPU: depths 20,56,110, batch 128
+    python -m experiments.bench --jobs 4                # + 1, 2, 4 concurrent processes
+    python -m experiments.bench --paths harness,harness-compile --compile-mode reduce-overhead
+    python -m experiments.bench channels_last=false     # any override, for every harness path
+
+Harness paths: `harness` (the config as composed: eager), `harness-graph` (cuda_graph=true),
+`harness-compile` (compile.enabled=true). Default: harness,harness-graph (CPU: harness).
 
 On a CPU it picks tiny sizes by itself and says so. Without --data-root it uses the config's
 data.root if CIFAR-10 is there, else random images written in the official format to a temp dir.
@@ -22,13 +26,6 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
-def compile_overrides(mode: str | None) -> list[str]:
-    """--compile true (inductor's default mode), a mode name, or false."""
-    if mode is None or mode.lower() == "false":
-        return []
-    return ["compile.enabled=true"] + ([] if mode.lower() == "true" else [f"compile.mode={mode}"])
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("overrides", nargs="*", help="Hydra overrides for the harness, KEY=VALUE")
@@ -41,10 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, help="reference DataLoader workers (min(8, CPUs))")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's; CPU: 1)")
     p.add_argument("--jobs", type=int, help="also time 1, 2, 4, ... JOBS concurrent processes")
-    p.add_argument("--compile", help="harness: true, false (default) or a torch.compile mode")
+    p.add_argument("--paths", type=lambda t: t.split(","), help="harness paths to time (above)")
+    p.add_argument("--compile-mode", help="harness-compile's torch.compile mode (default: none)")
     p.add_argument("--out", type=Path, help="CSV to write (default results/bench.csv)")
     args = vars(p.parse_args(argv))
-    args["overrides"] = compile_overrides(args.pop("compile")) + args["overrides"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     settings, note = default_settings(device, **args)
     run(settings, note)

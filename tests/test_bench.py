@@ -10,13 +10,14 @@ from conftest import run_cli
 
 from depthsweep.bench import (
     COLUMNS,
+    fastest_path,
     format_table,
     interpolate_ms,
     job_counts,
+    path_overrides,
     project_sweep_s,
     projection,
 )
-from experiments.bench import compile_overrides
 
 
 def test_cli_times_both_paths_and_concurrent_jobs(tmp_path, monkeypatch):
@@ -27,6 +28,7 @@ def test_cli_times_both_paths_and_concurrent_jobs(tmp_path, monkeypatch):
     result = run_cli(
         *["experiments.bench", "--depths", "8", "--batch", "16", "--steps", "2", "--warmup", "1"],
         *["--archs", "plain", "--workers", "1", "--jobs", "2", "--out", str(out)],
+        *["--paths", "harness,harness-graph"],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -34,11 +36,14 @@ def test_cli_times_both_paths_and_concurrent_jobs(tmp_path, monkeypatch):
         reader = csv.DictReader(f)
         rows = list(reader)
     assert reader.fieldnames == COLUMNS
+    fastest = rows[3]["path"]  # the concurrency runs use the faster harness path
+    assert fastest in ("harness", "harness-graph")
     assert [(r["arch"], r["path"], r["jobs"]) for r in rows] == [
         ("plain", "reference", "1"),
         ("plain", "harness", "1"),
-        ("plain", "harness", "1"),  # the concurrency runs: one process, then two at once
-        ("plain", "harness", "2"),
+        ("plain", "harness-graph", "1"),
+        ("plain", fastest, "1"),  # one process, then two at once
+        ("plain", fastest, "2"),
     ]
     device = rows[0]["device"]
     assert device.startswith("CPU") and f"bench on {device}" in result.stdout
@@ -47,14 +52,18 @@ def test_cli_times_both_paths_and_concurrent_jobs(tmp_path, monkeypatch):
         assert (r["batch"], r["steps_timed"], r["precision"]) == ("16", "2", "32-true")
         assert r["compile"] == "false"
         assert float(r["ms_per_step"]) > 0
-    for r in rows[:3]:
+    for r in rows[:4]:
         assert float(r["images_per_s"]) == pytest.approx(16_000 / float(r["ms_per_step"]), abs=0.1)
+    for r in rows[:3]:  # the first step is timed apart, in this process
+        assert float(r["first_step_s"]) > 0
     assert "random images in the official CIFAR-10 format" in result.stdout
     assert "CPU only" in result.stdout
-    table = result.stdout[result.stdout.index("arch     depth") :]
-    assert table.splitlines()[1].split()[:2] == ["plain", "8"]
-    assert "only plain measured" in result.stdout and "2 jobs at once" in result.stdout
-    assert f"wrote {out} (4 rows)" in result.stdout
+    table = result.stdout[result.stdout.index("arch     depth") :].splitlines()
+    assert table[0].split() == ["arch", "depth", "reference", "harness", "harness-graph"]
+    assert table[2].split()[:2] == ["plain", "8"]
+    assert "only plain measured" in result.stdout
+    assert f"{fastest} 2 jobs at once" in " ".join(result.stdout.split())
+    assert f"wrote {out} (5 rows)" in result.stdout
 
 
 def test_interpolation_is_linear_in_depth_and_extrapolates_the_end_segments():
@@ -76,13 +85,13 @@ def test_sweep_projection_with_known_numbers():
 
 def test_projection_and_table_from_rows():
     rows = [
-        {"arch": a, "depth": d, "path": p, "batch": 128, "jobs": 1, "ms_per_step": ms, **extra}
+        {"arch": a, "depth": d, "path": p, "batch": 128, "jobs": 1, "ms_per_step": ms}
         for a in ("plain", "resnet")
         for d in (20, 56)
-        for p, ms in (("reference", d), ("harness", d / 2))
-        for extra in [{"images_per_s": 128_000 / ms}]
+        for p, ms in (("reference", d), ("harness", d / 2), ("harness-graph", d / 4))
     ]
-    lines = projection(rows, {2: 2.0})
+    assert fastest_path(rows) == "harness-graph"
+    lines = projection(rows, {2: 2.0}, concurrent="harness")
     hours = 2 * 131 * 64 / 3600  # both archs, harness at depth/2 ms
     assert lines[1].split() == [
         "reference",
@@ -96,9 +105,11 @@ def test_projection_and_table_from_rows():
     ]
     assert f"{hours:.2f} h" in lines[2] and lines[2].split()[0] == "harness"
     assert "2 jobs at once:" in lines[3] and f"{hours / 2:.2f} h" in lines[3]
+    assert f"{hours / 2:.2f} h" in lines[4] and lines[4].split()[0] == "harness-graph"
+    assert len(lines) == 5  # no concurrency line for harness-graph: it was not measured
     table = format_table(rows).splitlines()
-    assert len(table) == 5
-    assert table[2].split() == ["plain", "56", "56.0", "28.0", "2286", "4571", "2.00x"]
+    assert len(table) == 6
+    assert table[3].split() == ["plain", "56", "56.0", "28.0", "(2.00x)", "14.0", "(4.00x)"]
 
 
 def test_job_counts():
@@ -108,10 +119,13 @@ def test_job_counts():
     assert job_counts(6) == [1, 2, 4, 6]
 
 
-def test_compile_option_becomes_overrides():
-    assert compile_overrides(None) == compile_overrides("false") == []
-    assert compile_overrides("true") == ["compile.enabled=true"]
-    assert compile_overrides("max-autotune") == [
+def test_harness_paths_become_overrides():
+    assert path_overrides("harness") == []
+    assert path_overrides("harness-graph") == ["cuda_graph=true"]
+    assert path_overrides("harness-compile") == ["compile.enabled=true"]
+    assert path_overrides("harness-compile", "max-autotune") == [
         "compile.enabled=true",
         "compile.mode=max-autotune",
     ]
+    with pytest.raises(SystemExit, match="unknown path 'fast'"):
+        path_overrides("fast")

@@ -3,8 +3,11 @@
 The reference is the textbook CIFAR-10 loop: fp32 eager, a DataLoader of PIL images augmented per
 image by torchvision transforms in worker processes, a bare SGD step. The harness path is what
 `experiments.run` trains: the config composed from conf/, `build_model`, `make_module` and
-`make_trainer`, with its device-resident data module. Both are timed over the same steps after a
-warm-up, and the measured ms/step are projected onto the paper's Figure 6 sweep.
+`make_trainer`, with its device-resident data module, in up to three variants: as configured
+(`harness`), with each step's forward and backward replayed as one CUDA graph (`harness-graph`), and
+with the model under torch.compile (`harness-compile`). All are timed over the same steps after a
+warm-up, the first step (compilation, capture, autotuning) is reported apart, and the measured
+ms/step are projected onto the paper's Figure 6 sweep.
 """
 
 from __future__ import annotations
@@ -49,8 +52,10 @@ PAPER_ITERATIONS = 64_000
 PAPER_BATCH = 128
 COLUMNS = [
     *["device", "torch_version", "arch", "depth", "path", "batch", "ms_per_step"],
-    *["images_per_s", "steps_timed", "precision", "compile", "jobs"],
+    *["images_per_s", "steps_timed", "precision", "compile", "jobs", "first_step_s"],
 ]
+# The harness paths: extra overrides on top of the composed config (and the bench's own).
+HARNESS_PATHS = {"harness": [], "harness-graph": ["cuda_graph=true"], "harness-compile": None}
 
 
 @dataclass
@@ -63,7 +68,9 @@ class Settings:
     workers: int  # reference DataLoader workers
     threads: int | None  # torch intra-op threads; None: torch's default
     jobs: int  # measure k = 1, 2, 4, ... <= jobs concurrent harness processes
-    overrides: list[str]  # more Hydra overrides for the harness's config, e.g. compile.enabled=true
+    paths: list[str]  # the harness paths to time (HARNESS_PATHS), each against the reference
+    compile_mode: str | None  # torch.compile mode of harness-compile; None: inductor's default
+    overrides: list[str]  # more Hydra overrides for every harness path, e.g. channels_last=false
     data_root: str | None  # None: the config's data.root, else random images
     out: Path
 
@@ -81,6 +88,8 @@ def default_settings(device: torch.device, **given) -> tuple[Settings, str | Non
         # On a small shared CPU, 2 threads ran 20-30x slower than 1 once other processes were busy.
         "threads": 1 if cpu else None,
         "jobs": 1,
+        "paths": ["harness"] if cpu else ["harness", "harness-graph"],
+        "compile_mode": None,
         "overrides": [],
         "data_root": None,
         "out": Path("results/bench.csv"),
@@ -137,6 +146,18 @@ def compose_run(
     return compose_config([*overrides, f"data.batch_size={batch}", "data.download=false", *extra])
 
 
+def path_overrides(path: str, compile_mode: str | None = None) -> list[str]:
+    """The overrides that turn the composed config into harness path `path`."""
+    if path not in HARNESS_PATHS:
+        raise SystemExit(f"unknown path {path!r}: choose from {', '.join(HARNESS_PATHS)}")
+    extra = HARNESS_PATHS[path]
+    if extra is None:  # harness-compile
+        extra = ["compile.enabled=true"] + (
+            [f"compile.mode={compile_mode}"] if compile_mode else []
+        )
+    return extra
+
+
 def compile_label(cfg: DictConfig) -> str:
     c = cfg.compile
     return f"{c.backend}/{c.mode or 'default'}" if c.enabled else "false"
@@ -152,6 +173,7 @@ class Timing:
     t0: float  # perf_counter at the end of the last warm-up step
     t1: float  # ... and of the last timed step
     steps: int
+    first_step_s: float | None = None  # the first step alone: compilation, capture, autotuning
 
     @property
     def ms_per_step(self) -> float:
@@ -199,7 +221,7 @@ def time_harness(
             default_root_dir=scratch,
         )
         trainer.fit(module, datamodule=instantiate(cfg.data, _convert_="all"))
-    return Timing(timer.t0, timer.t1, steps)
+    return Timing(timer.t0, timer.t1, steps, module.first_step_s)
 
 
 class PILCifar(Dataset):
@@ -255,8 +277,12 @@ def time_reference(
     # Same cudnn autotuning as the harness's trainer, which sets this flag process-wide.
     torch.backends.cudnn.benchmark = bool(cfg.trainer.benchmark)
     batches = _forever(loader)
-    t0 = 0.0
+    t0 = first = 0.0
+    start = time.perf_counter()
     for i in range(warmup + steps):
+        if i == 1:  # the first step: worker start-up, first batch, autotuning
+            _sync(device)
+            first = time.perf_counter() - start
         if i == warmup:
             _sync(device)
             t0 = time.perf_counter()
@@ -267,7 +293,7 @@ def time_reference(
         loss.backward()
         opt.step()
     _sync(device)
-    return Timing(t0, time.perf_counter(), steps)
+    return Timing(t0, time.perf_counter(), steps, first)
 
 
 def quiet_lightning() -> None:
@@ -393,10 +419,17 @@ def find_data(data_root: str | None, tmp: Path, n_train: int) -> tuple[str, str]
 
 
 def _row(
-    device: str, cfg: DictConfig, path: str, ms: float, steps: int, jobs: int = 1, total=None
+    device: str,
+    cfg: DictConfig,
+    path: str,
+    ms: float,
+    steps: int,
+    first_step_s: float | None = None,
+    jobs: int = 1,
+    total: float | None = None,
 ) -> dict:
     """A CSV row; `total` is the images/s of `jobs` concurrent processes, measured as a whole."""
-    harness = path == "harness"
+    harness = path != "reference"
     return {
         "device": device,
         "torch_version": torch.__version__,
@@ -410,28 +443,35 @@ def _row(
         "precision": resolve_precision(cfg.trainer) if harness else "32-true",
         "compile": compile_label(cfg) if harness else "false",
         "jobs": jobs,
+        "first_step_s": None if first_step_s is None else round(first_step_s, 3),
     }
 
 
+def _paths(rows: list[dict]) -> list[str]:
+    """The harness paths in `rows`, in the order measured."""
+    return list(dict.fromkeys(r["path"] for r in rows if r["path"] != "reference"))
+
+
 def format_table(rows: list[dict]) -> str:
-    """One line per arch and depth: both paths side by side and the harness's speed-up."""
+    """One line per arch and depth: the reference's ms/step, then each harness path's ms/step and
+    its speed-up over the reference."""
     by_key = {(r["arch"], r["depth"], r["path"]): r for r in rows if r["jobs"] == 1}
-    lines = [
-        f"{'arch':<8}{'depth':>6}{'ref ms/step':>13}{'harness ms/step':>17}"
-        f"{'ref img/s':>11}{'harness img/s':>15}{'speed-up':>10}"
-    ]
+    paths = _paths(rows)
+    lines = [f"{'arch':<8}{'depth':>6}{'reference':>12}" + "".join(f"{p:>22}" for p in paths)]
+    lines.append(f"{'':<14}{'ms/step':>12}" + f"{'ms/step (speed-up)':>22}" * len(paths))
     for arch, depth, _ in [k for k in by_key if k[2] == "reference"]:
-        ref, har = by_key[arch, depth, "reference"], by_key[arch, depth, "harness"]
-        lines.append(
-            f"{arch:<8}{depth:>6}{ref['ms_per_step']:>13.1f}{har['ms_per_step']:>17.1f}"
-            f"{ref['images_per_s']:>11.0f}{har['images_per_s']:>15.0f}"
-            f"{ref['ms_per_step'] / har['ms_per_step']:>9.2f}x"
-        )
+        ref = by_key[arch, depth, "reference"]["ms_per_step"]
+        cells = []
+        for p in paths:
+            ms = by_key[arch, depth, p]["ms_per_step"]
+            cells.append(f"{f'{ms:.1f} ({ref / ms:.2f}x)':>22}")
+        lines.append(f"{arch:<8}{depth:>6}{ref:>12.1f}" + "".join(cells))
     return "\n".join(lines)
 
 
-def projection(rows: list[dict], speedups: Mapping[int, float]) -> list[str]:
-    """The Figure 6 sweep's training time per path, and for the harness with k jobs at once."""
+def projection(rows: list[dict], speedups: Mapping[int, float], concurrent: str = "") -> list[str]:
+    """The Figure 6 sweep's training time per path, and for path `concurrent` with k jobs at once
+    (`speedups`: k -> measured gain in total throughput)."""
     measured = sorted({r["depth"] for r in rows})
     batch = rows[0]["batch"]
     lines = [
@@ -445,19 +485,22 @@ def projection(rows: list[dict], speedups: Mapping[int, float]) -> list[str]:
     sweep_archs = [a for a in ("plain", "resnet") if a in archs] or sorted(archs)
     if len(sweep_archs) == 1:
         lines.append(f"  only {sweep_archs[0]} measured: its times stand in for both archs")
-    for path in ("reference", "harness"):
+    width = max(len(p) for p in ["reference", *_paths(rows)])
+    for path in ["reference", *_paths(rows)]:
         total = 0.0
         for arch in ("plain", "resnet"):
             src = arch if arch in sweep_archs else sweep_archs[0]
             ms = {
-                r["depth"]: r["ms_per_step"] for r in rows if r["arch"] == src and r["path"] == path
+                r["depth"]: r["ms_per_step"]
+                for r in rows
+                if r["arch"] == src and r["path"] == path and r["jobs"] == 1
             }
             total += project_sweep_s(ms)
-        lines.append(f"  {path:<10} 1 job at a time: {total / 3600:8.2f} h")
-        if path == "harness":
+        lines.append(f"  {path:<{width}} 1 job at a time: {total / 3600:8.2f} h")
+        if path == concurrent:
             for k, gain in speedups.items():
                 lines.append(
-                    f"  {path:<10} {k} jobs at once:  {total / gain / 3600:8.2f} h "
+                    f"  {path:<{width}} {k} jobs at once:  {total / gain / 3600:8.2f} h "
                     f"(measured total throughput x{gain:.2f})"
                 )
     return lines
@@ -470,26 +513,38 @@ def measure_paths(s: Settings, root: str, name: str, device: torch.device) -> li
         for depth in s.depths:
             cfg = compose_run(arch, depth, root, s.batch, s.overrides)
             ref = time_reference(cfg, s.warmup, s.steps, s.workers, device)
-            har = time_harness(cfg, s.warmup, s.steps)
-            rows.append(_row(name, cfg, "reference", ref.ms_per_step, s.steps))
-            rows.append(_row(name, cfg, "harness", har.ms_per_step, s.steps))
-            ms = f"{ref.ms_per_step:.1f} reference, {har.ms_per_step:.1f} harness"
-            say(f"  {arch}-{depth}: ms/step {ms}")
+            rows.append(_row(name, cfg, "reference", ref.ms_per_step, s.steps, ref.first_step_s))
+            timings = [f"reference {ref.ms_per_step:.1f}"]
+            for path in s.paths:
+                extra = [*s.overrides, *path_overrides(path, s.compile_mode)]
+                cfg = compose_run(arch, depth, root, s.batch, extra)
+                t = time_harness(cfg, s.warmup, s.steps)
+                rows.append(_row(name, cfg, path, t.ms_per_step, s.steps, t.first_step_s))
+                timings.append(f"{path} {t.ms_per_step:.1f} (first step {t.first_step_s:.2f}s)")
+            say(f"  {arch}-{depth}: ms/step {', '.join(timings)}")
     return rows
 
 
+def fastest_path(rows: list[dict]) -> str:
+    """The harness path with the lowest ms/step at the deepest depth measured."""
+    deepest = max(r["depth"] for r in rows)
+    harness = [r for r in rows if r["path"] != "reference" and r["depth"] == deepest]
+    return min(harness, key=lambda r: r["ms_per_step"])["path"]
+
+
 def measure_jobs(
-    s: Settings, root: str, name: str, device: torch.device
+    s: Settings, root: str, name: str, device: torch.device, path: str
 ) -> tuple[list[dict], dict[int, float]]:
-    """Rows for 1, 2, 4, ... concurrent harness processes of the first arch at the deepest depth
+    """Rows for 1, 2, 4, ... concurrent processes of harness `path`, first arch, deepest depth
     (the runs that dominate the sweep), and each k's total throughput relative to one process."""
     arch, depth = s.archs[0], max(s.depths)
-    cfg = compose_run(arch, depth, root, s.batch, s.overrides)
-    say(f"concurrency: k harness processes of {arch}-{depth} at once on one {device.type}")
+    extra = [*s.overrides, *path_overrides(path, s.compile_mode)]
+    cfg = compose_run(arch, depth, root, s.batch, extra)
+    say(f"concurrency: k {path} processes of {arch}-{depth} at once on one {device.type}")
     rows, totals = [], {}
     for k in job_counts(s.jobs):
         totals[k], ms = time_concurrent(cfg, k, s.warmup, s.steps, device)
-        rows.append(_row(name, cfg, "harness", ms, s.steps, jobs=k, total=totals[k]))
+        rows.append(_row(name, cfg, path, ms, s.steps, jobs=k, total=totals[k]))
         say(f"  k={k}: {totals[k]:.0f} images/s in total, {ms:.1f} ms/step per process")
     return rows, {k: totals[k] / totals[1] for k in totals if k > 1}
 
@@ -503,6 +558,8 @@ def run(settings: Settings, note: str | None = None) -> list[dict]:
     say(f"depthsweep bench on {name}, torch {torch.__version__}", *([note] if note else []))
     if s.warmup < 1 or s.steps < 1:
         raise SystemExit("--warmup and --steps must be at least 1")
+    for path in s.paths:
+        path_overrides(path)  # an unknown path fails now, not after minutes of timing
     if s.threads:
         torch.set_num_threads(s.threads)
     with tempfile.TemporaryDirectory(prefix="depthsweep-bench-") as tmp:
@@ -511,13 +568,16 @@ def run(settings: Settings, note: str | None = None) -> list[dict]:
         cfg = compose_run(s.archs[0], s.depths[0], root, s.batch, s.overrides)
         say(
             f"reference: fp32 eager, DataLoader of PIL images, {s.workers} workers; harness: "
-            f"precision {resolve_precision(cfg.trainer)}, compile {compile_label(cfg)}, "
-            f"channels_last {cfg.channels_last}, data and augmentation on the {device.type}; "
+            f"precision {resolve_precision(cfg.trainer)}, channels_last {cfg.channels_last}, "
+            f"data and augmentation on the {device.type}; paths {', '.join(s.paths)}; "
             f"torch threads: {torch.get_num_threads()}"
         )
         rows = measure_paths(s, root, name, device)
-        job_rows, speedups = measure_jobs(s, root, name, device) if s.jobs > 1 else ([], {})
-    say("", format_table(rows), "", *projection(rows, speedups))
+        concurrent = fastest_path(rows)
+        job_rows, speedups = ([], {})
+        if s.jobs > 1:
+            job_rows, speedups = measure_jobs(s, root, name, device, concurrent)
+    say("", format_table(rows), "", *projection(rows, speedups, concurrent))
     s.out.parent.mkdir(parents=True, exist_ok=True)
     with open(s.out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
