@@ -103,3 +103,16 @@ def test_graphed_path_resumes_from_a_checkpoint(fake_cifar, tmp_path):
     # 8 scheduler steps from the base rate: past the decays at iterations 4 and 6
     assert resumed.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * 0.1**2)
     assert resumed.lr_scheduler_configs[0].scheduler.last_epoch == 8
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["compile.enabled=true"], "pick one"),
+        (["trainer.precision=16-mixed"], "fp32 or bf16"),  # its loss scaler is not graphed
+    ],
+)
+def test_graphed_path_refuses_what_it_cannot_capture(overrides, message):
+    cfg = compose_config(["depth=8", "cuda_graph=true", *overrides])
+    with pytest.raises(ValueError, match=message):
+        make_module(cfg, build_model(cfg.arch, cfg.depth))

@@ -41,3 +41,18 @@ def test_window_holds_the_last_n_steps_and_restarts_empty_on_resume():
     resumed = Classifier(module.model, iterations=100, window=3)  # as after loading a checkpoint
     train_on(resumed, batches[:1])
     assert window_mean(resumed) == pytest.approx(expected[0])  # no zeros from an empty buffer
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_gradients_survive_validation_only_when_a_graph_owns_them(cuda_graph):
+    """Lightning frees the gradients before each validation. With cuda_graph=true they are the
+    captured graph's output buffers: freeing them would leave SGD nothing to step, silently."""
+    module = Classifier(PlainNet(8), iterations=10, cuda_graph=cuda_graph)
+    assert module.automatic_optimization is not cuda_graph
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    loss, _ = module.graphed(x, y) if cuda_graph else module._errors((x, y))
+    if not cuda_graph:
+        loss.backward()
+    module.on_validation_model_zero_grad()
+    kept = [p.grad is not None for p in module.parameters()]
+    assert all(kept) if cuda_graph else not any(kept)

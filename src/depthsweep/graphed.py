@@ -7,7 +7,7 @@ Lightning still runs it, counts the step and checkpoints the optimizer as usual.
 
 The rules a graph imposes, and how this module keeps them:
 - fixed shapes and addresses: batches are copied into static input tensors (the training loader
-  drops its ragged last batch);
+  drops its ragged last batch; any other shape is refused);
 - gradients live in the graph's memory: they are set to None once before capture, so capture
   allocates them there and every replay overwrites them; nothing may set them to None afterwards
   (Classifier keeps Lightning from doing so before validation);
@@ -57,10 +57,19 @@ class GraphedStep:
             return self.fn(x, y)
         if self.graph is None:
             self._capture(x, y)
+        if x.shape != self.x.shape or y.shape != self.y.shape:  # copy_ would broadcast silently
+            raise ValueError(
+                f"CUDA graph captured for batches {tuple(self.x.shape)}, got {tuple(x.shape)}"
+            )
         self.x.copy_(x)
         self.y.copy_(y)
         self.graph.replay()
         return self.out
+
+    def release(self) -> None:
+        """Forget the graph: after fit Lightning moves the model and frees its gradients, so the
+        graph's addresses are stale; a later call captures anew."""
+        self.graph = self.x = self.y = self.out = None
 
     def _capture(self, x: Tensor, y: Tensor) -> None:
         start = time.perf_counter()

@@ -74,7 +74,10 @@ class Classifier(pl.LightningModule):
 
     def _forward_backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         loss, error = self._errors((x, y))
-        loss.backward()  # not manual_backward: its hooks must not run inside a graph capture
+        # Backward as automatic optimization runs it, outside autocast; not manual_backward: its
+        # hooks (and an fp16 loss scaler) must not run inside a graph capture.
+        with torch.autocast(x.device.type, enabled=False):
+            loss.backward()
         return loss.detach(), error.detach()
 
     def _manual_step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -110,6 +113,10 @@ class Classifier(pl.LightningModule):
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def on_fit_end(self) -> None:
+        if self.graphed is not None:
+            self.graphed.release()
 
     def on_validation_model_zero_grad(self) -> None:
         # Lightning frees the gradients before validating; a captured graph owns them.

@@ -98,10 +98,14 @@ class ProgressPrinter(Callback):
 
 def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
     """The Lightning module for `model` under `cfg.schedule`, compiled or graphed if asked."""
-    if cfg.compile.enabled and cfg.cuda_graph:
-        raise ValueError("compile.enabled and cuda_graph are two ways to cut launches: pick one")
-    sched = cfg.schedule
     precision = resolve_precision(cfg.trainer)
+    if cfg.cuda_graph and cfg.compile.enabled:
+        raise ValueError("compile.enabled and cuda_graph are two ways to cut launches: pick one")
+    if cfg.cuda_graph and precision.startswith("16"):  # fp16's loss scaling is not graphed
+        raise ValueError(
+            f"cuda_graph=true trains in fp32 or bf16, not trainer.precision={precision}"
+        )
+    sched = cfg.schedule
     auto_cl = cfg.channels_last == "auto"
     if cfg.compile.enabled:  # in place, so checkpoint keys stay those of the eager model
         model.compile(mode=cfg.compile.mode, backend=cfg.compile.backend)
