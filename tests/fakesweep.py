@@ -47,6 +47,7 @@ def write_run(
         "iterations": target or iters,
         "status": status,
         "error": error,
+        "first_step_s": 0.25,
         "host": "fake",  # unknown keys must be ignored
     } | extra_run_json
     (run_dir / "run.json").write_text(json.dumps(info))

@@ -32,7 +32,7 @@ def test_summary_values_and_columns(tmp_path):
         *["arch", "depth", "seed", "params", "iterations", "status"],
         *["final_train_error", "final_test_error", "best_test_error"],
     ]
-    assert list(summary.columns[9:12]) == ["macs", "wall_time_s", "run_dir"]
+    assert list(summary.columns[9:13]) == ["macs", "wall_time_s", "first_step_s", "run_dir"]
     assert list(zip(summary.arch, summary.depth, summary.seed, strict=True)) == [
         ("plain", 20, 0), ("plain", 20, 1), ("plain", 56, 0), ("plain", 56, 1),
         ("resnet", 20, 0), ("resnet", 20, 1), ("resnet", 56, 0), ("resnet", 56, 1),
@@ -44,6 +44,7 @@ def test_summary_values_and_columns(tmp_path):
     assert r.best_test_error == pytest.approx(13.5)
     assert r.iterations == 1000
     assert r.wall_time_s == pytest.approx(10.0)
+    assert r.first_step_s == pytest.approx(0.25)  # from run.json
     assert (r.params, r.macs, r.status) == (56000, 2800000, "done")
     assert r.run_dir == "arch=plain,depth=56,seed=1"
 

@@ -31,7 +31,9 @@ PAPER_ERRORS: dict[tuple[str, int], tuple[str, str]] = {
     ("plain", 110): (">60", "—"),
 }
 
-RUN_KEYS = ["arch", "depth", "seed", "params", "macs", "iterations", "status", "error"]
+RUN_KEYS = [
+    *["arch", "depth", "seed", "params", "macs", "iterations", "status", "error", "first_step_s"],
+]
 METRIC_COLUMNS = [
     "step",
     "epoch",
@@ -49,7 +51,7 @@ METRIC_COLUMNS = [
 ERROR_COLUMNS = ["final_train_error", "final_test_error", "best_test_error"]
 SUMMARY_COLUMNS = [
     *["arch", "depth", "seed", "params", "iterations", "status", *ERROR_COLUMNS],
-    *["macs", "wall_time_s", "run_dir", "error"],
+    *["macs", "wall_time_s", "first_step_s", "run_dir", "error"],
 ]
 
 
