@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The GPU check of the speed work in one script (planned at about 6 minutes on one H100):
+#   1. python -m experiments.bench: the reference loop against the harness, eager and with
+#      cuda_graph=true, plain and resnet at depths 20/56/110, then 1/2/4 concurrent jobs;
+#   2. 2 epochs of plain-56 and resnet-56 on the eager and on the CUDA-graph path, same seed,
+#      compared side by side (final errors, wall time, first step).
+#
+#   bash experiments/gpu_check.sh OUT DATA_ROOT      # DATA_ROOT holds cifar-10-batches-py/
+#
+# Writes OUT/bench.csv, OUT/bench.log, OUT/train.log, OUT/compare.csv and the two sweeps
+# OUT/eager/ and OUT/graph/. STEPS, WARMUP, JOBS and EPOCHS override the sizes.
+# On the lent device machine, which has torch and Lightning but no Hydra, carry Hydra as wheels
+# and the data as the compact files, then run (README, "Speed, concurrency and clusters"):
+#   pip install --no-index --no-deps --target /tmp/site .whl/*.whl; export PYTHONPATH=/tmp/site:src:.
+#   python3 .devdata/materialize.py /tmp/cifar --train-parts 0
+#   bash experiments/gpu_check.sh /tmp/check /tmp/cifar
+set -euo pipefail
+out=${1:?usage: gpu_check.sh OUT DATA_ROOT}
+data=${2:?usage: gpu_check.sh OUT DATA_ROOT}
+export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'lightning', pl.__version__)"
+
+python -m experiments.bench --data-root "$data" --steps "${STEPS:-100}" --warmup "${WARMUP:-20}" \
+  --jobs "${JOBS:-4}" --out "$out/bench.csv" 2>&1 | tee "$out/bench.log"
+
+# 2 epochs of the training set at batch 128 (the ragged last batch is dropped).
+iterations=$(python -c "
+from depthsweep.data import read_cifar10
+print(${EPOCHS:-2} * (len(read_cifar10('$data', download=False).x_train) // 128))")
+for path in eager graph; do
+  graph=$([ "$path" = graph ] && echo true || echo false)
+  python -m experiments.run -m arch=plain,resnet depth=56 "cuda_graph=$graph" \
+    "data.root=$data" data.download=false "schedule.iterations=$iterations" \
+    trainer.enable_progress_bar=false "hydra.sweep.dir=$out/$path" 2>&1 | tee -a "$out/train.log"
+done
+
+python - "$out" <<'EOF'
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+out = Path(sys.argv[1])
+cols = ["final_train_error", "final_test_error", "wall_time_s", "first_step_s", "status"]
+runs = {p: pd.read_csv(out / p / "summary.csv").set_index(["arch", "depth"])[cols] for p in ("eager", "graph")}
+table = pd.concat(runs, axis=1).swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+table.to_csv(out / "compare.csv")
+with pd.option_context("display.width", 200, "display.max_columns", 20):
+    print(f"eager vs cuda_graph, {runs['eager'].shape[0]} runs each:\n{table.round(2)}")
+EOF
