@@ -8,6 +8,10 @@ image by torchvision transforms in worker processes, a bare SGD step. The harnes
 with the model under torch.compile (`harness-compile`). All are timed over the same steps after a
 warm-up, the first step (compilation, capture, autotuning) is reported apart, and the measured
 ms/step are projected onto the paper's Figure 6 sweep.
+
+The host's share is measured apart: each harness path and a bare PyTorch loop train a linear model
+that costs the device nothing, so their ms/step is host time (Lightning, logging, augmentation
+launches, the optimizer). A step cannot run faster than its host time.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 from pytorch_lightning.callbacks import Callback
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from depthsweep.data import FOLDER, TEST_FILE, TRAIN_FILES, read_cifar10
+from depthsweep.data import FOLDER, TEST_FILE, TRAIN_FILES, random_crop_flip, read_cifar10
 from depthsweep.train import (
     build_model,
     compose_config,
@@ -201,11 +206,16 @@ class StepTimer(Callback):
 
 
 def time_harness(
-    cfg: DictConfig, warmup: int, steps: int, barrier: threading.Barrier | None = None
+    cfg: DictConfig,
+    warmup: int,
+    steps: int,
+    barrier: threading.Barrier | None = None,
+    model: nn.Module | None = None,
 ) -> Timing:
-    """`steps` steps of the real training path, after `warmup` ones; no evaluation, no files."""
+    """`steps` steps of the real training path, after `warmup` ones; no evaluation, no files.
+    `model` replaces the config's (the host-time measurement)."""
     pl.seed_everything(cfg.seed)
-    module = make_module(cfg, build_model(cfg.arch, cfg.depth))
+    module = make_module(cfg, model or build_model(cfg.arch, cfg.depth))
     timer = StepTimer(warmup, steps, barrier)
     with tempfile.TemporaryDirectory() as scratch:
         # max_steps, not schedule.iterations: the module keeps the real run's LR schedule and
@@ -294,6 +304,36 @@ def time_reference(
         opt.step()
     _sync(device)
     return Timing(t0, time.perf_counter(), steps, first)
+
+
+def linear_model() -> nn.Module:
+    """A model that costs the device next to nothing: what is left of a step is host time."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+
+
+def time_bare_loop(cfg: DictConfig, warmup: int, steps: int, device: torch.device) -> Timing:
+    """The harness's per-step work without Lightning, for `linear_model`: augmentation and
+    normalisation on the device, forward, backward, SGD."""
+    d, s = cfg.data, cfg.schedule
+    data = read_cifar10(d.root, download=False)
+    x, y = data.x_train[: d.batch_size].to(device), data.y_train[: d.batch_size].to(device)
+    mean = torch.tensor(d.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(d.std, device=device).view(1, 3, 1, 1)
+    model = linear_model().to(device)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
+    )
+    t0 = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        loss = F.cross_entropy(model((random_crop_flip(x, d.pad).float() - mean) / std), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    _sync(device)
+    return Timing(t0, time.perf_counter(), steps)
 
 
 def quiet_lightning() -> None:
@@ -429,7 +469,7 @@ def _row(
     total: float | None = None,
 ) -> dict:
     """A CSV row; `total` is the images/s of `jobs` concurrent processes, measured as a whole."""
-    harness = path != "reference"
+    harness = path.startswith("harness")
     return {
         "device": device,
         "torch_version": torch.__version__,
@@ -525,6 +565,24 @@ def measure_paths(s: Settings, root: str, name: str, device: torch.device) -> li
     return rows
 
 
+def measure_host(s: Settings, root: str, name: str, device: torch.device) -> list[dict]:
+    """Host time per step: a bare loop and each harness path, all training `linear_model`
+    (rows with arch 'linear', depth 0)."""
+    arch, depth, linear = s.archs[0], s.depths[0], {"arch": "linear", "depth": 0}
+    cfg = compose_run(arch, depth, root, s.batch, s.overrides)
+    bare = time_bare_loop(cfg, s.warmup, s.steps, device)
+    rows = [_row(name, cfg, "bare-loop", bare.ms_per_step, s.steps) | linear]
+    for path in s.paths:
+        if path == "harness-compile":  # compiling a linear layer says nothing about the host
+            continue
+        cfg = compose_run(arch, depth, root, s.batch, [*s.overrides, *path_overrides(path)])
+        t = time_harness(cfg, s.warmup, s.steps, model=linear_model())
+        rows.append(_row(name, cfg, path, t.ms_per_step, s.steps, t.first_step_s) | linear)
+    cells = [f"{r['path']} {r['ms_per_step']:.2f}" for r in rows]
+    say(f"host time per step (a linear model; the device waits on the host): {', '.join(cells)}")
+    return rows
+
+
 def fastest_path(rows: list[dict]) -> str:
     """The harness path with the lowest ms/step at the deepest depth measured."""
     deepest = max(r["depth"] for r in rows)
@@ -573,6 +631,7 @@ def run(settings: Settings, note: str | None = None) -> list[dict]:
             f"torch threads: {torch.get_num_threads()}"
         )
         rows = measure_paths(s, root, name, device)
+        host_rows = measure_host(s, root, name, device)
         concurrent = fastest_path(rows)
         job_rows, speedups = ([], {})
         if s.jobs > 1:
@@ -582,6 +641,6 @@ def run(settings: Settings, note: str | None = None) -> list[dict]:
     with open(s.out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows(rows + job_rows)
-    say(f"wrote {s.out} ({len(rows + job_rows)} rows); device: {name}")
-    return rows + job_rows
+        writer.writerows(rows + host_rows + job_rows)
+    say(f"wrote {s.out} ({len(rows + host_rows + job_rows)} rows); device: {name}")
+    return rows + host_rows + job_rows
