@@ -8,35 +8,43 @@
 #   bash experiments/gpu_check.sh OUT DATA_ROOT      # DATA_ROOT holds cifar-10-batches-py/
 #
 # Writes OUT/bench.csv, OUT/bench.log, OUT/train.log, OUT/compare.csv and the two sweeps
-# OUT/eager/ and OUT/graph/. STEPS, WARMUP, JOBS and EPOCHS override the sizes.
-# On the lent device machine, which has torch and Lightning but no Hydra, carry Hydra as wheels
-# and the data as the compact files, then run (README, "Speed, concurrency and clusters"):
-#   pip install --no-index --no-deps --target /tmp/site .whl/*.whl; export PYTHONPATH=/tmp/site:src:.
-#   python3 .devdata/materialize.py /tmp/cifar --train-parts 0
+# OUT/eager/ and OUT/graph/. STEPS, WARMUP, JOBS and EPOCHS override the sizes, PYTHON the
+# interpreter (python3).
+#
+# On a machine with torch, Lightning, pandas and matplotlib but no Hydra and no network (the lent
+# H100), prepare here, in the repo root (both folders are git-ignored through .git/info/exclude):
+#   pip download --no-deps -d .whl hydra-core==1.3.8 omegaconf==2.3.1
+#   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3      # published as a source archive
+#   mkdir .devdata; cp ../shared/data/cifar10/{cifar10_train_0.npz,cifar10_test.npz,*.py} .devdata/
+# then run there, carrying .whl and .devdata (about 41 MB):
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+#   export PYTHONPATH=/tmp/site:$PWD/src:$PWD &&
+#   python3 .devdata/materialize.py /tmp/cifar --train-parts 0 &&      # 17,000 training images
 #   bash experiments/gpu_check.sh /tmp/check /tmp/cifar
 set -euo pipefail
 out=${1:?usage: gpu_check.sh OUT DATA_ROOT}
 data=${2:?usage: gpu_check.sh OUT DATA_ROOT}
+py=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'lightning', pl.__version__)"
+$py -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'lightning', pl.__version__)"
 
-python -m experiments.bench --data-root "$data" --steps "${STEPS:-100}" --warmup "${WARMUP:-20}" \
+$py -m experiments.bench --data-root "$data" --steps "${STEPS:-100}" --warmup "${WARMUP:-20}" \
   --jobs "${JOBS:-4}" --out "$out/bench.csv" 2>&1 | tee "$out/bench.log"
 
 # 2 epochs of the training set at batch 128 (the ragged last batch is dropped).
-iterations=$(python -c "
+iterations=$($py -c "
 from depthsweep.data import read_cifar10
 print(${EPOCHS:-2} * (len(read_cifar10('$data', download=False).x_train) // 128))")
 for path in eager graph; do
   graph=$([ "$path" = graph ] && echo true || echo false)
-  python -m experiments.run -m arch=plain,resnet depth=56 "cuda_graph=$graph" \
+  $py -m experiments.run -m arch=plain,resnet depth=56 "cuda_graph=$graph" \
     "data.root=$data" data.download=false "schedule.iterations=$iterations" \
     trainer.enable_progress_bar=false "hydra.sweep.dir=$out/$path" 2>&1 | tee -a "$out/train.log"
 done
 
-python - "$out" <<'EOF'
+$py - "$out" <<'EOF'
 import sys
 from pathlib import Path
 
