@@ -31,8 +31,9 @@ PAPER_ERRORS: dict[tuple[str, int], tuple[str, str]] = {
     ("plain", 110): (">60", "—"),
 }
 
-RUN_KEYS = [
-    *["arch", "depth", "seed", "params", "macs", "iterations", "status", "error", "first_step_s"],
+RUN_KEYS = [  # read from each run.json
+    *["arch", "depth", "seed", "params", "macs", "iterations"],
+    *["status", "error", "first_step_s"],
 ]
 METRIC_COLUMNS = [
     "step",

@@ -18,7 +18,6 @@ The rules a graph imposes, and how this module keeps them:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -49,7 +48,6 @@ class GraphedStep:
     def __init__(self, fn: StepFn, model: nn.Module, warmup: int = 3) -> None:
         self.fn, self.model, self.warmup = fn, model, warmup
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.capture_s: float | None = None  # warm-up + capture, the graph's one-off cost
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
         if x.device.type != "cuda":
@@ -72,7 +70,6 @@ class GraphedStep:
         self.graph = self.x = self.y = self.out = None
 
     def _capture(self, x: Tensor, y: Tensor) -> None:
-        start = time.perf_counter()
         self.x, self.y = x.clone(), y.clone()
         saved = [b.clone() for b in self.model.buffers()]
         side = torch.cuda.Stream(x.device)
@@ -89,5 +86,3 @@ class GraphedStep:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), _uncached_autocast("cuda"):
             self.out = self.fn(self.x, self.y)
-        torch.cuda.synchronize(x.device)
-        self.capture_s = time.perf_counter() - start
