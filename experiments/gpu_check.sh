@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check of the speed work in one script (planned at about 6 minutes on one H100):
+#   0. the CUDA-graph step's own tests (tests/test_graphed.py: replay trains exactly like eager);
 #   1. python -m experiments.bench: the reference loop against the harness, eager and with
 #      cuda_graph=true, plain and resnet at depths 20/56/110, then 1/2/4 concurrent jobs;
 #   2. 2 epochs of plain-56 and resnet-56 on the eager and on the CUDA-graph path, same seed,
@@ -7,7 +8,7 @@
 #
 #   bash experiments/gpu_check.sh OUT DATA_ROOT      # DATA_ROOT holds cifar-10-batches-py/
 #
-# Writes OUT/bench.csv, OUT/bench.log, OUT/train.log, OUT/compare.csv and the two sweeps
+# Writes OUT/graph_tests.log, OUT/bench.csv, OUT/bench.log, OUT/train.log, OUT/compare.csv and the two sweeps
 # OUT/eager/ and OUT/graph/. STEPS, WARMUP, JOBS and EPOCHS override the sizes, PYTHON the
 # interpreter (python3).
 #
@@ -30,15 +31,20 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 $py -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'lightning', pl.__version__)"
 
-$py -m experiments.bench --data-root "$data" --steps "${STEPS:-100}" --warmup "${WARMUP:-20}" \
-  --jobs "${JOBS:-4}" --out "$out/bench.csv" 2>&1 | tee "$out/bench.log"
+# If the graphed step fails its tests, the rest measures the eager path alone.
+paths=harness,harness-graph graphs="false true"
+$py -m pytest -q -rs tests/test_graphed.py 2>&1 | tee "$out/graph_tests.log" ||
+  { paths=harness graphs=false; }
+
+$py -m experiments.bench --data-root "$data" --paths "$paths" --jobs "${JOBS:-4}" \
+  --steps "${STEPS:-100}" --warmup "${WARMUP:-20}" --out "$out/bench.csv" 2>&1 | tee "$out/bench.log"
 
 # 2 epochs of the training set at batch 128 (the ragged last batch is dropped).
 iterations=$($py -c "
 from depthsweep.data import read_cifar10
 print(${EPOCHS:-2} * (len(read_cifar10('$data', download=False).x_train) // 128))")
-for path in eager graph; do
-  graph=$([ "$path" = graph ] && echo true || echo false)
+for graph in $graphs; do
+  path=$([ "$graph" = true ] && echo graph || echo eager)
   $py -m experiments.run -m arch=plain,resnet depth=56 "cuda_graph=$graph" \
     "data.root=$data" data.download=false "schedule.iterations=$iterations" \
     trainer.enable_progress_bar=false "hydra.sweep.dir=$out/$path" 2>&1 | tee -a "$out/train.log"
@@ -52,9 +58,11 @@ import pandas as pd
 
 out = Path(sys.argv[1])
 cols = ["final_train_error", "final_test_error", "wall_time_s", "first_step_s", "status"]
-runs = {p: pd.read_csv(out / p / "summary.csv").set_index(["arch", "depth"])[cols] for p in ("eager", "graph")}
+paths = [p for p in ("eager", "graph") if (out / p / "summary.csv").is_file()]
+runs = {p: pd.read_csv(out / p / "summary.csv").set_index(["arch", "depth"])[cols] for p in paths}
 table = pd.concat(runs, axis=1).swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
 table.to_csv(out / "compare.csv")
 with pd.option_context("display.width", 200, "display.max_columns", 20):
-    print(f"eager vs cuda_graph, {runs['eager'].shape[0]} runs each:\n{table.round(2)}")
+    print(f"{' vs '.join(paths)}:\n{table.round(2)}")
 EOF
+echo "tests/test_graphed.py: $(tail -n 1 "$out/graph_tests.log")"
