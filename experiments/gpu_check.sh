@@ -27,22 +27,37 @@ out=${1:?usage: gpu_check.sh OUT DATA_ROOT}
 data=${2:?usage: gpu_check.sh OUT DATA_ROOT}
 py=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1
+if [ -n "$(ls -A "$out" 2>/dev/null)" ]; then  # old sweeps would be skipped or mixed in
+  echo "gpu_check.sh: $out is not empty; give a new folder" >&2
+  exit 2
+fi
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-$py -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'lightning', pl.__version__)"
+# Fail here, not halfway, if Hydra (carried as wheels) or the package is not importable.
+$py -c "import torch, pytorch_lightning as pl, hydra, depthsweep
+print('torch', torch.__version__, 'lightning', pl.__version__, 'hydra', hydra.__version__)"
 
 # If the graphed step fails its tests, the rest measures the eager path alone.
 paths=harness,harness-graph graphs="false true"
 $py -m pytest -q -rs tests/test_graphed.py 2>&1 | tee "$out/graph_tests.log" ||
   { paths=harness graphs=false; }
 
-$py -m experiments.bench --data-root "$data" --paths "$paths" --jobs "${JOBS:-4}" \
-  --steps "${STEPS:-100}" --warmup "${WARMUP:-20}" --out "$out/bench.csv" 2>&1 | tee "$out/bench.log"
+bench() {
+  $py -m experiments.bench --data-root "$data" --paths "$1" --jobs "${JOBS:-4}" \
+    --steps "${STEPS:-100}" --warmup "${WARMUP:-20}" --out "$out/bench.csv" 2>&1 |
+    tee -a "$out/bench.log"
+}
+# The graph tests do not go through Lightning and bf16: if the graphed path fails in the bench,
+# measure the eager path alone rather than lose everything.
+bench "$paths" || { echo "bench failed on $paths: eager alone" | tee -a "$out/bench.log"
+  paths=harness graphs=false; bench harness; }
 
 # 2 epochs of the training set at batch 128 (the ragged last batch is dropped).
 iterations=$($py -c "
+import sys
 from depthsweep.data import read_cifar10
-print(${EPOCHS:-2} * (len(read_cifar10('$data', download=False).x_train) // 128))")
+print(int(sys.argv[2]) * (len(read_cifar10(sys.argv[1], download=False).x_train) // 128))
+" "$data" "${EPOCHS:-2}")
 for graph in $graphs; do
   path=$([ "$graph" = true ] && echo graph || echo eager)
   $py -m experiments.run -m arch=plain,resnet depth=56 "cuda_graph=$graph" \
@@ -59,6 +74,8 @@ import pandas as pd
 out = Path(sys.argv[1])
 cols = ["final_train_error", "final_test_error", "wall_time_s", "first_step_s", "status"]
 paths = [p for p in ("eager", "graph") if (out / p / "summary.csv").is_file()]
+if not paths:
+    sys.exit("no summary.csv in eager/ or graph/: see train.log")
 runs = {p: pd.read_csv(out / p / "summary.csv").set_index(["arch", "depth"])[cols] for p in paths}
 table = pd.concat(runs, axis=1).swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
 table.to_csv(out / "compare.csv")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import warnings
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
 from depthsweep.models import PlainNet
 from depthsweep.module import Classifier
+from depthsweep.train import compose_config, train
 
 
 def loss_and_error(module: Classifier, batch) -> list[float]:
@@ -56,3 +58,27 @@ def test_gradients_survive_validation_only_when_a_graph_owns_them(cuda_graph):
     module.on_validation_model_zero_grad()
     kept = [p.grad is not None for p in module.parameters()]
     assert all(kept) if cuda_graph else not any(kept)
+
+
+def test_logged_rows_hold_each_step_and_the_epoch_means(fake_cifar, tmp_path):
+    """Logging happens only on Lightning's writing steps: with a window of one step, every row
+    holds that step's error, and each epoch row the mean of its steps."""
+    cfg = compose_config(
+        [
+            "depth=8",
+            f"data.root={fake_cifar}",  # 100 images: 5 batches of 20 an epoch
+            "data.batch_size=20",
+            "schedule.iterations=10",
+            "trainer=cpu",
+            "trainer.log_every_n_steps=1",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
+    assert train(cfg, tmp_path) == "done"
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    steps = metrics.dropna(subset=["train_error"]).set_index("step")
+    assert list(steps.index) == list(range(1, 11))
+    epochs = metrics.dropna(subset=["train_error_epoch"]).set_index("epoch")
+    for epoch, first in ((0, 1), (1, 6)):
+        mean = steps.loc[first : first + 4, "train_error"].mean()
+        assert epochs.loc[epoch, "train_error_epoch"] == pytest.approx(mean)

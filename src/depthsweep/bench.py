@@ -483,7 +483,7 @@ def _row(
         "precision": resolve_precision(cfg.trainer) if harness else "32-true",
         "compile": compile_label(cfg) if harness else "false",
         "jobs": jobs,
-        "first_step_s": None if first_step_s is None else round(first_step_s, 3),
+        "first_step_s": None if first_step_s is None else round(first_step_s, 6),
     }
 
 

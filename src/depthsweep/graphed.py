@@ -48,6 +48,7 @@ class GraphedStep:
     def __init__(self, fn: StepFn, model: nn.Module, warmup: int = 3) -> None:
         self.fn, self.model, self.warmup = fn, model, warmup
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.x = self.y = self.out = None  # the graph's static inputs and outputs, once captured
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
         if x.device.type != "cuda":
