@@ -9,8 +9,8 @@
 #   bash experiments/gpu_check.sh OUT DATA_ROOT      # DATA_ROOT holds cifar-10-batches-py/
 #
 # Writes OUT/graph_tests.log, OUT/bench.csv, OUT/bench.log, OUT/train.log, OUT/compare.csv and
-# the two sweeps OUT/eager/ and OUT/graph/. STEPS, WARMUP, JOBS and EPOCHS override the sizes, PYTHON the
-# interpreter (python3).
+# the two sweeps OUT/eager/ and OUT/graph/; OUT must be new or empty. STEPS, WARMUP, JOBS and
+# EPOCHS override the sizes, PYTHON the interpreter (python3).
 #
 # On a machine with torch, Lightning, pandas and matplotlib but no Hydra and no network (the lent
 # H100), prepare here, in the repo root (both folders are git-ignored through .git/info/exclude):
