@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from depthsweep.data import FOLDER, TEST_FILE, TRAIN_FILES, random_crop_flip, read_cifar10
+from depthsweep.module import synchronize
 from depthsweep.train import (
     build_model,
     compose_config,
@@ -60,7 +61,11 @@ COLUMNS = [
     *["images_per_s", "steps_timed", "precision", "compile", "jobs", "first_step_s"],
 ]
 # The harness paths: extra overrides on top of the composed config (and the bench's own).
-HARNESS_PATHS = {"harness": [], "harness-graph": ["cuda_graph=true"], "harness-compile": None}
+HARNESS_PATHS = {
+    "harness": [],
+    "harness-graph": ["cuda_graph=true"],
+    "harness-compile": ["compile.enabled=true"],  # + compile.mode=--compile-mode, if given
+}
 
 
 @dataclass
@@ -156,21 +161,21 @@ def path_overrides(path: str, compile_mode: str | None = None) -> list[str]:
     if path not in HARNESS_PATHS:
         raise SystemExit(f"unknown path {path!r}: choose from {', '.join(HARNESS_PATHS)}")
     extra = HARNESS_PATHS[path]
-    if extra is None:  # harness-compile
-        extra = ["compile.enabled=true"] + (
-            [f"compile.mode={compile_mode}"] if compile_mode else []
-        )
+    if path == "harness-compile" and compile_mode:
+        extra = [*extra, f"compile.mode={compile_mode}"]
     return extra
+
+
+def path_config(s: Settings, arch: str, depth: int, root: str, path: str) -> DictConfig:
+    """The config harness path `path` trains, with the bench's own overrides."""
+    return compose_run(
+        arch, depth, root, s.batch, [*s.overrides, *path_overrides(path, s.compile_mode)]
+    )
 
 
 def compile_label(cfg: DictConfig) -> str:
     c = cfg.compile
     return f"{c.backend}/{c.mode or 'default'}" if c.enabled else "false"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -196,12 +201,12 @@ class StepTimer(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx) -> None:
         self.done += 1
         if self.done == self.warmup:
-            _sync(module.device)
+            synchronize(module.device)
             if self.barrier is not None:
                 self.barrier.wait(timeout=600)
             self.t0 = time.perf_counter()
         elif self.done == self.warmup + self.steps:
-            _sync(module.device)
+            synchronize(module.device)
             self.t1 = time.perf_counter()
 
 
@@ -279,30 +284,47 @@ def time_reference(
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,  # epochs do not restart the workers
     )
+    # Same cudnn autotuning as the harness's trainer, which sets this flag process-wide.
+    torch.backends.cudnn.benchmark = bool(cfg.trainer.benchmark)
+    batches = _forever(loader)
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = next(batches)
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
     model = build_model(cfg.arch, cfg.depth).to(device)
+    return time_sgd_loop(cfg, model, batch, warmup, steps, device)
+
+
+def time_sgd_loop(
+    cfg: DictConfig,
+    model: nn.Module,
+    batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    warmup: int,
+    steps: int,
+    device: torch.device,
+) -> Timing:
+    """A bare loop of SGD steps as `cfg.schedule` sets them, on one `batch()` each: the first step
+    (worker start-up, first batch, autotuning) and the `steps` after `warmup` timed."""
     s = cfg.schedule
     opt = torch.optim.SGD(
         model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
     )
-    # Same cudnn autotuning as the harness's trainer, which sets this flag process-wide.
-    torch.backends.cudnn.benchmark = bool(cfg.trainer.benchmark)
-    batches = _forever(loader)
     t0 = first = 0.0
     start = time.perf_counter()
     for i in range(warmup + steps):
-        if i == 1:  # the first step: worker start-up, first batch, autotuning
-            _sync(device)
+        if i == 1:
+            synchronize(device)
             first = time.perf_counter() - start
         if i == warmup:
-            _sync(device)
+            synchronize(device)
             t0 = time.perf_counter()
-        x, y = next(batches)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = batch()
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    _sync(device)
+    synchronize(device)
     return Timing(t0, time.perf_counter(), steps, first)
 
 
@@ -314,26 +336,16 @@ def linear_model() -> nn.Module:
 def time_bare_loop(cfg: DictConfig, warmup: int, steps: int, device: torch.device) -> Timing:
     """The harness's per-step work without Lightning, for `linear_model`: augmentation and
     normalisation on the device, forward, backward, SGD."""
-    d, s = cfg.data, cfg.schedule
+    d = cfg.data
     data = read_cifar10(d.root, download=False)
     x, y = data.x_train[: d.batch_size].to(device), data.y_train[: d.batch_size].to(device)
     mean = torch.tensor(d.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(d.std, device=device).view(1, 3, 1, 1)
-    model = linear_model().to(device)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
-    )
-    t0 = 0.0
-    for i in range(warmup + steps):
-        if i == warmup:
-            _sync(device)
-            t0 = time.perf_counter()
-        loss = F.cross_entropy(model((random_crop_flip(x, d.pad).float() - mean) / std), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    _sync(device)
-    return Timing(t0, time.perf_counter(), steps)
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        return (random_crop_flip(x, d.pad).float() - mean) / std, y
+
+    return time_sgd_loop(cfg, linear_model().to(device), batch, warmup, steps, device)
 
 
 def quiet_lightning() -> None:
@@ -556,8 +568,7 @@ def measure_paths(s: Settings, root: str, name: str, device: torch.device) -> li
             rows.append(_row(name, cfg, "reference", ref.ms_per_step, s.steps, ref.first_step_s))
             timings = [f"reference {ref.ms_per_step:.1f}"]
             for path in s.paths:
-                extra = [*s.overrides, *path_overrides(path, s.compile_mode)]
-                cfg = compose_run(arch, depth, root, s.batch, extra)
+                cfg = path_config(s, arch, depth, root, path)
                 t = time_harness(cfg, s.warmup, s.steps)
                 rows.append(_row(name, cfg, path, t.ms_per_step, s.steps, t.first_step_s))
                 timings.append(f"{path} {t.ms_per_step:.1f} (first step {t.first_step_s:.2f}s)")
@@ -575,7 +586,7 @@ def measure_host(s: Settings, root: str, name: str, device: torch.device) -> lis
     for path in s.paths:
         if path == "harness-compile":  # compiling a linear layer says nothing about the host
             continue
-        cfg = compose_run(arch, depth, root, s.batch, [*s.overrides, *path_overrides(path)])
+        cfg = path_config(s, arch, depth, root, path)
         t = time_harness(cfg, s.warmup, s.steps, model=linear_model())
         rows.append(_row(name, cfg, path, t.ms_per_step, s.steps, t.first_step_s) | linear)
     cells = [f"{r['path']} {r['ms_per_step']:.2f}" for r in rows]
@@ -596,8 +607,7 @@ def measure_jobs(
     """Rows for 1, 2, 4, ... concurrent processes of harness `path`, first arch, deepest depth
     (the runs that dominate the sweep), and each k's total throughput relative to one process."""
     arch, depth = s.archs[0], max(s.depths)
-    extra = [*s.overrides, *path_overrides(path, s.compile_mode)]
-    cfg = compose_run(arch, depth, root, s.batch, extra)
+    cfg = path_config(s, arch, depth, root, path)
     say(f"concurrency: k {path} processes of {arch}-{depth} at once on one {device.type}")
     rows, totals = [], {}
     for k in job_counts(s.jobs):

@@ -26,6 +26,12 @@ from depthsweep.graphed import GraphedStep
 from depthsweep.schedule import PaperLR
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a host clock reading means something."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class Classifier(pl.LightningModule):
     def __init__(
         self,
@@ -124,10 +130,6 @@ class Classifier(pl.LightningModule):
         self.epoch_sum.zero_()
         self.epoch_steps = 0
 
-    def _synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def on_fit_end(self) -> None:
         if self.graphed is not None:
             self.graphed.release()
@@ -139,12 +141,12 @@ class Classifier(pl.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         if self.first_step_s is None:
-            self._synchronize()
+            synchronize(self.device)
             self._first_step_start = time.perf_counter()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.first_step_s is None:  # this process's first step: compilation, capture, autotuning
-            self._synchronize()
+            synchronize(self.device)
             self.first_step_s = time.perf_counter() - self._first_step_start
         step = self.global_step  # optimizer steps taken so far
         if step % self.window:
