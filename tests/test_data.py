@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import urllib.error
 
@@ -9,9 +10,13 @@ import pytest
 import torch
 import torchvision.datasets.utils
 
+from depthsweep import data
 from depthsweep.data import (
+    FOLDER,
+    TEST_FILE,
     CIFAR10DataModule,
     DatasetMissingError,
+    describe_test_set,
     random_crop_flip,
     read_cifar10,
 )
@@ -87,6 +92,39 @@ def test_datamodule_batches_split_and_normalise(fake_cifar):
     assert torch.equal(next(iter(val))[0], dm.data.x_train[80:])
     # outside training no augmentation: normalised originals
     x, _ = dm.on_after_batch_transfer(next(iter(test)), 0)
-    expected = (dm.data.x_test[:40].float() - dm.mean) / dm.std
+    expected = (dm.data.x_test[:40].float() - dm.shift) / dm.scale
     assert torch.allclose(x, expected)
     assert x.dtype == torch.float32
+
+
+def test_per_pixel_mean_subtracts_the_mean_image_of_the_training_images_in_use(fake_cifar):
+    dm = CIFAR10DataModule(
+        root=str(fake_cifar), download=False, val_split=20, normalize="per_pixel_mean"
+    )
+    dm.setup()
+    train_x, train_y = dm.data.x_train[:80], dm.data.y_train[:80]  # the last 20 are held out
+    x, _ = dm.on_after_batch_transfer((train_x, train_y), 0)  # no trainer: not augmented
+    assert x.shape == (80, 3, 32, 32)
+    assert x.mean(0).abs().max() < 1e-5  # every pixel of every channel averages to zero
+    test_x, test_y = dm.data.x_test, dm.data.y_test
+    x, _ = dm.on_after_batch_transfer((test_x, test_y), 0)
+    expected = (test_x.double() - train_x.double().mean(0)) / 255
+    assert torch.allclose(x.double(), expected, atol=1e-6)
+
+
+def test_an_unknown_normalisation_is_refused(fake_cifar):
+    with pytest.raises(ValueError, match="data.normalize='per_image'"):
+        CIFAR10DataModule(root=str(fake_cifar), normalize="per_image")
+
+
+def test_only_the_official_test_batch_counts_as_the_official_test_set(fake_cifar, monkeypatch):
+    folder = fake_cifar / FOLDER
+    md5 = hashlib.md5((folder / TEST_FILE).read_bytes()).hexdigest()
+    assert describe_test_set(folder, 10_000) == {
+        "test_images": 10_000,
+        "test_md5": md5,
+        "test_official": False,
+    }
+    monkeypatch.setattr(data, "OFFICIAL_TEST_MD5", md5)  # as if this were the official file
+    assert describe_test_set(folder, 10_000)["test_official"]
+    assert not describe_test_set(folder, 1000)["test_official"]  # a part of it is not

@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from depthsweep.schedule import PaperLR, warmup_lr_for
+from depthsweep.train import compose_config, make_module
 
 
-def trace(iterations: int) -> list[float]:
-    """The lr used at each iteration, stepping the scheduler once per iteration."""
+def trace(iterations: int, end_warmup_after: int | None = None, **warmup) -> list[float]:
+    """The lr used at each iteration, stepping the scheduler once per iteration as the training
+    loop does, which ends the warm-up (if any) after iteration `end_warmup_after`."""
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    sched = PaperLR(opt, iterations)
+    sched = PaperLR(opt, iterations, **warmup)
     lrs = []
-    for _ in range(iterations):
+    for it in range(iterations):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+        if it + 1 == end_warmup_after:
+            sched.end_warmup("test")
     return lrs
+
+
+def close(values: list[float], expected: float) -> bool:
+    return all(abs(v - expected) < 1e-12 for v in values)
 
 
 def test_step_decay_at_half_and_three_quarters():
     lrs = trace(100)
     assert set(lrs[:50]) == {0.1}
-    assert all(abs(v - 0.01) < 1e-12 for v in lrs[50:75])
-    assert all(abs(v - 0.001) < 1e-12 for v in lrs[75:])
+    assert close(lrs[50:75], 0.01) and close(lrs[75:], 0.001)
 
 
 def test_paper_iterations_divide_at_32k_and_48k():
@@ -32,20 +40,45 @@ def test_paper_iterations_divide_at_32k_and_48k():
 
 
 def test_warmup_returns_to_base_rate_and_decays_from_it():
-    """Two known reproduction bugs: never returning to 0.1, and decaying from 0.01."""
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    sched = PaperLR(opt, 100, warmup_lr=0.01)
-    lrs = []
-    for it in range(100):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        if it == 19:  # the training loop sees error < 80% after iteration 20
-            sched.end_warmup()
-        sched.step()
+    """Two known reproduction bugs: never returning to 0.1, and decaying from 0.01. The switch
+    takes effect at once: the iteration after the check runs at 0.1."""
+    lrs = trace(100, end_warmup_after=20, warmup_lr=0.01)
     assert set(lrs[:20]) == {0.01}
     assert set(lrs[20:50]) == {0.1}
-    assert all(abs(v - 0.01) < 1e-12 for v in lrs[50:75])
-    assert all(abs(v - 0.001) < 1e-12 for v in lrs[75:])
+    assert close(lrs[50:75], 0.01) and close(lrs[75:], 0.001)
+
+
+def test_a_warmup_whose_error_never_drops_ends_at_the_cap():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = PaperLR(opt, 100, warmup_lr=0.01, warmup_max_iterations=10)
+    lrs = trace(100, warmup_lr=0.01, warmup_max_iterations=10)  # end_warmup is never called
+    assert set(lrs[:10]) == {0.01} and set(lrs[10:50]) == {0.1}
+    assert close(lrs[50:75], 0.01) and close(lrs[75:], 0.001)
+    for _ in range(12):
+        opt.step()
+        sched.step()
+    assert (sched.warming_up, sched.warmup_end) == (False, 10)
+    assert sched.warmup_end_reason == "cap of 10 iterations"
+
+
+def test_the_scheduled_decays_apply_during_a_warmup():
+    """A warm-up that never ends (no cap, error never low enough) still decays at 50% and 75%:
+    the rate is never above the schedule's."""
+    lrs = trace(100, warmup_lr=0.05)
+    assert set(lrs[:50]) == {0.05}
+    assert close(lrs[50:75], 0.01) and close(lrs[75:], 0.001)
+
+
+def test_warmup_end_is_recorded_once():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = PaperLR(opt, 100, warmup_lr=0.01, warmup_max_iterations=50)
+    for _ in range(7):
+        opt.step()
+        sched.step()
+    sched.end_warmup("error below threshold")
+    sched.end_warmup("again")  # a later check changes nothing
+    assert (sched.warmup_end, sched.warmup_end_reason) == (7, "error below threshold")
+    assert opt.param_groups[0]["lr"] == 0.1
 
 
 def test_warmup_state_survives_a_checkpoint():
@@ -57,13 +90,27 @@ def test_warmup_state_survives_a_checkpoint():
     state = sched.state_dict()
     opt2 = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     restored = PaperLR(opt2, 100, warmup_lr=0.01)
-    restored.end_warmup()
+    restored.end_warmup("test")
     restored.load_state_dict(state)
     assert restored.warming_up and restored.last_epoch == 5
+    assert restored.warmup_end is None
 
 
-def test_warmup_is_on_by_default_from_depth_110():
-    assert warmup_lr_for(110, 0.01, 110) == 0.01
-    assert warmup_lr_for(1202, 0.01, 110) == 0.01
-    assert warmup_lr_for(56, 0.01, 110) is None
-    assert warmup_lr_for(110, 0.01, None) is None
+@pytest.mark.parametrize(
+    "arch, depth, warmup_lr",
+    [
+        ("resnet", 110, 0.01),
+        ("resnet", 1202, 0.01),
+        ("resnet", 56, None),
+        ("plain", 110, None),  # the paper describes no warm-up for plain nets
+        ("resnet_bottleneck", 164, 0.01),
+    ],
+)
+def test_default_config_warms_up_resnets_from_depth_110_only(arch, depth, warmup_lr):
+    cfg = compose_config([f"arch={arch}", f"depth={depth}"])
+    assert warmup_lr_for(depth, cfg.schedule.warmup.lr, cfg.schedule.warmup.from_depth) == (
+        warmup_lr
+    )
+    module = make_module(cfg, torch.nn.Linear(1, 1))
+    assert module.hparams.warmup_lr == warmup_lr
+    assert module.hparams.warmup_max_iterations == 1000

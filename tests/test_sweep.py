@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 from omegaconf import OmegaConf
 
 from depthsweep.sweep import ConfigMismatchError, RunRecord
+from depthsweep.train import compose_config, train
 
 TINY = ["data.limit=256", "schedule.iterations=20", "trainer.enable_progress_bar=false"]
 
@@ -38,6 +40,7 @@ def test_sweep_trains_analyses_and_rerun_skips(cifar_root, tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
 
     dirs = run_dirs(sweep)
+    test_batch = cifar_root / "cifar-10-batches-py" / "test_batch"
     assert [d.name for d in dirs] == [
         f"arch={a},data.limit=256,depth={d},schedule.iterations=20"
         for a in ("plain", "resnet")
@@ -57,7 +60,12 @@ def test_sweep_trains_analyses_and_rerun_skips(cifar_root, tmp_path):
         assert metrics["step"].max() == 20
         assert metrics["train_error"].dropna().between(0, 100).all()
         assert (d / "checkpoints" / "last.ckpt").is_file() and (d / "config.yaml").is_file()
-        assert json.loads((d / "run.json").read_text())["status"] == "done"
+        info = json.loads((d / "run.json").read_text())
+        assert info["status"] == "done"
+        # the first 256 of the materialized test batch: not the official test set
+        assert (info["test_images"], info["test_official"]) == (256, False)
+        assert info["test_md5"] == hashlib.md5((test_batch).read_bytes()).hexdigest()
+        assert info["warmup_end"] is None  # no warm-up below depth 110
 
     summary = pd.read_csv(sweep / "summary.csv")
     assert len(summary) == 4 and set(summary["status"]) == {"done"}
@@ -167,7 +175,10 @@ def test_warmup_lr_trace_and_validation_split(fake_cifar, tmp_path):
         f"hydra.run.dir={run_dir}",
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "warm-up over at iteration 5" in res.stdout
+    assert "warm-up over at iteration 5 (training error" in res.stdout
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["warmup_end"] == 5 and info["warmup_end_reason"].startswith("training error")
+    assert (info["test_images"], info["test_official"]) == (40, False)
     metrics = pd.read_csv(run_dir / "metrics.csv")
     lr = metrics.dropna(subset=["lr"]).set_index("step")["lr"]
     assert lr[5] == pytest.approx(0.01) and lr[10] == pytest.approx(0.1)
@@ -175,6 +186,25 @@ def test_warmup_lr_trace_and_validation_split(fake_cifar, tmp_path):
     assert lr[25] == pytest.approx(0.1) and lr[30] == pytest.approx(0.01)
     assert lr[40] == pytest.approx(0.001)
     assert metrics["val_error"].notna().any() and metrics["test_error"].notna().any()
+
+
+def test_a_warmup_that_never_reaches_its_error_ends_at_the_cap(fake_cifar, tmp_path):
+    """A threshold no training error gets below (0%) stands for a net stuck near 90%."""
+    cfg = compose_config(
+        [
+            *["trainer=cpu", "arch=resnet", "depth=8", f"data.root={fake_cifar}"],
+            *["data.batch_size=16", "schedule.iterations=20", "trainer.log_every_n_steps=2"],
+            *["schedule.warmup.from_depth=8", "schedule.warmup.max_iterations=7"],
+            "schedule.warmup.until_train_error=0",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
+    assert train(cfg, tmp_path) == "done"
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert (info["warmup_end"], info["warmup_end_reason"]) == (7, "cap of 7 iterations")
+    lr = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["lr"]).set_index("step")["lr"]
+    assert lr[6] == pytest.approx(0.01) and lr[8] == pytest.approx(0.1)  # iterations 6 and 8
+    assert lr[10] == pytest.approx(0.1) and lr[12] == pytest.approx(0.01)  # decay at 50%
 
 
 @pytest.mark.parametrize(

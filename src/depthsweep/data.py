@@ -3,6 +3,7 @@ training device, augmented there in batches (airbench-style: no workers, no per-
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from pathlib import Path
 from typing import NamedTuple
@@ -17,6 +18,11 @@ URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official archive; torchvision checks it
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILE = "test_batch"
+# The official test_batch (torchvision checks the same MD5): only a run on exactly this file may be
+# compared with the paper's test errors.
+OFFICIAL_TEST_MD5 = "40351d587109b95175f43aff81a1287e"
+OFFICIAL_TEST_IMAGES = 10_000
+NORMALIZATIONS = ("per_channel", "per_pixel_mean")
 
 
 class DatasetMissingError(FileNotFoundError):
@@ -73,6 +79,14 @@ def read_cifar10(root: str | Path, download: bool = True, limit: int | None = No
     return Cifar10(x_train, y_train, x_test, y_test)
 
 
+def describe_test_set(folder: Path, images: int) -> dict[str, object]:
+    """What a run's test errors were measured on: the image count, the test_batch file's MD5 and
+    whether that is the official test set (the one the paper's test errors come from)."""
+    md5 = hashlib.md5((folder / TEST_FILE).read_bytes()).hexdigest()
+    official = md5 == OFFICIAL_TEST_MD5 and images == OFFICIAL_TEST_IMAGES
+    return {"test_images": images, "test_md5": md5, "test_official": official}
+
+
 def random_crop_flip(x: Tensor, pad: int = 4) -> Tensor:
     """Zero-pad by `pad`, then a random crop of the original size and a random horizontal flip,
     drawn independently per image, as one gather over the whole batch."""
@@ -119,15 +133,21 @@ class CIFAR10DataModule(pl.LightningDataModule):
         limit: int | None = None,
         val_split: int = 0,
         pad: int = 4,
+        normalize: str = "per_channel",
         mean: tuple[float, float, float] = (125.307, 122.950, 113.865),
         std: tuple[float, float, float] = (62.993, 62.089, 66.705),
     ) -> None:
         super().__init__()
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"data.normalize={normalize!r}: choose one of {NORMALIZATIONS}")
         self.root, self.download, self.limit, self.val_split = root, download, limit, val_split
         self.batch_size, self.eval_batch_size, self.pad = batch_size, eval_batch_size, pad
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.normalize = normalize
+        # x -> (x - shift) / scale; per_pixel_mean replaces both once the training images are read
+        self.shift = torch.tensor(mean).view(1, 3, 1, 1)
+        self.scale = torch.tensor(std).view(1, 3, 1, 1)
         self.data: Cifar10 | None = None
+        self.test_set: dict[str, object] = {}  # describe_test_set's, once set up
 
     def prepare_data(self) -> None:
         ensure_cifar10(self.root, self.download)
@@ -139,6 +159,10 @@ class CIFAR10DataModule(pl.LightningDataModule):
         if self.val_split >= len(data.x_train):
             raise ValueError(f"data.val_split={self.val_split} leaves no training images")
         self.data = data
+        self.test_set = describe_test_set(Path(self.root) / FOLDER, len(data.x_test))
+        if self.normalize == "per_pixel_mean":  # the paper's: the mean image of the training set
+            self.shift = self._split(train=True)[0].double().mean(0, keepdim=True).float()
+            self.scale = torch.tensor(255.0)  # pixels on a 0-1 scale
 
     @property
     def _device(self) -> torch.device:
@@ -152,7 +176,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
 
     def _batches(self, x: Tensor, y: Tensor, train: bool) -> DeviceBatches:
         x, y, dev = x.to(self._device), y.to(self._device), self._device
-        self.mean, self.std = self.mean.to(dev), self.std.to(dev)
+        self.shift, self.scale = self.shift.to(dev), self.scale.to(dev)
         size = self.batch_size if train else self.eval_batch_size
         # Dropping the ragged last training batch keeps every step's shape identical.
         return DeviceBatches(x, y, size, shuffle=train, drop_last=train and len(x) >= size)
@@ -171,4 +195,4 @@ class CIFAR10DataModule(pl.LightningDataModule):
         x, y = batch
         if self.trainer is not None and self.trainer.training:
             x = random_crop_flip(x, self.pad)
-        return (x.float() - self.mean) / self.std, y
+        return (x.float() - self.shift) / self.scale, y

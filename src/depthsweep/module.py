@@ -44,6 +44,7 @@ class Classifier(pl.LightningModule):
         gamma: float = 0.1,
         warmup_lr: float | None = None,
         warmup_until_error: float = 80.0,
+        warmup_max_iterations: int | None = None,
         window: int = 50,
         channels_last: bool = False,
         cuda_graph: bool = False,
@@ -73,7 +74,9 @@ class Classifier(pl.LightningModule):
         opt = torch.optim.SGD(
             self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
         )
-        sched = PaperLR(opt, hp.iterations, hp.milestones, hp.gamma, hp.warmup_lr)
+        sched = PaperLR(
+            opt, hp.iterations, hp.milestones, hp.gamma, hp.warmup_lr, hp.warmup_max_iterations
+        )
         lr_scheduler = {"scheduler": sched, "interval": "step", "name": "lr"}
         return {"optimizer": opt, "lr_scheduler": lr_scheduler}
 
@@ -157,10 +160,11 @@ class Classifier(pl.LightningModule):
         sched = self.lr_schedulers()
         threshold = self.hparams.warmup_until_error
         if sched.warming_up and error < threshold:
-            sched.end_warmup()
-            print(
-                f"warm-up over at iteration {step}: training error {error:.1f}% < {threshold}%, "
-                f"lr back to {self.hparams.lr}",
+            sched.end_warmup(f"training error {error:.1f}% < {threshold}%")
+        if sched.warmup_end is not None and step - self.window < sched.warmup_end <= step:
+            print(  # once: the window in which it ended
+                f"warm-up over at iteration {sched.warmup_end} ({sched.warmup_end_reason}), "
+                f"lr back to the schedule's {sched.get_last_lr()[0]:g}",
                 flush=True,
             )
 

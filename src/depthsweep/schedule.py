@@ -2,7 +2,9 @@
 
 lr = 0.1, divided by 10 at 50% and 75% of the run. With warm-up (the paper's ResNet-110 recipe),
 lr is 0.01 until the running training error drops below 80%, then goes *back* to 0.1: the decay
-is always computed from the base rate, never from the warm-up rate.
+is always computed from the base rate, never from the warm-up rate. Two guards keep a warm-up from
+swallowing a run whose error never gets there: it ends after at most `warmup_max_iterations`, and
+the rate is never above the scheduled one, so the decays at 50% and 75% always apply.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from torch.optim.lr_scheduler import LRScheduler
 
 
 class PaperLR(LRScheduler):
-    """Step decay over iterations with an optional error-triggered warm-up.
+    """Step decay over iterations with an optional error-triggered, capped warm-up.
 
-    Step it once per optimizer step. `end_warmup()` is called by the training loop when the
-    running training error falls below the threshold; the state is saved with the scheduler.
+    Step it once per optimizer step. The training loop calls `end_warmup()` when the running
+    training error falls below the threshold. `warmup_end` (the first iteration at the scheduled
+    rate) and `warmup_end_reason` are saved with the scheduler's state.
     """
 
     def __init__(
@@ -28,25 +31,42 @@ class PaperLR(LRScheduler):
         milestones: Sequence[float] = (0.5, 0.75),
         gamma: float = 0.1,
         warmup_lr: float | None = None,
+        warmup_max_iterations: int | None = None,
     ) -> None:
         if iterations < 1:
             raise ValueError(f"schedule.iterations must be >= 1, got {iterations}")
         self.milestones = [round(m * iterations) for m in milestones]
         self.gamma = gamma
         self.warmup_lr = warmup_lr
+        self.warmup_max_iterations = warmup_max_iterations
         self.warming_up = warmup_lr is not None
+        self.warmup_end: int | None = None
+        self.warmup_end_reason: str | None = None
         super().__init__(optimizer)
 
-    def end_warmup(self) -> None:
-        """Leave warm-up; the next step() sets the scheduled rate again."""
+    def end_warmup(self, reason: str) -> None:
+        """Leave warm-up now: the iteration after the last step() already runs at the
+        scheduled rate."""
+        if not self.warming_up:
+            return
         self.warming_up = False
+        self.warmup_end, self.warmup_end_reason = self.last_epoch, reason
+        self._last_lr = self._scheduled()
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr, strict=True):
+            group["lr"] = lr
 
-    def get_lr(self) -> list[float]:
-        if self.warming_up:
-            return [self.warmup_lr for _ in self.base_lrs]
+    def _scheduled(self) -> list[float]:
         # last_epoch counts scheduler steps, i.e. iterations here
         decay = self.gamma ** bisect_right(self.milestones, self.last_epoch)
         return [base * decay for base in self.base_lrs]
+
+    def get_lr(self) -> list[float]:
+        cap = self.warmup_max_iterations
+        if self.warming_up and cap is not None and self.last_epoch >= cap:
+            self.end_warmup(f"cap of {cap} iterations")
+        if self.warming_up:
+            return [min(self.warmup_lr, lr) for lr in self._scheduled()]
+        return self._scheduled()
 
 
 def warmup_lr_for(depth: int, warmup_lr: float, from_depth: int | None) -> float | None:

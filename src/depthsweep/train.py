@@ -34,11 +34,16 @@ def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictCo
         return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
+# Keys of an arch config that are not constructor options: its label, and its training recipe.
+ARCH_RECIPE_KEYS = ("name", "warmup_from_depth")
+
+
 def build_model(arch: DictConfig, depth: int) -> nn.Module:
-    """Construct `arch._target_` with the arch's options (`name` is only a label). Called directly,
-    not through `instantiate`, so that an invalid depth raises InvalidDepthError itself."""
+    """Construct `arch._target_` with the arch's constructor options. Called directly, not
+    through `instantiate`, so that an invalid depth raises InvalidDepthError itself."""
     options = OmegaConf.to_container(arch)
-    options.pop("name", None)
+    for key in ARCH_RECIPE_KEYS:
+        options.pop(key, None)
     return get_class(options.pop("_target_"))(depth=depth, **options)
 
 
@@ -119,6 +124,7 @@ def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
         gamma=sched.gamma,
         warmup_lr=warmup_lr_for(cfg.depth, sched.warmup.lr, sched.warmup.from_depth),
         warmup_until_error=sched.warmup.until_train_error,
+        warmup_max_iterations=sched.warmup.max_iterations,
         window=log_window(cfg),
         channels_last=precision != "32-true" if auto_cl else bool(cfg.channels_last),
         cuda_graph=cfg.cuda_graph,
@@ -166,7 +172,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
         return "skipped"
 
     datamodule = instantiate(cfg.data, _convert_="all")
-    datamodule.prepare_data()  # a missing dataset is a setup error: raise it, do not record it
+    datamodule.prepare_data()  # a missing or unreadable dataset is a setup error: raised, not
+    datamodule.setup("fit")  # recorded; reading it here also says what the test set is
     info = {
         "arch": cfg.arch.name,
         "depth": cfg.depth,
@@ -174,6 +181,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
         "params": count_params(model),
         "macs": count_macs(model),  # before make_module may compile the model
         "iterations": cfg.schedule.iterations,
+        **datamodule.test_set,
     }
     module = make_module(cfg, model)
     resume = record.resume_point()
@@ -206,11 +214,17 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
         print(f"[{label}] FAILED: {type(e).__name__}: {e}", flush=True)
         return "failed"
     first = module.first_step_s  # None if a resumed run had no step left to take
+    sched = module.lr_schedulers()
+    # warmup_end: the first iteration at the scheduled rate; null where there was no warm-up
+    warmup = {"warmup_end": sched.warmup_end, "warmup_end_reason": sched.warmup_end_reason}
+    if sched.warming_up:  # the run ended inside its warm-up
+        warmup = {"warmup_end": trainer.global_step, "warmup_end_reason": "run ended"}
     record.update(
         status="done",
         error=None,
         wall_time_s=round(module.wall_time(), 2),
         first_step_s=None if first is None else round(first, 3),
+        **warmup,
     )
     startup = "" if first is None else f" (first step incl. compile/capture: {first:.1f}s)"
     print(f"[{label}] done in {module.wall_time():.0f}s{startup}", flush=True)
