@@ -20,13 +20,12 @@ def main(argv: list[str] | None = None) -> int:
         "--ylim",
         type=float,
         nargs=2,
-        default=(0, 20),
         metavar=("LOW", "HIGH"),
-        help="y range of figure6, in %% (default: 0 20)",
+        help="y range of figure6, in %% (default: 0 to above the highest curve; the paper: 0 20)",
     )
     args = parser.parse_args(argv)
     try:
-        summary = analyze(args.sweep_dir, ylim=tuple(args.ylim))
+        summary = analyze(args.sweep_dir, ylim=args.ylim and tuple(args.ylim))
     except NoRunsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -28,11 +28,14 @@ def row(summary, arch, depth, seed=0):
 
 def test_summary_values_and_columns(tmp_path):
     summary = summary_of(degradation_sweep(tmp_path))
-    assert list(summary.columns[:9]) == [
+    assert list(summary.columns[:10]) == [
         *["arch", "depth", "seed", "params", "iterations", "status"],
-        *["final_train_error", "final_test_error", "best_test_error"],
+        *["final_train_error", "final_test_error", "best_test_error", "test_error_at_best_val"],
     ]
-    assert list(summary.columns[9:13]) == ["macs", "wall_time_s", "first_step_s", "run_dir"]
+    assert list(summary.columns[10:14]) == ["macs", "wall_time_s", "first_step_s", "run_dir"]
+    assert list(summary.columns[15:]) == [
+        *["test_images", "test_md5", "test_official", "warmup_end", "warmup_end_reason"],
+    ]
     assert list(zip(summary.arch, summary.depth, summary.seed, strict=True)) == [
         ("plain", 20, 0), ("plain", 20, 1), ("plain", 56, 0), ("plain", 56, 1),
         ("resnet", 20, 0), ("resnet", 20, 1), ("resnet", 56, 0), ("resnet", 56, 1),
@@ -155,15 +158,47 @@ def test_summary_markdown(tmp_path):
     md = analysis.to_markdown(summary_of(tmp_path))
     lines = md.splitlines()
     assert (
-        "| plain | 20 | 2 | 20,000 | 1.0M | 1.65 ± 0.71 | 9.50 ± 0.71 | 9.00 ± 0.71 | ≈1.4 | ≈9.7 |"
-        in lines
+        "| plain | 20 | 2 | 20,000 | 1.0M | 1.65 ± 0.71 | 9.50 ± 0.71 | 9.00 ± 0.71 | official "
+        "| ≈1.4 | ≈9.7 |" in lines
     )
     resnet20 = "| resnet | 20 | 2 | 20,000 | 1.0M | 3.15 ± 0.00 | 8.75 ± 0.35 | 8.25 ± 0.35 |"
-    assert f"{resnet20} — | 8.75 |" in lines
-    assert "| resnet | 32 | 1 | 32,000 | 1.6M | 2.15 | 10.00 | 9.50 | — | 7.51 |" in lines
+    assert f"{resnet20} official | — | 8.75 |" in lines
+    resnet32 = "| resnet | 32 | 1 | 32,000 | 1.6M | 2.15 | 10.00 | 9.50 | official | — | 7.51 |"
+    assert resnet32 in lines
     assert not any(line.startswith("| plain | 110 |") for line in lines)
     assert "- arch=plain,depth=110,seed=0: NaN loss at step 12" in lines
     assert lines[-1] == REPRODUCED
+
+
+def test_paper_test_error_only_beside_the_official_test_set(tmp_path):
+    exact_1000 = {"test_images": 1000, "test_md5": "0123456789abcdef", "test_official": False}
+    write_run(tmp_path, "resnet", 20, **exact_1000)
+    write_run(tmp_path, "resnet", 56)  # official
+    write_run(tmp_path, "resnet", 110, test_images=10_000, test_md5="f" * 32, test_official=False)
+    summary = summary_of(tmp_path)
+    assert list(summary.test_images) == [1000, 10_000, 10_000]
+    assert list(summary.test_official) == [False, True, False]
+    lines = analysis.to_markdown(summary).splitlines()
+    row20, row56, row110 = (
+        next(x for x in lines if x.startswith(f"| resnet | {d} |")) for d in (20, 56, 110)
+    )
+    assert row20.endswith("| 1,000 images, md5 01234567… (not official) | — | not comparable |")
+    assert row56.endswith("| official | — | 6.97 |")
+    assert row110.endswith("| 10,000 images, md5 ffffffff… (not official) | — | not comparable |")
+    assert "test error at best val" not in "\n".join(lines)  # no run has a validation split
+
+
+def test_test_error_at_best_val_is_chosen_on_validation(tmp_path):
+    run_dir = write_run(tmp_path, "resnet", 20)
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    evals = metrics.index[metrics.test_error.notna()]
+    # validation is best at the third evaluation, whose test error is not the best test error
+    metrics.loc[evals, "val_error"] = [30.0, 20.0, 5.0] + [25.0] * (len(evals) - 3)
+    metrics.to_csv(run_dir / "metrics.csv", index=False)
+    r = row(summary_of(tmp_path), "resnet", 20)
+    assert r.test_error_at_best_val == metrics.loc[evals[2], "test_error"]
+    assert r.test_error_at_best_val > r.best_test_error
+    assert "test error at best val" in analysis.to_markdown(summary_of(tmp_path))
 
 
 def test_analyze_writes_identical_files_twice(tmp_path):
@@ -283,3 +318,12 @@ def test_sweep_with_nothing_logged_yet_writes_everything(tmp_path):
     assert "- arch=plain,depth=20,seed=0: (no message)" in md
     assert "- arch=resnet,depth=20,seed=0: nothing logged yet" in md
     assert all((tmp_path / name).exists() for name in OUTPUTS)
+
+
+def test_figure6_shows_curves_above_the_papers_range_by_default(tmp_path):
+    """A short run's errors lie far above the paper's 0-20%: the default axis must show them."""
+    write_sweep(tmp_path, [{"arch": "plain", "depth": 110, "train": 70.0, "test": 75.0}])
+    _, metrics = analysis.load_sweep(tmp_path)
+    low, high = plots.figure6(metrics).axes[0].get_ylim()
+    top = metrics[["train_error", "test_error"]].max().max()  # 100 at the first window
+    assert low == 0 and top <= high <= 1.1 * top

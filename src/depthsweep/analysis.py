@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from depthsweep.data import OFFICIAL_TEST_MD5
 from depthsweep.files import atomic_write_text
 
 # Reference errors (%) shown beside ours in summary.md, as (train, test) display strings.
@@ -33,7 +34,8 @@ PAPER_ERRORS: dict[tuple[str, int], tuple[str, str]] = {
 
 RUN_KEYS = [  # read from each run.json
     *["arch", "depth", "seed", "params", "macs", "iterations"],
-    *["status", "error", "first_step_s"],
+    *["status", "error", "first_step_s", "warmup_end", "warmup_end_reason"],
+    *["test_images", "test_md5", "test_official"],
 ]
 METRIC_COLUMNS = [
     "step",
@@ -49,11 +51,24 @@ METRIC_COLUMNS = [
     "val_loss",
     "wall_time",
 ]
-ERROR_COLUMNS = ["final_train_error", "final_test_error", "best_test_error"]
+# best_test_error is the minimum over evaluations, so chosen on the test set itself (optimistic);
+# test_error_at_best_val is chosen on the validation split, where there is one.
+ERROR_COLUMNS = [
+    *["final_train_error", "final_test_error", "best_test_error", "test_error_at_best_val"],
+]
 SUMMARY_COLUMNS = [
     *["arch", "depth", "seed", "params", "iterations", "status", *ERROR_COLUMNS],
     *["macs", "wall_time_s", "first_step_s", "run_dir", "error"],
+    *["test_images", "test_md5", "test_official", "warmup_end", "warmup_end_reason"],
 ]
+
+
+COLUMN_TITLES = {
+    "final_train_error": "final train error",
+    "final_test_error": "final test error",
+    "best_test_error": "best test error",
+    "test_error_at_best_val": "test error at best val",
+}
 
 
 class NoRunsError(ValueError):
@@ -133,11 +148,15 @@ def _final_errors(frame: pd.DataFrame) -> dict[str, float]:
     # Each window value is already a mean over recent iterations, but still noisy: averaging
     # those in the last 1% of training gives a steadier "final" number.
     window = train.loc[train["step"] >= 0.99 * last_step, "train_error"]
+    evals = frame.dropna(subset=["val_error", "test_error"])
     return {
         "iterations": last_step,
         "final_train_error": window.mean() if len(window) else _last(train["train_error"]),
         "final_test_error": _last(frame["test_error"]),
         "best_test_error": frame["test_error"].min(),
+        "test_error_at_best_val": (
+            evals.loc[evals["val_error"].idxmin(), "test_error"] if len(evals) else math.nan
+        ),
         "wall_time_s": _last(frame["wall_time"]),
     }
 
@@ -152,7 +171,8 @@ def summarize(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     )
     # Target iterations from run.json give way to the iterations actually reached.
     summary = pd.concat([runs.drop(columns="iterations"), finals], axis=1)
-    summary = summary.astype({"params": "Int64", "macs": "Int64", "iterations": "Int64"})
+    ints = ["params", "macs", "iterations", "warmup_end", "test_images"]
+    summary = summary.astype(dict.fromkeys(ints, "Int64"))
     return summary[SUMMARY_COLUMNS].sort_values(["arch", "depth", "seed"], ignore_index=True)
 
 
@@ -164,7 +184,22 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
     table.insert(0, "n", grouped.size())
     table.insert(1, "params", grouped["params"].first())
     table.insert(2, "macs", grouped["macs"].first())
+    table["test_set"] = grouped[["test_images", "test_md5", "test_official"]].apply(test_set_label)
     return table.reset_index()
+
+
+def test_set_label(runs: pd.DataFrame) -> str:
+    """What these runs' test errors were measured on; 'official' only for the official
+    10,000-image test_batch, the one the paper's test errors come from."""
+    sets = runs.drop_duplicates()
+    if len(sets) > 1:
+        return "mixed test sets"
+    images, md5, official = sets.iloc[0]
+    if pd.isna(md5):
+        return "unknown (run.json predates test-set records)"
+    if bool(official):
+        return "official"
+    return f"{int(images):,} images, md5 {md5[:8]}… (not official)"
 
 
 def _trend(summary: pd.DataFrame, arch: str) -> tuple[int, int, float, float] | None:
@@ -207,25 +242,40 @@ def _mean_std(mean: float, std: float) -> str:
 
 def to_markdown(summary: pd.DataFrame) -> str:
     """summary.md: the per-(arch, depth) table, failed and running runs, the verdict."""
+    table = aggregate(summary)
+    shown = list(ERROR_COLUMNS)
+    if table["test_error_at_best_val_mean"].isna().all():  # no run held out a validation split
+        shown.remove("test_error_at_best_val")
     lines = [
         "# Sweep summary",
         "",
         "Errors in %, mean ± std over seeds, failed runs excluded. Paper: He et al. 2016,",
-        "Table 6 (resnet test error) and Fig. 6 read-offs at 64k iterations (plain).",
+        "Table 6 (resnet test error) and Fig. 6 read-offs at 64k iterations (plain). The paper's",
+        "test error is shown only beside runs on the official 10,000-image test_batch (MD5",
+        f"{OFFICIAL_TEST_MD5}); any other test set's errors are not comparable with it.",
+        "'best test error' is the minimum over evaluations: chosen on the test set, so optimistic.",
         "",
-        "| arch | depth | n | params | MACs | final train error | final test error "
-        "| best test error | paper train | paper test |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| arch | depth | n | params | MACs | "
+        + " | ".join(COLUMN_TITLES[c] for c in shown)
+        + " | test set | paper train | paper test |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(shown) + "---|---:|---:|",
     ]
-    for row in aggregate(summary).itertuples():
+    for row in table.itertuples():
         paper_train, paper_test = PAPER_ERRORS.get((row.arch, row.depth), ("—", "—"))
+        if row.test_set != "official" and paper_test != "—":
+            paper_test = "not comparable"
         params = "—" if pd.isna(row.params) else f"{row.params:,}"
         macs = "—" if pd.isna(row.macs) else f"{row.macs / 1e6:.1f}M"  # multiply-adds per image
-        errors = [
-            _mean_std(getattr(row, f"{c}_mean"), getattr(row, f"{c}_std")) for c in ERROR_COLUMNS
+        errors = [_mean_std(getattr(row, f"{c}_mean"), getattr(row, f"{c}_std")) for c in shown]
+        cells = [row.arch, row.depth, row.n, params, macs, *errors, row.test_set]
+        lines.append("| " + " | ".join(map(str, [*cells, paper_train, paper_test])) + " |")
+    warm = summary[summary["warmup_end"].notna()]
+    if len(warm):
+        lines += ["", "Warm-up (schedule.warmup):", ""]
+        lines += [
+            f"- {r.run_dir}: ended at iteration {r.warmup_end} ({r.warmup_end_reason})"
+            for r in warm.itertuples()
         ]
-        cells = [row.arch, row.depth, row.n, params, macs, *errors, paper_train, paper_test]
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
     failed = summary[summary["status"] == "failed"]
     if len(failed):
         lines += ["", "Failed runs:", ""]
@@ -242,7 +292,7 @@ def to_markdown(summary: pd.DataFrame) -> str:
     return "\n".join([*lines, "", verdict(summary), ""])
 
 
-def analyze(sweep_dir: str | os.PathLike, ylim: tuple[float, float] = (0, 20)) -> pd.DataFrame:
+def analyze(sweep_dir: str | os.PathLike, ylim: tuple[float, float] | None = None) -> pd.DataFrame:
     """Summarise a sweep and write summary.csv, summary.md and the figures into it."""
     from depthsweep import plots  # imported here, not at the top: plots builds on this module
 

@@ -27,8 +27,9 @@ def arch_order(archs: Iterable[str]) -> list[str]:
     return [a for a in ("plain", "resnet") if a in archs] + sorted(archs - {"plain", "resnet"})
 
 
-def figure6(metrics: pd.DataFrame, ylim: tuple[float, float] = (0, 20)) -> Figure:
-    """One panel per arch: train (dashed) and test (solid) error vs iterations, seed-averaged."""
+def figure6(metrics: pd.DataFrame, ylim: tuple[float, float] | None = None) -> Figure:
+    """One panel per arch: train (dashed) and test (solid) error vs iterations, seed-averaged.
+    `ylim` None: from 0 to just above the highest curve (the paper's Fig. 6 uses 0-20)."""
     archs = arch_order(metrics["arch"].dropna().unique())
     # One colour per depth across all panels, so plain-56 and resnet-56 match.
     colours = {d: f"C{i % 10}" for i, d in enumerate(sorted(metrics["depth"].dropna().unique()))}
@@ -45,7 +46,8 @@ def figure6(metrics: pd.DataFrame, ylim: tuple[float, float] = (0, 20)) -> Figur
         handles += [Line2D([], [], color="grey", ls=s, label=k) for k, s in STYLES.items()]
         ax.legend(handles=handles, fontsize="small")
         ax.set(title=arch, xlabel="iterations")
-    axes[0].set(ylabel="error (%)", ylim=ylim)
+    axes[0].set(ylabel="error (%)")
+    axes[0].set_ylim(*(ylim or (0, None)))
     return fig
 
 
