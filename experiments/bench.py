@@ -1,15 +1,14 @@
-"""Time the harness's training path against a plain PyTorch loop and project the Figure 6 sweep.
+"""Time the harness's training variants against a plain PyTorch loop; project the Figure 6 sweep.
 
     python -m experiments.bench --data-root data        # GPU: depths 20,56,110, batch 128
     python -m experiments.bench --jobs 4                # + 1, 2, 4 concurrent processes
-    python -m experiments.bench --paths harness,harness-compile --compile-mode reduce-overhead
-    python -m experiments.bench channels_last=false     # any override, for every harness path
+    python -m experiments.bench --variants compile --compile-mode reduce-overhead
+    python -m experiments.bench data.eval_batch_size=500   # any override, for every variant
 
-Harness paths: `harness` (the config as composed: eager), `harness-graph` (cuda_graph=true),
-`harness-compile` (compile.enabled=true). Default: harness,harness-graph (CPU: harness).
-
-On a CPU it picks tiny sizes by itself and says so. Without --data-root it uses the config's
-data.root if CIFAR-10 is there, else random images written in the official format to a temp dir.
+Variants: default (the config as composed), eager-fp32, eager-bf16, graph-fp32, graph-bf16 (each
+step's forward and backward replayed as one CUDA graph), compile (torch.compile). Default: the four
+eager/graph ones on a GPU, `default` on a CPU, where it picks tiny sizes by itself and says so.
+Data: --data-root, else the config's data.root (downloaded there if missing and online).
 """
 
 from __future__ import annotations
@@ -38,9 +37,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, help="reference DataLoader workers (min(8, CPUs))")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's; CPU: 1)")
     p.add_argument("--jobs", type=int, help="also time 1, 2, 4, ... JOBS concurrent processes")
-    p.add_argument("--paths", type=lambda t: t.split(","), help="harness paths to time (above)")
-    p.add_argument("--compile-mode", help="harness-compile's torch.compile mode (default: none)")
-    p.add_argument("--out", type=Path, help="CSV to write (default results/bench.csv)")
+    p.add_argument("--variants", type=lambda t: t.split(","), help="variants to time (above)")
+    p.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        default=None,
+        help="skip the reference loop",
+    )
+    p.add_argument("--compile-mode", help="the compile variant's torch.compile mode")
+    p.add_argument("--out", type=Path, help="CSV to write (default: bench.csv here)")
     args = vars(p.parse_args(argv))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     settings, note = default_settings(device, **args)

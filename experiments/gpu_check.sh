@@ -1,85 +1,140 @@
 #!/usr/bin/env bash
-# The GPU check of the speed work in one script (planned at about 6 minutes on one H100):
-#   0. the CUDA-graph step's own tests (tests/test_graphed.py: replay trains exactly like eager);
-#   1. python -m experiments.bench: the reference loop against the harness, eager and with
-#      cuda_graph=true, plain and resnet at depths 20/56/110, then 1/2/4 concurrent jobs;
-#   2. 2 epochs of plain-56 and resnet-56 on the eager and on the CUDA-graph path, same seed,
-#      compared side by side (final errors, wall time, first step).
+# Everything that needs the GPU, in one prepared call of at most 9 minutes:
+#   a. tests/test_graphed.py: replayed CUDA-graph steps, and whole graphed runs (fp32, bf16),
+#      against eager ones; a graph variant that fails is left out of what follows;
+#   b. experiments.bench: the reference loop against eager/graph x fp32/bf16, resnet at depths 20
+#      and 110, then 1, 2 and 4 concurrent processes of the fastest variant;
+#   c. a quick Figure 6 on real CIFAR-10 (experiment=figure6_quick): the fastest variant that
+#      passed its tests, the jobs at once that pay, and the iterations that fit what time is left
+#      (experiments.quick_plan, from b's bench.csv);
+#   d. with the time left: torch.compile(mode=reduce-overhead) in the bench, then, if the image has
+#      nvidia-cuda-mps-control, 2 and 4 concurrent processes under MPS.
+# Each step is guarded (a failure is logged and the next step runs) and timed against a deadline.
+# Whatever happens, OUT ends up holding gpu_check.tar.gz (every log, CSV, summary and figure; no
+# checkpoints) and, beside it, gpu_check.log, versions.txt, bench.csv, summary.md, figure6.png and
+# error_vs_depth.png.
 #
-#   bash experiments/gpu_check.sh OUT DATA_ROOT      # DATA_ROOT holds cifar-10-batches-py/
+#   bash experiments/gpu_check.sh OUT DATA_ROOT    # DATA_ROOT holds cifar-10-batches-py/
 #
-# Writes OUT/graph_tests.log, OUT/bench.csv, OUT/bench.log, OUT/train.log, OUT/compare.csv and
-# the two sweeps OUT/eager/ and OUT/graph/; OUT must be new or empty. STEPS, WARMUP, JOBS and
-# EPOCHS override the sizes, PYTHON the interpreter (python3).
+# Sizes (environment): DEADLINE_S 500 (steps a-d end by then), FIGURE_BUDGET_S 240 (c's cap),
+# DEPTHS 20,110, STEPS 100, WARMUP 20, JOBS 4; PYTHON (python3). The CPU dry run shrinks them and
+# adds QUICK_PLAN_ARGS (options of experiments.quick_plan) and FIGURE_OVERRIDES (Hydra overrides
+# of the figure's sweep).
 #
-# On a machine with torch, Lightning, pandas and matplotlib but no Hydra and no network (the lent
-# H100), prepare here, in the repo root (both folders are git-ignored through .git/info/exclude):
-#   pip download --no-deps -d .whl hydra-core==1.3.8 omegaconf==2.3.1
-#   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3      # published as a source archive
-#   mkdir .devdata; cp ../shared/data/cifar10/{cifar10_train_0.npz,cifar10_test.npz,*.py} .devdata/
+# On the lent GPU machine (torch, Lightning, pandas, matplotlib, pytest; no Hydra, no network),
+# prepare here, in the repo root (.whl and .devdata are git-ignored through .git/info/exclude):
+#   mkdir -p .whl .devdata && cp ../shared/device-wheels/*.whl .whl/
+#   cp ../shared/data/cifar10/{cifar10_train_0.npz,cifar10_test.npz,verify.py,materialize.py} .devdata/
 # then run there, carrying .whl and .devdata (about 41 MB):
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
 #   export PYTHONPATH=/tmp/site:$PWD/src:$PWD &&
-#   python3 .devdata/materialize.py /tmp/cifar --train-parts 0 &&      # 17,000 training images
-#   bash experiments/gpu_check.sh /tmp/check /tmp/cifar
-set -euo pipefail
+#   python3 .devdata/materialize.py /tmp/cifar --train-parts 0 &&   # 17,000 training images
+#   bash experiments/gpu_check.sh "$OUT" /tmp/cifar
+set -uo pipefail
 out=${1:?usage: gpu_check.sh OUT DATA_ROOT}
 data=${2:?usage: gpu_check.sh OUT DATA_ROOT}
 py=${PYTHON:-python3}
+deadline=${DEADLINE_S:-500}
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1
-if [ -n "$(ls -A "$out" 2>/dev/null)" ]; then  # old sweeps would be skipped or mixed in
-  echo "gpu_check.sh: $out is not empty; give a new folder" >&2
-  exit 2
-fi
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-# Fail here, not halfway, if Hydra (carried as wheels) or the package is not importable.
-$py -c "import torch, pytorch_lightning as pl, hydra, depthsweep
-print('torch', torch.__version__, 'lightning', pl.__version__, 'hydra', hydra.__version__)"
+work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXX")
+log=$work/gpu_check.log
 
-# If the graphed step fails its tests, the rest measures the eager path alone.
-paths=harness,harness-graph graphs="false true"
-$py -m pytest -q -rs tests/test_graphed.py 2>&1 | tee "$out/graph_tests.log" ||
-  { paths=harness graphs=false; }
-
-bench() {
-  $py -m experiments.bench --data-root "$data" --paths "$1" --jobs "${JOBS:-4}" \
-    --steps "${STEPS:-100}" --warmup "${WARMUP:-20}" --out "$out/bench.csv" 2>&1 |
-    tee -a "$out/bench.log"
+say() { echo "[gpu_check $(date -u +%H:%M:%S) +${SECONDS}s] $*" | tee -a "$log"; }
+left() { echo $((deadline - SECONDS)); }
+step() {  # step NAME SECONDS CMD...: run CMD under a time limit, log it, never stop the script
+  local name=$1 limit=$2; shift 2
+  if [ "$limit" -lt 10 ]; then say "$name: skipped, ${limit}s left"; return 1; fi
+  say "$name: start (limit ${limit}s)"
+  # Its own process group, so that a time-out also ends what it started (joblib's workers).
+  setsid "$@" > >(tee -a "$work/$name.log") 2>&1 &
+  local pid=$!
+  ( sleep "$limit"; touch "$work/$name.timeout"; kill -TERM -- -"$pid"; sleep 10
+    kill -KILL -- -"$pid" ) 2>/dev/null &
+  local dog=$!
+  wait "$pid"
+  local rc=$?
+  kill "$dog" 2>/dev/null
+  kill -KILL -- -"$pid" 2>/dev/null  # anything it left behind
+  say "$name: exit $rc$([ -f "$work/$name.timeout" ] && echo ' (timed out)')"
+  return "$rc"
 }
-# The graph tests do not go through Lightning and bf16: if the graphed path fails in the bench,
-# measure the eager path alone rather than lose everything.
-bench "$paths" || { echo "bench failed on $paths: eager alone" | tee -a "$out/bench.log"
-  paths=harness graphs=false; bench harness; }
+finish() {  # on any exit: the archive and the files worth reading first, into OUT
+  say "archiving $work into $out"
+  cp "$log" "$out/"
+  for f in versions.txt bench.csv figure6_quick/summary.md figure6_quick/figure6.png \
+    figure6_quick/error_vs_depth.png; do
+    [ -f "$work/$f" ] && cp "$work/$f" "$out/"
+  done
+  tar -czf "$out/gpu_check.tar.gz" -C "$work" --exclude=checkpoints --exclude='*.ckpt' .
+  ls -la "$out"
+}
+trap finish EXIT
 
-# 2 epochs of the training set at batch 128 (the ragged last batch is dropped).
-iterations=$($py -c "
-import sys
-from depthsweep.data import read_cifar10
-print(int(sys.argv[2]) * (len(read_cifar10(sys.argv[1], download=False).x_train) // 128))
-" "$data" "${EPOCHS:-2}")
-for graph in $graphs; do
-  path=$([ "$graph" = true ] && echo graph || echo eager)
-  $py -m experiments.run -m arch=plain,resnet depth=56 "cuda_graph=$graph" \
-    "data.root=$data" data.download=false "schedule.iterations=$iterations" \
-    trainer.enable_progress_bar=false "hydra.sweep.dir=$out/$path" 2>&1 | tee -a "$out/train.log"
-done
+{
+  date -u +"date %Y-%m-%dT%H:%M:%SZ"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  $py -c "import torch, pytorch_lightning as pl, hydra, omegaconf, sys
+print('python', sys.version.split()[0]); print('torch', torch.__version__, 'cuda', torch.version.cuda,
+'cudnn', torch.backends.cudnn.version()); print('lightning', pl.__version__, 'hydra', hydra.__version__,
+'omegaconf', omegaconf.__version__)"
+  git rev-parse HEAD 2>/dev/null || echo "commit unknown (not a git checkout)"
+} > "$work/versions.txt" 2>&1
+cat "$work/versions.txt" | tee -a "$log"
+$py -c "import depthsweep.train" || { say "depthsweep does not import: stopping"; exit 1; }
 
-$py - "$out" <<'EOF'
-import sys
-from pathlib import Path
+# a. The graph tests decide which graph variants may train the figure.
+variants=eager-fp32,eager-bf16
+step tests 150 $py -m pytest -q -rA -p no:cacheprovider tests/test_graphed.py
+passed() { grep -q "^PASSED tests/test_graphed.py::$1" "$work/tests.log"; }
+if passed test_replayed_steps_train_like_eager_ones; then
+  passed "test_a_graphed_run_trains_like_an_eager_run\[32-true\]" && variants+=,graph-fp32
+  passed "test_a_graphed_run_trains_like_an_eager_run\[bf16-mixed\]" && variants+=,graph-bf16
+fi
+say "variants that may train the figure: $variants"
 
-import pandas as pd
+# b. The bench: every eager and graph variant (a failing graph variant is still worth timing).
+bench_args=(--data-root "$data" --archs resnet --depths "${DEPTHS:-20,110}"
+  --steps "${STEPS:-100}" --warmup "${WARMUP:-20}")
+step bench $(( $(left) - 300 < 150 ? $(left) - 300 : 150 )) $py -m experiments.bench \
+  "${bench_args[@]}" --variants eager-fp32,eager-bf16,graph-fp32,graph-bf16 \
+  --jobs "${JOBS:-4}" --out "$work/bench.csv" ||
+  step bench-eager 90 $py -m experiments.bench "${bench_args[@]}" \
+    --variants eager-fp32,eager-bf16 --out "$work/bench.csv"
 
-out = Path(sys.argv[1])
-cols = ["final_train_error", "final_test_error", "wall_time_s", "first_step_s", "status"]
-paths = [p for p in ("eager", "graph") if (out / p / "summary.csv").is_file()]
-if not paths:
-    sys.exit("no summary.csv in eager/ or graph/: see train.log")
-runs = {p: pd.read_csv(out / p / "summary.csv").set_index(["arch", "depth"])[cols] for p in paths}
-table = pd.concat(runs, axis=1).swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
-table.to_csv(out / "compare.csv")
-with pd.option_context("display.width", 200, "display.max_columns", 20):
-    print(f"{' vs '.join(paths)}:\n{table.round(2)}")
-EOF
-echo "tests/test_graphed.py: $(tail -n 1 "$out/graph_tests.log")"
+# c. The quick Figure 6, planned from the bench to end with time to spare.
+budget=$(( $(left) - 60 < ${FIGURE_BUDGET_S:-240} ? $(left) - 60 : ${FIGURE_BUDGET_S:-240} ))
+# shellcheck disable=SC2086  # QUICK_PLAN_ARGS: more options, for the CPU dry run
+if plan=$($py -m experiments.quick_plan "$work/bench.csv" --budget-s "$budget" \
+  --variants "$variants" ${QUICK_PLAN_ARGS:-} 2>>"$log"); then
+  eval "$plan"
+  say "quick figure plan ($budget s): $(echo $plan)"
+  # shellcheck disable=SC2086  # $overrides and $FIGURE_OVERRIDES are lists of Hydra overrides
+  step figure $((budget + 60)) $py -m experiments.run -m experiment=figure6_quick \
+    "depth=$depths" "schedule.iterations=$iterations" $overrides ${FIGURE_OVERRIDES:-} \
+    hydra/launcher=joblib "hydra.launcher.n_jobs=$jobs" \
+    "data.root=$data" data.download=false "hydra.sweep.dir=$work/figure6_quick"
+  # Again, in case the sweep was cut off before Hydra's own analysis ran; same bytes otherwise.
+  step analyze 60 $py -m experiments.analyze "$work/figure6_quick"
+else
+  say "no quick figure: the plan failed (see above)"
+fi
+
+# d. With the time left: torch.compile, then MPS.
+step compile $(( $(left) - 40 )) $py -m experiments.bench "${bench_args[@]}" --no-reference \
+  --variants compile --compile-mode reduce-overhead "trainer.precision=32-true" \
+  --out "$work/bench_compile.csv"
+if command -v nvidia-cuda-mps-control >/dev/null; then
+  export CUDA_MPS_PIPE_DIRECTORY=$work/mps CUDA_MPS_LOG_DIRECTORY=$work/mps
+  mkdir -p "$work/mps" && nvidia-cuda-mps-control -d && {
+    fastest=$($py -c "import sys; from depthsweep.budget import read_bench
+from depthsweep.bench import fastest_variant; print(fastest_variant(read_bench(sys.argv[1])))" \
+      "$work/bench.csv")
+    step mps $(( $(left) - 20 )) $py -m experiments.bench "${bench_args[@]}" --no-reference \
+      --depths 110 --variants "$fastest" --jobs 4 --out "$work/bench_mps.csv"
+    echo quit | nvidia-cuda-mps-control
+  }
+else
+  say "mps: nvidia-cuda-mps-control is not on this image"
+fi
+say "done"

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, train_tiny
+from helpers import ROOT, train_tiny
 from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode

@@ -3,12 +3,14 @@ replaying the captured forward+backward must train exactly like eager PyTorch.""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
 from depthsweep.graphed import GraphedStep
 from depthsweep.models import ResNet
+from depthsweep.train import compose_config, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -22,7 +24,7 @@ def forward_backward(model):
     return fn
 
 
-def train(graphed: bool, batches, steps: int = 6) -> tuple[list[float], dict]:
+def train_steps(graphed: bool, batches, steps: int = 6) -> tuple[list[float], dict]:
     torch.manual_seed(0)
     model = ResNet(8).cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
@@ -47,8 +49,8 @@ def test_replayed_steps_train_like_eager_ones(monkeypatch):
         (torch.randn(32, 3, 32, 32, device="cuda", generator=gen), torch.arange(32).cuda() % 10)
         for _ in range(6)
     ]
-    eager_losses, eager_state = train(False, batches)
-    graph_losses, graph_state = train(True, batches)
+    eager_losses, eager_state = train_steps(False, batches)
+    graph_losses, graph_state = train_steps(True, batches)
     assert len(set(graph_losses)) == 6  # every replay saw its own batch and updated the weights
     assert graph_losses == pytest.approx(eager_losses, rel=1e-5)
     for name, value in eager_state.items():  # weights and BatchNorm statistics (warm-up undone)
@@ -61,3 +63,28 @@ def test_a_batch_of_another_shape_is_refused():
     step(torch.randn(8, 3, 32, 32, device="cuda"), torch.zeros(8, dtype=torch.long, device="cuda"))
     with pytest.raises(ValueError, match="captured for batches"):
         step(torch.randn(4, 3, 32, 32, device="cuda"), torch.zeros(4, dtype=torch.long).cuda())
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_graphed_run_trains_like_an_eager_run(precision, fake_cifar, tmp_path, monkeypatch):
+    """The whole training path on the GPU (Lightning, bf16 autocast, warm-up switch, an evaluation
+    mid-run): cuda_graph=true must give the eager run's training curve on the same seed."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # same kernels both ways
+    common = [
+        *["depth=8", f"data.root={fake_cifar}", "data.batch_size=20", "schedule.iterations=20"],
+        *["schedule.warmup.from_depth=8", "schedule.warmup.until_train_error=100"],
+        *["trainer.log_every_n_steps=2", "trainer.check_val_every_n_epoch=2"],
+        *[f"trainer.precision={precision}", "trainer.benchmark=false"],
+        "trainer.enable_progress_bar=false",
+    ]
+    curves = {}
+    for graph in (False, True):
+        run_dir = tmp_path / str(graph)
+        assert train(compose_config([*common, f"cuda_graph={graph}"]), run_dir) == "done"
+        metrics = pd.read_csv(run_dir / "metrics.csv")
+        curves[graph] = metrics.dropna(subset=["train_loss"]).set_index("step")
+        assert metrics["test_error"].notna().sum() >= 2  # evaluated mid-run and at the end
+    eager, graphed = curves[False], curves[True]
+    assert len(eager) == 10 and eager["train_loss"].nunique() > 5
+    for column in ("train_loss", "train_error"):
+        pd.testing.assert_series_equal(eager[column], graphed[column], rtol=1e-4)

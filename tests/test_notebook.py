@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import nbformat
-from conftest import ROOT, train_tiny
 from fakesweep import degradation_sweep
+from helpers import ROOT, train_tiny
 from nbclient import NotebookClient
 
 NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"

@@ -1,0 +1,71 @@
+"""What the tests share beyond fixtures: official-format data, the CLI as a user types it, and a
+tiny real training run."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from depthsweep.data import FOLDER, TEST_FILE, TRAIN_FILES
+from depthsweep.train import compose_config, train
+
+ROOT = Path(__file__).resolve().parents[1]
+MATERIALIZE = ROOT.parent / "shared" / "data" / "cifar10" / "materialize.py"
+
+
+def write_cifar10_batch(path: Path, data: np.ndarray, labels: list[int], **extra) -> None:
+    """One batch file as the official python version stores it: a pickled dict."""
+    entry = {
+        "batch_label": path.name,
+        "data": data,
+        "labels": labels,
+        "filenames": [f"{path.name}_{i:05d}.png" for i in range(len(labels))],
+    } | extra
+    with open(path, "wb") as f:
+        pickle.dump(entry, f, protocol=4)
+
+
+def write_random_cifar10(root: str | Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Random uint8 images and labels in the official python-version layout under `root`."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = np.array_split(np.arange(n_train), len(TRAIN_FILES))
+    for name, n in [*zip(TRAIN_FILES, map(len, parts), strict=True), (TEST_FILE, n_test)]:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        write_cifar10_batch(folder / name, data, rng.integers(0, 10, n).tolist())
+    return Path(root)
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m experiments.<args>` as a user types it; output captured as text."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def train_tiny(run_dir: Path, data_root: Path, *overrides: str) -> None:
+    """Train one real run (4 iterations, grad norms every 2) into `run_dir`, in this process."""
+    cfg = compose_config(
+        [
+            "trainer=cpu",
+            f"data.root={data_root}",
+            "data.batch_size=32",
+            "schedule.iterations=4",
+            "trainer.enable_progress_bar=false",
+            "diagnostics.grad_norm_every=2",
+            *overrides,
+        ],
+    )
+    assert train(cfg, run_dir) == "done"
