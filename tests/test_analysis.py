@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 import pytest
-from fakesweep import degradation_sweep, write_run, write_sweep
+from fakesweep import DEGRADATION_VERDICT, degradation_sweep, write_run, write_sweep
 
 from depthsweep import analysis, plots
 from experiments.analyze import main
@@ -95,14 +95,13 @@ def test_aggregate_excludes_failed_runs(tmp_path):
     assert table.loc[("resnet", 56)].final_test_error_std == 0
 
 
-REPRODUCED = (
-    "Degradation reproduced: plain training error rises from depth 20 to 56 "
-    "(1.65% → 6.15%) while resnet's does not (3.15% → 1.15%)."
-)
+REPRODUCED = DEGRADATION_VERDICT
 
 
 def test_verdict_reproduced(tmp_path):
-    assert analysis.verdict(summary_of(degradation_sweep(tmp_path))) == REPRODUCED
+    summary = summary_of(degradation_sweep(tmp_path))
+    assert analysis.decide(summary) == ("reproduced", REPRODUCED)
+    assert analysis.verdict(summary) == REPRODUCED
 
 
 def test_verdict_not_reproduced_when_resnet_degrades_too(tmp_path):
@@ -116,8 +115,10 @@ def test_verdict_not_reproduced_when_resnet_degrades_too(tmp_path):
         ],
     )
     assert analysis.verdict(summary_of(tmp_path)) == (
-        "NOT reproduced: plain training error rises from depth 20 to 110 (1.15% → 9.15%) "
-        "but resnet's rises too (1.15% → 2.15%, depth 20 → 56)."
+        "NOT reproduced: resnet's train error rises by 1.00 points from depth 20 to 56. "
+        "Final train error (%, seed mean, finished runs at depth ≥ 20): plain 20: 1.15%, "
+        "110: 9.15%; resnet 20: 1.15%, 56: 2.15%; tolerance δ = 0.30 points "
+        "(the larger of 0.3 and 2 × the largest seed std, 0.00)."
     )
 
 
@@ -132,7 +133,8 @@ def test_verdict_not_reproduced_when_plain_does_not_degrade(tmp_path):
         ],
     )
     assert analysis.verdict(summary_of(tmp_path)).startswith(
-        "NOT reproduced: plain training error does not rise from depth 20 to 56 (3.15% → 2.15%)"
+        "NOT reproduced: plain's train error falls by 1.00 points from depth 20 to 56. "
+        "Final train error (%, seed mean, finished runs at depth ≥ 20): plain 20: 3.15%, 56: 2.15%;"
     )
 
 
@@ -143,8 +145,10 @@ def test_verdict_undetermined_ignores_unfinished_runs(tmp_path):
         run_json = tmp_path / f"arch=resnet,depth=56,seed={seed}" / "run.json"
         status = "running" if seed else "failed"
         run_json.write_text(run_json.read_text().replace('"done"', f'"{status}"'))
-    assert analysis.verdict(summary_of(tmp_path)) == (
-        "Verdict undetermined: need plain and resnet at ≥2 depths each."
+    assert analysis.decide(summary_of(tmp_path)) == (
+        "undetermined",
+        "Verdict undetermined: need plain and resnet at ≥2 depths ≥ 20 each, with finished "
+        "runs; have plain at 20, 56 and resnet at 20.",
     )
 
 
@@ -163,7 +167,8 @@ def test_summary_markdown(tmp_path):
     assert "| resnet | 32 | 1 | 32,000 | 1.6M | 2.15 | 10.00 | 9.50 | — | 7.51 |" in lines
     assert not any(line.startswith("| plain | 110 |") for line in lines)
     assert "- arch=plain,depth=110,seed=0: NaN loss at step 12" in lines
-    assert lines[-1] == REPRODUCED
+    outcome, sentence = analysis.decide(summary_of(tmp_path))  # the verdict now counts resnet-32
+    assert lines[-1] == sentence and outcome == "reproduced"
 
 
 def test_analyze_writes_identical_files_twice(tmp_path):
