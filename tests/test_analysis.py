@@ -96,12 +96,138 @@ def test_aggregate_excludes_failed_runs(tmp_path):
 
 
 REPRODUCED = DEGRADATION_VERDICT
+NAN = math.nan
+
+
+def fixed(plain: dict, resnet: dict, *extra: tuple) -> pd.DataFrame:
+    """A summary with just the columns verdict reads. plain, resnet: {depth: final train error,
+    or a list of one per seed}, all done; extra: (arch, depth, status, error) rows."""
+    rows = [
+        (arch, depth, seed, "done", error)
+        for arch, errors in [("plain", plain), ("resnet", resnet)]
+        for depth, per_seed in errors.items()
+        for seed, error in enumerate(per_seed if isinstance(per_seed, list) else [per_seed])
+    ]
+    rows += [(arch, depth, 0, status, error) for arch, depth, status, error in extra]
+    return pd.DataFrame(rows, columns=["arch", "depth", "seed", "status", "final_train_error"])
 
 
 def test_verdict_reproduced(tmp_path):
     summary = summary_of(degradation_sweep(tmp_path))
     assert analysis.decide(summary) == ("reproduced", REPRODUCED)
     assert analysis.verdict(summary) == REPRODUCED
+
+
+def test_verdict_names_every_number_it_used():
+    # Two fails, both named. δ = 2 × std(1.0, 1.4) = 0.57: resnet-110 is 1.00 above plain-110.
+    summary = fixed({20: [1.0, 1.4], 56: 5.0, 110: 9.0}, {20: 1.0, 56: 3.0, 110: 10.0})
+    assert analysis.verdict(summary) == (
+        "NOT reproduced: resnet's train error rises by 9.00 points from depth 20 to 110; "
+        "resnet's train error is 1.00 points above plain's at depth 110. Final train error "
+        "(%, seed mean, finished runs at depth ≥ 20): plain 20: 1.20%, 56: 5.00%, 110: 9.00%; "
+        "resnet 20: 1.00%, 56: 3.00%, 110: 10.00%; tolerance δ = 0.57 points "
+        "(the larger of 0.3 and 2 × the largest seed std, 0.28)."
+    )
+
+
+def test_verdict_paper_figure6_is_reproduced():
+    # plain-20 ≈ 1.4 and plain-56 ≈ 5.9 are read off He et al. 2016, Fig. 6 (left) at 64k
+    # iterations; plain-110 is only "higher than 60%" there. plain-32 and -44 are NOT readings:
+    # illustrative values chosen so that 20 vs 32 is nearly a tie (0.15 points). resnet's falling
+    # train errors are illustrative too, kept at or below plain's at every depth: condition 3
+    # fails wherever resnet is above plain by more than δ, also at depth 20.
+    plain = {20: 1.4, 32: 1.55, 44: 3.5, 56: 5.9, 110: 65.0}
+    resnet = {20: 1.3, 32: 1.1, 44: 0.9, 56: 0.7, 110: 0.5}
+    outcome, sentence = analysis.decide(fixed(plain, resnet))
+    assert outcome == "reproduced"
+    assert sentence.startswith(
+        "Degradation reproduced: plain's train error rises by more than δ "
+        "from depth 20 to 56 and 110; resnet's rises by no more than δ between any two depths; "
+        "resnet's is 64.50 points below plain's at depth 110."
+    )
+
+
+def test_verdict_lone_collapsed_deepest_plain_is_inconclusive():
+    # 20 -> 56 is flat: a collapsed plain-110 alone does not show degradation.
+    summary = fixed({20: 2.0, 56: 2.1, 110: 80.0}, {20: 2.0, 56: 1.5, 110: 1.2})
+    outcome, sentence = analysis.decide(summary)
+    assert outcome == "inconclusive"
+    assert sentence.startswith(
+        "Inconclusive: plain's train error changes by only +0.10 points from depth 20 to 56."
+    )
+
+
+def test_verdict_resnet_rise_within_tolerance_is_reproduced():
+    outcome, sentence = analysis.decide(fixed({20: 2.0, 56: 5.0}, {20: 1.50, 56: 1.52}))
+    assert outcome == "reproduced"
+    assert (
+        sentence.startswith("Degradation reproduced: ")
+        and "resnet 20: 1.50%, 56: 1.52%" in sentence
+    )
+
+
+def test_verdict_ignores_depths_below_20():
+    # Counting depth 8, resnet would rise from 8 to 20 (and to 110) by more than δ.
+    summary = fixed({8: 1.0, 20: 2.0, 56: 6.0, 110: 9.0}, {8: 0.5, 20: 1.8, 56: 1.2, 110: 1.0})
+    outcome, sentence = analysis.decide(summary)
+    assert outcome == "reproduced"
+    assert sentence.startswith("Degradation reproduced: ") and " 8: " not in sentence
+    assert "plain 20: 2.00%, 56: 6.00%, 110: 9.00%; resnet 20: 1.80%," in sentence
+
+
+def test_verdict_resnet_degrading_is_not_reproduced():
+    # resnet's deepest is below its shallowest: only the rise in between shows degradation.
+    summary = fixed({20: 2.0, 56: 6.0, 110: 9.0}, {20: 1.0, 56: 3.0, 110: 0.9})
+    outcome, sentence = analysis.decide(summary)
+    assert outcome == "not reproduced"
+    assert sentence.startswith(
+        "NOT reproduced: resnet's train error rises by 2.00 points from depth 20 to 56."
+    )
+
+
+def test_verdict_resnet_above_plain_is_not_reproduced():
+    outcome, sentence = analysis.decide(fixed({20: 2.0, 56: 4.0}, {20: 4.5, 56: 4.4}))
+    assert outcome == "not reproduced"
+    assert sentence.startswith(
+        "NOT reproduced: resnet's train error is 2.50 points above plain's at depth 20."
+    )
+
+
+def test_verdict_plain_falling_is_not_reproduced():
+    # Rises from 20 to both 56 and 110, but falls from 32 to 56 by more than δ.
+    summary = fixed({20: 2.0, 32: 6.0, 56: 4.0, 110: 8.0}, {20: 1.5, 32: 1.2, 56: 1.0, 110: 0.8})
+    outcome, sentence = analysis.decide(summary)
+    assert outcome == "not reproduced"
+    assert sentence.startswith(
+        "NOT reproduced: plain's train error falls by 2.00 points from depth 32 to 56."
+    )
+
+
+def test_verdict_tolerance_grows_with_seed_std():
+    resnet = {20: 1.5, 56: 1.0}
+    # Seeds 1.6 and 2.4: std 0.57, δ = 1.13, so plain's 0.8-point rise is within noise.
+    outcome, sentence = analysis.decide(fixed({20: [1.6, 2.4], 56: 2.8}, resnet))
+    assert outcome == "inconclusive"
+    assert sentence.startswith(
+        "Inconclusive: plain's train error changes by only +0.80 points from depth 20 to 56."
+    )
+    assert "plain 20: 2.00%, 56: 2.80%;" in sentence and "δ = 1.13 points" in sentence
+    # The same means from one seed each: δ = 0.3.
+    outcome, sentence = analysis.decide(fixed({20: 2.0, 56: 2.8}, resnet))
+    assert outcome == "reproduced" and "δ = 0.30 points" in sentence
+
+
+def test_verdict_undetermined_below_two_finished_depths_from_20():
+    # resnet has two finished depths only by counting depth 8, a running or failed run, or a
+    # done run with no train error.
+    extra = [("resnet", 56, "failed", NAN), ("resnet", 110, "running", 0.5)]
+    extra += [("resnet", 32, "done", NAN)]
+    summary = fixed({8: 1.0, 20: 2.0, 56: 6.0}, {8: 3.0, 20: 1.0}, *extra)
+    assert analysis.decide(summary) == (
+        "undetermined",
+        "Verdict undetermined: need plain and resnet at ≥2 depths ≥ 20 each, with finished "
+        "runs; have plain at 20, 56 and resnet at 20.",
+    )
 
 
 def test_verdict_not_reproduced_when_resnet_degrades_too(tmp_path):
