@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import nbformat
-from fakesweep import degradation_sweep
+from fakesweep import DEGRADATION_VERDICT, degradation_sweep
 from helpers import ROOT, train_tiny
 from nbclient import NotebookClient
 
@@ -43,7 +43,7 @@ def test_notebook_redraws_the_figures(tmp_path, monkeypatch):
     assert len(images(outputs["plots.figure6(metrics, ylim=(0, 20))"])) == 1
     assert len(images(outputs["plots.error_vs_depth(summary)"])) == 1
     (verdict,) = outputs["print(analysis.verdict(summary))"]
-    assert verdict.text.startswith("Degradation reproduced: plain training error rises")
+    assert verdict.text == DEGRADATION_VERDICT + "\n"
     summary_html = outputs["summary"][0].data["text/html"]
     assert "arch=resnet,depth=56,seed=1" in summary_html
     # The notebook only reads the sweep: analyze() is the one that writes into it.
