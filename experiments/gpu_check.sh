@@ -7,8 +7,8 @@
 #   c. a quick Figure 6 on real CIFAR-10 (experiment=figure6_quick): the fastest variant that
 #      passed its tests, the jobs at once that pay, and the iterations that fit what time is left
 #      (experiments.quick_plan, from b's bench.csv);
-#   d. with the time left: torch.compile(mode=reduce-overhead) in the bench, then, if the image has
-#      nvidia-cuda-mps-control, 2 and 4 concurrent processes under MPS.
+#   d. with the time left: if the image has nvidia-cuda-mps-control, 1, 2 and 4 concurrent
+#      processes under MPS at the deepest depth; then torch.compile(mode=reduce-overhead) at 20.
 # Each step is guarded (a failure is logged and the next step runs) and timed against a deadline.
 # Whatever happens, OUT ends up holding gpu_check.tar.gz (every log, CSV, summary and figure; no
 # checkpoints) and, beside it, gpu_check.log, versions.txt, bench.csv, summary.md, figure6.png and
@@ -16,7 +16,7 @@
 #
 #   bash experiments/gpu_check.sh OUT DATA_ROOT    # DATA_ROOT holds cifar-10-batches-py/
 #
-# Sizes (environment): DEADLINE_S 500 (steps a-d end by then), FIGURE_BUDGET_S 240 (c's cap),
+# Sizes (environment): DEADLINE_S 510 (steps a-d end by then), FIGURE_BUDGET_S 240 (c's cap),
 # DEPTHS 20,110, STEPS 100, WARMUP 20, JOBS 4; PYTHON (python3). The CPU dry run shrinks them and
 # adds QUICK_PLAN_ARGS (options of experiments.quick_plan) and FIGURE_OVERRIDES (Hydra overrides
 # of the figure's sweep).
@@ -29,12 +29,12 @@
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
 #   export PYTHONPATH=/tmp/site:$PWD/src:$PWD &&
 #   python3 .devdata/materialize.py /tmp/cifar --train-parts 0 &&   # 17,000 training images
-#   bash experiments/gpu_check.sh "$OUT" /tmp/cifar
+#   DEPTHSWEEP_COMMIT=<hash> bash experiments/gpu_check.sh "$OUT" /tmp/cifar   # no .git there
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUT DATA_ROOT}
 data=${2:?usage: gpu_check.sh OUT DATA_ROOT}
 py=${PYTHON:-python3}
-deadline=${DEADLINE_S:-500}
+deadline=${DEADLINE_S:-510}
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1
 mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXX")
@@ -78,7 +78,7 @@ trap finish EXIT
 print('python', sys.version.split()[0]); print('torch', torch.__version__, 'cuda', torch.version.cuda,
 'cudnn', torch.backends.cudnn.version()); print('lightning', pl.__version__, 'hydra', hydra.__version__,
 'omegaconf', omegaconf.__version__)"
-  git rev-parse HEAD 2>/dev/null || echo "commit unknown (not a git checkout)"
+  echo "commit ${DEPTHSWEEP_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
 } > "$work/versions.txt" 2>&1
 cat "$work/versions.txt" | tee -a "$log"
 $py -c "import depthsweep.train" || { say "depthsweep does not import: stopping"; exit 1; }
@@ -94,12 +94,12 @@ fi
 say "variants that may train the figure: $variants"
 
 # b. The bench: every eager and graph variant (a failing graph variant is still worth timing).
-bench_args=(--data-root "$data" --archs resnet --depths "${DEPTHS:-20,110}"
-  --steps "${STEPS:-100}" --warmup "${WARMUP:-20}")
+DEPTHS=${DEPTHS:-20,110}
+bench_args=(--data-root "$data" --archs resnet --steps "${STEPS:-100}" --warmup "${WARMUP:-20}")
 step bench $(( $(left) - 300 < 150 ? $(left) - 300 : 150 )) $py -m experiments.bench \
-  "${bench_args[@]}" --variants eager-fp32,eager-bf16,graph-fp32,graph-bf16 \
+  "${bench_args[@]}" --depths "$DEPTHS" --variants eager-fp32,eager-bf16,graph-fp32,graph-bf16 \
   --jobs "${JOBS:-4}" --out "$work/bench.csv" ||
-  step bench-eager 90 $py -m experiments.bench "${bench_args[@]}" \
+  step bench-eager 90 $py -m experiments.bench "${bench_args[@]}" --depths "$DEPTHS" \
     --variants eager-fp32,eager-bf16 --out "$work/bench.csv"
 
 # c. The quick Figure 6, planned from the bench to end with time to spare.
@@ -120,21 +120,23 @@ else
   say "no quick figure: the plan failed (see above)"
 fi
 
-# d. With the time left: torch.compile, then MPS.
-step compile $(( $(left) - 40 )) $py -m experiments.bench "${bench_args[@]}" --no-reference \
-  --variants compile --compile-mode reduce-overhead "trainer.precision=32-true" \
-  --out "$work/bench_compile.csv"
+# d. With the time left: MPS (cheap), then torch.compile at depth 20 (compiling takes minutes).
 if command -v nvidia-cuda-mps-control >/dev/null; then
   export CUDA_MPS_PIPE_DIRECTORY=$work/mps CUDA_MPS_LOG_DIRECTORY=$work/mps
   mkdir -p "$work/mps" && nvidia-cuda-mps-control -d && {
     fastest=$($py -c "import sys; from depthsweep.budget import read_bench
 from depthsweep.bench import fastest_variant; print(fastest_variant(read_bench(sys.argv[1])))" \
       "$work/bench.csv")
-    step mps $(( $(left) - 20 )) $py -m experiments.bench "${bench_args[@]}" --no-reference \
-      --depths 110 --variants "$fastest" --jobs 4 --out "$work/bench_mps.csv"
+    step mps $(( $(left) - 40 < 60 ? $(left) - 40 : 60 )) $py -m experiments.bench \
+      "${bench_args[@]}" --no-reference --depths "${DEPTHS##*,}" --variants "$fastest" \
+      --jobs "${JOBS:-4}" --out "$work/bench_mps.csv"
     echo quit | nvidia-cuda-mps-control
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
   }
 else
   say "mps: nvidia-cuda-mps-control is not on this image"
 fi
+step compile $(( $(left) - 10 )) $py -m experiments.bench "${bench_args[@]}" --no-reference \
+  --depths "${DEPTHS%%,*}" --variants compile --compile-mode reduce-overhead \
+  trainer.precision=32-true --out "$work/bench_compile.csv"
 say "done"
