@@ -126,3 +126,19 @@ def test_variants_name_everything_they_depend_on():
     ]
     with pytest.raises(SystemExit, match="unknown variant 'fast'"):
         variant_overrides("fast")
+
+
+def test_a_failing_variant_is_reported_and_the_others_are_kept(tmp_path, monkeypatch):
+    data = write_random_cifar10(tmp_path / "data", n_train=100, n_test=20)
+    out = tmp_path / "bench.csv"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    result = run_cli(
+        *["experiments.bench", "--depths", "8", "--batch", "16", "--steps", "2", "--warmup", "1"],
+        *["--archs", "plain", "--workers", "0", "--no-reference", "--out", str(out)],
+        *["--variants", "compile,default", "--data-root", str(data), "compile.backend=nope"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "compile FAILED (" in result.stdout and "nope" in result.stdout
+    with open(out, newline="") as f:
+        assert [r["variant"] for r in csv.DictReader(f)] == ["default"]

@@ -445,9 +445,28 @@ def projection(rows: list[dict], gains: Mapping[int, float], concurrent: str = "
     return lines
 
 
-def measure_variants(s: Settings, root: str, name: str, device: torch.device) -> list[dict]:
-    """Reference and harness rows for every arch and depth."""
-    rows = []
+class CsvRows(list):
+    """The bench's rows, each also appended to the CSV as soon as it is measured, so that a bench
+    cut off by a time limit keeps what it measured."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            csv.DictWriter(f, fieldnames=COLUMNS).writeheader()
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=COLUMNS).writerow(row)
+
+
+def measure_variants(
+    s: Settings, root: str, name: str, device: torch.device, rows: CsvRows
+) -> None:
+    """Reference and harness rows for every arch and depth. A variant that fails is reported and
+    skipped: the others still say what they cost."""
     for arch in s.archs:
         for depth in s.depths:
             timings = []
@@ -460,11 +479,14 @@ def measure_variants(s: Settings, root: str, name: str, device: torch.device) ->
                 timings.append(f"reference {ref.ms_per_step:.1f}")
             for variant in s.variants:
                 cfg = compose_run(s, arch, depth, root, variant)
-                t = time_harness(cfg, s.warmup, s.steps)
+                try:
+                    t = time_harness(cfg, s.warmup, s.steps)
+                except Exception as e:  # reported in the table's place; no row is written
+                    timings.append(f"{variant} FAILED ({type(e).__name__}: {e})")
+                    continue
                 rows.append(_row(name, cfg, variant, t.ms_per_step, s.steps, t.first_step_s))
                 timings.append(f"{variant} {t.ms_per_step:.1f} (first step {t.first_step_s:.2f}s)")
             say(f"  {arch}-{depth}: ms/step {', '.join(timings)}")
-    return rows
 
 
 def fastest_variant(rows: list[dict]) -> str:
@@ -475,19 +497,19 @@ def fastest_variant(rows: list[dict]) -> str:
 
 
 def measure_jobs(
-    s: Settings, root: str, name: str, device: torch.device, variant: str
-) -> tuple[list[dict], dict[int, float]]:
+    s: Settings, root: str, name: str, device: torch.device, variant: str, rows: CsvRows
+) -> dict[int, float]:
     """Rows for 1, 2, 4, ... concurrent processes of `variant`, first arch, deepest depth (the
-    runs that dominate the sweep), and each k's total throughput relative to one process."""
+    runs that dominate the sweep); returns each k's total throughput relative to one process."""
     arch, depth = s.archs[0], max(s.depths)
     cfg = compose_run(s, arch, depth, root, variant)
     say(f"concurrency: k {variant} processes of {arch}-{depth} at once on one {device.type}")
-    rows, totals = [], {}
+    totals = {}
     for k in job_counts(s.jobs):
         totals[k], ms = time_concurrent(cfg, k, s.warmup, s.steps, device)
         rows.append(_row(name, cfg, variant, ms, s.steps, jobs=k, total=totals[k]))
         say(f"  k={k}: {totals[k]:.0f} images/s in total, {ms:.1f} ms/step per process")
-    return rows, {k: totals[k] / totals[1] for k in totals}
+    return {k: totals[k] / totals[1] for k in totals}
 
 
 def run(settings: Settings, note: str | None = None) -> list[dict]:
@@ -510,15 +532,14 @@ def run(settings: Settings, note: str | None = None) -> list[dict]:
         f"reference: fp32 eager, DataLoader of PIL images, {s.workers} workers; variants "
         f"{', '.join(s.variants)}; torch threads: {torch.get_num_threads()}",
     )
-    rows = measure_variants(s, root, name, device)
-    concurrent, job_rows, gains = fastest_variant(rows), [], {}
+    rows = CsvRows(s.out)
+    measure_variants(s, root, name, device, rows)
+    if not any(r["variant"] != "reference" for r in rows):
+        raise SystemExit(f"every variant failed: nothing to compare (rows so far in {s.out})")
+    single = list(rows)
+    concurrent, gains = fastest_variant(single), {}
     if s.jobs > 1:
-        job_rows, gains = measure_jobs(s, root, name, device, concurrent)
-    say("", format_table(rows), "", *projection(rows, gains, concurrent))
-    s.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(s.out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows + job_rows)
-    say(f"wrote {s.out} ({len(rows + job_rows)} rows); device: {name}")
-    return rows + job_rows
+        gains = measure_jobs(s, root, name, device, concurrent, rows)
+    say("", format_table(single), "", *projection(single, gains, concurrent))
+    say(f"wrote {s.out} ({len(rows)} rows); device: {name}")
+    return list(rows)
