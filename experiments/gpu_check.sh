@@ -16,7 +16,7 @@
 #
 #   bash experiments/gpu_check.sh OUT DATA_ROOT    # DATA_ROOT holds cifar-10-batches-py/
 #
-# Sizes (environment): DEADLINE_S 510 (steps a-d end by then), FIGURE_BUDGET_S 240 (c's cap),
+# Sizes (environment): DEADLINE_S 510 (steps a-d end by then), FIGURE_BUDGET_S 210 (c's cap),
 # DEPTHS 20,110, STEPS 100, WARMUP 20, JOBS 4; PYTHON (python3). The CPU dry run shrinks them and
 # adds QUICK_PLAN_ARGS (options of experiments.quick_plan) and FIGURE_OVERRIDES (Hydra overrides
 # of the figure's sweep).
@@ -106,14 +106,14 @@ if ! grep -q ",eager-\|,graph-" "$work/bench.csv" 2>/dev/null; then
 fi
 
 # c. The quick Figure 6, planned from the bench to end with time to spare.
-budget=$(( $(left) - 60 < ${FIGURE_BUDGET_S:-240} ? $(left) - 60 : ${FIGURE_BUDGET_S:-240} ))
+budget=$(( $(left) - 60 < ${FIGURE_BUDGET_S:-210} ? $(left) - 60 : ${FIGURE_BUDGET_S:-210} ))
 # shellcheck disable=SC2086  # QUICK_PLAN_ARGS: more options, for the CPU dry run
 if plan=$($py -m experiments.quick_plan "$work/bench.csv" --budget-s "$budget" \
-  --variants "$variants" ${QUICK_PLAN_ARGS:-} 2>>"$log"); then
+  --variants "$variants" --overhead-s 25 ${QUICK_PLAN_ARGS:-} 2>>"$log"); then
   eval "$plan"
   say "quick figure plan ($budget s): $(echo $plan)"
   # shellcheck disable=SC2086  # $overrides and $FIGURE_OVERRIDES are lists of Hydra overrides
-  step figure $((budget + 60)) $py -m experiments.run -m experiment=figure6_quick \
+  step figure $((budget + 90)) $py -m experiments.run -m experiment=figure6_quick \
     "depth=$depths" "schedule.iterations=$iterations" $overrides ${FIGURE_OVERRIDES:-} \
     hydra/launcher=joblib "hydra.launcher.n_jobs=$jobs" \
     "data.root=$data" data.download=false "hydra.sweep.dir=$work/figure6_quick"
