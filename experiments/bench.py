@@ -2,12 +2,12 @@
 
     python -m experiments.bench --data-root data        # GPU: depths 20,56,110, batch 128
     python -m experiments.bench --jobs 4                # + 1, 2, 4 concurrent processes
-    python -m experiments.bench --variants compile --compile-mode reduce-overhead
+    python -m experiments.bench --variants graph-bf16 --no-reference --depths 110
     python -m experiments.bench data.eval_batch_size=500   # any override, for every variant
 
 Variants: default (the config as composed), eager-fp32, eager-bf16, graph-fp32, graph-bf16 (each
-step's forward and backward replayed as one CUDA graph), compile (torch.compile). Default: the four
-eager/graph ones on a GPU, `default` on a CPU, where it picks tiny sizes by itself and says so.
+step's forward and backward replayed as one CUDA graph). Default: the four eager/graph ones on a
+GPU, `default` on a CPU, where it picks tiny sizes by itself and says so.
 Data: --data-root, else the config's data.root (downloaded there if missing and online).
 """
 
@@ -45,7 +45,6 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="skip the reference loop",
     )
-    p.add_argument("--compile-mode", help="the compile variant's torch.compile mode")
     p.add_argument("--out", type=Path, help="CSV to write (default: bench.csv here)")
     args = vars(p.parse_args(argv))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

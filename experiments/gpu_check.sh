@@ -3,20 +3,19 @@
 #   a. tests/test_graphed.py: replayed CUDA-graph steps, and whole graphed runs (fp32, bf16),
 #      against eager ones; a graph variant that fails is left out of what follows;
 #   b. experiments.bench: the reference loop against eager/graph x fp32/bf16, resnet at depths 20
-#      and 110, then 1, 2 and 4 concurrent processes of the fastest variant;
+#      and 110, then 1, 2 and 4 concurrent processes of the fastest variant at 110, without and
+#      (if the image has nvidia-cuda-mps-control) with MPS;
 #   c. a quick Figure 6 on real CIFAR-10 (experiment=figure6_quick): the fastest variant that
-#      passed its tests, the jobs at once that pay, and the iterations that fit what time is left
-#      (experiments.quick_plan, from b's bench.csv);
-#   d. with the time left: if the image has nvidia-cuda-mps-control, 1, 2 and 4 concurrent
-#      processes under MPS at the deepest depth; then torch.compile(mode=reduce-overhead) at 20.
+#      passed its tests, the jobs at once that pay (under MPS where it was measured), and the
+#      iterations that fit what time is left (experiments.quick_plan, from b's CSVs).
 # Each step is guarded (a failure is logged and the next step runs) and timed against a deadline.
 # Whatever happens, OUT ends up holding gpu_check.tar.gz (every log, CSV, summary and figure; no
 # checkpoints) and, beside it, gpu_check.log, versions.txt, bench.csv, summary.md, figure6.png and
-# error_vs_depth.png.
+# error_vs_depth.png. On a GPU it ran in 392 s (results/gpu).
 #
 #   bash experiments/gpu_check.sh OUT DATA_ROOT    # DATA_ROOT holds cifar-10-batches-py/
 #
-# Sizes (environment): DEADLINE_S 510 (steps a-d end by then), FIGURE_BUDGET_S 210 (c's cap),
+# Sizes (environment): DEADLINE_S 510 (steps a-d end by then), FIGURE_BUDGET_S 240 (c's cap),
 # DEPTHS 20,110, STEPS 100, WARMUP 20, JOBS 4; PYTHON (python3). The CPU dry run shrinks them and
 # adds QUICK_PLAN_ARGS (options of experiments.quick_plan) and FIGURE_OVERRIDES (Hydra overrides
 # of the figure's sweep).
@@ -66,7 +65,8 @@ finish() {  # on any exit: the archive and the files worth reading first, into O
     figure6_quick/error_vs_depth.png; do
     [ -f "$work/$f" ] && cp "$work/$f" "$out/"
   done
-  tar -czf "$out/gpu_check.tar.gz" -C "$work" --exclude=checkpoints --exclude='*.ckpt' .
+  tar -czf "$out/gpu_check.tar.gz" -C "$work" --exclude=checkpoints --exclude='*.ckpt' \
+    --exclude=mps .
   ls -la "$out"
 }
 trap finish EXIT
@@ -93,25 +93,48 @@ if passed test_replayed_steps_train_like_eager_ones; then
 fi
 say "variants that may train the figure: $variants"
 
-# b. The bench: every eager and graph variant (a failing graph variant is still worth timing).
+# b. The bench: every eager and graph variant (a failing graph variant is still worth timing),
+# one job at a time. It writes each row as it is measured: a time-out keeps what came before.
 DEPTHS=${DEPTHS:-20,110}
 bench_args=(--data-root "$data" --archs resnet --steps "${STEPS:-100}" --warmup "${WARMUP:-20}")
-# It writes each row as it is measured: a time-out keeps what came before.
-step bench $(( $(left) - 300 < 150 ? $(left) - 300 : 150 )) $py -m experiments.bench \
+step bench $(( $(left) - 330 < 120 ? $(left) - 330 : 120 )) $py -m experiments.bench \
   "${bench_args[@]}" --depths "$DEPTHS" --variants eager-fp32,eager-bf16,graph-fp32,graph-bf16 \
-  --jobs "${JOBS:-4}" --out "$work/bench.csv"
+  --out "$work/bench.csv"
 if ! grep -q ",eager-\|,graph-" "$work/bench.csv" 2>/dev/null; then
   step bench-eager 90 $py -m experiments.bench "${bench_args[@]}" --depths "$DEPTHS" \
     --variants eager-fp32 --out "$work/bench.csv"
 fi
 
+# b2. 1, 2 and 4 processes at once of the fastest variant at the deepest depth; without MPS
+# processes time-slice the GPU, with it (where the image has it) their kernels overlap.
+fastest=$($py -c "import sys; from depthsweep.budget import read_bench
+from depthsweep.bench import fastest_variant; print(fastest_variant(read_bench(sys.argv[1])))" \
+  "$work/bench.csv") || fastest=eager-fp32
+jobs_args=("${bench_args[@]}" --no-reference --depths "${DEPTHS##*,}" --variants "$fastest"
+  --jobs "${JOBS:-4}")
+step jobs 60 $py -m experiments.bench "${jobs_args[@]}" --out "$work/bench_jobs.csv"
+concurrency=$work/bench_jobs.csv
+mps_off() {
+  echo quit | nvidia-cuda-mps-control
+  unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+}
+if command -v nvidia-cuda-mps-control >/dev/null; then
+  export CUDA_MPS_PIPE_DIRECTORY=$work/mps CUDA_MPS_LOG_DIRECTORY=$work/mps
+  mkdir -p "$work/mps" && nvidia-cuda-mps-control -d &&
+    step mps 60 $py -m experiments.bench "${jobs_args[@]}" --out "$work/bench_mps.csv" &&
+    concurrency=$work/bench_mps.csv  # the daemon stays on for the figure
+  [ "$concurrency" = "$work/bench_mps.csv" ] || mps_off
+else
+  say "mps: nvidia-cuda-mps-control is not on this image"
+fi
+
 # c. The quick Figure 6, planned from the bench to end with time to spare.
-budget=$(( $(left) - 60 < ${FIGURE_BUDGET_S:-210} ? $(left) - 60 : ${FIGURE_BUDGET_S:-210} ))
+budget=$(( $(left) - 60 < ${FIGURE_BUDGET_S:-240} ? $(left) - 60 : ${FIGURE_BUDGET_S:-240} ))
 # shellcheck disable=SC2086  # QUICK_PLAN_ARGS: more options, for the CPU dry run
-if plan=$($py -m experiments.quick_plan "$work/bench.csv" --budget-s "$budget" \
-  --variants "$variants" --overhead-s 25 ${QUICK_PLAN_ARGS:-} 2>>"$log"); then
+if plan=$($py -m experiments.quick_plan "$work/bench.csv" "$concurrency" --budget-s "$budget" \
+  --variants "$variants" ${QUICK_PLAN_ARGS:-} 2>>"$log"); then
   eval "$plan"
-  say "quick figure plan ($budget s): $(echo $plan)"
+  say "quick figure plan ($budget s, concurrency from $(basename "$concurrency")): $(echo $plan)"
   # shellcheck disable=SC2086  # $overrides and $FIGURE_OVERRIDES are lists of Hydra overrides
   step figure $((budget + 90)) $py -m experiments.run -m experiment=figure6_quick \
     "depth=$depths" "schedule.iterations=$iterations" $overrides ${FIGURE_OVERRIDES:-} \
@@ -122,24 +145,5 @@ if plan=$($py -m experiments.quick_plan "$work/bench.csv" --budget-s "$budget" \
 else
   say "no quick figure: the plan failed (see above)"
 fi
-
-# d. With the time left: MPS (cheap), then torch.compile at depth 20 (compiling takes minutes).
-if command -v nvidia-cuda-mps-control >/dev/null; then
-  export CUDA_MPS_PIPE_DIRECTORY=$work/mps CUDA_MPS_LOG_DIRECTORY=$work/mps
-  mkdir -p "$work/mps" && nvidia-cuda-mps-control -d && {
-    fastest=$($py -c "import sys; from depthsweep.budget import read_bench
-from depthsweep.bench import fastest_variant; print(fastest_variant(read_bench(sys.argv[1])))" \
-      "$work/bench.csv")
-    step mps $(( $(left) - 40 < 60 ? $(left) - 40 : 60 )) $py -m experiments.bench \
-      "${bench_args[@]}" --no-reference --depths "${DEPTHS##*,}" --variants "$fastest" \
-      --jobs "${JOBS:-4}" --out "$work/bench_mps.csv"
-    echo quit | nvidia-cuda-mps-control
-    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
-  }
-else
-  say "mps: nvidia-cuda-mps-control is not on this image"
-fi
-step compile $(( $(left) - 10 )) $py -m experiments.bench "${bench_args[@]}" --no-reference \
-  --depths "${DEPTHS%%,*}" --variants compile --compile-mode reduce-overhead \
-  trainer.precision=32-true --out "$work/bench_compile.csv"
+[ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && mps_off
 say "done"

@@ -1,6 +1,6 @@
 """Plan a quick Figure 6 from a bench: which variant, how many jobs at once, how many iterations.
 
-    python -m experiments.quick_plan BENCH_CSV --budget-s 240 --variants graph-fp32,eager-fp32
+    python -m experiments.quick_plan BENCH_CSV [JOBS_CSV] --budget-s 240 --variants graph-bf16,...
 
 Prints shell assignments (variant, overrides, jobs, iterations, depths, expected_s) for
 experiments/gpu_check.sh to `eval`: the fastest of --variants at the deepest benched depth, the
@@ -16,6 +16,7 @@ import sys
 
 from depthsweep.bench import VARIANTS
 from depthsweep.budget import (
+    RUN_OVERHEAD_S,
     best_jobs,
     concurrency_gain,
     ms_by_depth,
@@ -26,17 +27,19 @@ from depthsweep.budget import (
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("bench_csv")
+    p.add_argument("bench_csv", nargs="+", help="the bench's CSVs: single jobs, then concurrency")
     p.add_argument("--budget-s", type=float, default=240.0, help="the sweep's wall time")
     p.add_argument("--variants", required=True, help="candidates: those that passed the tests")
-    p.add_argument("--overhead-s", type=float, default=20.0, help="per run: start, data, evals")
+    p.add_argument(
+        "--overhead-s", type=float, default=RUN_OVERHEAD_S, help="per run: start, data, evals"
+    )
     p.add_argument("--min-iterations", type=int, default=2000, help="else fewer depths")
     p.add_argument("--round-to", type=int, default=100, help="iterations rounded down to this")
     args = p.parse_args(argv)
-    rows = read_bench(args.bench_csv)
+    rows = [row for path in args.bench_csv for row in read_bench(path)]
     candidates = [v for v in args.variants.split(",") if any(r["variant"] == v for r in rows)]
     if not candidates:
-        print(f"no rows of {args.variants} in {args.bench_csv}", file=sys.stderr)
+        print(f"no rows of {args.variants} in {', '.join(args.bench_csv)}", file=sys.stderr)
         return 2
     deepest = max(r["depth"] for r in rows)
     variant = min(candidates, key=lambda v: ms_by_depth(rows, v)[deepest])

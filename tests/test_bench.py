@@ -8,6 +8,7 @@ import pytest
 import torch
 from helpers import run_cli, write_random_cifar10
 
+from depthsweep import bench
 from depthsweep.bench import (
     COLUMNS,
     fastest_variant,
@@ -48,7 +49,6 @@ def test_cli_times_variants_and_concurrent_jobs(tmp_path, monkeypatch):
     for r in rows:
         assert (r["device"], r["torch_version"]) == (device, torch.__version__)
         assert (r["batch"], r["steps_timed"], r["precision"]) == ("16", "2", "32-true")
-        assert r["compile"] == "false"
         assert float(r["ms_per_step"]) > 0
     for r in rows[:3]:
         # ms_per_step is rounded to 3 decimals, images_per_s computed before rounding
@@ -119,26 +119,28 @@ def test_variants_name_everything_they_depend_on():
         "trainer.precision=bf16-mixed",
         "channels_last=true",
     ]
-    assert variant_overrides("compile", "reduce-overhead") == [
-        "cuda_graph=false",
-        "compile.enabled=true",
-        "compile.mode=reduce-overhead",
-    ]
     with pytest.raises(SystemExit, match="unknown variant 'fast'"):
         variant_overrides("fast")
 
 
-def test_a_failing_variant_is_reported_and_the_others_are_kept(tmp_path, monkeypatch):
+def test_a_failing_variant_is_reported_and_the_others_are_kept(tmp_path, monkeypatch, capsys):
     data = write_random_cifar10(tmp_path / "data", n_train=100, n_test=20)
-    out = tmp_path / "bench.csv"
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    result = run_cli(
-        *["experiments.bench", "--depths", "8", "--batch", "16", "--steps", "2", "--warmup", "1"],
-        *["--archs", "plain", "--workers", "0", "--no-reference", "--out", str(out)],
-        *["--variants", "compile,default", "--data-root", str(data), "compile.backend=nope"],
-        cwd=tmp_path,
+    real = bench.time_harness
+
+    def capture_fails(cfg, *args, **kwargs):
+        if cfg.cuda_graph:
+            raise RuntimeError("capture failed")
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "time_harness", capture_fails)
+    settings, _ = bench.default_settings(
+        torch.device("cpu"),
+        **{"archs": ["plain"], "depths": [8], "batch": 16, "steps": 2, "warmup": 1},
+        **{"variants": ["graph-fp32", "eager-fp32"], "reference": False, "workers": 0},
+        **{"data_root": str(data), "out": tmp_path / "bench.csv"},
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "compile FAILED (" in result.stdout and "nope" in result.stdout
-    with open(out, newline="") as f:
-        assert [r["variant"] for r in csv.DictReader(f)] == ["default"]
+    rows = bench.run(settings)
+    assert "graph-fp32 FAILED (RuntimeError: capture failed)" in capsys.readouterr().out
+    assert [r["variant"] for r in rows] == ["eager-fp32"]
+    with open(tmp_path / "bench.csv", newline="") as f:
+        assert [r["variant"] for r in csv.DictReader(f)] == ["eager-fp32"]

@@ -75,8 +75,8 @@ def write_bench(path, rows):
             )
 
 
-def test_quick_plan_cli_from_a_bench_csv(tmp_path):
-    bench = tmp_path / "bench.csv"
+def test_quick_plan_cli_from_bench_csvs(tmp_path):
+    bench, jobs = tmp_path / "bench.csv", tmp_path / "bench_jobs.csv"
     write_bench(
         bench,
         [
@@ -88,15 +88,19 @@ def test_quick_plan_cli_from_a_bench_csv(tmp_path):
             ("resnet", 110, "graph-fp32", 1, 10.5, 12190),
             ("resnet", 20, "graph-bf16", 1, 1.0, 128000),  # fastest, but failed its tests
             ("resnet", 110, "graph-bf16", 1, 5.0, 25600),
-            ("resnet", 110, "graph-fp32", 1, 10.5, 12190),  # concurrency rows: 1, 2, 4 jobs
+        ],
+    )
+    write_bench(  # the concurrency bench: 1, 2, 4 processes at once
+        jobs,
+        [
+            ("resnet", 110, "graph-fp32", 1, 10.5, 12190),
             ("resnet", 110, "graph-fp32", 2, 10.5 * 1.25, 12190 * 1.6),
             ("resnet", 110, "graph-fp32", 4, 10.5 * 2, 12190 * 2.0),
         ],
     )
     result = run_cli(
-        "experiments.quick_plan",
-        str(bench),
-        *["--budget-s", "240", "--variants", "eager-fp32,graph-fp32"],
+        *["experiments.quick_plan", str(bench), str(jobs), "--budget-s", "240"],
+        *["--variants", "eager-fp32,graph-fp32", "--overhead-s", "20"],
     )
     assert result.returncode == 0, result.stderr
     plan = dict(line.split("=", 1) for line in result.stdout.splitlines())

@@ -4,9 +4,9 @@ The reference is the textbook CIFAR-10 loop: fp32 eager, a DataLoader of PIL ima
 image by torchvision transforms in worker processes, a bare SGD step. A harness variant is what
 `experiments.run` trains (the config composed from conf/, `build_model`, `make_module`,
 `make_trainer`, the device-resident data module) under a few overrides: eager or with each step's
-forward and backward replayed as one CUDA graph, in fp32 or bf16, or under torch.compile. All are
-timed over the same steps after a warm-up; the first step (compilation, capture, autotuning) is
-reported apart, and the measured ms/step are projected onto the paper's Figure 6 sweep.
+forward and backward replayed as one CUDA graph, in fp32 or bf16. All are timed over the same
+steps after a warm-up; the first step (graph capture, autotuning) is reported apart, and the
+measured ms/step are projected onto the paper's Figure 6 sweep.
 """
 
 from __future__ import annotations
@@ -43,14 +43,14 @@ from depthsweep.train import (
     compose_config,
     make_module,
     make_trainer,
+    resolve_cuda_graph,
     resolve_precision,
 )
 
 PAPER_BATCH = 128
 COLUMNS = [
     *["device", "torch_version", "arch", "depth", "variant", "batch", "ms_per_step"],
-    *["images_per_s", "steps_timed", "precision", "cuda_graph", "compile", "jobs"],
-    "first_step_s",
+    *["images_per_s", "steps_timed", "precision", "cuda_graph", "jobs", "first_step_s"],
 ]
 # Harness variants: overrides on top of the composed config (and the bench's own). Each names all
 # it depends on, so that its meaning does not change with the config's defaults.
@@ -60,7 +60,6 @@ VARIANTS = {
     "eager-bf16": ["cuda_graph=false", "trainer.precision=bf16-mixed", "channels_last=true"],
     "graph-fp32": ["cuda_graph=true", "trainer.precision=32-true", "channels_last=false"],
     "graph-bf16": ["cuda_graph=true", "trainer.precision=bf16-mixed", "channels_last=true"],
-    "compile": ["cuda_graph=false", "compile.enabled=true"],  # + compile.mode=--compile-mode
 }
 GPU_VARIANTS = ["eager-fp32", "eager-bf16", "graph-fp32", "graph-bf16"]
 
@@ -77,7 +76,6 @@ class Settings:
     jobs: int  # measure k = 1, 2, 4, ... <= jobs concurrent harness processes
     variants: list[str]  # the harness variants to time (VARIANTS), each against the reference
     reference: bool  # time the reference loop too
-    compile_mode: str | None  # torch.compile mode of the compile variant; None: the default
     overrides: list[str]  # more Hydra overrides for every variant, e.g. data.eval_batch_size=500
     data_root: str | None  # None: the config's data.root
     out: Path
@@ -98,7 +96,6 @@ def default_settings(device: torch.device, **given) -> tuple[Settings, str | Non
         "jobs": 1,
         "variants": ["default"] if cpu else GPU_VARIANTS,
         "reference": True,
-        "compile_mode": None,
         "overrides": [],
         "data_root": None,
         "out": Path("bench.csv"),
@@ -121,19 +118,16 @@ def device_name(device: torch.device) -> str:
     return f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
-def variant_overrides(variant: str, compile_mode: str | None = None) -> list[str]:
+def variant_overrides(variant: str) -> list[str]:
     """The overrides that turn the composed config into harness variant `variant`."""
     if variant not in VARIANTS:
         raise SystemExit(f"unknown variant {variant!r}: choose from {', '.join(VARIANTS)}")
-    extra = VARIANTS[variant]
-    if variant == "compile" and compile_mode:
-        extra = [*extra, f"compile.mode={compile_mode}"]
-    return extra
+    return VARIANTS[variant]
 
 
 def compose_run(s: Settings, arch: str, depth: int, root: str, variant: str = "") -> DictConfig:
     """The config harness variant `variant` trains (none: as composed), with the bench's sizes."""
-    extra = variant_overrides(variant, s.compile_mode) if variant else []
+    extra = variant_overrides(variant) if variant else []
     overrides = [f"arch={arch}", f"depth={depth}", f"data.root={root}", "data.download=false"]
     return compose_config([*overrides, f"data.batch_size={s.batch}", *s.overrides, *extra])
 
@@ -383,8 +377,7 @@ def _row(
         "images_per_s": round(total or cfg.data.batch_size * 1000 / ms, 1),
         "steps_timed": steps,
         "precision": resolve_precision(cfg.trainer) if harness else "32-true",
-        "cuda_graph": bool(cfg.cuda_graph) if harness else False,
-        "compile": (cfg.compile.mode or "default") if harness and cfg.compile.enabled else "false",
+        "cuda_graph": resolve_cuda_graph(cfg) if harness else False,
         "jobs": jobs,
         "first_step_s": None if first_step_s is None else round(first_step_s, 6),
     }

@@ -16,6 +16,10 @@ from pathlib import Path
 PAPER_DEPTHS = (20, 32, 44, 56, 110)
 PAPER_ITERATIONS = 64_000
 QUICK_DEPTH_SETS = (PAPER_DEPTHS, (20, 56, 110))  # the paper's, else its three telling depths
+# A run's cost beyond its steps (process start, data, graph capture, evaluations, checkpoints):
+# 10 runs of 6,000 iterations, 4 at once under MPS, took 229 s on an H200 against 171 s of
+# measured steps (results/gpu/figure6_quick), about 12 s a run.
+RUN_OVERHEAD_S = 12.0
 
 
 def read_bench(path: str | Path) -> list[dict]:
@@ -97,7 +101,7 @@ def plan_quick_sweep(
     jobs: int = 1,
     gain: float = 1.0,
     archs: int = 2,
-    overhead_s: float = 20.0,
+    overhead_s: float = RUN_OVERHEAD_S,
     min_iterations: int = 2000,
     round_to: int = 100,
 ) -> QuickPlan:
