@@ -97,10 +97,11 @@ def test_zero_init_residual_makes_every_block_start_as_identity():
     block = net.layer1[1]
     assert torch.equal(block(x), x)
     assert all(b.last_bn.weight.abs().sum() == 0 for b in net.blocks())
-    # plain nets have no shortcut to fall back on: the option leaves them alone
-    assert all(
-        b.last_bn.weight.abs().sum() > 0 for b in PlainNet(14, zero_init_residual=True).blocks()
-    )
+    # plain nets have no shortcut to fall back on: the option is not theirs
+    with pytest.raises(TypeError, match="zero_init_residual"):
+        PlainNet(14, zero_init_residual=True)
+    assert not any(b.residual for b in PlainNet(14).blocks())
+    assert all(b.residual for b in net.blocks())
 
 
 def test_macs_come_from_the_flop_counter():

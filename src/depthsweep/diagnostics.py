@@ -154,7 +154,7 @@ def lesioned(model: nn.Module, index: int) -> Iterator[nn.Module]:
     becomes the identity (only valid where its input and output shapes match)."""
     parent, attr = _block_slots(model)[index]
     block = parent.get_submodule(attr)
-    stand_in = ShortcutOnly(block.shortcut) if hasattr(block, "shortcut") else nn.Identity()
+    stand_in = ShortcutOnly(block.shortcut) if block.residual else nn.Identity()
     setattr(parent, attr, stand_in)
     try:
         yield model
@@ -194,7 +194,7 @@ def lesion_errors(model: nn.Module, batches: Batches) -> pd.DataFrame:
             h.remove()
     rows = []
     for k, b in enumerate(blocks):
-        ok = hasattr(b, "shortcut") or keeps_shape[k]
+        ok = b.residual or keeps_shape[k]
         error = float("nan")
         if ok:
             with lesioned(model, k), _eval_no_grad(model):

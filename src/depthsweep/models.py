@@ -67,8 +67,9 @@ class PlainBlock(nn.Module):
 
     expansion = 1  # output channels = planes * expansion
     layers = 2  # weighted layers per block: sets the depth rule 6n+2
+    residual = False  # has a shortcut (what the lesion study and zero-init look for)
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "A") -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -89,6 +90,8 @@ class PlainBlock(nn.Module):
 class BasicBlock(PlainBlock):
     """The residual block: PlainBlock plus a shortcut added before the last ReLU."""
 
+    residual = True
+
     def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "A") -> None:
         super().__init__(in_planes, planes, stride)
         self.shortcut = make_shortcut(in_planes, planes, stride, shortcut)
@@ -102,6 +105,7 @@ class Bottleneck(nn.Module):
 
     expansion = 4
     layers = 3
+    residual = True
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "B") -> None:
         super().__init__()
@@ -128,40 +132,30 @@ class Bottleneck(nn.Module):
 
 
 class CifarNet(nn.Module):
-    """Stem (3x3 conv, 16 filters, BN, ReLU), 3 stages of blocks on 32/16/8 maps, GAP, linear."""
+    """Stem (3x3 conv, 16 filters, BN, ReLU), 3 stages of blocks on 32/16/8 maps, GAP, linear.
+    `block_options` go to every block (a residual block's shortcut option)."""
 
     block: type[nn.Module] = PlainBlock
     widths = (16, 32, 64)
 
-    def __init__(
-        self,
-        depth: int,
-        num_classes: int = 10,
-        shortcut: str = "A",
-        zero_init_residual: bool = False,
-    ) -> None:
+    def __init__(self, depth: int, num_classes: int = 10, **block_options) -> None:
         super().__init__()
         n = blocks_per_stage(depth, self.block.layers)  # fails before anything is built
         self.depth = depth
         self.stem = nn.Sequential(conv3x3(3, 16), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
         self.in_planes = 16
-        self.layer1 = self._make_layer(self.widths[0], n, 1, shortcut)
-        self.layer2 = self._make_layer(self.widths[1], n, 2, shortcut)
-        self.layer3 = self._make_layer(self.widths[2], n, 2, shortcut)
+        self.layer1 = self._make_layer(self.widths[0], n, 1, block_options)
+        self.layer2 = self._make_layer(self.widths[1], n, 2, block_options)
+        self.layer3 = self._make_layer(self.widths[2], n, 2, block_options)
         self.fc = nn.Linear(self.in_planes, num_classes)  # PyTorch's default init, as specified
-
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        if zero_init_residual:  # every residual block starts as the identity
-            for b in self.blocks():
-                if hasattr(b, "shortcut"):
-                    nn.init.zeros_(b.last_bn.weight)
 
-    def _make_layer(self, planes: int, n: int, stride: int, shortcut: str) -> nn.Sequential:
+    def _make_layer(self, planes: int, n: int, stride: int, options: dict) -> nn.Sequential:
         layers = []
         for s in [stride] + [1] * (n - 1):
-            layers.append(self.block(self.in_planes, planes, s, shortcut))
+            layers.append(self.block(self.in_planes, planes, s, **options))
             self.in_planes = planes * self.block.expansion
         return nn.Sequential(*layers)
 
@@ -181,8 +175,20 @@ class PlainNet(CifarNet):
 class ResNet(CifarNet):
     block = BasicBlock
 
+    def __init__(
+        self,
+        depth: int,
+        num_classes: int = 10,
+        shortcut: str = "A",
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__(depth, num_classes, shortcut=shortcut)
+        if zero_init_residual:  # every residual block starts as the identity
+            for b in self.blocks():
+                nn.init.zeros_(b.last_bn.weight)
 
-class BottleneckResNet(CifarNet):
+
+class BottleneckResNet(ResNet):
     block = Bottleneck
 
 
