@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from depthsweep.analysis import NoRunsError, analyze, to_markdown
+from depthsweep.analysis import NoRunsError, to_markdown
+from depthsweep.report import analyze
 
 
 def main(argv: list[str] | None = None) -> int:

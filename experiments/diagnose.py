@@ -1,12 +1,12 @@
 """Why residual nets train, measured on a sweep's runs:
 
-    python -m experiments.diagnose SWEEP_OR_RUN_DIR [what=grad,responses,lesion,zero_init]
-                                   [data.root=DIR] [limit=N] [grad_steps=first,last]
+    python -m experiments.diagnose SWEEP_OR_RUN_DIR [--what grad,responses,lesion,zero_init]
+                                   [--data-root DIR] [--limit N] [--grad-steps first,last]
 
 Writes grad_flow, layer_responses and lesion (.csv, .png, .svg) and zero_init (.png, .svg) into
-the directory given, and prints each file written. `data.root` points at the CIFAR-10 folder if the
-data has moved since training; `limit` uses only the first N test images (quicker on a CPU);
-`grad_steps` picks the iterations of the gradient-flow figure: first, last, or numbers (nearest
+the directory given, and prints each file written. --data-root points at the CIFAR-10 folder if
+the data has moved since training; --limit uses only the first N test images (quicker on a CPU);
+--grad-steps picks the iterations of the gradient-flow figure: first, last, or numbers (nearest
 logged iteration).
 """
 
@@ -15,16 +15,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from depthsweep.diagnostics import WHAT, diagnose
-
-KEYS = ("what", "data.root", "limit", "grad_steps")
+from depthsweep.diagnostics import DIAGNOSTICS, diagnose
 
 
-def key_value(arg: str) -> tuple[str, str]:
-    key, sep, value = arg.partition("=")
-    if not sep or key not in KEYS:
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(k + '=' for k in KEYS)}")
-    return key, value
+def _steps(text: str) -> list[str | int]:
+    try:
+        return [s if s in ("first", "last") else int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("first, last or iteration numbers") from None
+
+
+def _diagnostics(text: str) -> tuple[str, ...]:
+    what = tuple(w for w in text.split(",") if w)
+    if not what or set(what) - set(DIAGNOSTICS):
+        raise argparse.ArgumentTypeError(f"a comma-separated subset of {','.join(DIAGNOSTICS)}")
+    return what
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,22 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("path", help="a sweep directory, or one run directory (has run.json)")
-    parser.add_argument("options", nargs="*", type=key_value, metavar="KEY=VALUE")
+    parser.add_argument("--what", type=_diagnostics, default=DIAGNOSTICS, metavar="LIST")
+    parser.add_argument("--data-root", help="where CIFAR-10 is now, if not at the runs' data.root")
+    parser.add_argument("--limit", type=int, help="only the first N test images")
+    parser.add_argument("--grad-steps", type=_steps, default=["first", "last"], metavar="LIST")
     args = parser.parse_args(argv)
-    opts = dict(args.options)
-    what = tuple(w for w in opts.get("what", ",".join(WHAT)).split(",") if w)
-    if set(what) - set(WHAT):
-        parser.error(f"what= takes a comma-separated subset of {','.join(WHAT)}")
-    try:
-        limit = int(opts["limit"]) if "limit" in opts else None
-        steps = [
-            s if s in ("first", "last") else int(s)
-            for s in opts.get("grad_steps", "first,last").split(",")
-        ]
-    except ValueError as e:
-        parser.error(f"limit= takes a number, grad_steps= first, last or numbers: {e}")
     written = diagnose(
-        args.path, what, data_root=opts.get("data.root"), limit=limit, grad_steps=steps
+        args.path, args.what, data_root=args.data_root, limit=args.limit, grad_steps=args.grad_steps
     )
     for path in written:
         print(f"wrote {path}")

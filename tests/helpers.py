@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from depthsweep.config import compose_config
 from depthsweep.data import FOLDER, TEST_FILE, TRAIN_FILES
-from depthsweep.train import compose_config, train
+from depthsweep.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 MATERIALIZE = ROOT.parent / "shared" / "data" / "cifar10" / "materialize.py"

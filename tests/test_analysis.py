@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from fakesweep import DEGRADATION_VERDICT, degradation_sweep, write_run, write_sweep
 
-from depthsweep import analysis, plots
+from depthsweep import analysis, plots, report
 from experiments.analyze import main
 
 OUTPUTS = ["summary.csv", "summary.md", "figure6.png", "figure6.svg"]
@@ -340,9 +340,9 @@ def test_test_error_at_best_val_is_chosen_on_validation(tmp_path):
 
 def test_analyze_writes_identical_files_twice(tmp_path):
     degradation_sweep(tmp_path)
-    first = analysis.analyze(tmp_path)
+    first = report.analyze(tmp_path)
     written = {name: (tmp_path / name).read_bytes() for name in OUTPUTS}
-    second = analysis.analyze(tmp_path)
+    second = report.analyze(tmp_path)
     pd.testing.assert_frame_equal(first, second)
     for name in OUTPUTS:
         assert (tmp_path / name).read_bytes() == written[name], name
@@ -361,7 +361,7 @@ def test_unreadable_files_warn_and_are_skipped(tmp_path):
     (tmp_path / "broken-json").mkdir()
     (tmp_path / "broken-json" / "run.json").write_text('{"arch": "plain", "dep')
     with pytest.warns(UserWarning) as record:
-        summary = analysis.analyze(tmp_path)
+        summary = report.analyze(tmp_path)
     messages = "\n".join(str(w.message) for w in record)
     assert str(bad_csv) in messages
     assert str(tmp_path / "not-a-run" / "run.json") in messages
@@ -448,7 +448,7 @@ def test_sweep_with_nothing_logged_yet_writes_everything(tmp_path):
         ],
     )
     (tmp_path / "arch=resnet,depth=20,seed=0" / "metrics.csv").write_text("step,train_error\n")
-    summary = analysis.analyze(tmp_path)
+    summary = report.analyze(tmp_path)
     assert list(summary.status) == ["failed", "running"]
     assert summary[analysis.ERROR_COLUMNS].isna().all().all()
     md = (tmp_path / "summary.md").read_text()

@@ -3,9 +3,10 @@ plus one config file, with no change to the runner or the analysis."""
 
 from __future__ import annotations
 
-from depthsweep.analysis import analyze
+from depthsweep.config import compose_config
 from depthsweep.models import CifarNet, PlainBlock
-from depthsweep.train import compose_config, train
+from depthsweep.report import analyze
+from depthsweep.train import train
 
 
 class ThinBlock(PlainBlock):

@@ -14,11 +14,11 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from depthsweep.build import build_model
+from depthsweep.callbacks import GradNormLogger, grad_norms
 from depthsweep.diagnostics import (
-    GradNormLogger,
     ShortcutOnly,
     diagnose,
-    grad_norms,
     layer_responses,
     lesion_errors,
     lesioned,
@@ -32,7 +32,6 @@ from depthsweep.models import (
     ResNet,
     count_params,
 )
-from depthsweep.train import build_model
 from experiments import diagnose as diagnose_cli
 
 
@@ -231,7 +230,7 @@ def test_cli_on_a_tiny_real_sweep(fake_cifar, tmp_path, capsys):
     shutil.move(fake_cifar, moved)  # the data moved since training: data.root= finds it
 
     capsys.readouterr()
-    assert diagnose_cli.main([str(sweep), f"data.root={moved}", "limit=16"]) == 0
+    assert diagnose_cli.main([str(sweep), "--data-root", str(moved), "--limit", "16"]) == 0
     stdout = capsys.readouterr().out
     names = [
         f"{n}.{ext}"

@@ -12,14 +12,9 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from depthsweep.train import (
-    build_model,
-    compose_config,
-    make_module,
-    make_trainer,
-    resolve_cuda_graph,
-    train,
-)
+from depthsweep.build import build_model, make_module, make_trainer
+from depthsweep.config import compose_config, resolve_cuda_graph
+from depthsweep.train import train
 
 
 def curve(overrides: list[str], run_dir) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from helpers import run_cli
 
-from depthsweep.train import compose_config
+from depthsweep.config import compose_config
 
 
 @pytest.fixture(autouse=True)

@@ -77,7 +77,7 @@ def test_convs_use_kaiming_fan_out_init():
 
 @pytest.mark.parametrize("train_mode", [True, False])
 def test_residual_block_with_zero_branch_weights_is_the_identity(train_mode):
-    """The course's argument: a residual block can always fall back to the identity, so adding
+    """Why depth should not hurt a ResNet: a residual block can fall back to the identity, so adding
     blocks should not hurt. With zero branch weights, relu(0 + x) = x for x >= 0."""
     block = BasicBlock(16, 16)
     for conv in (block.conv1, block.conv2):

@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from depthsweep.config import compose_config
 from depthsweep.models import PlainNet
 from depthsweep.module import Classifier
-from depthsweep.train import compose_config, train
+from depthsweep.train import train
 
 
 def loss_and_error(module: Classifier, batch) -> list[float]:
@@ -52,7 +53,7 @@ def test_gradients_survive_validation_only_when_a_graph_owns_them(cuda_graph):
     module = Classifier(PlainNet(8), iterations=10, cuda_graph=cuda_graph)
     assert module.automatic_optimization is not cuda_graph
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
-    loss, _ = module.graphed(x, y) if cuda_graph else module._errors((x, y))
+    loss, _ = module.graphed(x, y) if cuda_graph else module._loss_and_error((x, y))
     if not cuda_graph:
         loss.backward()
     module.on_validation_model_zero_grad()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from depthsweep.build import make_module
+from depthsweep.config import compose_config
 from depthsweep.schedule import PaperLR, warmup_lr_for
-from depthsweep.train import compose_config, make_module
 
 
 def trace(iterations: int, end_warmup_after: int | None = None, **warmup) -> list[float]:

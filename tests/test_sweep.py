@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import ROOT, run_cli
-from omegaconf import OmegaConf
 
-from depthsweep.sweep import ConfigMismatchError, RunRecord
-from depthsweep.train import compose_config, train
+from depthsweep.config import compose_config
+from depthsweep.rundir import ConfigMismatchError, RunRecord
+from depthsweep.train import train
 
 TINY = ["data.limit=256", "schedule.iterations=20", "trainer.enable_progress_bar=false"]
 
@@ -224,9 +224,16 @@ def test_bad_input_fails_with_a_clear_message(args, message, tmp_path):
 
 
 def test_a_directory_of_another_config_is_refused(tmp_path):
-    cfg = OmegaConf.create({"depth": 20, "schedule": {"lr": 0.1}, "data": {"root": "a"}})
     record = RunRecord(tmp_path)
-    record.start(cfg, {})
-    record.check_config(OmegaConf.merge(cfg, {"data": {"root": "elsewhere"}}))  # data moved: fine
-    with pytest.raises(ConfigMismatchError, match="schedule.lr"):
-        record.check_config(OmegaConf.merge(cfg, {"schedule": {"lr": 0.2}}))
+    record.start(compose_config(["data.root=a"]), {})
+    record.check_config(compose_config(["data.root=elsewhere"]))  # data moved: fine
+    with pytest.raises(ConfigMismatchError, match=r"differs in: schedule\.lr\)"):
+        record.check_config(compose_config(["data.root=a", "schedule.lr=0.2"]))
+
+
+def test_a_run_recorded_before_a_key_became_neutral_is_still_the_same_run(tmp_path):
+    record = RunRecord(tmp_path)
+    old = compose_config(["data.root=a"])
+    old.neutral_keys = [k for k in old.neutral_keys if k != "data.root"]
+    record.start(old, {})
+    record.check_config(compose_config(["data.root=b"]))  # neutral now: fine

@@ -1,12 +1,8 @@
-"""Turn a sweep directory into a summary table, a verdict and figures.
-
-A sweep holds one subdirectory per run with `run.json` (identity and status) and Lightning's
-`metrics.csv`. `analyze` writes `summary.csv`, `summary.md` and the figures back into the sweep.
-"""
+"""A sweep's runs as tables: one row per run, seed means per (arch, depth), the verdict, and the
+summary.md text. `report.analyze` writes them and the figures into the sweep directory."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -15,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from depthsweep.data import OFFICIAL_TEST_MD5
-from depthsweep.files import atomic_write_text
+from depthsweep.rundir import RUN_JSON, find_runs, read_info, read_metrics
 
 # Reference errors (%) shown beside ours in summary.md, as (train, test) display strings.
 # resnet: test error from He et al. 2016, Table 6 (for 110 the best of 5 runs; mean 6.61).
@@ -75,51 +71,38 @@ class NoRunsError(ValueError):
     """The sweep directory is missing or holds no readable run."""
 
 
-def _read_run(run_dir: Path) -> dict | None:
+def _read_run(run_dir: Path, sweep_dir: Path) -> dict | None:
     """The run's identity from run.json, or None (with a warning) if it can't be read."""
-    path = run_dir / "run.json"
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
+        info = read_info(run_dir)
         row = {key: info.get(key) for key in RUN_KEYS}
         missing = [key for key in ("arch", "depth", "seed", "status") if row[key] is None]
         if missing:
             raise ValueError(f"missing {', '.join(missing)}")
     except (OSError, ValueError, AttributeError) as exc:
-        warnings.warn(f"skipping {path}: {exc}", stacklevel=3)
+        warnings.warn(f"skipping {run_dir / RUN_JSON}: {exc}", stacklevel=3)
         return None
-    return row | {"run_dir": run_dir.name}
-
-
-def read_metrics(path: Path) -> pd.DataFrame | None:
-    """The run's metrics.csv, or None if absent or unreadable (warning: it may be half-written)."""
-    if not path.exists():
-        return None
-    try:
-        frame = pd.read_csv(path)
-        if "step" not in frame:
-            raise ValueError("no 'step' column")
-        known = [col for col in METRIC_COLUMNS if col in frame]
-        frame[known] = frame[known].apply(pd.to_numeric)
-    except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
-        warnings.warn(f"ignoring metrics in {path}: {exc}", stacklevel=3)
-        return None
-    return frame
+    return row | {"run_dir": run_dir.relative_to(sweep_dir).as_posix()}
 
 
 def load_sweep(sweep_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read a sweep: (runs, one row per run; metrics, all metrics rows tagged with their run)."""
+    """Read a sweep: (runs, one row per run; metrics, all metrics rows tagged with their run).
+    Runs are found by `rundir.find_runs`, at any depth below the sweep directory."""
     sweep_dir = Path(sweep_dir)
     expected = "expected a sweep directory with one subdirectory per run, each holding run.json"
     if not sweep_dir.is_dir():
         raise NoRunsError(f"{sweep_dir} does not exist; {expected}")
+    found = find_runs(sweep_dir)
+    for d in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name[0] != "."):
+        if not any(d == r or d in r.parents for r in found):  # say so, rather than ignore it
+            warnings.warn(f"skipping {d / RUN_JSON}: not found, not a run", stacklevel=2)
     rows, frames = [], []
-    # Hidden directories (Hydra's .hydra, .ipynb_checkpoints, ...) are never runs.
-    for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name[0] != "."):
-        row = _read_run(run_dir)
+    for run_dir in found:
+        row = _read_run(run_dir, sweep_dir)
         if row is None:
             continue
         rows.append(row)
-        frame = read_metrics(run_dir / "metrics.csv")
+        frame = read_metrics(run_dir, METRIC_COLUMNS)
         if frame is not None:
             tags = {key: row[key] for key in ("arch", "depth", "seed", "run_dir")}
             frames.append(frame.assign(**tags))
@@ -372,17 +355,3 @@ def to_markdown(summary: pd.DataFrame) -> str:
         ]
         lines += [f"- {name}: {s}" for name, s in zip(running.run_dir, steps, strict=True)]
     return "\n".join([*lines, "", verdict(summary), ""])
-
-
-def analyze(sweep_dir: str | os.PathLike, ylim: tuple[float, float] | None = None) -> pd.DataFrame:
-    """Summarise a sweep and write summary.csv, summary.md and the figures into it."""
-    from depthsweep import plots  # imported here, not at the top: plots builds on this module
-
-    sweep_dir = Path(sweep_dir)
-    runs, metrics = load_sweep(sweep_dir)
-    summary = summarize(runs, metrics)
-    atomic_write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))
-    atomic_write_text(sweep_dir / "summary.md", to_markdown(summary))
-    plots.save(plots.figure6(metrics, ylim=ylim), sweep_dir / "figure6")
-    plots.save(plots.error_vs_depth(summary), sweep_dir / "error_vs_depth")
-    return summary

@@ -36,16 +36,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from depthsweep.budget import PAPER_DEPTHS, PAPER_ITERATIONS, ms_by_depth, project_sweep_s
+from depthsweep.build import build_model, make_module, make_trainer
+from depthsweep.config import compose_config, resolve_cuda_graph, resolve_precision
 from depthsweep.data import ensure_cifar10, read_cifar10
 from depthsweep.module import synchronize
-from depthsweep.train import (
-    build_model,
-    compose_config,
-    make_module,
-    make_trainer,
-    resolve_cuda_graph,
-    resolve_precision,
-)
 
 PAPER_BATCH = 128
 COLUMNS = [

@@ -1,24 +1,57 @@
-"""Hydra callback: analyse a sweep (and optionally diagnose it) as soon as its last run ends."""
+"""Lightning callbacks of a run: a progress line per evaluation, gradient norms per conv layer."""
 
-from collections.abc import Sequence
-from typing import Any
+from __future__ import annotations
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from depthsweep.models import conv_layers
+
+GRAD_PREFIX = "grad_norm/"  # metrics.csv columns grad_norm/<conv name>
+ERRORS = ("train_error", "test_error", "val_error")
 
 
-class AnalyzeSweep(Callback):
-    def __init__(self, diagnose: Sequence[str] = ()) -> None:
-        self.diagnose = list(diagnose)
+class ProgressPrinter(pl.Callback):
+    """One line per evaluation: where the run is and how it is doing."""
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        # deferred: the launcher should not pay for pandas and matplotlib before the runs
-        from depthsweep.analysis import analyze, verdict
-        from depthsweep.diagnostics import diagnose
+    def __init__(self, label: str) -> None:
+        self.label = label
 
-        sweep_dir = config.hydra.sweep.dir
-        summary = analyze(sweep_dir)
-        print(summary.to_string(index=False))
-        print(verdict(summary))
-        if self.diagnose:
-            diagnose(sweep_dir, what=self.diagnose)
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        m = trainer.callback_metrics
+        errors = [f"{k.replace('_error', '')} err {float(m[k]):.2f}%" for k in ERRORS if k in m]
+        print(
+            f"[{self.label}] iter {trainer.global_step}/{trainer.max_steps} "
+            f"epoch {int(m['epoch'])}: {', '.join(errors)} ({float(m['wall_time']):.0f}s)",
+            flush=True,
+        )
+
+
+def grad_norms(model: nn.Module) -> dict[str, float]:
+    """L2 norm of each conv weight's gradient, input to output; convs without a gradient are left
+    out. One host transfer for all layers."""
+    named = [(n, m.weight.grad) for n, m in conv_layers(model) if m.weight.grad is not None]
+    if not named:
+        return {}
+    norms = torch.stack(torch._foreach_norm([g for _, g in named])).tolist()
+    return {n: v for (n, _), v in zip(named, norms, strict=True)}
+
+
+class GradNormLogger(pl.Callback):
+    """Logs `grad_norm/<conv name>` every `every` iterations, starting with the first (the
+    gradients at initialisation). Other iterations cost one modulo."""
+
+    def __init__(self, every: int) -> None:
+        if every < 1:
+            raise ValueError(f"GradNormLogger needs every >= 1, got {every}")
+        self.every = every
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if trainer.global_step % self.every or trainer.logger is None:
+            return
+        norms = grad_norms(getattr(pl_module, "model", pl_module))  # names without "model."
+        metrics = {f"{GRAD_PREFIX}{n}": v for n, v in norms.items()}
+        trainer.logger.log_metrics(metrics, step=trainer.global_step)

@@ -8,62 +8,28 @@ finished run of a sweep and writes CSVs and figures beside it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
-import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from depthsweep import diagnostic_plots as plots
-from depthsweep.analysis import read_metrics
+from depthsweep import diagnostic_plots
+from depthsweep.analysis import METRIC_COLUMNS
+from depthsweep.build import build_model
+from depthsweep.callbacks import GRAD_PREFIX
 from depthsweep.data import DatasetMissingError
 from depthsweep.files import atomic_write_text
-from depthsweep.plots import save
+from depthsweep.models import conv_layers
+from depthsweep.plots import save_figure
+from depthsweep.rundir import CHECKPOINT, find_runs, read_config, read_info, read_metrics
 
 Batches = Iterable[tuple[Tensor, Tensor]]
-WHAT = ("grad", "responses", "lesion", "zero_init")
-GRAD_PREFIX = "grad_norm/"
-
-
-def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    """Conv layers in registration order, which for these nets is forward order (a block's branch
-    convs are registered before its projection shortcut, which is added after the branch)."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-
-
-def grad_norms(model: nn.Module) -> dict[str, float]:
-    """L2 norm of each conv weight's gradient, input to output; convs without a gradient are left
-    out. One host transfer for all layers."""
-    named = [(n, m.weight.grad) for n, m in conv_layers(model) if m.weight.grad is not None]
-    if not named:
-        return {}
-    norms = torch.stack(torch._foreach_norm([g for _, g in named])).tolist()
-    return {n: v for (n, _), v in zip(named, norms, strict=True)}
-
-
-class GradNormLogger(pl.Callback):
-    """Logs `grad_norm/<conv name>` every `every` iterations, starting with the first (the
-    gradients at initialisation). Other iterations cost one modulo."""
-
-    def __init__(self, every: int) -> None:
-        if every < 1:
-            raise ValueError(f"GradNormLogger needs every >= 1, got {every}")
-        self.every = every
-
-    def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
-    ) -> None:
-        if trainer.global_step % self.every or trainer.logger is None:
-            return
-        norms = grad_norms(getattr(pl_module, "model", pl_module))  # names without "model."
-        metrics = {f"{GRAD_PREFIX}{n}": v for n, v in norms.items()}
-        trainer.logger.log_metrics(metrics, step=trainer.global_step)
+DIAGNOSTICS = ("grad", "responses", "lesion", "zero_init")
 
 
 @contextlib.contextmanager
@@ -206,19 +172,10 @@ def lesion_errors(model: nn.Module, batches: Batches) -> pd.DataFrame:
 # --- applying the measurements to a sweep -----------------------------------------------------
 
 
-def find_runs(path: str | os.PathLike) -> list[Path]:
-    """`path` itself if it is a run dir (has run.json), else the run dirs below it, sorted."""
-    path = Path(path)
-    if (path / "run.json").is_file():
-        return [path]
-    return sorted(p.parent for p in path.rglob("run.json"))
-
-
 def _run_info(run_dir: Path) -> dict:
     """Identity of a run: arch, depth, seed, zero_init, status, and `variant`, the arch label with
     '+zero_init' appended where that option is on, so the two never share a line."""
-    info = json.loads((run_dir / "run.json").read_text())
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    info, cfg = read_info(run_dir), read_config(run_dir)
     zero_init = bool(cfg.arch.get("zero_init_residual", False))
     variant = f"{cfg.arch.name}+zero_init" if zero_init else str(cfg.arch.name)
     return {
@@ -232,18 +189,11 @@ def _run_info(run_dir: Path) -> dict:
     }
 
 
-def _build_model(cfg: DictConfig) -> nn.Module:
-    # Deferred: train.py imports this module for GradNormLogger.
-    from depthsweep.train import build_model
-
-    return build_model(cfg.arch, cfg.depth)
-
-
 def load_model(run_dir: Path, device: torch.device) -> nn.Module:
     """The run's net with the weights of checkpoints/last.ckpt, in eval mode."""
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    model = _build_model(cfg)
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    cfg = read_config(run_dir)
+    model = build_model(cfg.arch, cfg.depth)
+    ckpt = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state)
     return model.to(device).eval()
@@ -267,13 +217,13 @@ def grad_flow_table(runs: Sequence[Path]) -> pd.DataFrame:
     """Long table of logged gradient norms: one row per (run, step, conv layer in forward order)."""
     frames = []
     for run_dir in runs:
-        m = read_metrics(run_dir / "metrics.csv")
+        m = read_metrics(run_dir, METRIC_COLUMNS)
         cols = [c for c in m.columns if c.startswith(GRAD_PREFIX)] if m is not None else []
         if not cols:
             continue
-        cfg = OmegaConf.load(run_dir / "config.yaml")
+        cfg = read_config(run_dir)
         # metrics.csv sorts its columns by name (layer10 before layer2): the model has the order.
-        convs = [n for n, _ in conv_layers(_build_model(cfg))]
+        convs = [n for n, _ in conv_layers(build_model(cfg.arch, cfg.depth))]
         layer = {n: i for i, n in enumerate(convs)}
         long = m[["step", *cols]].melt("step", var_name="name", value_name="grad_norm").dropna()
         long["name"] = long["name"].str.removeprefix(GRAD_PREFIX)
@@ -285,7 +235,7 @@ def training_curves(runs: Sequence[Path]) -> pd.DataFrame:
     """train_error and test_error by step for every run with metrics, plus the run's identity."""
     frames = []
     for run_dir in runs:
-        m = read_metrics(run_dir / "metrics.csv")
+        m = read_metrics(run_dir, METRIC_COLUMNS)
         if m is None:
             continue
         cols = [c for c in ("train_error", "test_error") if c in m.columns]
@@ -306,10 +256,10 @@ def model_tables(
     data_cache: dict[str, list[tuple[Tensor, Tensor]]] = {}  # runs of a sweep share their data
     for run_dir in runs:
         info = _run_info(run_dir)
-        if info["status"] != "done" or not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        if info["status"] != "done" or not (run_dir / CHECKPOINT).is_file():
             print(f"skipping {run_dir.name}: not finished (status {info['status']})")
             continue
-        data = OmegaConf.load(run_dir / "config.yaml").data
+        data = read_config(run_dir).data
         key = OmegaConf.to_yaml(data) + f"{data_root}{limit}"
         if key not in data_cache:
             try:
@@ -326,7 +276,7 @@ def model_tables(
 
 def diagnose(
     path: str | os.PathLike,
-    what: Sequence[str] = WHAT,
+    what: Sequence[str] = DIAGNOSTICS,
     data_root: str | None = None,
     limit: int | None = None,
     grad_steps: Sequence[str | int] = ("first", "last"),
@@ -335,9 +285,11 @@ def diagnose(
     CSVs and figures into `path`. `data_root` replaces the runs' data.root, `limit` keeps the first
     N test images, `grad_steps` are the iterations the gradient-flow figure shows ('first', 'last'
     or numbers). Returns the files written; a diagnostic whose inputs are missing is skipped."""
-    unknown = set(what) - set(WHAT)
+    unknown = set(what) - set(DIAGNOSTICS)
     if unknown:
-        raise ValueError(f"unknown diagnostics {sorted(unknown)}: choose from {', '.join(WHAT)}")
+        raise ValueError(
+            f"unknown diagnostics {sorted(unknown)}: choose from {', '.join(DIAGNOSTICS)}"
+        )
     out, runs = Path(path), find_runs(path)
     if not runs:
         print(f"no runs (directories with run.json) under {out}: nothing to diagnose")
@@ -357,11 +309,11 @@ def diagnose(
             )
         else:
             write_csv(grads, "grad_flow.csv")
-            written += save(plots.grad_flow(grads, grad_steps), out / "grad_flow")
+            written += save_figure(diagnostic_plots.grad_flow(grads, grad_steps), out / "grad_flow")
     tables = model_tables(runs, what, data_root, limit)
     for key, name, figure in (
-        ("responses", "layer_responses", plots.layer_responses),
-        ("lesion", "lesion", plots.lesion),
+        ("responses", "layer_responses", diagnostic_plots.layer_responses),
+        ("lesion", "lesion", diagnostic_plots.lesion),
     ):
         if key not in what:
             continue
@@ -369,7 +321,7 @@ def diagnose(
             print(f"{key}: no finished run with a checkpoint and its data: skipped")
             continue
         write_csv(tables[key], f"{name}.csv")
-        written += save(figure(tables[key]), out / name)
+        written += save_figure(figure(tables[key]), out / name)
     if "zero_init" in what:
         curves = training_curves(runs)
         pairs = curves.groupby(["arch", "depth"])["zero_init"].nunique() if len(curves) else []
@@ -379,5 +331,5 @@ def diagnose(
                 "arch.zero_init_residual=true: skipped"
             )
         else:
-            written += save(plots.zero_init(curves), out / "zero_init")
+            written += save_figure(diagnostic_plots.zero_init(curves), out / "zero_init")
     return written

@@ -192,6 +192,12 @@ class BottleneckResNet(ResNet):
     block = Bottleneck
 
 
+def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """Conv layers in registration order, which for these nets is forward order (a block's branch
+    convs are registered before its projection shortcut, which is added after the branch)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -79,8 +79,9 @@ def error_vs_depth(summary: pd.DataFrame) -> Figure:
     return fig
 
 
-def save(fig: Figure, path: str | os.PathLike) -> list[Path]:
-    """Write `path` as .png and .svg (any suffix of `path` is replaced), atomically."""
+def save_figure(fig: Figure, path: str | os.PathLike) -> list[Path]:
+    """Write `path` as .png and .svg (any suffix of `path` is replaced), atomically: every figure
+    of the package, this module's and diagnostic_plots', goes through here."""
     paths = [Path(path).with_suffix(".png"), Path(path).with_suffix(".svg")]
     # A fixed hash salt and no timestamps make a rerun write byte-identical files.
     with matplotlib.rc_context({"svg.hashsalt": "depthsweep"}):

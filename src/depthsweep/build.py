@@ -1,0 +1,76 @@
+"""The objects of one run, built from its config: the net, the Lightning module, the trainer."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback
+from torch import nn
+
+from depthsweep.config import log_window, resolve_cuda_graph, resolve_precision
+from depthsweep.module import Classifier
+from depthsweep.schedule import warmup_lr_for
+
+# Keys of an arch config that are not constructor options: its label, and its training recipe.
+ARCH_RECIPE_KEYS = ("name", "warmup_from_depth")
+
+
+def build_model(arch: DictConfig, depth: int) -> nn.Module:
+    """Construct `arch._target_` with the arch's constructor options. Called directly, not
+    through `instantiate`, so that an invalid depth raises InvalidDepthError itself."""
+    options = OmegaConf.to_container(arch)
+    for key in ARCH_RECIPE_KEYS:
+        options.pop(key, None)
+    return get_class(options.pop("_target_"))(depth=depth, **options)
+
+
+def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
+    """The Lightning module for `model` under `cfg.schedule`, its steps graphed if asked."""
+    precision = resolve_precision(cfg.trainer)
+    graphed = resolve_cuda_graph(cfg)
+    if graphed and precision.startswith("16"):  # fp16's loss scaling is not graphed
+        raise ValueError(
+            f"cuda_graph=true trains in fp32 or bf16, not trainer.precision={precision}"
+        )
+    sched = cfg.schedule
+    auto_cl = cfg.channels_last == "auto"
+    return Classifier(
+        model,
+        iterations=sched.iterations,
+        lr=sched.lr,
+        momentum=sched.momentum,
+        weight_decay=sched.weight_decay,
+        milestones=tuple(sched.milestones),
+        gamma=sched.gamma,
+        warmup_lr=warmup_lr_for(cfg.depth, sched.warmup.lr, sched.warmup.from_depth),
+        warmup_until_error=sched.warmup.until_train_error,
+        warmup_max_iterations=sched.warmup.max_iterations,
+        window=log_window(cfg),
+        channels_last=precision != "32-true" if auto_cl else bool(cfg.channels_last),
+        cuda_graph=graphed,
+    )
+
+
+def job_devices(cfg: DictConfig) -> dict:
+    """In a Hydra multirun on several GPUs, job n trains on GPU n % count, so that jobs run at
+    once (hydra/launcher=joblib) spread over the GPUs instead of all landing on GPU 0."""
+    count = torch.cuda.device_count()
+    gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    if count < 2 or not gpu or cfg.trainer.devices != 1 or not HydraConfig.initialized():
+        return {}
+    return {"devices": [HydraConfig.get().job.num % count]}
+
+
+def make_trainer(cfg: DictConfig, callbacks: list[Callback], **overrides) -> pl.Trainer:
+    """`cfg.trainer` with the run length, precision and logging window filled in."""
+    kwargs = {
+        "precision": resolve_precision(cfg.trainer),
+        "max_steps": cfg.schedule.iterations,
+        "max_epochs": -1,
+        "log_every_n_steps": log_window(cfg),
+        "callbacks": callbacks,
+    }
+    return instantiate(cfg.trainer, **(kwargs | overrides))

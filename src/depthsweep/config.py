@@ -1,0 +1,45 @@
+"""The composed config and what it leaves to be decided where a run trains: precision, the CUDA
+graph, the logging window."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictConfig:
+    """The config `python -m experiments.run <overrides>` would train (with its `hydra` node if
+    asked), composed outside a Hydra app: for the bench, the tests and notebooks."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="run"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def _trains_on_gpu(trainer_cfg: DictConfig) -> bool:
+    return torch.cuda.is_available() and trainer_cfg.accelerator in ("auto", "gpu", "cuda")
+
+
+def resolve_precision(trainer_cfg: DictConfig) -> str:
+    """'auto': bf16-mixed where a GPU trains (with the CUDA graph, the fastest measured), fp32 on
+    a CPU."""
+    if trainer_cfg.precision != "auto":
+        return str(trainer_cfg.precision)
+    return "bf16-mixed" if _trains_on_gpu(trainer_cfg) else "32-true"
+
+
+def resolve_cuda_graph(cfg: DictConfig) -> bool:
+    """'auto': on where a GPU trains in fp32 or bf16 (the measured winner, tested against eager
+    training); a CPU, or fp16 (whose loss scaler cannot be graphed), trains eagerly."""
+    if cfg.cuda_graph != "auto":
+        return bool(cfg.cuda_graph)
+    return _trains_on_gpu(cfg.trainer) and not resolve_precision(cfg.trainer).startswith("16")
+
+
+def log_window(cfg: DictConfig) -> int:
+    """Iterations per logged training-metrics row: at most log_every_n_steps, >= 10 rows a run."""
+    return max(1, min(cfg.trainer.log_every_n_steps, cfg.schedule.iterations // 10))

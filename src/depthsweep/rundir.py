@@ -1,0 +1,157 @@
+"""A run directory, both sides: what training writes there and how the analysis finds and reads it.
+
+    <run_dir>/run.json               identity, size, test set, status (running, done, failed)
+    <run_dir>/config.yaml            the resolved config
+    <run_dir>/metrics.csv            Lightning's CSV log (metrics_log.AppendingCSVLogger)
+    <run_dir>/checkpoints/last.ckpt  the latest checkpoint
+
+A finished run with the same config is skipped; an unfinished one resumes from its checkpoint. A
+started run whose config differs is refused rather than mixed with new results.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from depthsweep.files import atomic_write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+RUN_JSON, CONFIG, METRICS = "run.json", "config.yaml", "metrics.csv"
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+class ConfigMismatchError(RuntimeError):
+    """The run directory holds a run of a different configuration."""
+
+
+def result_config(cfg: DictConfig, neutral: list[str] | None = None) -> dict[str, Any]:
+    """The resolved config minus what does not change a run's result: the keys `neutral` lists
+    (by default the config's own `neutral_keys`, also left out of run directory names) and Hydra's
+    node."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    own = c.pop("neutral_keys", None) or []
+    c.pop("hydra", None)
+    for key in own if neutral is None else neutral:
+        *parents, leaf = key.split(".")
+        node = c
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return c
+
+
+def find_runs(path: str | os.PathLike) -> list[Path]:
+    """`path` itself if it is a run directory (has run.json), else every run directory below it,
+    at any depth, sorted; hidden directories (.hydra, .ipynb_checkpoints) are never runs."""
+    path = Path(path)
+    if (path / RUN_JSON).is_file():
+        return [path]
+    found = (p.parent for p in path.rglob(RUN_JSON))
+    return sorted(d for d in found if not any(p[0] == "." for p in d.relative_to(path).parts))
+
+
+def read_info(run_dir: Path) -> dict[str, Any]:
+    """run.json as a dict; empty if there is none yet."""
+    path = run_dir / RUN_JSON
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def read_config(run_dir: Path) -> DictConfig:
+    return OmegaConf.load(run_dir / CONFIG)
+
+
+def read_metrics(run_dir: Path, numeric: list[str]) -> pd.DataFrame | None:
+    """The run's metrics.csv with the `numeric` columns it has as numbers, or None if absent or
+    unreadable (with a warning: it may be half-written)."""
+    import pandas as pd  # only readers need pandas; training never reads metrics this way
+
+    path = run_dir / METRICS
+    if not path.exists():
+        return None
+    try:
+        frame = pd.read_csv(path)
+        if "step" not in frame:
+            raise ValueError("no 'step' column")
+        known = [col for col in numeric if col in frame]
+        frame[known] = frame[known].apply(pd.to_numeric)
+    except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
+        warnings.warn(f"ignoring metrics in {path}: {exc}", stacklevel=3)
+        return None
+    return frame
+
+
+class RunRecord:
+    """The writing side: one run's record, kept up to date as it trains."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.dir = Path(run_dir)
+        self.json = self.dir / RUN_JSON
+        self.config = self.dir / CONFIG
+        self.checkpoint = self.dir / CHECKPOINT
+        self.metrics = self.dir / METRICS
+
+    def read(self) -> dict[str, Any]:
+        return read_info(self.dir)
+
+    @property
+    def status(self) -> str | None:
+        return self.read().get("status")
+
+    def check_config(self, cfg: DictConfig) -> None:
+        """Refuse to reuse a directory that holds a run of another configuration."""
+        if not self.config.is_file():
+            return
+        saved = read_config(self.dir)
+        # A key neutral to either config is neutral (a run recorded before the list grew).
+        neutral = [*saved.get("neutral_keys", []), *cfg.get("neutral_keys", [])]
+        old, new = _flat(result_config(saved, neutral)), _flat(result_config(cfg, neutral))
+        diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        if diff:
+            raise ConfigMismatchError(
+                f"{self.dir} holds a run with a different config (differs in: {', '.join(diff)}). "
+                "Use another hydra.sweep.dir or name=, or delete that directory."
+            )
+
+    def start(self, cfg: DictConfig, info: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config, OmegaConf.to_yaml(cfg, resolve=True))
+        self.update(**info, status="running", error=None)
+
+    def update(self, **fields: Any) -> None:
+        atomic_write_text(self.json, json.dumps({**self.read(), **fields}, indent=2) + "\n")
+
+    def resume_point(self) -> Path | None:
+        """The checkpoint to resume from, with metrics.csv cut back to the checkpoint's step so
+        that iterations redone after the resume are not logged twice."""
+        if not self.checkpoint.is_file():
+            return None
+        step = torch.load(self.checkpoint, map_location="cpu", weights_only=False)["global_step"]
+        if self.metrics.is_file():
+            with open(self.metrics, newline="") as f:
+                header, *rows = list(csv.reader(f))
+            at = header.index("step")
+            text = io.StringIO()  # the kept rows verbatim, with Lightning's line endings
+            csv.writer(text).writerows([header, *(r for r in rows if float(r[at]) <= step)])
+            atomic_write_text(self.metrics, text.getvalue())
+        return self.checkpoint
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
