@@ -4,6 +4,7 @@ SLURM on a cluster). Each sweep is two tiny CPU runs; the end-of-sweep analysis 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -73,19 +74,31 @@ def test_slurm_launcher_composes(slurm_cfg):
     assert slurm_cfg.hydra.callbacks.analyze  # the sweep is still analysed at the end
 
 
-def test_slurm_launcher_makes_a_valid_sbatch_script(slurm_cfg, tmp_path):
-    from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+def test_slurm_launcher_makes_a_valid_sbatch_script(tmp_path, monkeypatch):
+    """The launcher's own launch() maps our config onto submitit (no SLURM needed: the submission
+    is intercepted), then submitit renders the sbatch script, rejecting unknown parameters."""
+    import submitit
+    from hydra.utils import instantiate
 
-    # The launcher's parameter mapping (hydra-submitit-launcher's `launch`), then submitit's own
-    # sbatch writer, which rejects unknown parameters; no SLURM needed.
-    params = {k: v for k, v in slurm_cfg.hydra.launcher.items() if not k.startswith("_")}
-    for key in ("submitit_folder", "max_num_timeout"):  # executor options, not sbatch ones
-        params.pop(key)
-    params["name"] = "depthsweep"  # ${hydra.job.name}, set when Hydra runs a job
-    renames = SlurmExecutor._equivalence_dict()
-    sbatch = {renames.get(k, k): v for k, v in params.items() if v is not None}
-    sbatch["mem"] = f"{sbatch['mem']}GB"
-    script = _make_sbatch_string(command="python -m submitit", folder=tmp_path, **sbatch)
+    cfg = compose_config(
+        ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}"],
+        hydra=True,
+    )
+    bin_dir = tmp_path / "bin"  # submitit looks for srun to believe it is on a cluster
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.config = cfg  # what Hydra's setup() would set, minus a task to run
+    submitted = []
+    monkeypatch.setattr(
+        submitit.AutoExecutor, "map_array", lambda executor, *args: submitted.append(executor) or []
+    )
+    assert launcher.launch([["depth=20"]], initial_job_idx=0) == []
+    (executor,) = submitted
+    # submitit's script writer: no public API renders a script without submitting it
+    script = executor._executor._make_submission_file_text("python -m submitit", "uid")
     for flag in ["--gpus-per-node=1", "--ntasks-per-node=1", "--cpus-per-task=8"]:
         assert f"#SBATCH {flag}" in script
     for flag in ["--time=240", "--signal=USR2@120", "--requeue", "--partition=gpu"]:

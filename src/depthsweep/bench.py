@@ -12,34 +12,28 @@ measured ms/step are projected onto the paper's Figure 6 sweep.
 from __future__ import annotations
 
 import csv
-import logging
-import multiprocessing as mp
 import os
 import platform
-import queue
-import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
-from pytorch_lightning.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from depthsweep.budget import PAPER_DEPTHS, PAPER_ITERATIONS, ms_by_depth, project_sweep_s
-from depthsweep.build import build_model, make_module, make_trainer
+from depthsweep.build import build_model
+from depthsweep.concurrency import time_concurrent
 from depthsweep.config import compose_config, resolve_cuda_graph, resolve_precision
 from depthsweep.data import ensure_cifar10, read_cifar10
 from depthsweep.module import synchronize
+from depthsweep.timing import Timing, quiet_lightning, time_harness
 
 PAPER_BATCH = 128
 COLUMNS = [
@@ -124,60 +118,6 @@ def compose_run(s: Settings, arch: str, depth: int, root: str, variant: str = ""
     extra = variant_overrides(variant) if variant else []
     overrides = [f"arch={arch}", f"depth={depth}", f"data.root={root}", "data.download=false"]
     return compose_config([*overrides, f"data.batch_size={s.batch}", *s.overrides, *extra])
-
-
-@dataclass
-class Timing:
-    t0: float  # perf_counter at the end of the last warm-up step
-    t1: float  # ... and of the last timed step
-    steps: int
-    first_step_s: float | None = None  # the first step alone: compilation, capture, autotuning
-
-    @property
-    def ms_per_step(self) -> float:
-        return (self.t1 - self.t0) * 1000 / self.steps
-
-
-class StepTimer(Callback):
-    """Clock readings at the end of warm-up and of the last timed step. A barrier, if given, lines
-    up concurrent processes so their timed windows overlap."""
-
-    def __init__(self, warmup: int, steps: int, barrier: threading.Barrier | None = None) -> None:
-        self.warmup, self.steps, self.barrier = warmup, steps, barrier
-        self.done, self.t0, self.t1 = 0, 0.0, 0.0
-
-    def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx) -> None:
-        self.done += 1
-        if self.done == self.warmup:
-            synchronize(module.device)
-            if self.barrier is not None:
-                self.barrier.wait(timeout=600)
-            self.t0 = time.perf_counter()
-        elif self.done == self.warmup + self.steps:
-            synchronize(module.device)
-            self.t1 = time.perf_counter()
-
-
-def time_harness(
-    cfg: DictConfig, warmup: int, steps: int, barrier: threading.Barrier | None = None
-) -> Timing:
-    """`steps` steps of the real training path, after `warmup` ones; no evaluation, no files."""
-    pl.seed_everything(cfg.seed)
-    module = make_module(cfg, build_model(cfg.arch, cfg.depth))
-    timer = StepTimer(warmup, steps, barrier)
-    # max_steps, not schedule.iterations: the module keeps the real run's LR schedule and metrics
-    # window (one host sync per window), so the timed steps are a real run's steps.
-    trainer = make_trainer(
-        cfg,
-        [timer],
-        max_steps=warmup + steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-    )
-    trainer.fit(module, datamodule=instantiate(cfg.data, _convert_="all"))
-    return Timing(timer.t0, timer.t1, steps, module.first_step_s)
 
 
 class PILCifar(Dataset):
@@ -267,76 +207,6 @@ def time_sgd_loop(
         opt.step()
     synchronize(device)
     return Timing(t0, time.perf_counter(), steps, first)
-
-
-def quiet_lightning() -> None:
-    """Lightning's start-up banners (GPU available, seed set, ...) would bury the table."""
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # Lightning's use of a torch API deprecated in this torch: nothing the reader can act on.
-    warnings.filterwarnings("ignore", category=FutureWarning, module="pytorch_lightning")
-
-
-def _job(cfg, warmup, steps, threads, barrier, results) -> None:  # runs in a child process
-    quiet_lightning()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        t = time_harness(cfg, warmup, steps, barrier)
-        results.put((t.t0, t.t1))
-    except BaseException as e:  # the parent must hear of it instead of waiting for nothing
-        barrier.abort()
-        results.put(f"{type(e).__name__}: {e}")
-        raise
-
-
-def _collect(results: mp.Queue, procs: list, timeout_s: float = 900) -> list:
-    """One result per process; fails fast if one dies without a word (killed, out of memory)."""
-    got, deadline = [], time.monotonic() + timeout_s
-    while len(got) < len(procs):
-        try:
-            got.append(results.get(timeout=5))
-        except queue.Empty:
-            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-            if dead or time.monotonic() > deadline:
-                raise RuntimeError(f"concurrent harness processes: exit codes {dead}") from None
-    return got
-
-
-def time_concurrent(
-    cfg: DictConfig, k: int, warmup: int, steps: int, device: torch.device
-) -> tuple[float, float]:
-    """Run `k` harness processes at once on `device`, their timed steps overlapping (a steady
-    state, as in the long middle of a sweep of k jobs). Returns total images/s (all images over
-    the span from the first timed step's start to the last one's end) and the mean ms/step."""
-    # Children fork from a server that imported this module once and never started CUDA or
-    # OpenMP: safe, unlike forking this process, and no per-child imports, unlike spawn.
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    barrier, results = ctx.Barrier(k), ctx.Queue()
-    # On a CPU, k processes with this one's threads each would fight over the cores.
-    threads = max(1, torch.get_num_threads() // k) if device.type == "cpu" else 0
-    procs = [
-        ctx.Process(target=_job, args=(cfg, warmup, steps, threads, barrier, results))
-        for _ in range(k)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        got = _collect(results, procs)
-    except BaseException:
-        for p in procs:  # the others may be waiting at the barrier for the one that died
-            p.terminate()
-        raise
-    for p in procs:
-        p.join()
-    errors = [g for g in got if isinstance(g, str)]
-    if errors:
-        raise RuntimeError(f"a concurrent harness process failed: {errors[0]}")
-    # perf_counter is CLOCK_MONOTONIC on Linux: one clock for all processes.
-    span = max(t1 for _, t1 in got) - min(t0 for t0, _ in got)
-    mean_ms = sum(t1 - t0 for t0, t1 in got) * 1000 / (k * steps)
-    return k * steps * cfg.data.batch_size / span, mean_ms
 
 
 def say(*lines: str) -> None:
