@@ -1,19 +1,52 @@
-"""Train one run, or a sweep with -m: python -m experiments.run -m depth=20,56 arch=plain,resnet"""
+"""Train one run, or a sweep with -m: python -m experiments.run -m depth=20,56 arch=plain,resnet
+
+Exit codes: 0 all runs done (or skipped: finished before, or running elsewhere); 2 a setup error
+(bad data, option or directory: its message alone, nothing trained, nothing left behind); 3 a run
+failed (in a sweep: any run; the others went on); 130 / 143 interrupted by Ctrl-C / SIGTERM (a
+checkpoint at the current step: the same command resumes there). HYDRA_FULL_ERROR=1 adds the
+traceback to a setup error.
+"""
+
+import os
+import shutil
+import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from depthsweep.train import train
+from depthsweep.errors import INTERRUPTED, RUN_FAILED, USER_ERROR, UserError
+from depthsweep.rundir import RUN_JSON
+from depthsweep.train import Interrupted, train
+
+
+def _discard(run_dir: Path, sweep: bool) -> None:
+    """A setup error leaves nothing behind: Hydra made the run's directory (and a sweep's)."""
+    if run_dir.is_dir() and not (run_dir / RUN_JSON).exists():
+        shutil.rmtree(run_dir)
+        left = {p.name for p in run_dir.parent.iterdir()}
+        if sweep and left <= {"multirun.yaml", ".submitit"}:
+            shutil.rmtree(run_dir.parent)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
-    status = train(cfg, hc.runtime.output_dir)
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        status = train(cfg, run_dir)
+    except UserError as e:
+        _discard(run_dir, sweep=hc.mode == RunMode.MULTIRUN)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(USER_ERROR) from None
+    except (Interrupted, KeyboardInterrupt) as e:
+        raise SystemExit(INTERRUPTED[getattr(e, "signal", "SIGINT")]) from None
     if status == "failed" and hc.mode == RunMode.RUN:  # in a sweep, the other runs go on
-        raise SystemExit(1)
+        raise SystemExit(RUN_FAILED)
     return status
 
 

@@ -43,9 +43,13 @@ def write_random_cifar10(root: str | Path, n_train: int, n_test: int, seed: int 
     return Path(root)
 
 
-def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python -m experiments.<args>` as a user types it; output captured as text."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+def run_cli(
+    *args: str, cwd: Path = ROOT, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m experiments.<args>` as a user types it, from the project's code wherever `cwd`
+    is; output captured as text."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1", **(env or {})}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
     return subprocess.run(
         [sys.executable, "-m", *args],
         cwd=cwd,

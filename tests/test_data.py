@@ -6,9 +6,11 @@ import hashlib
 import pickle
 import urllib.error
 
+import numpy as np
 import pytest
 import torch
 import torchvision.datasets.utils
+from helpers import write_cifar10_batch
 
 from depthsweep import data
 from depthsweep.data import (
@@ -20,6 +22,7 @@ from depthsweep.data import (
     random_crop_flip,
     read_cifar10,
 )
+from depthsweep.errors import DataError, OptionError
 
 
 def test_reader_returns_images_in_channel_planes(fake_cifar):
@@ -128,3 +131,65 @@ def test_only_the_official_test_batch_counts_as_the_official_test_set(fake_cifar
     monkeypatch.setattr(data, "OFFICIAL_TEST_MD5", md5)  # as if this were the official file
     assert describe_test_set(folder, 10_000)["test_official"]
     assert not describe_test_set(folder, 1000)["test_official"]  # a part of it is not
+
+
+def _rewrite(path, **entry_changes):
+    """Rewrite one official-format batch file with some of its entries replaced."""
+    with open(path, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    write_cifar10_batch(path, **{"data": entry["data"], "labels": entry["labels"]} | entry_changes)
+
+
+@pytest.mark.parametrize(
+    "name, change, fault",
+    [
+        ("data_batch_3", {"labels": [10] * 20}, r"labels outside 0\.\.9 \(found 10\.\.10\)"),
+        ("test_batch", {"labels": [-1] + [0] * 39}, r"labels outside 0\.\.9 \(found -1\.\.0\)"),
+        ("data_batch_1", {"labels": [0] * 19}, "19 labels for 20 images"),
+        ("data_batch_2", {"data": np.zeros((20, 3072), np.float32)}, "data has dtype float32"),
+        ("test_batch", {"data": np.zeros((40, 32, 32, 3), np.uint8)}, r"shape \(40, 32, 32, 3\)"),
+    ],
+)
+def test_a_malformed_batch_is_refused_naming_file_fault_and_format(fake_cifar, name, change, fault):
+    path = fake_cifar / FOLDER / name
+    _rewrite(path, **change)
+    with pytest.raises(DataError, match=fault) as err:
+        read_cifar10(fake_cifar, download=False)
+    message = str(err.value)
+    assert message.startswith(str(path)) and "expected the official format: uint8" in message
+
+
+def test_a_batch_without_the_official_keys_is_refused(fake_cifar):
+    path = fake_cifar / FOLDER / "data_batch_4"
+    with open(path, "wb") as f:
+        pickle.dump({"images": np.zeros((20, 3072), np.uint8)}, f)
+    with pytest.raises(DataError, match=r"no 'data' and 'labels' keys \(found \['images'\]\)"):
+        read_cifar10(fake_cifar, download=False)
+
+
+def test_a_missing_batch_file_is_named(fake_cifar):
+    (fake_cifar / FOLDER / "data_batch_5").unlink()
+    with pytest.raises(DataError, match="lacks data_batch_5: an incomplete copy"):
+        read_cifar10(fake_cifar, download=False)
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"limit": 0}, r"data.limit=0: must be an integer >= 1, or null for all images"),
+        ({"limit": -5}, r"data.limit=-5: must be an integer >= 1"),
+        ({"batch_size": 0}, r"data.batch_size=0: must be an integer >= 1$"),
+        ({"val_split": -1}, r"data.val_split=-1: must be an integer >= 0"),
+    ],
+)
+def test_data_options_out_of_range_are_refused(fake_cifar, option, message):
+    with pytest.raises(OptionError, match=message):
+        CIFAR10DataModule(root=str(fake_cifar), download=False, **option)
+
+
+def test_data_root_with_a_tilde_is_expanded_once(fake_cifar, monkeypatch):
+    monkeypatch.setenv("HOME", str(fake_cifar.parent))
+    dm = CIFAR10DataModule(root=f"~/{fake_cifar.name}", download=False)
+    assert dm.root == str(fake_cifar)
+    dm.setup()
+    assert len(dm.data.x_train) == 100

@@ -35,11 +35,19 @@ def test_plain_and_resnet_have_the_same_layers():
     assert all(plain[k].shape == res[k].shape for k in plain)
 
 
-@pytest.mark.parametrize("depth, nearest", [(18, "14, 20"), (21, "20, 26"), (7, "8")])
+@pytest.mark.parametrize(
+    "depth, nearest", [(18, "14, 20"), (21, "20, 26"), (7, "8"), (-4, "8"), (0, "8")]
+)
 def test_invalid_depth_names_the_rule_and_nearest_depths(depth, nearest):
     with pytest.raises(InvalidDepthError, match=r"6n\+2") as err:
         ResNet(depth)
     assert f"Nearest valid depths: {nearest}." in str(err.value)
+
+
+@pytest.mark.parametrize("depth", ["abc", 20.0, True])
+def test_a_depth_that_is_not_an_integer_is_refused(depth):
+    with pytest.raises(InvalidDepthError, match=f"depth={depth!r}: the number of layers"):
+        ResNet(depth)
 
 
 def test_forward_shapes_and_stage_resolutions():
@@ -64,7 +72,7 @@ def test_option_b_projects_with_a_1x1_conv():
     a, b = ResNet(20, shortcut="A"), ResNet(20, shortcut="B")
     # two projections: 16->32 and 32->64, each 1x1 conv + BN (weight and bias)
     assert count_params(b) - count_params(a) == 16 * 32 + 2 * 32 + 32 * 64 + 2 * 64
-    with pytest.raises(ValueError, match="shortcut option"):
+    with pytest.raises(ValueError, match="arch.shortcut='C'"):
         ResNet(20, shortcut="C")
 
 

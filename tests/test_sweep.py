@@ -10,11 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-from helpers import ROOT, run_cli
+from helpers import ROOT, run_cli, write_cifar10_batch
 
 from depthsweep.config import compose_config
+from depthsweep.errors import RUN_FAILED, USER_ERROR
 from depthsweep.rundir import ConfigMismatchError, RunRecord
 from depthsweep.train import train
 
@@ -145,7 +147,9 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(fake_cifar, tmp_path):
         f"hydra.sweep.dir={sweep}",
         "hydra.callbacks.analyze.diagnose=[lesion]",  # diagnostics at sweep end, finished runs only
     )
-    assert res.returncode == 0, res.stderr[-3000:]
+    # the sweep went on, analysed everything, and still says that a run failed
+    assert res.returncode == RUN_FAILED, res.stderr[-3000:]
+    assert "1 run(s) failed or were interrupted" in res.stdout
     status = {d.name: json.loads((d / "run.json").read_text()) for d in run_dirs(sweep)}
     bad = next(v for k, v in status.items() if "1e+30" in k)
     good = next(v for k, v in status.items() if k.endswith("lr=0.1"))
@@ -211,16 +215,70 @@ def test_a_warmup_that_never_reaches_its_error_ends_at_the_cap(fake_cifar, tmp_p
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["depth=18"], "Nearest valid depths: 14, 20"),
-        (["arch=transformer"], "Could not find 'arch/transformer'"),
-        (["data.root=/nonexistent", "data.download=false"], "/nonexistent/cifar-10-batches-py"),
+        (["depth=18"], "depth=18 is invalid: this architecture needs depth = 6n+2"),
+        (["depth=-4"], "Nearest valid depths: 8."),
+        (["depth=abc"], "depth='abc': the number of layers, an integer like 20"),
+        (["depth=20.0"], "depth=20.0: the number of layers"),
+        (["seed=-1"], "seed=-1: must be an integer >= 0"),
+        (["checkpoint_every=-1"], "checkpoint_every=-1: must be an integer >= 1"),
+        (["data.limit=0"], "data.limit=0: must be an integer >= 1, or null for all images"),
+        (["data.batch_size=0"], "data.batch_size=0: must be an integer >= 1"),
+        (["trainer.precision=fp7"], "trainer: Precision 'fp7' is invalid"),
+        (["data.download=false", "data.root=/nonexistent"], "/nonexistent/cifar-10-batches-py"),
     ],
 )
-def test_bad_input_fails_with_a_clear_message(args, message, tmp_path):
-    res = run_cli("experiments.run", *args, f"hydra.run.dir={tmp_path / 'run'}")
+def test_a_setup_error_is_one_line_and_leaves_nothing_behind(args, message, fake_cifar, tmp_path):
+    run_dir = tmp_path / "out" / "run"
+    res = run_cli("experiments.run", f"data.root={fake_cifar}", *args, f"hydra.run.dir={run_dir}")
+    assert res.returncode == USER_ERROR
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+    assert message in res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    assert not run_dir.exists()
+
+
+def test_a_setup_error_shows_its_traceback_with_hydra_full_error(fake_cifar, tmp_path):
+    res = run_cli(
+        *["experiments.run", "depth=18", f"data.root={fake_cifar}"],
+        f"hydra.run.dir={tmp_path / 'run'}",
+        env={"HYDRA_FULL_ERROR": "1"},
+    )
+    assert res.returncode != 0 and "Traceback" in res.stderr and "InvalidDepthError" in res.stderr
+
+
+def test_malformed_data_stops_a_sweep_before_any_training(fake_cifar, tmp_path):
+    batch = fake_cifar / "cifar-10-batches-py" / "data_batch_2"
+    write_cifar10_batch(batch, np.zeros((20, 3072), np.uint8), [12] * 20)
+    sweep = tmp_path / "sweep"
+    res = run_cli(
+        *["experiments.run", "-m", "depth=8,14", "arch=plain,resnet", f"data.root={fake_cifar}"],
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert res.returncode == USER_ERROR
+    assert res.stderr.count(f"error: {batch}: labels outside 0..9 (found 12..12)") == 1
+    assert not sweep.exists()  # no run directory, no summary of nothing
+
+
+def test_the_default_command_offline_says_so_and_leaves_no_data_dir(tmp_path):
+    res = run_cli("experiments.run", "data.root=data", "hydra.run.dir=out", cwd=tmp_path)
+    assert res.returncode == USER_ERROR
+    assert "CIFAR-10 not found" in res.stderr and "downloading" in res.stderr
+    assert res.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_arch_gets_hydras_message(tmp_path):
+    res = run_cli("experiments.run", "arch=transformer", f"hydra.run.dir={tmp_path / 'run'}")
     assert res.returncode != 0
-    assert message in res.stderr + res.stdout
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert "Could not find 'arch/transformer'" in res.stderr + res.stdout
+
+
+def test_an_output_directory_that_cannot_be_made_gets_one_line(tmp_path):
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the sweep wants a directory")
+    res = run_cli("experiments.run", "-m", "depth=8", f"hydra.sweep.dir={blocker / 'sweep'}")
+    assert res.returncode == USER_ERROR
+    assert res.stderr == f"error: cannot write {blocker / 'sweep'}: {blocker} is not a directory\n"
 
 
 def test_a_directory_of_another_config_is_refused(tmp_path):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 
 from depthsweep.config import log_window, resolve_cuda_graph, resolve_precision
+from depthsweep.errors import OptionError, UserError
 from depthsweep.module import Classifier
 from depthsweep.schedule import warmup_lr_for
 
@@ -64,6 +67,24 @@ def job_devices(cfg: DictConfig) -> dict:
     return {"devices": [HydraConfig.get().job.num % count]}
 
 
+def build(node: DictConfig, what: str, **kwargs) -> object:
+    """`instantiate(node)`, with a bad option reported as the user's error, named by `what`
+    (Hydra wraps whatever a constructor raises in its own InstantiationException)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, ValueError | TypeError | MisconfigurationException):
+            raise OptionError(f"{what}: {cause}") from None
+        raise
+
+
+def make_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    return build(cfg.data, "data", _convert_="all")
+
+
 def make_trainer(cfg: DictConfig, callbacks: list[Callback], **overrides) -> pl.Trainer:
     """`cfg.trainer` with the run length, precision and logging window filled in."""
     kwargs = {
@@ -73,4 +94,4 @@ def make_trainer(cfg: DictConfig, callbacks: list[Callback], **overrides) -> pl.
         "log_every_n_steps": log_window(cfg),
         "callbacks": callbacks,
     }
-    return instantiate(cfg.trainer, **(kwargs | overrides))
+    return build(cfg.trainer, "trainer", **(kwargs | overrides))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from depthsweep.models import conv_layers
 
+log = logging.getLogger(__name__)
 GRAD_PREFIX = "grad_norm/"  # metrics.csv columns grad_norm/<conv name>
 ERRORS = ("train_error", "test_error", "val_error")
 
@@ -21,11 +26,26 @@ class ProgressPrinter(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         m = trainer.callback_metrics
         errors = [f"{k.replace('_error', '')} err {float(m[k]):.2f}%" for k in ERRORS if k in m]
-        print(
+        log.info(
             f"[{self.label}] iter {trainer.global_step}/{trainer.max_steps} "
-            f"epoch {int(m['epoch'])}: {', '.join(errors)} ({float(m['wall_time']):.0f}s)",
-            flush=True,
+            f"epoch {int(m['epoch'])}: {', '.join(errors)} ({float(m['wall_time']):.0f}s)"
         )
+
+
+class CheckpointOnInterrupt(pl.Callback):
+    """Ctrl-C (SIGINT) or SIGTERM (what SLURM sends on preemption or at its time limit) saves a
+    checkpoint at the current step, so that the next invocation resumes there. Lightning turns
+    SIGTERM into a SIGTERMException at the next step boundary and Ctrl-C into an exit after its
+    hooks; `signal` says which one stopped the run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.signal: str | None = None
+
+    def on_exception(self, trainer: pl.Trainer, module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            self.signal = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
+            trainer.save_checkpoint(self.path)
 
 
 def grad_norms(model: nn.Module) -> dict[str, float]:

@@ -20,7 +20,7 @@ def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictCo
         return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
-def _trains_on_gpu(trainer_cfg: DictConfig) -> bool:
+def trains_on_gpu(trainer_cfg: DictConfig) -> bool:
     return torch.cuda.is_available() and trainer_cfg.accelerator in ("auto", "gpu", "cuda")
 
 
@@ -29,7 +29,7 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
     a CPU."""
     if trainer_cfg.precision != "auto":
         return str(trainer_cfg.precision)
-    return "bf16-mixed" if _trains_on_gpu(trainer_cfg) else "32-true"
+    return "bf16-mixed" if trains_on_gpu(trainer_cfg) else "32-true"
 
 
 def resolve_cuda_graph(cfg: DictConfig) -> bool:
@@ -37,7 +37,7 @@ def resolve_cuda_graph(cfg: DictConfig) -> bool:
     training); a CPU, or fp16 (whose loss scaler cannot be graphed), trains eagerly."""
     if cfg.cuda_graph != "auto":
         return bool(cfg.cuda_graph)
-    return _trains_on_gpu(cfg.trainer) and not resolve_precision(cfg.trainer).startswith("16")
+    return trains_on_gpu(cfg.trainer) and not resolve_precision(cfg.trainer).startswith("16")
 
 
 def log_window(cfg: DictConfig) -> int:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from depthsweep.errors import DataError, OptionError
 
 FOLDER = "cifar-10-batches-py"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -23,9 +27,11 @@ TEST_FILE = "test_batch"
 OFFICIAL_TEST_MD5 = "40351d587109b95175f43aff81a1287e"
 OFFICIAL_TEST_IMAGES = 10_000
 NORMALIZATIONS = ("per_channel", "per_pixel_mean")
+CLASSES = 10
+PIXELS = 3 * 32 * 32  # a row of `data`: 1024 red, then 1024 green, then 1024 blue values
 
 
-class DatasetMissingError(FileNotFoundError):
+class DatasetMissingError(DataError, FileNotFoundError):
     """CIFAR-10 is not on disk and could not be fetched."""
 
 
@@ -37,8 +43,10 @@ class Cifar10(NamedTuple):
 
 
 def ensure_cifar10(root: str | Path, download: bool = True) -> Path:
-    """Return `root/cifar-10-batches-py`, fetching the official archive first if it is missing."""
-    folder = Path(root) / FOLDER
+    """Return `root/cifar-10-batches-py`, fetching the official archive first if it is missing.
+    A failed download leaves no trace: a `root` it created is removed again."""
+    root = Path(root).expanduser()
+    folder = root / FOLDER
     if folder.is_dir():
         return folder
     hint = (
@@ -49,32 +57,56 @@ def ensure_cifar10(root: str | Path, download: bool = True) -> Path:
         raise DatasetMissingError(f"{hint} (data.download=false).")
     from torchvision.datasets.utils import download_and_extract_archive
 
+    created = not root.exists()
     try:
         download_and_extract_archive(URL, download_root=str(root), md5=MD5)
     except OSError as e:  # URLError and socket errors are OSErrors: we are offline
-        raise DatasetMissingError(f"{hint}; downloading {URL} failed: {e}") from e
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        raise DatasetMissingError(f"{hint}; downloading {URL} failed: {e}") from None
     return folder
 
 
 def read_batch(path: Path) -> tuple[Tensor, Tensor]:
-    """One official batch: a pickled dict of `data` (uint8 N x 3072, RGB planes) and `labels`."""
+    """One official batch: a pickled dict of `data` (uint8 N x 3072, RGB planes) and `labels`
+    (N ints in 0..9). Anything else is a DataError naming the file, the fault and the format."""
     try:
         with open(path, "rb") as f:
             entry = pickle.load(f, encoding="latin1")
-        data, labels = entry["data"], entry["labels"]
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a CIFAR-10 batch file: {e}") from e
-    x = torch.as_tensor(data, dtype=torch.uint8).reshape(-1, 3, 32, 32)
-    return x, torch.as_tensor(labels, dtype=torch.int64)
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise DataError(f"{path} is not a CIFAR-10 batch file: {e}") from None
+    expected = f"expected the official format: uint8 `data` of shape (N, {PIXELS}), N labels 0..9"
+    if not isinstance(entry, dict) or not {"data", "labels"} <= entry.keys():
+        keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+        raise DataError(f"{path}: no 'data' and 'labels' keys (found {keys}); {expected}")
+    data, labels = np.asarray(entry["data"]), np.asarray(entry["labels"])
+    fault = None
+    if data.dtype != np.uint8:
+        fault = f"data has dtype {data.dtype}"
+    elif data.ndim != 2 or data.shape[1] != PIXELS:
+        fault = f"data has shape {data.shape}"
+    elif labels.shape != (len(data),):
+        fault = f"{labels.size} labels for {len(data)} images"
+    elif labels.size and labels.dtype.kind not in "iu":
+        fault = f"labels of type {labels.dtype}"
+    elif labels.size and (labels.min() < 0 or labels.max() >= CLASSES):
+        fault = f"labels outside 0..{CLASSES - 1} (found {labels.min()}..{labels.max()})"
+    if fault:
+        raise DataError(f"{path}: {fault}; {expected}")
+    x = torch.from_numpy(data.copy()).reshape(-1, 3, 32, 32)
+    return x, torch.from_numpy(labels.astype(np.int64))
 
 
 def read_cifar10(root: str | Path, download: bool = True, limit: int | None = None) -> Cifar10:
     """The training and test sets, optionally only the first `limit` images of each."""
     folder = ensure_cifar10(root, download)
+    missing = [name for name in [*TRAIN_FILES, TEST_FILE] if not (folder / name).is_file()]
+    if missing:
+        raise DataError(f"{folder} lacks {', '.join(missing)}: an incomplete copy of CIFAR-10")
     parts = [read_batch(folder / name) for name in TRAIN_FILES]
     x_train, y_train = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     x_test, y_test = read_batch(folder / TEST_FILE)
-    if limit:
+    if limit is not None:
         x_train, y_train, x_test, y_test = (t[:limit] for t in (x_train, y_train, x_test, y_test))
     return Cifar10(x_train, y_train, x_test, y_test)
 
@@ -121,6 +153,15 @@ class DeviceBatches:
             yield self.x[idx], self.y[idx]
 
 
+def _check_count(name: str, value: object, minimum: int, none: str | None = None) -> None:
+    """An integer option at least `minimum` (or None where `none` says what None means)."""
+    if value is None and none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        also = f", or {none}" if none else ""
+        raise OptionError(f"{name}={value!r}: must be an integer >= {minimum}{also}")
+
+
 class CIFAR10DataModule(pl.LightningDataModule):
     """CIFAR-10 on the training device; crop+flip+normalise happen there after transfer."""
 
@@ -139,7 +180,13 @@ class CIFAR10DataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if normalize not in NORMALIZATIONS:
-            raise ValueError(f"data.normalize={normalize!r}: choose one of {NORMALIZATIONS}")
+            raise OptionError(f"data.normalize={normalize!r}: choose one of {NORMALIZATIONS}")
+        _check_count("data.limit", limit, minimum=1, none="null for all images")
+        _check_count("data.batch_size", batch_size, minimum=1)
+        _check_count("data.eval_batch_size", eval_batch_size, minimum=1)
+        _check_count("data.val_split", val_split, minimum=0)
+        _check_count("data.pad", pad, minimum=0)
+        root = str(Path(root).expanduser())  # once, for reading and downloading alike
         self.root, self.download, self.limit, self.val_split = root, download, limit, val_split
         self.batch_size, self.eval_batch_size, self.pad = batch_size, eval_batch_size, pad
         self.normalize = normalize
@@ -157,7 +204,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
             return
         data = read_cifar10(self.root, self.download, self.limit)
         if self.val_split >= len(data.x_train):
-            raise ValueError(f"data.val_split={self.val_split} leaves no training images")
+            raise OptionError(f"data.val_split={self.val_split} leaves no training images")
         self.data = data
         self.test_set = describe_test_set(Path(self.root) / FOLDER, len(data.x_test))
         if self.normalize == "per_pixel_mean":  # the paper's: the mean image of the training set

@@ -1,15 +1,39 @@
-"""Hydra callback: analyse a sweep (and optionally diagnose it) as soon as its last run ends."""
+"""Hydra callback: check that a sweep can write where it is asked to, analyse it (and optionally
+diagnose it) as soon as its last run ends, and exit non-zero if any run failed."""
 
+import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from depthsweep.errors import RUN_FAILED, USER_ERROR
+
+
+def _check_writable(directory: str) -> None:
+    """One clear line, not an OSError from deep inside Hydra, where the output cannot go."""
+    path = Path(directory).absolute()
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    fault = None if existing.is_dir() else "is not a directory"
+    if fault is None and not os.access(existing, os.W_OK):
+        fault = "is not writable"
+    if fault:
+        print(f"error: cannot write {path}: {existing} {fault}", file=sys.stderr)
+        raise SystemExit(USER_ERROR)
+
 
 class AnalyzeSweep(Callback):
     def __init__(self, diagnose: Sequence[str] = ()) -> None:
         self.diagnose = list(diagnose)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_writable(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_writable(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # Imported here, not at the top: Hydra loads this callback before launching the runs,
@@ -24,3 +48,7 @@ class AnalyzeSweep(Callback):
         print(verdict(summary))
         if self.diagnose:
             diagnose(sweep_dir, what=self.diagnose)
+        bad = summary[summary["status"].isin(["failed", "interrupted"])]
+        if len(bad):
+            print(f"error: {len(bad)} run(s) failed or were interrupted: see summary.md")
+            raise SystemExit(RUN_FAILED)

@@ -12,18 +12,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from depthsweep.errors import OptionError
 
-class InvalidDepthError(ValueError):
+
+class InvalidDepthError(OptionError):
     """The requested depth does not fit the architecture's layer pattern."""
 
 
 def blocks_per_stage(depth: int, layers_per_block: int) -> int:
     """n in depth = 3 * layers_per_block * n + 2 (stem, 3 stages of n blocks, classifier)."""
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise InvalidDepthError(f"depth={depth!r}: the number of layers, an integer like 20")
     step = 3 * layers_per_block
     n, rest = divmod(depth - 2, step)
     if n >= 1 and rest == 0:
         return n
-    valid = [k * step + 2 for k in (n, n + 1) if k >= 1]
+    valid = [k * step + 2 for k in (n, n + 1) if k >= 1] if n >= 1 else [step + 2]
     raise InvalidDepthError(
         f"depth={depth} is invalid: this architecture needs depth = {step}n+2 with n >= 1 "
         f"(a stem conv, 3 stages of n blocks of {layers_per_block} conv layers, a classifier). "
@@ -59,7 +63,7 @@ def make_shortcut(in_planes: int, out_planes: int, stride: int, option: str) -> 
             nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
             nn.BatchNorm2d(out_planes),
         )
-    raise ValueError(f"unknown shortcut option {option!r}: use 'A' (zero-pad) or 'B' (projection)")
+    raise OptionError(f"arch.shortcut={option!r}: use 'A' (zero-pad) or 'B' (1x1 projection)")
 
 
 class PlainBlock(nn.Module):

@@ -13,6 +13,7 @@ as in automatic optimization, in the same order.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -23,6 +24,8 @@ from torch import Tensor, nn
 
 from depthsweep.graphed import GraphedStep
 from depthsweep.schedule import PaperLR
+
+log = logging.getLogger(__name__)
 
 
 def synchronize(device: torch.device) -> None:
@@ -161,10 +164,9 @@ class Classifier(pl.LightningModule):
         if sched.warming_up and error < threshold:
             sched.end_warmup(f"training error {error:.1f}% < {threshold}%")
         if sched.warmup_end is not None and step - self.window < sched.warmup_end <= step:
-            print(  # once: the window in which it ended
+            log.info(  # once: the window in which it ended
                 f"warm-up over at iteration {sched.warmup_end} ({sched.warmup_end_reason}), "
-                f"lr back to the schedule's {sched.get_last_lr()[0]:g}",
-                flush=True,
+                f"lr back to the schedule's {sched.get_last_lr()[0]:g}"
             )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx=0):

@@ -11,27 +11,32 @@ started run whose config differs is refused rather than mixed with new results.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import pickle
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
+from depthsweep.errors import UserError
 from depthsweep.files import atomic_write_text
 
 if TYPE_CHECKING:
     import pandas as pd
 
-RUN_JSON, CONFIG, METRICS = "run.json", "config.yaml", "metrics.csv"
+RUN_JSON, CONFIG, METRICS, LOCK = "run.json", "config.yaml", "metrics.csv", ".lock"
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
-class ConfigMismatchError(RuntimeError):
+class ConfigMismatchError(UserError):
     """The run directory holds a run of a different configuration."""
 
 
@@ -104,6 +109,23 @@ class RunRecord:
     def read(self) -> dict[str, Any]:
         return read_info(self.dir)
 
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[bool]:
+        """Hold the run directory for this process while it trains: False if another live
+        process holds it (a second terminal, a requeued job). The OS releases the lock of a
+        process that dies, even by kill -9, so a stale lock never blocks."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.dir / LOCK)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
     @property
     def status(self) -> str | None:
         return self.read().get("status")
@@ -132,11 +154,19 @@ class RunRecord:
         atomic_write_text(self.json, json.dumps({**self.read(), **fields}, indent=2) + "\n")
 
     def resume_point(self) -> Path | None:
-        """The checkpoint to resume from, with metrics.csv cut back to the checkpoint's step so
-        that iterations redone after the resume are not logged twice."""
-        if not self.checkpoint.is_file():
+        """The checkpoint to resume from, with metrics.csv cut back to the checkpoint's step (or
+        removed, with no checkpoint) so that iterations redone are not logged twice."""
+        if not self.checkpoint.is_file():  # starting over: what an earlier start logged goes
+            self.metrics.unlink(missing_ok=True)
             return None
-        step = torch.load(self.checkpoint, map_location="cpu", weights_only=False)["global_step"]
+        try:
+            ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+            step = ckpt["global_step"]
+        except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as e:
+            raise UserError(
+                f"{self.checkpoint} cannot be read ({type(e).__name__}: {e}). Delete it to train "
+                "this run from the start, or put back a good copy to resume from it."
+            ) from None
         if self.metrics.is_file():
             with open(self.metrics, newline="") as f:
                 header, *rows = list(csv.reader(f))

@@ -10,11 +10,10 @@ import warnings
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 
-from depthsweep.build import build_model, make_module, make_trainer
+from depthsweep.build import build_model, make_datamodule, make_module, make_trainer
 from depthsweep.module import synchronize
 
 
@@ -68,7 +67,7 @@ def time_harness(
         enable_checkpointing=False,
         enable_progress_bar=False,
     )
-    trainer.fit(module, datamodule=instantiate(cfg.data, _convert_="all"))
+    trainer.fit(module, datamodule=make_datamodule(cfg))
     return Timing(timer.t0, timer.t1, steps, module.first_step_s)
 
 

@@ -1,38 +1,84 @@
-"""One training run from a composed config: build, skip or resume, fit, record the outcome."""
+"""One training run from a composed config: check, build, claim, skip or resume, fit, record.
+
+Setup errors (bad data, options or directory: `errors.UserError`) are raised before anything is
+written. Once run.json says `running`, every outcome is recorded there: `done`, `failed` (with the
+reason) or `interrupted` (Ctrl-C or SIGTERM, with a checkpoint at the current step).
+"""
 
 from __future__ import annotations
 
-import traceback
+import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from depthsweep.build import build_model, job_devices, make_module, make_trainer
-from depthsweep.callbacks import GradNormLogger, ProgressPrinter
+from depthsweep.build import (
+    build_model,
+    job_devices,
+    make_datamodule,
+    make_module,
+    make_trainer,
+)
+from depthsweep.callbacks import CheckpointOnInterrupt, GradNormLogger, ProgressPrinter
+from depthsweep.config import trains_on_gpu
+from depthsweep.console import quiet_libraries
+from depthsweep.errors import OptionError
 from depthsweep.metrics_log import AppendingCSVLogger
 from depthsweep.models import count_macs, count_params
+from depthsweep.provenance import provenance
 from depthsweep.rundir import RunRecord
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal; its checkpoint and run.json say where."""
+
+    def __init__(self, signal: str) -> None:
+        super().__init__(signal)
+        self.signal = signal
+
+
+def check_options(cfg: DictConfig) -> None:
+    """The top-level options a run needs, before anything is built."""
+    for name, value, minimum in [
+        ("seed", cfg.seed, 0),
+        ("checkpoint_every", cfg.checkpoint_every, 1),
+        ("schedule.iterations", cfg.schedule.iterations, 1),
+    ]:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise OptionError(f"{name}={value!r}: must be an integer >= {minimum}")
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> str:
-    """Train one run into `run_dir`. Returns 'done', 'skipped' or 'failed'; training errors are
-    recorded in run.json rather than raised, so the rest of a sweep goes on."""
+    """Train one run into `run_dir`. Returns 'done', 'skipped' (finished before), 'busy' (another
+    process holds it) or 'failed' (recorded in run.json, so the rest of a sweep goes on); raises
+    UserError for a setup error and Interrupted after a signal."""
+    quiet_libraries()
     run_dir = Path(run_dir)
-    pl.seed_everything(cfg.seed, workers=True)  # before the model: its init depends on it
+    check_options(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model: its init uses it
     model = build_model(cfg.arch, cfg.depth)  # an invalid depth fails here, before anything else
-    record = RunRecord(run_dir)
-    record.check_config(cfg)
     label = f"{cfg.arch.name}-{cfg.depth} seed={cfg.seed}"
-    if record.status == "done":
-        print(f"[{label}] already finished in {run_dir}: skipped", flush=True)
-        return "skipped"
+    record = RunRecord(run_dir)
+    with record.claim() as held:
+        if not held:
+            log.warning(f"[{label}] running elsewhere (another process holds {run_dir}): skipped")
+            return "busy"
+        record.check_config(cfg)
+        if record.status == "done":
+            log.info(f"[{label}] already finished in {run_dir}: skipped")
+            return "skipped"
+        return _fit(cfg, model, record, label)
 
-    datamodule = instantiate(cfg.data, _convert_="all")
-    datamodule.prepare_data()  # a missing or unreadable dataset is a setup error: raised, not
-    datamodule.setup("fit")  # recorded; reading it here also says what the test set is
+
+def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
+    datamodule = make_datamodule(cfg)
+    datamodule.prepare_data()  # a missing or malformed dataset is a setup error; reading it
+    datamodule.setup("fit")  # here also says what the test set is
+    on_gpu = trains_on_gpu(cfg.trainer)
     info = {
         "arch": cfg.arch.name,
         "depth": cfg.depth,
@@ -41,36 +87,51 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
         "macs": count_macs(model),
         "iterations": cfg.schedule.iterations,
         **datamodule.test_set,
+        **provenance(on_gpu),
     }
     module = make_module(cfg, model)
     resume = record.resume_point()
-    record.start(cfg, info)
-    print(f"[{label}] {'resuming from ' + str(resume) if resume else 'starting'} in {run_dir}")
-    checkpoint = ModelCheckpoint(
-        dirpath=record.checkpoint.parent,
-        save_top_k=0,
-        save_last=True,
-        every_n_train_steps=cfg.checkpoint_every,
-    )
-    callbacks = [LearningRateMonitor(logging_interval="step"), checkpoint, ProgressPrinter(label)]
+    interrupt = CheckpointOnInterrupt(record.checkpoint)
+    callbacks = [
+        LearningRateMonitor(logging_interval="step"),
+        ModelCheckpoint(
+            dirpath=record.checkpoint.parent,
+            save_top_k=0,
+            save_last=True,
+            every_n_train_steps=cfg.checkpoint_every,
+        ),
+        interrupt,
+        ProgressPrinter(label),
+    ]
     if cfg.diagnostics.grad_norm_every:  # off by default: no callback, no cost
         callbacks.append(GradNormLogger(cfg.diagnostics.grad_norm_every))
     trainer = make_trainer(
         cfg,
         callbacks,
-        logger=AppendingCSVLogger(run_dir),
-        default_root_dir=str(run_dir),
+        logger=AppendingCSVLogger(record.dir),
+        default_root_dir=str(record.dir),
         **job_devices(cfg),
+    )
+    record.start(cfg, info)
+    log.info(
+        f"[{label}] {'resuming from ' + str(resume) if resume else 'starting'} in {record.dir}"
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        if interrupt.signal:  # Lightning caught the signal, saved, and returned or exited
+            raise Interrupted(interrupt.signal)
         if module.evaluated_at != trainer.global_step:  # the run ended between evaluations
             trainer.validate(module, datamodule=datamodule, verbose=False)
         trainer.save_checkpoint(record.checkpoint)
+    except (KeyboardInterrupt, SystemExit, Interrupted):
+        signal = interrupt.signal or "SIGINT"
+        step = trainer.global_step
+        record.update(status="interrupted", error=f"{signal} at iteration {step}")
+        log.warning(f"[{label}] interrupted by {signal} at iteration {step}: checkpoint saved")
+        raise Interrupted(signal) from None
     except Exception as e:  # recorded, not swallowed: run.json and the summary show it
-        traceback.print_exc()
+        log.exception(f"[{label}] FAILED: {type(e).__name__}: {e}")
         record.update(status="failed", error=f"{type(e).__name__}: {e}")
-        print(f"[{label}] FAILED: {type(e).__name__}: {e}", flush=True)
         return "failed"
     first = module.first_step_s  # None if a resumed run had no step left to take
     sched = module.lr_schedulers()
@@ -86,5 +147,5 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
         **warmup,
     )
     startup = "" if first is None else f" (first step incl. graph capture: {first:.1f}s)"
-    print(f"[{label}] done in {module.wall_time():.0f}s{startup}", flush=True)
+    log.info(f"[{label}] done in {module.wall_time():.0f}s{startup}")
     return "done"

@@ -1,0 +1,25 @@
+"""Errors in what a user asked for or gave: the data, the options, the run directory.
+
+They are setup errors: raised before anything trains or is recorded, and reported as their message
+alone (experiments.run exits with USER_ERROR; HYDRA_FULL_ERROR=1 shows the traceback). Everything
+else that goes wrong during training is recorded in the run's run.json as a failure.
+"""
+
+from __future__ import annotations
+
+# Exit codes of experiments.run, documented in the README.
+USER_ERROR = 2  # bad data, option or directory: nothing trained
+RUN_FAILED = 3  # a run (or, in a sweep, any run) failed; the others went on
+INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal, as a shell reports it
+
+
+class UserError(Exception):
+    """Something the user can fix; the message says what and how."""
+
+
+class OptionError(UserError, ValueError):
+    """An option outside its valid range."""
+
+
+class DataError(UserError, ValueError):
+    """The data set is missing, incomplete or not in the official format."""

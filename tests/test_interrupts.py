@@ -1,0 +1,100 @@
+"""Real signals to real training processes: nothing interrupted is lost or reported as success,
+and two processes never train the same run at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from helpers import ROOT, run_cli
+
+from depthsweep.errors import INTERRUPTED
+
+
+def command(data: Path, run_dir: Path, iterations: int = 400) -> list[str]:
+    return [
+        *["experiments.run", "depth=8", f"data.root={data}", "data.batch_size=16"],
+        *[f"schedule.iterations={iterations}", "trainer.log_every_n_steps=5"],
+        *["trainer.check_val_every_n_epoch=1000", "trainer.enable_progress_bar=false"],
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_steps(run_dir: Path, proc: subprocess.Popen, steps: int, timeout: float = 120) -> None:
+    """Until `proc` has logged `steps` iterations in metrics.csv (it is mid-training)."""
+    started, deadline = time.time(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        metrics = run_dir / "metrics.csv"
+        if (
+            metrics.is_file()
+            and metrics.stat().st_mtime > started  # written by this process, not an earlier one
+            and len(metrics.read_text().splitlines()) > steps // 5
+        ):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no {steps} steps logged in {timeout} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_the_current_step_and_the_same_command_resumes(sig, fake_cifar, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start(command(fake_cifar, run_dir))
+    wait_for_steps(run_dir, proc, 20)
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == INTERRUPTED[sig.name], output[-3000:]
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "interrupted"
+    step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    assert info["error"] == f"{sig.name} at iteration {step}" and 0 < step < 400
+    resumed = run_cli(*command(fake_cifar, run_dir))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "done"
+    logged = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["train_error"])["step"]
+    assert logged.tolist() == list(range(5, 401, 5))  # every window once: none lost or doubled
+
+
+def test_a_run_held_by_a_live_process_is_skipped_and_a_killed_one_does_not_block(
+    fake_cifar, tmp_path
+):
+    run_dir = tmp_path / "run"
+    first = start(command(fake_cifar, run_dir, iterations=3000))
+    wait_for_steps(run_dir, first, 10)
+    second = run_cli(*command(fake_cifar, run_dir, iterations=3000))
+    assert second.returncode == 0
+    assert "running elsewhere" in second.stdout
+    assert first.poll() is None  # the first one trains on, alone
+    first.send_signal(signal.SIGKILL)  # no handler, no cleanup: the lock file stays behind
+    first.wait(timeout=60)
+    assert (run_dir / ".lock").exists()
+    third = start(command(fake_cifar, run_dir, iterations=3000))
+    wait_for_steps(run_dir, third, 20)  # not blocked by the dead process's lock
+    third.send_signal(signal.SIGTERM)
+    output, _ = third.communicate(timeout=120)
+    assert third.returncode == INTERRUPTED["SIGTERM"], output[-3000:]
+    # no checkpoint was saved before the kill: the third started over, logging each step once
+    steps = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["train_error"])["step"]
+    assert steps.is_unique and steps.iloc[0] == 5
