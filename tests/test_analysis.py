@@ -7,6 +7,7 @@ import math
 import pandas as pd
 import pytest
 from fakesweep import DEGRADATION_VERDICT, degradation_sweep, write_run, write_sweep
+from omegaconf import OmegaConf
 
 from depthsweep import analysis, plots, report
 from experiments.analyze import main
@@ -35,7 +36,9 @@ def test_summary_values_and_columns(tmp_path):
     assert list(summary.columns[10:14]) == ["macs", "wall_time_s", "first_step_s", "run_dir"]
     assert list(summary.columns[15:]) == [
         *["test_images", "test_md5", "test_official", "warmup_end", "warmup_end_reason"],
+        "variant",  # the arch, and the options that tell its runs apart (none here)
     ]
+    assert (summary.variant == summary.arch).all()
     assert list(zip(summary.arch, summary.depth, summary.seed, strict=True)) == [
         ("plain", 20, 0), ("plain", 20, 1), ("plain", 56, 0), ("plain", 56, 1),
         ("resnet", 20, 0), ("resnet", 20, 1), ("resnet", 56, 0), ("resnet", 56, 1),
@@ -348,7 +351,7 @@ def test_analyze_writes_identical_files_twice(tmp_path):
         assert (tmp_path / name).read_bytes() == written[name], name
     assert written["figure6.png"].startswith(b"\x89PNG")
     assert b"<svg" in written["figure6.svg"]
-    assert pd.read_csv(tmp_path / "summary.csv").shape == (8, len(analysis.SUMMARY_COLUMNS))
+    assert pd.read_csv(tmp_path / "summary.csv").shape == (8, len(analysis.SUMMARY_COLUMNS) + 1)
     assert not list(tmp_path.glob(".*.tmp"))  # no temp files left behind
 
 
@@ -464,3 +467,48 @@ def test_figure6_shows_curves_above_the_papers_range_by_default(tmp_path):
     low, high = plots.figure6(metrics).axes[0].get_ylim()
     top = metrics[["train_error", "test_error"]].max().max()  # 100 at the first window
     assert low == 0 and top <= high <= 1.1 * top
+
+
+def test_runs_of_different_options_are_never_averaged_as_seeds(tmp_path):
+    """The zero-init sweep and a re-run with another schedule.iterations, in one directory."""
+    for seed, zero_init, iterations, train in [
+        (0, False, 200, 50.0),
+        (1, False, 200, 52.0),  # a real seed pair: averaged
+        (0, True, 200, 70.0),
+        (0, False, 300, 30.0),
+    ]:
+        run_dir = write_run(
+            tmp_path / f"zi={zero_init},it={iterations}", "resnet", 20, seed=seed, train=train
+        )
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+        cfg.arch.zero_init_residual, cfg.schedule = zero_init, {"iterations": iterations}
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+    summary = summary_of(tmp_path)
+    assert analysis.options_of(summary) == ["arch.zero_init_residual", "schedule.iterations"]
+    table = analysis.aggregate(summary).set_index("variant")
+    assert list(table.n) == [2, 1, 1]
+    plain_200 = "resnet (arch.zero_init_residual=False, schedule.iterations=200)"
+    assert table.loc[plain_200, "final_train_error_mean"] == pytest.approx(51.15)
+    zero = "resnet (arch.zero_init_residual=True, schedule.iterations=200)"
+    assert table.loc[zero, "final_train_error_mean"] == pytest.approx(70.15)
+    md = analysis.to_markdown(summary).splitlines()
+    header = next(line for line in md if line.startswith("| arch |"))
+    assert header.startswith("| arch | arch.zero_init_residual | schedule.iterations | depth |")
+    assert "| resnet | True | 200 | 20 | 1 |" in "\n".join(md)
+    panels = [ax.get_title() for ax in plots.figure6(analysis.load_sweep(tmp_path)[1]).axes]
+    assert panels == list(table.index)  # one labelled panel per group
+    assert analysis.decide(summary)[0] == "undetermined"
+
+
+def test_a_metrics_csv_cut_off_mid_row_is_never_reported_as_done(tmp_path):
+    degradation_sweep(tmp_path)
+    cut = tmp_path / "arch=plain,depth=20,seed=1" / "metrics.csv"
+    with open(cut, "a") as f:
+        f.write("1001,10,0.1,3.")  # a row cut off mid-number
+    with pytest.warns(UserWarning, match="its last row is cut off mid-line: dropped"):
+        summary = summary_of(tmp_path)
+    assert row(summary, "plain", 20, seed=1).status == "metrics cut off"
+    assert row(summary, "plain", 20, seed=1).iterations == 1000  # the partial row dropped
+    assert analysis.aggregate(summary).set_index(["arch", "depth"]).loc[("plain", 20)].n == 1
+    md = analysis.to_markdown(summary)
+    assert "- arch=plain,depth=20,seed=1: metrics cut off" in md

@@ -11,7 +11,17 @@ from pathlib import Path
 import pandas as pd
 
 from depthsweep.data import OFFICIAL_TEST_MD5
-from depthsweep.rundir import RUN_JSON, find_runs, read_info, read_metrics
+from depthsweep.rundir import (
+    CONFIG,
+    RUN_JSON,
+    find_runs,
+    flat_config,
+    metrics_cut_off,
+    read_config,
+    read_info,
+    read_metrics,
+    result_config,
+)
 
 # Reference errors (%) shown beside ours in summary.md, as (train, test) display strings.
 # resnet: test error from He et al. 2016, Table 6 (for 110 the best of 5 runs; mean 6.61).
@@ -67,6 +77,10 @@ COLUMN_TITLES = {
 }
 
 
+# A run whose run.json says done but whose metrics.csv ends mid-row: its numbers are not whole.
+CUT_OFF = "metrics cut off"
+
+
 class NoRunsError(ValueError):
     """The sweep directory is missing or holds no readable run."""
 
@@ -101,6 +115,8 @@ def load_sweep(sweep_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame
         row = _read_run(run_dir, sweep_dir)
         if row is None:
             continue
+        if row["status"] == "done" and metrics_cut_off(run_dir):  # never report it as done
+            row["status"] = CUT_OFF
         rows.append(row)
         frame = read_metrics(run_dir, METRIC_COLUMNS)
         if frame is not None:
@@ -109,13 +125,56 @@ def load_sweep(sweep_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame
     if not rows:
         raise NoRunsError(f"no readable runs in {sweep_dir}; {expected}")
     runs = pd.DataFrame(rows, columns=[*RUN_KEYS, "run_dir"]).astype({"depth": int, "seed": int})
+    options = _differing_options(sweep_dir, runs)
+    runs = pd.concat([runs, options], axis=1)
+    runs["variant"] = _variants(runs, list(options.columns))
     metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    ids = ["arch", "depth", "seed", "run_dir"]
+    if len(metrics):
+        metrics["variant"] = metrics["run_dir"].map(
+            dict(zip(runs.run_dir, runs.variant, strict=True))
+        )
+    ids = ["arch", "variant", "depth", "seed", "run_dir"]
     extra = [col for col in metrics.columns if col not in ids + METRIC_COLUMNS]
     # Every known column exists, so callers need not check which ones a run happened to log.
     metrics = metrics.reindex(columns=ids + METRIC_COLUMNS + extra)
     metrics[METRIC_COLUMNS] = metrics[METRIC_COLUMNS].astype(float)
     return runs, metrics
+
+
+# Never options of their own: the summary's rows already are per arch, depth and seed.
+IDENTITY_KEYS = {"arch.name", "arch._target_", "depth", "seed"}
+
+
+def _differing_options(sweep_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """One column per result-changing option whose value differs between runs of one arch (a
+    schedule.iterations, an arch.zero_init_residual, a cuda_graph), as the runs' config.yaml
+    say: the summary groups by them, so that only seeds are ever averaged."""
+    configs = []
+    for name in runs["run_dir"]:
+        path = sweep_dir / name / CONFIG
+        configs.append(
+            flat_config(result_config(read_config(sweep_dir / name))) if path.is_file() else {}
+        )
+    flat = pd.DataFrame(configs, index=runs.index).drop(columns=IDENTITY_KEYS, errors="ignore")
+    text = flat.astype(str)  # lists and None compare as text
+    differing = [k for k in flat.columns if (text[k].groupby(runs["arch"]).nunique() > 1).any()]
+    return flat[differing].astype(str).where(flat[differing].notna())
+
+
+def _variants(runs: pd.DataFrame, options: list[str]) -> pd.Series:
+    """The arch, with the options that tell its runs apart, e.g. 'resnet (cuda_graph=true)'."""
+
+    def label(row: pd.Series) -> str:
+        set_ = [f"{k}={row[k]}" for k in options if pd.notna(row[k])]
+        return f"{row['arch']} ({', '.join(set_)})" if set_ else row["arch"]
+
+    return runs.apply(label, axis=1) if len(runs) else pd.Series(dtype=str)
+
+
+def options_of(frame: pd.DataFrame) -> list[str]:
+    """The option columns `load_sweep` added to a runs or summary table."""
+    known = {*SUMMARY_COLUMNS, *RUN_KEYS, "run_dir", "variant"}
+    return [c for c in frame.columns if c not in known]
 
 
 def _last(values: pd.Series) -> float:
@@ -156,19 +215,26 @@ def summarize(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     summary = pd.concat([runs.drop(columns="iterations"), finals], axis=1)
     ints = ["params", "macs", "iterations", "warmup_end", "test_images"]
     summary = summary.astype(dict.fromkeys(ints, "Int64"))
-    return summary[SUMMARY_COLUMNS].sort_values(["arch", "depth", "seed"], ignore_index=True)
+    options = options_of(runs)
+    columns = ["arch", *options, *SUMMARY_COLUMNS[1:], "variant"]
+    return summary[columns].sort_values(["variant", "depth", "seed"], ignore_index=True)
 
 
 def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of each error column per (arch, depth); failed runs left out."""
-    grouped = summary[summary["status"] != "failed"].groupby(["arch", "depth"])
+    """Mean and std over seeds of each error column per variant (arch and the options that tell
+    runs apart) and depth: only seeds are averaged. Failed and cut-off runs left out."""
+    options = options_of(summary)
+    kept = summary[~summary["status"].isin(["failed", CUT_OFF])]
+    grouped = kept.groupby(["variant", "depth"], sort=False)
     table = grouped[ERROR_COLUMNS].agg(["mean", "std"])
     table.columns = [f"{col}_{stat}" for col, stat in table.columns]
-    table.insert(0, "n", grouped.size())
-    table.insert(1, "params", grouped["params"].first())
-    table.insert(2, "macs", grouped["macs"].first())
+    for i, col in enumerate(["arch", *options]):
+        table.insert(i, col, grouped[col].first())
+    table.insert(len(options) + 1, "n", grouped.size())
+    table.insert(len(options) + 2, "params", grouped["params"].first())
+    table.insert(len(options) + 3, "macs", grouped["macs"].first())
     table["test_set"] = grouped[["test_images", "test_md5", "test_official"]].apply(test_set_label)
-    return table.reset_index()
+    return table.reset_index().sort_values(["variant", "depth"], ignore_index=True)
 
 
 def test_set_label(runs: pd.DataFrame) -> str:
@@ -258,6 +324,13 @@ def decide(summary: pd.DataFrame) -> tuple[str, str]:
     "inconclusive" or "undetermined"."""
     used = summary[(summary["status"] == "done") & (summary["depth"] >= MIN_DEPTH)]
     used = used.dropna(subset=["final_train_error"])
+    compared = used[used["arch"].isin(["plain", "resnet"])]
+    mixed = [o for o in options_of(summary) if compared[o].astype(str).nunique() > 1]
+    if mixed:
+        return "undetermined", (
+            f"Verdict undetermined: the plain and resnet runs differ in {', '.join(mixed)}; "
+            "the verdict compares the two under one configuration (analyse each apart)."
+        )
     stats = {
         arch: used[used["arch"] == arch].groupby("depth")["final_train_error"].agg(["mean", "std"])
         for arch in ("plain", "resnet")
@@ -308,6 +381,7 @@ def _mean_std(mean: float, std: float) -> str:
 def to_markdown(summary: pd.DataFrame) -> str:
     """summary.md: the per-(arch, depth) table, failed and running runs, the verdict."""
     table = aggregate(summary)
+    options = options_of(summary)
     shown = list(ERROR_COLUMNS)
     if table["test_error_at_best_val_mean"].isna().all():  # no run held out a validation split
         shown.remove("test_error_at_best_val")
@@ -320,20 +394,28 @@ def to_markdown(summary: pd.DataFrame) -> str:
         f"{OFFICIAL_TEST_MD5}); any other test set's errors are not comparable with it.",
         "'best test error' is the minimum over evaluations: chosen on the test set, so optimistic.",
         "",
-        "| arch | depth | n | params | MACs | "
+        "| "
+        + " | ".join(["arch", *options, "depth", "n", "params", "MACs"])
+        + " | "
         + " | ".join(COLUMN_TITLES[c] for c in shown)
         + " | test set | paper train | paper test |",
-        "|---|---:|---:|---:|---:|" + "---:|" * len(shown) + "---|---:|---:|",
+        "|---|"
+        + "---|" * len(options)
+        + "---:|---:|---:|---:|"
+        + "---:|" * len(shown)
+        + "---|---:|---:|",
     ]
-    for row in table.itertuples():
-        paper_train, paper_test = PAPER_ERRORS.get((row.arch, row.depth), ("—", "—"))
-        if row.test_set != "official" and paper_test != "—":
+    for row in table.to_dict("records"):
+        paper_train, paper_test = PAPER_ERRORS.get((row["arch"], row["depth"]), ("—", "—"))
+        if row["test_set"] != "official" and paper_test != "—":
             paper_test = "not comparable"
-        params = "—" if pd.isna(row.params) else f"{row.params:,}"
-        macs = "—" if pd.isna(row.macs) else f"{row.macs / 1e6:.1f}M"  # multiply-adds per image
-        errors = [_mean_std(getattr(row, f"{c}_mean"), getattr(row, f"{c}_std")) for c in shown]
-        cells = [row.arch, row.depth, row.n, params, macs, *errors, row.test_set]
-        lines.append("| " + " | ".join(map(str, [*cells, paper_train, paper_test])) + " |")
+        params = "—" if pd.isna(row["params"]) else f"{row['params']:,}"
+        macs = "—" if pd.isna(row["macs"]) else f"{row['macs'] / 1e6:.1f}M"  # per image
+        errors = [_mean_std(row[f"{c}_mean"], row[f"{c}_std"]) for c in shown]
+        opts = ["—" if pd.isna(row[o]) else row[o] for o in options]
+        cells = [row["arch"], *opts, row["depth"], row["n"], params, macs, *errors]
+        cells += [row["test_set"], paper_train, paper_test]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     warm = summary[summary["warmup_end"].notna()]
     if len(warm):
         lines += ["", "Warm-up (schedule.warmup):", ""]
@@ -341,15 +423,19 @@ def to_markdown(summary: pd.DataFrame) -> str:
             f"- {r.run_dir}: ended at iteration {r.warmup_end} ({r.warmup_end_reason})"
             for r in warm.itertuples()
         ]
-    failed = summary[summary["status"] == "failed"]
+    failed = summary[summary["status"].isin(["failed", CUT_OFF])]
     if len(failed):
-        lines += ["", "Failed runs:", ""]
+        lines += ["", "Failed runs (left out above):", ""]
         # Collapse whitespace: a multi-line traceback would break the markdown list.
         errors = ["(no message)" if pd.isna(e) else " ".join(str(e).split()) for e in failed.error]
+        errors = [
+            CUT_OFF if s == CUT_OFF else e for s, e in zip(failed.status, errors, strict=True)
+        ]
         lines += [f"- {name}: {e}" for name, e in zip(failed.run_dir, errors, strict=True)]
-    running = summary[summary["status"] == "running"]
+    running = summary[summary["status"].isin(["running", "interrupted"])]
     if len(running):
-        lines += ["", "Still running (included above with their current numbers):", ""]
+        lines += ["", "Still running or interrupted (included above with their current numbers):"]
+        lines += [""]
         steps = [
             "nothing logged yet" if pd.isna(i) else f"at iteration {i}" for i in running.iterations
         ]

@@ -21,28 +21,31 @@ from depthsweep.files import atomic_write
 STYLES = {"train": "--", "test": "-"}  # the paper's convention: dashed train, solid test
 
 
-def arch_order(archs: Iterable[str]) -> list[str]:
-    """plain and resnet first (the paper's comparison), then other archs alphabetically."""
-    archs = set(archs)
-    return [a for a in ("plain", "resnet") if a in archs] + sorted(archs - {"plain", "resnet"})
+def arch_order(variants: Iterable[str]) -> list[str]:
+    """plain and resnet first (the paper's comparison), then other archs; a variant ('resnet
+    (cuda_graph=true)') sorts with its arch."""
+    first = {"plain": 0, "resnet": 1}
+    return sorted(set(variants), key=lambda v: (first.get(v.split(" ")[0], 2), v))
 
 
 def figure6(metrics: pd.DataFrame, ylim: tuple[float, float] | None = None) -> Figure:
-    """One panel per arch: train (dashed) and test (solid) error vs iterations, seed-averaged.
+    """One panel per variant (arch and the options that tell runs apart): train (dashed) and test
+    (solid) error vs iterations, seed-averaged.
     `ylim` None: from 0 to just above the highest curve (the paper's Fig. 6 uses 0-20)."""
-    archs = arch_order(metrics["arch"].dropna().unique())
+    archs = arch_order(metrics["variant"].dropna().unique())
     # One colour per depth across all panels, so plain-56 and resnet-56 match.
     colours = {d: f"C{i % 10}" for i, d in enumerate(sorted(metrics["depth"].dropna().unique()))}
     fig = Figure(figsize=(5 * max(len(archs), 1), 4), layout="constrained")
     axes = fig.subplots(1, max(len(archs), 1), sharey=True, squeeze=False)[0]
     for ax, arch in zip(axes, archs, strict=False):
-        of_arch = metrics[metrics["arch"] == arch]
+        of_arch = metrics[metrics["variant"] == arch]
         for depth, rows in of_arch.groupby("depth"):
             for kind, style in STYLES.items():
                 curve = rows.groupby("step")[f"{kind}_error"].mean().dropna()
                 ax.plot(curve.index, curve.to_numpy(), ls=style, color=colours[depth])
         depths = sorted(of_arch["depth"].unique())
-        handles = [Line2D([], [], color=colours[d], label=f"{arch}-{d}") for d in depths]
+        name = of_arch["arch"].iloc[0]  # the panel's title names the options, if any
+        handles = [Line2D([], [], color=colours[d], label=f"{name}-{d}") for d in depths]
         handles += [Line2D([], [], color="grey", ls=s, label=k) for k, s in STYLES.items()]
         ax.legend(handles=handles, fontsize="small")
         ax.set(title=arch, xlabel="iterations")
@@ -52,12 +55,12 @@ def figure6(metrics: pd.DataFrame, ylim: tuple[float, float] | None = None) -> F
 
 
 def error_vs_depth(summary: pd.DataFrame) -> Figure:
-    """Final train (dashed) and test (solid) error vs depth per arch; bars: std over seeds."""
+    """Final train (dashed) and test (solid) error vs depth per variant; bars: std over seeds."""
     table = aggregate(summary)
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
-    for i, arch in enumerate(arch_order(table["arch"].unique())):
-        rows = table[table["arch"] == arch]
+    for i, arch in enumerate(arch_order(table["variant"].unique())):
+        rows = table[table["variant"] == arch]
         for kind, style in STYLES.items():
             col = f"final_{kind}_error"
             ax.errorbar(

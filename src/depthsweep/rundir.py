@@ -76,16 +76,31 @@ def read_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(run_dir / CONFIG)
 
 
+def metrics_cut_off(run_dir: Path) -> bool:
+    """Whether metrics.csv ends inside a row (its writer was killed mid-line): the CSV writer ends
+    every row with a newline."""
+    path = run_dir / METRICS
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
 def read_metrics(run_dir: Path, numeric: list[str]) -> pd.DataFrame | None:
     """The run's metrics.csv with the `numeric` columns it has as numbers, or None if absent or
-    unreadable (with a warning: it may be half-written)."""
+    unreadable (with a warning). A last row cut off mid-line is dropped, with a warning."""
     import pandas as pd  # only readers need pandas; training never reads metrics this way
 
     path = run_dir / METRICS
     if not path.exists():
         return None
     try:
-        frame = pd.read_csv(path)
+        text = path.read_text(encoding="utf-8")
+        if metrics_cut_off(run_dir):
+            warnings.warn(f"{path}: its last row is cut off mid-line: dropped", stacklevel=3)
+            text = text[: text.rfind("\n") + 1]
+        frame = pd.read_csv(io.StringIO(text))
         if "step" not in frame:
             raise ValueError("no 'step' column")
         known = [col for col in numeric if col in frame]
@@ -137,7 +152,8 @@ class RunRecord:
         saved = read_config(self.dir)
         # A key neutral to either config is neutral (a run recorded before the list grew).
         neutral = [*saved.get("neutral_keys", []), *cfg.get("neutral_keys", [])]
-        old, new = _flat(result_config(saved, neutral)), _flat(result_config(cfg, neutral))
+        old = flat_config(result_config(saved, neutral))
+        new = flat_config(result_config(cfg, neutral))
         diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         if diff:
             raise ConfigMismatchError(
@@ -177,11 +193,12 @@ class RunRecord:
         return self.checkpoint
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+def flat_config(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config as {'a.b.c': value}."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flat_config(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
