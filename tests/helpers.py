@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytorch_lightning as pl
 
 from depthsweep.config import compose_config
 from depthsweep.data import FOLDER, TEST_FILE, TRAIN_FILES
@@ -74,3 +75,13 @@ def train_tiny(run_dir: Path, data_root: Path, *overrides: str) -> None:
         ],
     )
     assert train(cfg, run_dir) == "done"
+
+
+class RecordingCallback(pl.Callback):
+    """A user's callback, configured by `_target_`: writes how many steps it saw to `path`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.path.write_text(str(trainer.global_step))

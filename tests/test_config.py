@@ -3,7 +3,11 @@ plus one config file, with no change to the runner or the analysis."""
 
 from __future__ import annotations
 
+import pytest
+
+from depthsweep.build import make_trainer
 from depthsweep.config import compose_config
+from depthsweep.errors import OptionError
 from depthsweep.models import CifarNet, PlainBlock
 from depthsweep.report import analyze
 from depthsweep.train import train
@@ -48,3 +52,29 @@ def test_new_architecture_needs_one_class_and_one_config_file(fake_cifar, tmp_pa
     row = summary.iloc[0]
     assert (row.arch, row.depth, row.status, row.iterations) == ("thin", 11, "done", 4)
     assert row.params == sum(p.numel() for p in ThinNet(11).parameters())
+
+
+def test_configured_loggers_and_callbacks_are_used_beside_the_csv(fake_cifar, tmp_path):
+    extra, seen = tmp_path / "extra_logs", tmp_path / "callback_saw"
+    cfg = compose_config(
+        [
+            *["trainer=cpu", "depth=8", f"data.root={fake_cifar}", "data.batch_size=20"],
+            *["schedule.iterations=10", "trainer.enable_progress_bar=false"],
+            "+logger.extra._target_=pytorch_lightning.loggers.CSVLogger",
+            f"+logger.extra.save_dir={extra}",
+            "+callbacks.recorder._target_=helpers.RecordingCallback",
+            f"+callbacks.recorder.path={seen}",
+        ]
+    )
+    run_dir = tmp_path / "run"
+    assert train(cfg, run_dir) == "done"
+    (logged,) = extra.glob("*/*/metrics.csv")  # lightning_logs/version_0/metrics.csv
+    assert "train_error" in logged.read_text().splitlines()[0]
+    assert (run_dir / "metrics.csv").is_file()  # the analysis' CSV is still written
+    assert seen.read_text() == "10"
+
+
+def test_loggers_set_on_the_trainer_are_refused(tmp_path):
+    cfg = compose_config(["+trainer.logger=false"])
+    with pytest.raises(OptionError, match=r"trainer.logger would replace .* logger=NAME"):
+        make_trainer(cfg, [])

@@ -10,10 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import ROOT, run_cli, write_cifar10_batch
+import pytorch_lightning as pl
+import torch
+from helpers import ROOT, run_cli, train_tiny, write_cifar10_batch
 
 from depthsweep.config import compose_config
 from depthsweep.errors import RUN_FAILED, USER_ERROR
@@ -295,3 +298,17 @@ def test_a_run_recorded_before_a_key_became_neutral_is_still_the_same_run(tmp_pa
     old.neutral_keys = [k for k in old.neutral_keys if k != "data.root"]
     record.start(old, {})
     record.check_config(compose_config(["data.root=b"]))  # neutral now: fine
+
+
+def test_every_run_records_where_it_came_from(fake_cifar, tmp_path):
+    train_tiny(tmp_path / "run", fake_cifar)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (info["torch"], info["lightning"]) == (torch.__version__, pl.__version__)
+    assert info["hydra"] == hydra.__version__ and info["cuda"] == torch.version.cuda
+    assert info["device"].startswith("CPU")
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True)
+    if head.returncode == 0:  # a git checkout: the commit, and whether it had local changes
+        assert info["git_commit"] == head.stdout.decode().strip()
+        assert isinstance(info["git_dirty"], bool)
+    else:
+        assert info["git_commit"] is None and info["git_dirty"] is None

@@ -9,6 +9,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 
@@ -85,8 +86,26 @@ def make_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     return build(cfg.data, "data", _convert_="all")
 
 
+def make_extras(cfg: DictConfig, run_dir: str) -> tuple[list[Logger], list[Callback]]:
+    """The loggers and callbacks the config adds (its `logger` and `callbacks` groups); a
+    logger's `save_dir: null` is the run's directory."""
+    loggers = []
+    for name, node in cfg.logger.items():
+        place = {"save_dir": run_dir} if "save_dir" in node and node.save_dir is None else {}
+        loggers.append(build(node, f"logger.{name}", **place))
+    callbacks = [build(node, f"callbacks.{name}") for name, node in cfg.callbacks.items()]
+    return loggers, callbacks
+
+
 def make_trainer(cfg: DictConfig, callbacks: list[Callback], **overrides) -> pl.Trainer:
-    """`cfg.trainer` with the run length, precision and logging window filled in."""
+    """`cfg.trainer` with the run length, precision and logging window filled in. Loggers and
+    callbacks come from the harness and the config's own groups, never from `trainer.*`."""
+    for key in ("logger", "callbacks"):
+        if key in cfg.trainer:
+            raise OptionError(
+                f"trainer.{key} would replace the harness's own {key}: add yours with "
+                f"{key}=NAME or +{key}.NAME._target_=... instead"
+            )
     kwargs = {
         "precision": resolve_precision(cfg.trainer),
         "max_steps": cfg.schedule.iterations,

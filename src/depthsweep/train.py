@@ -18,6 +18,7 @@ from depthsweep.build import (
     build_model,
     job_devices,
     make_datamodule,
+    make_extras,
     make_module,
     make_trainer,
 )
@@ -105,10 +106,11 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
     ]
     if cfg.diagnostics.grad_norm_every:  # off by default: no callback, no cost
         callbacks.append(GradNormLogger(cfg.diagnostics.grad_norm_every))
+    loggers, extra_callbacks = make_extras(cfg, str(record.dir))
     trainer = make_trainer(
         cfg,
-        callbacks,
-        logger=AppendingCSVLogger(record.dir),
+        callbacks + extra_callbacks,
+        logger=[AppendingCSVLogger(record.dir), *loggers],  # the CSV first: analysis reads it
         default_root_dir=str(record.dir),
         **job_devices(cfg),
     )
