@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -33,16 +34,37 @@ class ProgressPrinter(pl.Callback):
 
 
 class CheckpointOnInterrupt(pl.Callback):
-    """Ctrl-C (SIGINT) or SIGTERM (what SLURM sends on preemption or at its time limit) saves a
-    checkpoint at the current step, so that the next invocation resumes there. Lightning turns
-    SIGTERM into a SIGTERMException at the next step boundary and Ctrl-C into an exit after its
-    hooks; `signal` says which one stopped the run."""
+    """Ctrl-C (SIGINT) or SIGTERM (what SLURM sends on preemption or at its time limit) stops the
+    run at a step boundary with a checkpoint of that step, so that the next invocation resumes
+    there with every logged step logged once. Lightning turns SIGTERM into a SIGTERMException at
+    the next boundary (saved here); Ctrl-C, which Python raises wherever the code is, is caught
+    while training and turned into `trainer.should_stop` (train.py saves after fit returns); a
+    second Ctrl-C stops at once. `signal` says which one stopped the run."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.signal: str | None = None
+        self._previous = None
+
+    def on_train_start(self, trainer: pl.Trainer, module) -> None:
+        def stop_after_this_step(signum, frame) -> None:
+            if self.signal:  # asked twice: now
+                raise KeyboardInterrupt
+            self.signal = "SIGINT"
+            trainer.should_stop = True
+
+        self._previous = signal.signal(signal.SIGINT, stop_after_this_step)
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def on_train_end(self, trainer: pl.Trainer, module) -> None:
+        self._restore()
 
     def on_exception(self, trainer: pl.Trainer, module, exception: BaseException) -> None:
+        self._restore()
         if isinstance(exception, KeyboardInterrupt | SIGTERMException):
             self.signal = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
             trainer.save_checkpoint(self.path)

@@ -120,7 +120,8 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-        if interrupt.signal:  # Lightning caught the signal, saved, and returned or exited
+        if interrupt.signal:  # Ctrl-C: fit stopped after the step it was in
+            trainer.save_checkpoint(record.checkpoint)
             raise Interrupted(interrupt.signal)
         if module.evaluated_at != trainer.global_step:  # the run ended between evaluations
             trainer.validate(module, datamodule=datamodule, verbose=False)
