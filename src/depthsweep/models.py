@@ -19,18 +19,21 @@ class InvalidDepthError(OptionError):
     """The requested depth does not fit the architecture's layer pattern."""
 
 
-def blocks_per_stage(depth: int, layers_per_block: int) -> int:
-    """n in depth = 3 * layers_per_block * n + 2 (stem, 3 stages of n blocks, classifier)."""
+def blocks_per_stage(depth: int, layers_per_block: int, unit: str | None = None) -> int:
+    """n in depth = 3 * layers_per_block * n + 2 (stem, 3 stages of n blocks, classifier).
+    `unit` names the blocks in the error message."""
     if isinstance(depth, bool) or not isinstance(depth, int):
         raise InvalidDepthError(f"depth={depth!r}: the number of layers, an integer like 20")
     step = 3 * layers_per_block
     n, rest = divmod(depth - 2, step)
     if n >= 1 and rest == 0:
         return n
-    valid = [k * step + 2 for k in (n, n + 1) if k >= 1] if n >= 1 else [step + 2]
+    # n < 1 (depth below the smallest valid one, even <= 0) rounds up to n = 1.
+    valid = sorted({max(k, 1) * step + 2 for k in (n, n + 1)})
+    unit = unit or f"blocks of {layers_per_block} conv layers"
     raise InvalidDepthError(
         f"depth={depth} is invalid: this architecture needs depth = {step}n+2 with n >= 1 "
-        f"(a stem conv, 3 stages of n blocks of {layers_per_block} conv layers, a classifier). "
+        f"(a stem conv, 3 stages of n {unit}, a classifier). "
         f"Nearest valid depths: {', '.join(map(str, valid))}."
     )
 
@@ -206,14 +209,14 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module) -> int:
-    """Multiply-adds of one forward pass on one 32x32 image, from torch's FLOP counter (conv and
-    linear layers; 1 MAC = 2 FLOPs)."""
+def count_macs(model: nn.Module, shape: tuple[int, int, int] = (3, 32, 32)) -> int:
+    """Multiply-adds of one forward pass in eval mode on one image of `shape` (C, H, W; a 32x32
+    RGB image by default), from torch's FLOP counter (conv and linear layers; 1 MAC = 2 FLOPs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, 3, 32, 32, device=next(model.parameters()).device)
+    x = torch.zeros(1, *shape, device=next(model.parameters()).device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     model.train(was_training)

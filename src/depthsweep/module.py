@@ -9,6 +9,10 @@ otherwise be paid every step, on the order of a whole graphed step of ResNet-20 
 With `cuda_graph=True` the module optimizes manually: forward, loss and backward go through a
 GraphedStep (one CUDA graph replay on a GPU), then Lightning's optimizer step and the scheduler run
 as in automatic optimization, in the same order.
+
+A net with side heads (InceptionNet with aux_weight > 0) returns (logits, [side logits]) in
+training mode: the loss adds `model.aux_weight` times each side head's cross-entropy; errors and
+evaluation use the main logits only.
 """
 
 from __future__ import annotations
@@ -85,8 +89,13 @@ class Classifier(pl.LightningModule):
     def _loss_and_error(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         x, y = batch
         logits = self(x)
+        aux: list[Tensor] = []
+        if isinstance(logits, tuple):  # (main, side heads' logits): a net with side heads, training
+            logits, aux = logits
         loss = F.cross_entropy(logits, y)
-        return loss, (logits.argmax(1) != y).float().mean() * 100
+        for side in aux:
+            loss = loss + self.model.aux_weight * F.cross_entropy(side, y)
+        return loss, (logits.argmax(1) != y).float().mean() * 100  # the main head's error only
 
     def _forward_backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         loss, error = self._loss_and_error((x, y))
