@@ -32,7 +32,7 @@ def _discard(run_dir: Path, sweep: bool) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> str:
+def main(cfg: DictConfig) -> str | float:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
@@ -47,6 +47,10 @@ def main(cfg: DictConfig) -> str:
         raise SystemExit(INTERRUPTED[getattr(e, "signal", "SIGINT")]) from None
     if status == "failed" and hc.mode == RunMode.RUN:  # in a sweep, the other runs go on
         raise SystemExit(RUN_FAILED)
+    if cfg.optimized_metric:  # what a search (hparams_search=...) minimises or maximises
+        from depthsweep.analysis import run_metric  # pandas: loaded for searches only
+
+        return run_metric(run_dir, cfg.optimized_metric)
     return status
 
 

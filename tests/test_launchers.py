@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import run_cli
+from omegaconf import OmegaConf
 
 from depthsweep.config import compose_config
 
@@ -103,3 +104,18 @@ def test_slurm_launcher_makes_a_valid_sbatch_script(tmp_path, monkeypatch):
         assert f"#SBATCH {flag}" in script
     for flag in ["--time=240", "--signal=USR2@120", "--requeue", "--partition=gpu"]:
         assert f"#SBATCH {flag}" in script
+
+
+def test_an_optuna_search_trains_two_trials_and_reports_the_best(fake_cifar, tmp_path):
+    out = tmp_path / "search"
+    result = run_cli(
+        *["experiments.run", "-m", "hparams_search=lr_optuna", "hydra.sweeper.n_trials=2"],
+        *["depth=8", f"data.root={fake_cifar}", "data.batch_size=20", "schedule.iterations=5"],
+        *["optimized_metric=final_train_error", "trainer.enable_progress_bar=false"],
+        f"hydra.sweep.dir={out}",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    best = OmegaConf.load(out / "optimization_results.yaml")
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 2 and summary["schedule.lr"].nunique() == 2  # two groups, not seeds
+    assert best.best_value == pytest.approx(summary.final_train_error.min())

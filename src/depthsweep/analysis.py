@@ -203,6 +203,18 @@ def _final_errors(frame: pd.DataFrame) -> dict[str, float]:
     }
 
 
+def run_metric(run_dir: Path, name: str) -> float:
+    """One of a run's summary errors (ERROR_COLUMNS), from its metrics.csv: what a search over
+    runs (Hydra's Optuna sweeper) optimises."""
+    if name not in ERROR_COLUMNS:
+        raise ValueError(f"optimized_metric={name!r}: choose one of {', '.join(ERROR_COLUMNS)}")
+    frame = read_metrics(run_dir, METRIC_COLUMNS)
+    if frame is None:
+        return math.nan
+    frame = frame.reindex(columns=list(dict.fromkeys([*METRIC_COLUMNS, *frame.columns])))
+    return float(_final_errors(frame)[name])
+
+
 def summarize(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per run (the summary.csv table), sorted by arch, depth, seed."""
     by_run = dict(list(metrics.groupby("run_dir")))
