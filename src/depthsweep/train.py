@@ -149,6 +149,6 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
         first_step_s=None if first is None else round(first, 3),
         **warmup,
     )
-    startup = "" if first is None else f" (first step incl. graph capture: {first:.1f}s)"
+    startup = "" if first is None else f" (first step, with any graph capture: {first:.1f}s)"
     log.info(f"[{label}] done in {module.wall_time():.0f}s{startup}")
     return "done"
