@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
@@ -14,6 +13,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 
 from depthsweep.build import build_model, make_datamodule, make_module, make_trainer
+from depthsweep.console import quiet_libraries
 from depthsweep.module import synchronize
 
 
@@ -72,8 +72,8 @@ def time_harness(
 
 
 def quiet_lightning() -> None:
-    """Lightning's start-up banners (GPU available, seed set, ...) would bury the table."""
+    """Besides the noise every run drops, Lightning's start-up banners (GPU available, ...), which
+    would bury the bench's table."""
+    quiet_libraries()
     for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    # Lightning's use of a torch API deprecated in this torch: nothing the reader can act on.
-    warnings.filterwarnings("ignore", category=FutureWarning, module="pytorch_lightning")
