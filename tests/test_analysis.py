@@ -153,14 +153,39 @@ def test_verdict_paper_figure6_is_reproduced():
     )
 
 
-def test_verdict_lone_collapsed_deepest_plain_is_inconclusive():
-    # 20 -> 56 is flat: a collapsed plain-110 alone does not show degradation.
-    summary = fixed({20: 2.0, 56: 2.1, 110: 80.0}, {20: 2.0, 56: 1.5, 110: 1.2})
-    outcome, sentence = analysis.decide(summary)
-    assert outcome == "inconclusive"
-    assert sentence.startswith(
-        "Inconclusive: plain's train error changes by only +0.10 points from depth 20 to 56."
-    )
+@pytest.mark.parametrize(
+    "plain, resnet, outcome, sentence",
+    [
+        (  # 20 -> 56 is flat: a collapsed plain-110 alone does not show degradation
+            {20: 2.0, 56: 2.1, 110: 80.0},
+            {20: 2.0, 56: 1.5, 110: 1.2},
+            "inconclusive",
+            "Inconclusive: plain's train error changes by only +0.10 points from depth 20 to 56.",
+        ),
+        (  # resnet's deepest is below its shallowest: only the rise in between degrades
+            {20: 2.0, 56: 6.0, 110: 9.0},
+            {20: 1.0, 56: 3.0, 110: 0.9},
+            "not reproduced",
+            "NOT reproduced: resnet's train error rises by 2.00 points from depth 20 to 56.",
+        ),
+        (
+            {20: 2.0, 56: 4.0},
+            {20: 4.5, 56: 4.4},
+            "not reproduced",
+            "NOT reproduced: resnet's train error is 0.40 points above plain's at depth 56.",
+        ),
+        (  # rises from 20 to both 56 and 110, but falls from 32 to 56 by more than δ
+            {20: 2.0, 32: 6.0, 56: 4.0, 110: 8.0},
+            {20: 1.5, 32: 1.2, 56: 1.0, 110: 0.8},
+            "not reproduced",
+            "NOT reproduced: plain's train error falls by 2.00 points from depth 32 to 56.",
+        ),
+    ],
+)
+def test_verdict_names_what_decided_it(plain, resnet, outcome, sentence):
+    got, text = analysis.decide(fixed(plain, resnet))
+    assert got == outcome
+    assert text.startswith(sentence)
 
 
 def test_verdict_resnet_rise_within_tolerance_is_reproduced():
@@ -181,38 +206,10 @@ def test_verdict_ignores_depths_below_20():
     assert "plain 20: 2.00%, 56: 6.00%, 110: 9.00%; resnet 20: 1.80%," in sentence
 
 
-def test_verdict_resnet_degrading_is_not_reproduced():
-    # resnet's deepest is below its shallowest: only the rise in between shows degradation.
-    summary = fixed({20: 2.0, 56: 6.0, 110: 9.0}, {20: 1.0, 56: 3.0, 110: 0.9})
-    outcome, sentence = analysis.decide(summary)
-    assert outcome == "not reproduced"
-    assert sentence.startswith(
-        "NOT reproduced: resnet's train error rises by 2.00 points from depth 20 to 56."
-    )
-
-
-def test_verdict_resnet_above_plain_is_not_reproduced():
-    outcome, sentence = analysis.decide(fixed({20: 2.0, 56: 4.0}, {20: 4.5, 56: 4.4}))
-    assert outcome == "not reproduced"
-    assert sentence.startswith(
-        "NOT reproduced: resnet's train error is 0.40 points above plain's at depth 56."
-    )
-
-
 def test_verdict_judges_resnet_against_plain_at_the_deepest_depth_only():
     """At 20 layers the two train about equally well: resnet-20 above plain-20 decides nothing."""
     outcome, _ = analysis.decide(fixed({20: 1.4, 56: 5.9}, {20: 3.0, 56: 2.5}))
     assert outcome == "reproduced"
-
-
-def test_verdict_plain_falling_is_not_reproduced():
-    # Rises from 20 to both 56 and 110, but falls from 32 to 56 by more than δ.
-    summary = fixed({20: 2.0, 32: 6.0, 56: 4.0, 110: 8.0}, {20: 1.5, 32: 1.2, 56: 1.0, 110: 0.8})
-    outcome, sentence = analysis.decide(summary)
-    assert outcome == "not reproduced"
-    assert sentence.startswith(
-        "NOT reproduced: plain's train error falls by 2.00 points from depth 32 to 56."
-    )
 
 
 def test_verdict_tolerance_grows_with_seed_std():
