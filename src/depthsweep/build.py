@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 from depthsweep.config import log_window, resolve_cuda_graph, resolve_precision
+from depthsweep.data import class_indices
 from depthsweep.module import Classifier
 from depthsweep.schedule import warmup_lr_for
 
@@ -18,13 +19,18 @@ from depthsweep.schedule import warmup_lr_for
 ARCH_RECIPE_KEYS = ("name", "warmup_from_depth")
 
 
-def build_model(arch: DictConfig, depth: int) -> nn.Module:
+def build_model(arch: DictConfig, depth: int, num_classes: int = 10) -> nn.Module:
     """Construct `arch._target_` with the arch's constructor options. Called directly, not
     through `instantiate`, so that an invalid depth raises InvalidDepthError itself."""
     options = OmegaConf.to_container(arch)
     for key in ARCH_RECIPE_KEYS:
         options.pop(key, None)
-    return get_class(options.pop("_target_"))(depth=depth, **options)
+    return get_class(options.pop("_target_"))(depth=depth, num_classes=num_classes, **options)
+
+
+def build_net(cfg: DictConfig) -> nn.Module:
+    """The run's net: one output per class of `data.classes` (an unknown class fails here)."""
+    return build_model(cfg.arch, cfg.depth, len(class_indices(cfg.data.get("classes"))))
 
 
 def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:

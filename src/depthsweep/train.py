@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from depthsweep.build import build_model, job_devices, make_module, make_trainer
+from depthsweep.build import build_net, job_devices, make_module, make_trainer
 from depthsweep.callbacks import GradNormLogger, ProgressPrinter
 from depthsweep.metrics_log import AppendingCSVLogger
 from depthsweep.models import count_macs, count_params
@@ -22,7 +22,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
     recorded in run.json rather than raised, so the rest of a sweep goes on."""
     run_dir = Path(run_dir)
     pl.seed_everything(cfg.seed, workers=True)  # before the model: its init depends on it
-    model = build_model(cfg.arch, cfg.depth)  # an invalid depth fails here, before anything else
+    model = build_net(cfg)  # an invalid depth or class fails here, before anything else
     record = RunRecord(run_dir)
     record.check_config(cfg)
     label = f"{cfg.arch.name}-{cfg.depth} seed={cfg.seed}"
