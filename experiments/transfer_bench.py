@@ -53,14 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [
         "trainer=cpu",
         "trainer.enable_progress_bar=false",
-        f"transfer.source={args.source}",
         f"transfer.labels_per_class={args.labels_per_class}",
         f"transfer.batch_size={args.batch_size}",
     ]
-    if args.data_root:
-        overrides.append(f"transfer.data_root={args.data_root}")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="bench"):
         cfg = compose("transfer", overrides)
+    # Set, not overridden: Hydra's override grammar would need paths with = or , quoted.
+    cfg.transfer.source, cfg.transfer.data_root = args.source, args.data_root
     source = zoo.load(args.source)
     data = tr.target_data(cfg, source)
     n, k = len(data.data.y_train), len(data.names)
