@@ -44,6 +44,7 @@ from depthsweep.build import build_model
 from depthsweep.config import log_window, resolve_precision
 from depthsweep.data import CLASSES, CIFAR10DataModule, class_indices
 from depthsweep.files import atomic_write, atomic_write_text
+from depthsweep.models import count_params
 from depthsweep.module import Classifier
 from depthsweep.schedule import PaperLR
 
@@ -146,7 +147,7 @@ def frozen_children(model: nn.Module, mode: str) -> list[str]:
         return []
     names = [n for n, _ in model.named_children()]
     before_head = names[: names.index(HEAD)]
-    trained = [n for n in before_head if any(True for _ in model.get_submodule(n).parameters())]
+    trained = [n for n in before_head if count_params(model.get_submodule(n))]
     return [n for n in names if n not in (trained[-1], HEAD)]
 
 
@@ -174,17 +175,16 @@ def train_head(
     one small matrix product, which Lightning's per-step hooks would outweigh many times. On a
     CPU it runs on one thread: for such small products, handing work to other threads costs more
     than the work (about 100x on a 2-core CPU that is busy with something else)."""
-    if head.weight.device.type != "cpu":
-        return _train_head(head, features, labels, schedule, batch_size, seed)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if head.weight.device.type == "cpu":
+        torch.set_num_threads(1)
     try:
-        return _train_head(head, features, labels, schedule, batch_size, seed)
+        return _sgd(head, features, labels, schedule, batch_size, seed)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_head(
+def _sgd(
     head: nn.Linear,
     features: Callable[[Tensor], Tensor],
     labels: Tensor,
@@ -294,7 +294,11 @@ def cache_key(checkpoint_sha256: str, data: TargetData) -> dict[str, Any]:
 
 
 def cached_features(
-    cache_dir: Path, source: zoo.ZooModel, sha256: str, data: TargetData, device: torch.device
+    cache_dir: Path,
+    source: zoo.ZooModel,
+    sha256: str,
+    data: TargetData,
+    device: torch.device | str,
 ) -> tuple[dict[str, Tensor], str, Path]:
     """The backbone's features of the labelled and test images, {train, train_labels, test,
     test_labels}: read from `cache_dir` (hit) or computed and written there (miss). The file is
