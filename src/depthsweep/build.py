@@ -14,6 +14,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 
 from depthsweep.config import log_window, resolve_cuda_graph, resolve_precision
+from depthsweep.data import CLASSES, class_indices
 from depthsweep.errors import OptionError, UserError
 from depthsweep.module import Classifier
 from depthsweep.schedule import warmup_lr_for
@@ -22,13 +23,31 @@ from depthsweep.schedule import warmup_lr_for
 ARCH_RECIPE_KEYS = ("name", "warmup_from_depth")
 
 
-def build_model(arch: DictConfig, depth: int) -> nn.Module:
+def build_model(arch: DictConfig, depth: int, num_classes: int = 10) -> nn.Module:
     """Construct `arch._target_` with the arch's constructor options. Called directly, not
     through `instantiate`, so that an invalid depth raises InvalidDepthError itself."""
     options = OmegaConf.to_container(arch)
     for key in ARCH_RECIPE_KEYS:
         options.pop(key, None)
-    return get_class(options.pop("_target_"))(depth=depth, **options)
+    return get_class(options.pop("_target_"))(depth=depth, num_classes=num_classes, **options)
+
+
+def build_net(cfg: DictConfig) -> nn.Module:
+    """The run's net: one output per class of `data.classes` (an unknown class fails here)."""
+    return build_model(cfg.arch, cfg.depth, len(class_indices(cfg.data.get("classes"))))
+
+
+def model_spec(cfg: DictConfig) -> dict:
+    """What a checkpoint says about its net, enough to rebuild it and feed it (depthsweep.zoo):
+    the arch config, depth, the class names in label order, and the data config (normalisation,
+    limit, root)."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    return {
+        "arch": OmegaConf.to_container(cfg.arch, resolve=True),
+        "depth": int(cfg.depth),
+        "classes": [CLASSES[i] for i in class_indices(data.get("classes"))],
+        "data": data,
+    }
 
 
 def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
@@ -55,6 +74,7 @@ def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
         window=log_window(cfg),
         channels_last=precision != "32-true" if auto_cl else bool(cfg.channels_last),
         cuda_graph=graphed,
+        spec=model_spec(cfg),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,7 +28,10 @@ TEST_FILE = "test_batch"
 OFFICIAL_TEST_MD5 = "40351d587109b95175f43aff81a1287e"
 OFFICIAL_TEST_IMAGES = 10_000
 NORMALIZATIONS = ("per_channel", "per_pixel_mean")
-CLASSES = 10
+CLASSES = (  # label 0..9, as the official batches.meta names them
+    *("airplane", "automobile", "bird", "cat", "deer"),
+    *("dog", "frog", "horse", "ship", "truck"),
+)
 PIXELS = 3 * 32 * 32  # a row of `data`: 1024 red, then 1024 green, then 1024 blue values
 
 
@@ -89,8 +93,8 @@ def read_batch(path: Path) -> tuple[Tensor, Tensor]:
         fault = f"{labels.size} labels for {len(data)} images"
     elif labels.size and labels.dtype.kind not in "iu":
         fault = f"labels of type {labels.dtype}"
-    elif labels.size and (labels.min() < 0 or labels.max() >= CLASSES):
-        fault = f"labels outside 0..{CLASSES - 1} (found {labels.min()}..{labels.max()})"
+    elif labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
+        fault = f"labels outside 0..{len(CLASSES) - 1} (found {labels.min()}..{labels.max()})"
     if fault:
         raise DataError(f"{path}: {fault}; {expected}")
     x = torch.from_numpy(data.copy()).reshape(-1, 3, 32, 32)
@@ -109,6 +113,37 @@ def read_cifar10(root: str | Path, download: bool = True, limit: int | None = No
     if limit is not None:
         x_train, y_train, x_test, y_test = (t[:limit] for t in (x_train, y_train, x_test, y_test))
     return Cifar10(x_train, y_train, x_test, y_test)
+
+
+def class_indices(classes: Sequence[str | int] | None, key: str = "data.classes") -> list[int]:
+    """The CIFAR-10 labels of `classes` (names or labels 0-9), in the order given; all ten for
+    None. A run on a subset relabels them 0..k-1 in this order. Errors name the option `key`."""
+    if classes is None:
+        return list(range(len(CLASSES)))
+    valid = f"valid: {', '.join(CLASSES)} (or their labels 0-9)"
+    if isinstance(classes, str | int) or not classes:
+        raise OptionError(f"{key}={classes!r}: give a non-empty list of classes; {valid}")
+    labels = []
+    for c in classes:
+        label = CLASSES.index(c) if c in CLASSES else c
+        if type(label) is not int or label not in range(len(CLASSES)):  # bool is an int too
+            raise OptionError(f"{key}: unknown class {c!r}; {valid}")
+        labels.append(label)
+    if len(set(labels)) < len(labels):
+        raise OptionError(f"{key}={list(classes)} names a class twice")
+    return labels
+
+
+def select_classes(data: Cifar10, labels: Sequence[int]) -> Cifar10:
+    """Only the images of `labels`, relabelled 0..k-1 in that order."""
+    new = torch.full((len(CLASSES),), -1, dtype=torch.int64)
+    new[list(labels)] = torch.arange(len(labels))
+
+    def keep(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        y = new[y]
+        return x[y >= 0], y[y >= 0]
+
+    return Cifar10(*keep(data.x_train, data.y_train), *keep(data.x_test, data.y_test))
 
 
 def describe_test_set(folder: Path, images: int) -> dict[str, object]:
@@ -177,6 +212,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         normalize: str = "per_channel",
         mean: tuple[float, float, float] = (125.307, 122.950, 113.865),
         std: tuple[float, float, float] = (62.993, 62.089, 66.705),
+        classes: Sequence[str | int] | None = None,
     ) -> None:
         super().__init__()
         if normalize not in NORMALIZATIONS:
@@ -187,6 +223,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         _check_count("data.val_split", val_split, minimum=0)
         _check_count("data.pad", pad, minimum=0)
         root = str(Path(root).expanduser())  # once, for reading and downloading alike
+        self.classes = None if classes is None else class_indices(classes)  # fails before reading
         self.root, self.download, self.limit, self.val_split = root, download, limit, val_split
         self.batch_size, self.eval_batch_size, self.pad = batch_size, eval_batch_size, pad
         self.normalize = normalize
@@ -203,6 +240,8 @@ class CIFAR10DataModule(pl.LightningDataModule):
         if self.data is not None:
             return
         data = read_cifar10(self.root, self.download, self.limit)
+        if self.classes is not None:  # after data.limit: a subset of the first `limit` images
+            data = select_classes(data, self.classes)
         if self.val_split >= len(data.x_train):
             raise OptionError(f"data.val_split={self.val_split} leaves no training images")
         self.data = data

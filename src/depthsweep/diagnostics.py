@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from depthsweep import diagnostic_plots
+from depthsweep import diagnostic_plots, zoo
 from depthsweep.analysis import METRIC_COLUMNS
 from depthsweep.build import build_model
 from depthsweep.callbacks import GRAD_PREFIX
@@ -189,16 +189,6 @@ def _run_info(run_dir: Path) -> dict:
     }
 
 
-def load_model(run_dir: Path, device: torch.device) -> nn.Module:
-    """The run's net with the weights of checkpoints/last.ckpt, in eval mode."""
-    cfg = read_config(run_dir)
-    model = build_model(cfg.arch, cfg.depth)
-    ckpt = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
-    model.load_state_dict(state)
-    return model.to(device).eval()
-
-
 def eval_batches(
     data: DictConfig, root: str | None = None, limit: int | None = None
 ) -> list[tuple[Tensor, Tensor]]:
@@ -268,7 +258,7 @@ def model_tables(
                 print(f"skipping {run_dir.name}: {e}")
                 continue
             data_cache[key] = [(x.to(device), y.to(device)) for x, y in batches]
-        model = load_model(run_dir, device)
+        model = zoo.load(run_dir, device).model
         for k in frames:
             frames[k].append(measures[k](model, data_cache[key]).assign(**info))
     return {k: pd.concat(v, ignore_index=True) for k, v in frames.items() if v}

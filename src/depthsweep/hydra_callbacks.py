@@ -52,3 +52,13 @@ class AnalyzeSweep(Callback):
         if len(bad):
             print(f"error: {len(bad)} run(s) failed or were interrupted: see summary.md")
             raise SystemExit(RUN_FAILED)
+
+
+class TransferReport(Callback):
+    """transfer.csv and its figure, when a transfer sweep (experiments.transfer -m) ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from depthsweep.transfer_report import write_report  # deferred: as AnalyzeSweep's
+
+        table = write_report(config.hydra.sweep.dir)
+        print(table[["freeze", "labels_per_class", "seed", "test_error"]].to_string(index=False))

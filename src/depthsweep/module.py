@@ -54,9 +54,12 @@ class Classifier(pl.LightningModule):
         window: int = 50,
         channels_last: bool = False,
         cuda_graph: bool = False,
+        spec: dict | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])  # kept in every checkpoint
+        # Kept in every checkpoint, `spec` too: the net's description (build.model_spec), which
+        # depthsweep.zoo rebuilds it from.
+        self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.window = window
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -205,6 +208,9 @@ class Classifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["wall_time"] = self.wall_time()
+        data = self.trainer.datamodule
+        if data is not None:  # the inputs' normalisation as applied: (x - shift) / scale
+            checkpoint["normalization"] = {"shift": data.shift.cpu(), "scale": data.scale.cpu()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.elapsed, self._t0 = checkpoint.get("wall_time", 0.0), time.perf_counter()

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from depthsweep.build import (
-    build_model,
+    build_net,
     job_devices,
     make_datamodule,
     make_extras,
@@ -61,7 +61,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     check_options(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model: its init uses it
-    model = build_model(cfg.arch, cfg.depth)  # an invalid depth fails here, before anything else
+    model = build_net(cfg)  # an invalid depth or class fails here, before anything else
     label = f"{cfg.arch.name}-{cfg.depth} seed={cfg.seed}"
     record = RunRecord(run_dir)
     with record.claim() as held:

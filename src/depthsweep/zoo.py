@@ -1,0 +1,189 @@
+"""Every finished run is a reusable model: load one from its run directory or its checkpoint file
+alone, list the finished runs under some directories, evaluate one on its test set.
+
+A checkpoint describes its net (`build.model_spec`, saved with the Lightning module's
+hyperparameters as `spec`): the arch config with its `_target_`, the depth, the class names in
+label order and the data config; and the inputs' normalisation as applied in training
+(`normalization`: shift and scale tensors, x -> (x - shift) / scale, the mean image for
+`data.normalize=per_pixel_mean`). Checkpoints written before these records are loaded from their
+run directory's config.yaml instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from depthsweep.build import build_model, model_spec
+from depthsweep.module import Classifier
+from depthsweep.rundir import CHECKPOINT, CONFIG, find_runs, read_config, read_info, read_metrics
+
+
+class NotACheckpointError(ValueError):
+    """The file is not a checkpoint that depthsweep wrote."""
+
+
+class ArchNotInstalledError(ImportError):
+    """The checkpoint's architecture cannot be imported here."""
+
+
+@dataclass
+class ZooModel:
+    model: nn.Module  # weights loaded, in eval mode
+    spec: dict[str, Any]  # build.model_spec: arch, depth, classes, data
+    checkpoint: Path
+    normalization: tuple[Tensor, Tensor] | None  # (shift, scale); None: not recorded
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.spec["classes"])
+
+    def input_normalization(self) -> tuple[Tensor, Tensor]:
+        """(shift, scale): the net's inputs are (x - shift) / scale, x uint8."""
+        if self.normalization is None:
+            raise ValueError(
+                f"{self.checkpoint} does not record its input normalisation "
+                "(data.normalize=per_pixel_mean before checkpoints recorded it): retrain the run"
+            )
+        return self.normalization
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """uint8 images (N, 3, 32, 32) normalised as in training (no augmentation)."""
+        shift, scale = (t.to(images.device) for t in self.input_normalization())
+        return (images.float() - shift) / scale
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """A checkpoint file as given, or a run directory's checkpoints/last.ckpt."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / CHECKPOINT).is_file():
+            raise FileNotFoundError(
+                f"{path} has no {CHECKPOINT}: give a finished run directory or a .ckpt file "
+                "(python -m experiments.zoo DIR lists the finished runs)"
+            )
+        return path / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such run directory or checkpoint file")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    not_ours = f"{path} is not a depthsweep checkpoint (a run's checkpoints/last.ckpt)"
+    try:
+        # weights_only: tensors and plain containers only, so loading someone else's file
+        # cannot run code; depthsweep writes nothing else.
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise NotACheckpointError(f"{not_ours}: {e}") from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise NotACheckpointError(f"{not_ours}: it has no Lightning state_dict/hyper_parameters")
+    return ckpt
+
+
+def _spec_of(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    spec = ckpt["hyper_parameters"].get("spec")
+    if spec is not None:
+        return spec
+    run_dir = path.parent.parent  # <run_dir>/checkpoints/last.ckpt
+    if (run_dir / CONFIG).is_file():  # written before checkpoints described their net
+        return model_spec(read_config(run_dir))
+    raise NotACheckpointError(
+        f"{path} does not describe its net (written before checkpoints did) and has no run "
+        f"directory around it: load it from its run directory, which holds {CONFIG}"
+    )
+
+
+def load(path: str | os.PathLike, device: torch.device | str = "cpu") -> ZooModel:
+    """The net of a run directory or a checkpoint file, weights loaded, in eval mode on
+    `device`."""
+    path = checkpoint_path(path)
+    ckpt = _read_checkpoint(path)
+    spec = _spec_of(ckpt, path)
+    arch = OmegaConf.create(spec["arch"])
+    try:
+        model = build_model(arch, spec["depth"], len(spec["classes"]))
+    except ImportError as e:
+        raise ArchNotInstalledError(
+            f"{path} holds a {arch.get('name')!r} net ({arch._target_}), which cannot be imported "
+            f"here: install the package that defines {arch._target_}, or use the depthsweep "
+            f"version that trained it. ({e})"
+        ) from e
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
+    model.load_state_dict(state)
+    return ZooModel(model.to(device).eval(), spec, path, _normalization(ckpt, spec["data"]))
+
+
+def _normalization(ckpt: dict[str, Any], data: dict[str, Any]) -> tuple[Tensor, Tensor] | None:
+    """(shift, scale) as recorded; for older checkpoints per_channel's are the config's mean/std,
+    and per_pixel_mean's mean image is unknown."""
+    if "normalization" in ckpt:
+        return ckpt["normalization"]["shift"], ckpt["normalization"]["scale"]
+    if data.get("normalize", "per_channel") == "per_channel":
+        mean, std = (torch.tensor(data[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+        return mean, std
+    return None
+
+
+def list_runs(paths: list[str | os.PathLike]) -> pd.DataFrame:
+    """The finished runs (status done, with a checkpoint) under `paths`, one row each: arch,
+    depth, seed, classes, params, macs, final_test_error (the last logged, %), path."""
+    rows = []
+    for run_dir in sorted({r for p in paths for r in find_runs(p)}):
+        info = read_info(run_dir)
+        if info.get("status") != "done" or not (run_dir / CHECKPOINT).is_file():
+            continue
+        metrics = read_metrics(run_dir, ["step", "test_error"])
+        tests = None if metrics is None else metrics.sort_values("step")["test_error"].dropna()
+        classes = read_config(run_dir).data.get("classes")
+        rows.append(
+            {
+                **{k: info.get(k) for k in ("arch", "depth", "seed", "params", "macs")},
+                "classes": "all" if classes is None else ",".join(map(str, classes)),
+                "final_test_error": tests.iloc[-1] if tests is not None and len(tests) else None,
+                "path": str(run_dir),
+            }
+        )
+    columns = ["arch", "depth", "seed", "classes", "params", "macs", "final_test_error", "path"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def evaluate(
+    path: str | os.PathLike, data_root: str | None = None, precision: str = "32-true"
+) -> dict[str, float]:
+    """Test error and loss (and val_* with a validation split) of a checkpoint on its run's test
+    set, through the code that validated it in training: its data module (normalisation, eval
+    batches) and the Lightning module's validation step, reduced by Lightning. A run trained in
+    bf16 logged bf16 numbers: pass precision="bf16-mixed" on a GPU to reproduce them."""
+    zm = load(path)
+    overrides: dict[str, Any] = {"download": False}
+    if data_root is not None:
+        overrides["root"] = data_root
+    datamodule = instantiate(zm.spec["data"], **overrides, _convert_="all")
+    trainer = pl.Trainer(
+        accelerator="auto",
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    result = trainer.validate(Classifier(zm.model, iterations=1), datamodule, verbose=False)[0]
+    return {k: v for k, v in result.items() if k.endswith(("_error", "_loss"))}

@@ -1,0 +1,205 @@
+"""Transfer learning from a zoo model: the labelled draw, frozen layers, the features cache, the
+head trained on it, bad input, and a sweep's report."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from helpers import run_cli, train_tiny, write_random_cifar10
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from depthsweep import transfer as tr
+from depthsweep import zoo
+from depthsweep.config import CONF_DIR
+from depthsweep.rundir import CHECKPOINT
+
+SOURCE_CLASSES = "[airplane,automobile,bird,cat,deer]"
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """A tiny resnet-8 trained on the first five classes of random images."""
+    root = write_random_cifar10(tmp_path_factory.mktemp("data"), n_train=600, n_test=200)
+    run = tmp_path_factory.mktemp("source")
+    train_tiny(run, root, "depth=8", f"data.classes={SOURCE_CLASSES}")
+    return run
+
+
+def transfer_cfg(source: Path, cache: Path, *overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="t"):
+        return compose(
+            "transfer",
+            [
+                "trainer=cpu",
+                "trainer.enable_progress_bar=false",
+                f"transfer.source={source}",
+                f"transfer.cache_dir={cache}",
+                "transfer.labels_per_class=10",
+                "transfer.batch_size=16",
+                "schedule.iterations=6",
+                *overrides,
+            ],
+        )
+
+
+def test_the_labelled_draw_is_seeded_per_class_and_nested():
+    labels = torch.arange(3).repeat_interleave(20)[torch.randperm(60)]
+    names = ["a", "b", "c"]
+    small, large = (tr.draw_labelled(labels, n, 0, names) for n in (4, 9))
+    assert torch.bincount(labels[small]).tolist() == [4, 4, 4]
+    assert set(small.tolist()) < set(large.tolist())
+    assert torch.equal(small, tr.draw_labelled(labels, 4, 0, names))
+    assert not torch.equal(small, tr.draw_labelled(labels, 4, 1, names))
+    with pytest.raises(ValueError, match="between 1 and 20"):
+        tr.draw_labelled(labels, 21, 0, names)
+
+
+@pytest.mark.parametrize(
+    "mode, frozen", [("last_stage", ["stem", "layer1", "layer2"]), ("none", [])]
+)
+def test_frozen_layers_are_bit_identical_after_fine_tuning(source, tmp_path, mode, frozen):
+    cfg = transfer_cfg(source, tmp_path, f"transfer.freeze={mode}")
+    src = zoo.load(source)
+    data = tr.target_data(cfg, src)
+    model = copy.deepcopy(src.model)
+    model.fc = tr.new_head(64, 5, 0)
+    assert tr.frozen_children(model, mode) == frozen
+    tr.fine_tune(model, mode, data, cfg)
+    before, after = src.model.state_dict(), model.state_dict()
+    for name in before:
+        if name.startswith("fc."):
+            continue
+        same = torch.equal(before[name], after[name])  # BN statistics included
+        if name.split(".")[0] in frozen:
+            assert same, name
+        elif name.endswith(("weight", "running_mean")):
+            assert not same, name  # trained
+    assert not torch.equal(model.fc.weight, tr.new_head(64, 5, 0).weight)
+
+
+def test_a_head_on_cached_features_equals_one_trained_through_the_frozen_backbone(source, tmp_path):
+    cfg = transfer_cfg(source, tmp_path / "cache", "transfer.freeze=all")
+    record = tr.transfer(cfg, tmp_path / "run")
+    src = zoo.load(source)
+    data = tr.target_data(cfg, src)
+    cached, hit, _ = tr.cached_features(
+        tmp_path / "cache", src, record["source_sha256"], data, "cpu"
+    )
+    assert hit == "hit"
+    schedule, seed = cfg.schedule, cfg.seed
+    on_cache = tr.train_head(
+        tr.new_head(64, 5, seed),
+        cached["train"].__getitem__,
+        cached["train_labels"],
+        schedule,
+        16,
+        seed,
+    )
+    # The other way: each batch through the frozen backbone, from the un-augmented images.
+    backbone = tr.backbone(src.model).requires_grad_(False)
+    assert not backbone.training
+    x, y = (torch.cat(t) for t in zip(*data.plain_batches(train=True), strict=True))
+    shift, scale = src.normalization
+    assert torch.equal(x, (data.data.x_train.float() - shift) / scale)  # no crop, no flip
+    through = tr.train_head(
+        tr.new_head(64, 5, seed), lambda idx: backbone(x[idx]), y, schedule, 16, seed
+    )
+    assert torch.equal(on_cache.weight, through.weight) and torch.equal(on_cache.bias, through.bias)
+    assert not torch.equal(on_cache.weight, tr.new_head(64, 5, seed).weight)  # it trained
+    with torch.no_grad():
+        logits = on_cache(cached["test"])
+    error = (logits.argmax(1) != cached["test_labels"]).double().mean().item() * 100
+    assert record["test_error"] == error  # the app trained this very head
+    assert json.loads((tmp_path / "run" / tr.RECORD).read_text()) == record
+
+
+def test_features_are_cached_and_a_second_run_reuses_them(source, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = tr.transfer(transfer_cfg(source, cache), tmp_path / "a")
+    assert first["cache"] == "miss" and len(list(cache.iterdir())) == 1
+
+    def no_backbone(*args):
+        raise AssertionError("features computed again")
+
+    monkeypatch.setattr(tr, "compute_features", no_backbone)
+    second = tr.transfer(transfer_cfg(source, cache), tmp_path / "b")
+    assert second["cache"] == "hit" and second["cache_file"] == first["cache_file"]
+    assert second["test_error"] == first["test_error"]
+    with pytest.raises(AssertionError, match="computed again"):  # anything else is a miss
+        tr.transfer(transfer_cfg(source, cache, "transfer.classes=[dog,frog]"), tmp_path / "c")
+    with pytest.raises(AssertionError, match="computed again"):
+        tr.transfer(transfer_cfg(source, cache, "transfer.labels_per_class=5"), tmp_path / "d")
+    other = tmp_path / "other.ckpt"
+    ckpt = torch.load(source / CHECKPOINT, weights_only=True)
+    ckpt["state_dict"]["model.layer3.0.conv1.weight"] += 1e-3
+    torch.save(ckpt, other)
+    with pytest.raises(AssertionError, match="computed again"):
+        tr.transfer(transfer_cfg(other, cache), tmp_path / "e")
+
+
+def test_a_cache_written_by_another_checkpoint_is_refused(source, tmp_path):
+    cache = tmp_path / "cache"
+    record = tr.transfer(transfer_cfg(source, cache), tmp_path / "a")
+    other = tmp_path / "other.ckpt"
+    ckpt = torch.load(source / CHECKPOINT, weights_only=True)
+    ckpt["state_dict"]["model.fc.bias"] += 1
+    torch.save(ckpt, other)
+    found = tr.transfer(transfer_cfg(other, cache), tmp_path / "b")["cache_file"]
+    shutil.copy(record["cache_file"], found)  # the other checkpoint's name, this one's features
+    with pytest.raises(tr.CacheMismatchError, match=r"written by another checkpoint.*delete"):
+        tr.transfer(transfer_cfg(other, cache), tmp_path / "c")
+
+
+def test_bad_transfer_input_names_the_fix(source, tmp_path):
+    cases = [
+        ("transfer.classes=[dog,frgo]", "transfer.classes: unknown class 'frgo'; valid: airplane"),
+        ("transfer.labels_per_class=500", "set transfer.labels_per_class between 1 and"),
+        ("transfer.freeze=some", "choose one of all, last_stage, none, scratch"),
+    ]
+    for override, message in cases:
+        with pytest.raises(ValueError, match=message):
+            tr.transfer(transfer_cfg(source, tmp_path, override), tmp_path / "run")
+    ckpt = torch.load(source / CHECKPOINT, weights_only=True)
+    ckpt["hyper_parameters"]["spec"]["arch"]["_target_"] = "depthsweep_extra.Inception"
+    torch.save(ckpt, tmp_path / "elsewhere.ckpt")
+    with pytest.raises(zoo.ArchNotInstalledError, match="depthsweep_extra.Inception"):
+        tr.transfer(transfer_cfg(tmp_path / "elsewhere.ckpt", tmp_path), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_transfer_sweep_writes_its_table_and_figure(source, tmp_path):
+    res = run_cli(
+        "experiments.transfer",
+        "-m",
+        f"transfer.source={source}",
+        "transfer.labels_per_class=3,6",
+        "transfer.freeze=all,last_stage,none,scratch",
+        f"transfer.cache_dir={tmp_path / 'cache'}",
+        "transfer.batch_size=8",
+        "schedule.iterations=4",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "sweep" / "transfer.csv")
+    assert (
+        list(table["freeze"]) == ["all"] * 2 + ["last_stage"] * 2 + ["none"] * 2 + ["scratch"] * 2
+    )
+    assert list(table["labels_per_class"]) == [3, 6] * 4
+    assert set(table["train_images"]) == {15, 30}  # 5 target classes
+    assert (table["target_classes"] == "dog,frog,horse,ship,truck").all()
+    assert (table["source_classes"] == SOURCE_CLASSES.strip("[]")).all()
+    runs = sorted(p.parent.name for p in (tmp_path / "sweep").rglob(tr.RECORD))
+    assert len(runs) == 8 and runs[0].endswith("transfer.freeze=all,transfer.labels_per_class=3")
+    for _, row in table.iterrows():
+        record = json.loads((tmp_path / "sweep" / row["run_dir"] / tr.RECORD).read_text())
+        assert record["test_error"] == row["test_error"] and record["freeze"] == row["freeze"]
+    assert (tmp_path / "sweep" / "transfer.png").stat().st_size > 0

@@ -1,0 +1,134 @@
+"""The model zoo: checkpoints that describe themselves, loaded alone; listing, evaluating."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+from helpers import train_tiny
+from hydra.utils import instantiate
+
+from depthsweep import zoo
+from depthsweep.build import build_net, make_module, make_trainer
+from depthsweep.config import compose_config
+from depthsweep.rundir import CHECKPOINT, METRICS, RUN_JSON
+from experiments import evaluate as evaluate_cli
+from experiments import zoo as zoo_cli
+
+
+@pytest.mark.parametrize("normalize", ["per_channel", "per_pixel_mean"])
+def test_a_checkpoint_file_alone_gives_back_the_trained_net(fake_cifar, tmp_path, normalize):
+    cfg = compose_config(
+        [
+            "trainer=cpu",
+            "depth=8",
+            "arch.shortcut=B",
+            f"data.root={fake_cifar}",
+            "data.batch_size=16",
+            "data.classes=[truck,cat,bird]",
+            f"data.normalize={normalize}",
+            "schedule.iterations=3",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
+    model = build_net(cfg)
+    data = instantiate(cfg.data, _convert_="all")
+    trainer = make_trainer(cfg, [], logger=False, enable_checkpointing=False)
+    trainer.fit(make_module(cfg, model), datamodule=data)
+    alone = tmp_path / "alone" / "model.ckpt"  # no run directory, no config.yaml around it
+    alone.parent.mkdir()
+    trainer.save_checkpoint(alone)
+
+    loaded = zoo.load(alone)
+    assert not loaded.model.training and loaded.classes == ["truck", "cat", "bird"]
+    assert loaded.spec["arch"]["shortcut"] == "B" and loaded.spec["depth"] == 8
+    images, labels = data.data.x_test, data.data.y_test
+    inputs = data.on_after_batch_transfer((images, labels), 0)[0]  # as validation normalises
+    assert torch.equal(loaded.preprocess(images), inputs)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(inputs), model.eval()(inputs))
+
+
+def test_a_run_directory_from_before_checkpoints_described_themselves_still_loads(
+    fake_cifar, tmp_path
+):
+    run = tmp_path / "run"
+    train_tiny(run, fake_cifar, "depth=8")
+    ckpt = torch.load(run / CHECKPOINT, weights_only=True)
+    new = zoo.load(run).model
+    del ckpt["hyper_parameters"]["spec"], ckpt["normalization"]
+    torch.save(ckpt, run / CHECKPOINT)
+    old = zoo.load(run)  # rebuilt from the run's config.yaml
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(old.model(x), new(x))
+    assert old.normalization[0].flatten().tolist() == pytest.approx([125.307, 122.950, 113.865])
+    shutil.copy(run / CHECKPOINT, tmp_path / "old.ckpt")
+    with pytest.raises(zoo.NotACheckpointError, match="load it from its run directory"):
+        zoo.load(tmp_path / "old.ckpt")
+
+
+def test_a_checkpoint_of_an_arch_that_is_not_installed_says_so(fake_cifar, tmp_path):
+    train_tiny(tmp_path / "run", fake_cifar, "depth=8")
+    ckpt = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)
+    ckpt["hyper_parameters"]["spec"]["arch"]["_target_"] = "depthsweep_extra.models.Inception"
+    torch.save(ckpt, tmp_path / "inception.ckpt")
+    with pytest.raises(zoo.ArchNotInstalledError, match="install the package that defines"):
+        zoo.load(tmp_path / "inception.ckpt")
+
+
+def test_what_is_not_a_depthsweep_checkpoint_is_named(tmp_path):
+    (tmp_path / "noise.ckpt").write_bytes(b"\x80\x04not a checkpoint")
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "weights.pt")
+    for name in ("noise.ckpt", "weights.pt"):
+        with pytest.raises(zoo.NotACheckpointError, match=f"{name} is not a depthsweep checkpoint"):
+            zoo.load(tmp_path / name)
+    with pytest.raises(FileNotFoundError, match="has no checkpoints/last.ckpt"):
+        zoo.load(tmp_path)
+
+
+def test_the_zoo_lists_the_finished_runs(fake_cifar, tmp_path, capsys):
+    train_tiny(tmp_path / "sweep" / "a", fake_cifar, "depth=8", "data.classes=[cat,dog]")
+    train_tiny(tmp_path / "sweep" / "b", fake_cifar, "depth=14", "arch=plain")
+    unfinished = tmp_path / "sweep" / "b" / RUN_JSON
+    info = json.loads(unfinished.read_text())
+    unfinished.write_text(json.dumps(info | {"status": "running"}))
+    capsys.readouterr()  # training's output
+    assert zoo_cli.main([str(tmp_path / "sweep")]) == 0
+    table = zoo.list_runs([tmp_path / "sweep"])
+    assert len(table) == 1
+    row = table.iloc[0]
+    metrics = pd.read_csv(tmp_path / "sweep" / "a" / METRICS)
+    assert (row.arch, row.depth, row.classes) == ("resnet", 8, "cat,dog")
+    assert row.final_test_error == metrics["test_error"].dropna().iloc[-1]
+    assert row.params == json.loads((tmp_path / "sweep" / "a" / RUN_JSON).read_text())["params"]
+    out = capsys.readouterr().out
+    assert str(tmp_path / "sweep" / "a") in out and "plain" not in out
+    assert zoo_cli.main([str(tmp_path / "nothing")]) == 2
+
+
+def test_evaluate_reproduces_the_logged_final_test_error(fake_cifar, tmp_path, capsys):
+    """Several eval batches, the last one short, a class subset and the paper's normalisation:
+    evaluation has to batch, relabel and normalise exactly as training validated."""
+    run = tmp_path / "run"
+    train_tiny(
+        run,
+        fake_cifar,
+        "depth=8",
+        "data.eval_batch_size=7",
+        "data.classes=[1,3,5,7,9,0,2]",
+        "data.normalize=per_pixel_mean",
+    )
+    logged = pd.read_csv(run / METRICS)
+    last = logged.dropna(subset=["test_error"]).iloc[-1]
+    shutil.move(fake_cifar, tmp_path / "moved")
+    capsys.readouterr()  # training's output
+    assert evaluate_cli.main([str(run / CHECKPOINT), "--data-root", str(tmp_path / "moved")]) == 0
+    printed = dict(line.split(": ") for line in capsys.readouterr().out.splitlines())
+    assert float(printed["test_error"]) == last["test_error"]
+    assert float(printed["test_loss"]) == last["test_loss"]
+    assert evaluate_cli.main([str(run)]) == 2  # the data is no longer at the run's data.root
+    assert "cifar-10-batches-py" in capsys.readouterr().err
