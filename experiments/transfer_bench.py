@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from depthsweep import transfer as tr
 from depthsweep import zoo
 from depthsweep.config import CONF_DIR
+from depthsweep.console import quiet_libraries
 
 
 class EpochTimer(pl.Callback):
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args(argv)
+    quiet_libraries()
     overrides = [
         "trainer=cpu",
         "trainer.enable_progress_bar=false",

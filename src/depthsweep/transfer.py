@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from depthsweep import zoo
 from depthsweep.build import build_model
 from depthsweep.config import log_window, resolve_precision
+from depthsweep.console import quiet_libraries
 from depthsweep.data import CLASSES, CIFAR10DataModule, class_indices
 from depthsweep.files import atomic_write, atomic_write_text
 from depthsweep.models import count_params
@@ -354,6 +355,7 @@ def _logits(model: nn.Module, batches: Batches) -> tuple[Tensor, Tensor]:
 def transfer(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     """One transfer run: train the target head (and more, by mode), evaluate on the target test
     set, write `run_dir`/transfer.json; returns that record."""
+    quiet_libraries()
     t = cfg.transfer
     if t.freeze not in MODES:
         raise ValueError(f"transfer.freeze={t.freeze!r}: choose one of {', '.join(MODES)}")
