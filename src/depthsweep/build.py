@@ -50,6 +50,18 @@ def model_spec(cfg: DictConfig) -> dict:
     }
 
 
+def schedule_options(sched: DictConfig) -> dict:
+    """The Classifier's options that `conf/schedule/` sets: SGD and the step decay."""
+    return {
+        "iterations": sched.iterations,
+        "lr": sched.lr,
+        "momentum": sched.momentum,
+        "weight_decay": sched.weight_decay,
+        "milestones": tuple(sched.milestones),
+        "gamma": sched.gamma,
+    }
+
+
 def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
     """The Lightning module for `model` under `cfg.schedule`, its steps graphed if asked."""
     precision = resolve_precision(cfg.trainer)
@@ -62,12 +74,7 @@ def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
     auto_cl = cfg.channels_last == "auto"
     return Classifier(
         model,
-        iterations=sched.iterations,
-        lr=sched.lr,
-        momentum=sched.momentum,
-        weight_decay=sched.weight_decay,
-        milestones=tuple(sched.milestones),
-        gamma=sched.gamma,
+        **schedule_options(sched),
         warmup_lr=warmup_lr_for(cfg.depth, sched.warmup.lr, sched.warmup.from_depth),
         warmup_until_error=sched.warmup.until_train_error,
         warmup_max_iterations=sched.warmup.max_iterations,

@@ -22,26 +22,26 @@ flip). All four share the optimiser and schedule (`schedule`: SGD, lr decayed at
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from depthsweep import zoo
-from depthsweep.build import build_model
-from depthsweep.config import log_window, resolve_precision
+from depthsweep.build import build_model, make_trainer, schedule_options
+from depthsweep.config import log_window
 from depthsweep.console import quiet_libraries
 from depthsweep.data import CLASSES, CIFAR10DataModule, class_indices
 from depthsweep.files import atomic_write, atomic_write_text
@@ -160,6 +160,19 @@ def compute_features(features: nn.Module, batches: Batches) -> tuple[Tensor, Ten
     return torch.cat([f for f, _ in out]), torch.cat([y for _, y in out])
 
 
+@contextlib.contextmanager
+def _one_thread_on(device: torch.device) -> Iterator[None]:
+    """On a CPU, torch on one thread: for small matrix products, handing work to other threads
+    costs more than the work (about 100x on a 2-core CPU that is busy with something else)."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def train_head(
     head: nn.Linear,
     features: Callable[[Tensor], Tensor],
@@ -173,26 +186,7 @@ def train_head(
     (unless it is the only one), as the data module batches training images.
 
     A plain loop, not Lightning: the features are fixed (no augmentation, no BN), so a step is
-    one small matrix product, which Lightning's per-step hooks would outweigh many times. On a
-    CPU it runs on one thread: for such small products, handing work to other threads costs more
-    than the work (about 100x on a 2-core CPU that is busy with something else)."""
-    threads = torch.get_num_threads()
-    if head.weight.device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        return _sgd(head, features, labels, schedule, batch_size, seed)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _sgd(
-    head: nn.Linear,
-    features: Callable[[Tensor], Tensor],
-    labels: Tensor,
-    schedule: DictConfig,
-    batch_size: int,
-    seed: int,
-) -> nn.Linear:
+    one small matrix product, which Lightning's per-step hooks would outweigh many times."""
     opt = torch.optim.SGD(
         head.parameters(),
         lr=schedule.lr,
@@ -203,16 +197,17 @@ def _sgd(
     g = torch.Generator().manual_seed(seed)
     n, step = len(labels), 0
     per_epoch = max(1, n // batch_size)
-    while step < schedule.iterations:
-        order = torch.randperm(n, generator=g)
-        for i in range(min(per_epoch, schedule.iterations - step)):
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            loss = F.cross_entropy(head(features(idx)), labels[idx].to(head.weight.device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
+    with _one_thread_on(head.weight.device):
+        while step < schedule.iterations:
+            order = torch.randperm(n, generator=g)
+            for i in range(min(per_epoch, schedule.iterations - step)):
+                idx = order[i * batch_size : (i + 1) * batch_size]
+                loss = F.cross_entropy(head(features(idx)), labels[idx].to(head.weight.device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
     return head
 
 
@@ -242,28 +237,18 @@ def fine_tune(
     callbacks: Sequence[pl.Callback] = (),
 ) -> nn.Module:
     """Train `model` on `data` in `mode` (last_stage, none, scratch) for schedule.iterations."""
-    sched = cfg.schedule
     module = FineTune(
         model,
         frozen=frozen_children(model, mode),
-        iterations=sched.iterations,
-        lr=sched.lr,
-        momentum=sched.momentum,
-        weight_decay=sched.weight_decay,
-        milestones=tuple(sched.milestones),
-        gamma=sched.gamma,
+        **schedule_options(cfg.schedule),
         window=log_window(cfg),
     )
-    trainer = instantiate(
-        cfg.trainer,
-        precision=resolve_precision(cfg.trainer),
-        max_steps=sched.iterations,
-        max_epochs=-1,
-        log_every_n_steps=log_window(cfg),
+    trainer = make_trainer(
+        cfg,
+        list(callbacks),
         limit_val_batches=0,  # evaluated once at the end, like every mode
         logger=False,
         enable_checkpointing=False,
-        callbacks=list(callbacks),
     )
     module.train()  # Lightning keeps the modes it finds; the source net comes in eval mode
     with warnings.catch_warnings():  # Lightning warns of the frozen children: they are meant so
