@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from depthsweep.analysis import NoRunsError, to_markdown
-from depthsweep.report import analyze
+from depthsweep.analysis.report import analyze
+from depthsweep.analysis.summaries import to_markdown
+from depthsweep.runs.sweep import NoRunsError
 
 
 def main(argv: list[str] | None = None) -> int:

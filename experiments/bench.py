@@ -14,18 +14,21 @@ Data: --data-root, else the config's data.root (downloaded there if missing and 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-import torch
-
-from depthsweep.bench import default_settings, run
+from depthsweep.errors import USER_ERROR, UserError
+from depthsweep.tools.bench import NothingMeasured, default_settings, run
+from depthsweep.training.config import device_for
 
 
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Measure and report; exit status 2 on a bad option or missing data, 1 if nothing could be
+    timed."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("overrides", nargs="*", help="Hydra overrides for the harness, KEY=VALUE")
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py/")
@@ -47,10 +50,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--out", type=Path, help="CSV to write (default: bench.csv here)")
     args = vars(p.parse_args(argv))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    settings, note = default_settings(device, **args)
-    run(settings, note)
+    settings, note = default_settings(device_for(), **args)
+    try:
+        run(settings, note)
+    except UserError as e:  # a bad option, no data: one line
+        print(f"error: {e}", file=sys.stderr)
+        return USER_ERROR
+    except NothingMeasured as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

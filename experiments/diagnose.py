@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from depthsweep.diagnostics import DIAGNOSTICS, diagnose
+from depthsweep.analysis.diagnostics import DIAGNOSTICS, diagnose
 
 
 def _steps(text: str) -> list[str | int]:

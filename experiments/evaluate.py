@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from depthsweep.data import DatasetMissingError
-from depthsweep.zoo import ArchNotInstalledError, NotACheckpointError, evaluate
+from depthsweep.apps.zoo import ArchNotInstalledError, NotACheckpointError, evaluate
+from depthsweep.training.data import DatasetMissingError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from depthsweep.errors import INTERRUPTED, RUN_FAILED, USER_ERROR, UserError
-from depthsweep.rundir import RUN_JSON
-from depthsweep.train import Interrupted, train
+from depthsweep.runs.rundir import RUN_JSON
+from depthsweep.training.train import Interrupted, train
 
 
 def _discard(run_dir: Path, sweep: bool) -> None:
@@ -31,27 +31,32 @@ def _discard(run_dir: Path, sweep: bool) -> None:
             shutil.rmtree(run_dir.parent)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> str | float:
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
+def run(cfg: DictConfig, run_dir: Path, sweep: bool) -> str | float:
+    """One run of `experiments.run`: train it into `run_dir`, then turn the outcome into the exit
+    codes above (SystemExit). Returns the run's status, or its `optimized_metric` for a search."""
     try:
         status = train(cfg, run_dir)
     except UserError as e:
-        _discard(run_dir, sweep=hc.mode == RunMode.MULTIRUN)
+        _discard(run_dir, sweep)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(USER_ERROR) from None
     except (Interrupted, KeyboardInterrupt) as e:
         raise SystemExit(INTERRUPTED[getattr(e, "signal", "SIGINT")]) from None
-    if status == "failed" and hc.mode == RunMode.RUN:  # in a sweep, the other runs go on
+    if status == "failed" and not sweep:  # in a sweep, the other runs go on
         raise SystemExit(RUN_FAILED)
     if cfg.optimized_metric:  # what a search (hparams_search=...) minimises or maximises
-        from depthsweep.analysis import run_metric  # pandas: loaded for searches only
+        from depthsweep.runs.metrics import final_error  # pandas: loaded for searches only
 
-        return run_metric(run_dir, cfg.optimized_metric)
+        return final_error(run_dir, cfg.optimized_metric)
     return status
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> str | float:
+    hc = HydraConfig.get()
+    return run(cfg, Path(hc.runtime.output_dir), sweep=hc.mode == RunMode.MULTIRUN)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
 
 Both train on the same labelled images of the default target classes, in batches of B, through
 the app's own code: freeze=all's train_head on the cached features, freeze=none's Lightning
-fine-tuning (fine_tune), on the CPU. An epoch's time is the median of E epochs after a first one
-left out (start-up); computing the features, freeze=all's one-off cost, is reported apart.
+fine-tuning (fine_tune), on the CPU, timed by training's step clock. An epoch's time is the median
+of E epochs after a first one left out (start-up); computing the features, freeze=all's one-off
+cost, is reported apart.
 Prints the three times and the speed-up.
 """
 
@@ -20,25 +21,15 @@ import time
 from pathlib import Path
 from statistics import median
 
-import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from depthsweep import transfer as tr
-from depthsweep import zoo
-from depthsweep.config import CONF_DIR
-from depthsweep.console import quiet_libraries
-
-
-class EpochTimer(pl.Callback):
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.seconds.append(time.perf_counter() - self.start)
+from depthsweep.apps import transfer as tr
+from depthsweep.apps import zoo
+from depthsweep.training.clocks import StepClock
+from depthsweep.training.config import CONF_DIR
+from depthsweep.training.console import quiet_libraries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,22 +67,25 @@ def main(argv: list[str] | None = None) -> int:
     def schedule(iterations: int):
         return OmegaConf.merge(cfg.schedule, {"iterations": iterations})
 
-    def head_epoch() -> float:
+    # One step clock for both: a tick per epoch of the head's loop, per step of fine-tuning.
+    cpu = torch.device("cpu")
+    epochs = range(1, 2 + args.epochs)  # the first one left out: start-up
+    head_clock = StepClock(at=epochs)
+    head_clock.start(cpu)
+    for _ in epochs:
         head = tr.new_head(in_features, k, cfg.seed)
-        start = time.perf_counter()
         tr.train_head(
             head, feats["train"].__getitem__, feats["train_labels"], schedule(steps),
             args.batch_size, cfg.seed,
         )  # fmt: skip
-        return time.perf_counter() - start
-
-    frozen = median([head_epoch() for _ in range(1 + args.epochs)][1:])
+        head_clock.tick(cpu)
+    frozen = median(head_clock.seconds(e - 1, e) for e in epochs[1:])
     model = copy.deepcopy(source.model)
     setattr(model, tr.HEAD, tr.new_head(in_features, k, cfg.seed))
-    timer = EpochTimer()
-    everything = OmegaConf.merge(cfg, {"schedule": schedule(steps * (1 + args.epochs))})
-    tr.fine_tune(model, "none", data, everything, callbacks=[timer])
-    fine = median(timer.seconds[1:])
+    clock = StepClock(at=[e * steps for e in epochs])
+    everything = OmegaConf.merge(cfg, {"schedule": schedule(steps * len(epochs))})
+    tr.fine_tune(model, "none", data, everything, callbacks=[clock])
+    fine = median(clock.seconds((e - 1) * steps, e * steps) for e in epochs[1:])
     print(f"{n} labelled images ({k} classes), {steps} steps of {args.batch_size} an epoch, CPU")
     print(f"features of labelled + test images, once: {features_s:.3f} s")
     print(f"freeze=all, an epoch on cached features: {frozen * 1e3:.2f} ms")

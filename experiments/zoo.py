@@ -4,8 +4,8 @@
 
 One row per finished run (run.json status done, with checkpoints/last.ckpt): arch, depth, seed,
 classes (data.classes, or all), params, macs (multiply-adds per image), final_test_error (the last
-logged, %), path (load it with depthsweep.zoo.load, evaluate it with experiments.evaluate, transfer
-it with experiments.transfer transfer.source=PATH).
+logged, %), path (load it with depthsweep.apps.zoo.load, evaluate it with experiments.evaluate,
+transfer it with experiments.transfer transfer.source=PATH).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from depthsweep.zoo import list_runs
+from depthsweep.apps.zoo import list_runs
 
 
 def main(argv: list[str] | None = None) -> int:

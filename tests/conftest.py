@@ -1,13 +1,20 @@
-"""Shared fixtures: CIFAR-10 batches in the official format, read back by the real reader."""
+"""Shared fixtures: CIFAR-10 batches in the official format, read back by the real reader. One
+torch thread in the tests and the processes they start: these tiny nets gain nothing from more,
+and on a small CPU busy with other work a second thread made steps 20-30x slower."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import MATERIALIZE, write_random_cifar10
+
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from depthsweep.data import OFFICIAL_TEST_MD5
+from depthsweep.training.data import OFFICIAL_TEST_MD5
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -56,9 +56,10 @@ def write_run(
         "host": "fake",  # unknown keys must be ignored
     } | extra_run_json
     (run_dir / "run.json").write_text(json.dumps(info))
-    known = CONF / "arch" / f"{arch}.yaml"  # the resolved config, in short
-    arch_cfg = OmegaConf.load(known) if known.is_file() else {"name": arch}
-    OmegaConf.save({"arch": arch_cfg, "depth": depth, "seed": seed}, run_dir / "config.yaml")
+    known = CONF / "arch" / f"{arch}.yaml"  # the resolved config, in short: what the arch sets
+    arch_cfg = OmegaConf.load(known) if known.is_file() else {"arch_name": arch, "arch": {}}
+    cfg = OmegaConf.merge(arch_cfg, {"depth": depth, "seed": seed})
+    OmegaConf.save(cfg, run_dir / "config.yaml")
     if not metrics:
         return run_dir
     rows = []

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 
-from depthsweep.config import compose_config
-from depthsweep.data import FOLDER, TEST_FILE, TRAIN_FILES
-from depthsweep.train import train
+from depthsweep.training.config import compose_config
+from depthsweep.training.data import FOLDER, TEST_FILE, TRAIN_FILES
+from depthsweep.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 MATERIALIZE = ROOT.parent / "shared" / "data" / "cifar10" / "materialize.py"

@@ -9,7 +9,9 @@ import pytest
 from fakesweep import DEGRADATION_VERDICT, degradation_sweep, write_run, write_sweep
 from omegaconf import OmegaConf
 
-from depthsweep import analysis, plots, report
+from depthsweep.analysis import plots, report
+from depthsweep.analysis import summaries as analysis
+from depthsweep.runs.sweep import NoRunsError
 from experiments.analyze import main
 
 OUTPUTS = ["summary.csv", "summary.md", "figure6.png", "figure6.svg"]
@@ -381,7 +383,7 @@ def test_no_runs_raises_and_cli_exits_2(tmp_path, capsys, make):
         sweep.mkdir()
     if make == "only-multirun-yaml":
         (sweep / "multirun.yaml").write_text("hydra: {}\n")
-    with pytest.raises(analysis.NoRunsError, match="sweep"):
+    with pytest.raises(NoRunsError, match="sweep"):
         analysis.load_sweep(sweep)
     assert main([str(sweep)]) == 2
     err = capsys.readouterr().err

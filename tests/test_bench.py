@@ -8,22 +8,17 @@ import pytest
 import torch
 from helpers import run_cli, write_random_cifar10
 
-from depthsweep import bench
-from depthsweep.bench import (
-    COLUMNS,
-    fastest_variant,
-    format_table,
-    job_counts,
-    projection,
-    variant_overrides,
-)
+from depthsweep.errors import USER_ERROR, OptionError
+from depthsweep.tools import bench
+from depthsweep.tools.bench import COLUMNS, format_table, job_counts, projection, variant_overrides
+from depthsweep.tools.budget import fastest_variant
+from experiments import bench as bench_cli
 
 
-def test_cli_times_variants_and_concurrent_jobs(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_cli_times_variants_and_concurrent_jobs(tmp_path):
     data = write_random_cifar10(tmp_path / "data", n_train=200, n_test=20)
     out = tmp_path / "results" / "bench.csv"
-    # One torch thread: on a small shared CPU, more threads than free cores is many times slower.
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     result = run_cli(
         *["experiments.bench", "--depths", "8", "--batch", "16", "--steps", "2", "--warmup", "1"],
         *["--archs", "plain", "--workers", "1", "--jobs", "2", "--out", str(out)],
@@ -63,14 +58,12 @@ def test_cli_times_variants_and_concurrent_jobs(tmp_path, monkeypatch):
     assert not (tmp_path / "bench.csv").exists()  # only where --out says
 
 
-def test_the_bench_says_where_it_looked_for_missing_data(tmp_path):
-    result = run_cli(
-        *["experiments.bench", "--depths", "8", "--data-root", str(tmp_path / "none")],
-        "data.download=false",
-        cwd=tmp_path,
-    )
-    assert result.returncode != 0
-    assert f"{tmp_path / 'none' / 'cifar-10-batches-py'}" in result.stderr
+def test_the_bench_says_where_it_looked_for_missing_data(tmp_path, capsys):
+    args = ["--depths", "8", "--data-root", str(tmp_path / "none"), "data.download=false"]
+    assert bench_cli.main([*args, "--out", str(tmp_path / "bench.csv")]) == USER_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert f"{tmp_path / 'none' / 'cifar-10-batches-py'}" in err
 
 
 def rows_of(ms: dict[str, float], depths=(20, 56), archs=("plain", "resnet")) -> list[dict]:
@@ -118,7 +111,7 @@ def test_variants_name_everything_they_depend_on():
         "trainer.precision=bf16-mixed",
         "channels_last=true",
     ]
-    with pytest.raises(SystemExit, match="unknown variant 'fast'"):
+    with pytest.raises(OptionError, match="unknown variant 'fast'"):
         variant_overrides("fast")
 
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import csv
-import shlex
 
 import pytest
-from helpers import run_cli
 
-from depthsweep.bench import COLUMNS
-from depthsweep.budget import (
+from depthsweep.tools.bench import COLUMNS
+from depthsweep.tools.budget import (
     best_jobs,
+    fastest_variant,
     interpolate_ms,
+    plan_from_bench,
     plan_quick_sweep,
     project_sweep_s,
+    read_bench,
 )
 
 
@@ -75,7 +76,7 @@ def write_bench(path, rows):
             )
 
 
-def test_quick_plan_cli_from_bench_csvs(tmp_path):
+def test_quick_plan_from_bench_csvs(tmp_path):
     bench, jobs = tmp_path / "bench.csv", tmp_path / "bench_jobs.csv"
     write_bench(
         bench,
@@ -98,17 +99,13 @@ def test_quick_plan_cli_from_bench_csvs(tmp_path):
             ("resnet", 110, "graph-fp32", 4, 10.5 * 2, 12190 * 2.0),
         ],
     )
-    result = run_cli(
-        *["experiments.quick_plan", str(bench), str(jobs), "--budget-s", "240"],
-        *["--variants", "eager-fp32,graph-fp32", "--overhead-s", "20"],
-    )
-    assert result.returncode == 0, result.stderr
-    plan = dict(line.split("=", 1) for line in result.stdout.splitlines())
-    assert plan == {
-        "variant": "graph-fp32",
-        "overrides": shlex.quote("cuda_graph=true trainer.precision=32-true channels_last=false"),
-        "jobs": "4",
-        "iterations": "5500",
-        "depths": "110,56,44,32,20",
-        "expected_s": "239",
-    }
+    rows = read_bench(bench) + read_bench(jobs)
+    assert fastest_variant(rows) == "graph-bf16"
+    candidates = ["eager-fp32", "graph-fp32"]
+    assert fastest_variant(rows, candidates) == "graph-fp32"
+    variant, plan = plan_from_bench(rows, 240, candidates, overhead_s=20)
+    assert variant == "graph-fp32"
+    assert (plan.jobs, plan.iterations, plan.depths) == (4, 5500, (20, 32, 44, 56, 110))
+    assert round(plan.expected_s) == 239
+    with pytest.raises(ValueError, match="no single-job rows of graph-fp16 at depth 110"):
+        fastest_variant(rows, ["graph-fp16"])

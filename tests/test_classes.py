@@ -8,10 +8,10 @@ import pytest
 import torch
 from helpers import train_tiny
 
-from depthsweep.build import build_net
-from depthsweep.config import compose_config
-from depthsweep.data import CIFAR10DataModule, class_indices, read_cifar10
-from depthsweep.rundir import CHECKPOINT, RUN_JSON
+from depthsweep.runs.rundir import CHECKPOINT, RUN_JSON
+from depthsweep.training.build import build_net
+from depthsweep.training.config import compose_config
+from depthsweep.training.data import CIFAR10DataModule, class_indices, read_cifar10
 
 
 def test_a_subset_keeps_its_images_relabelled_in_the_order_given(fake_cifar):

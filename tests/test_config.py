@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from depthsweep.build import make_trainer
-from depthsweep.config import compose_config
+from depthsweep.analysis.report import analyze
 from depthsweep.errors import OptionError
-from depthsweep.models import CifarNet, PlainBlock
-from depthsweep.report import analyze
-from depthsweep.train import train
+from depthsweep.nets.models import CifarNet, PlainBlock
+from depthsweep.training.build import make_trainer
+from depthsweep.training.config import compose_config
+from depthsweep.training.train import train
 
 
 class ThinBlock(PlainBlock):
@@ -36,7 +36,7 @@ def test_figure6_experiment_is_the_papers_grid():
 def test_new_architecture_needs_one_class_and_one_config_file(fake_cifar, tmp_path):
     (tmp_path / "conf" / "arch").mkdir(parents=True)
     (tmp_path / "conf" / "arch" / "thin.yaml").write_text(
-        "_target_: test_config.ThinNet\nname: thin\n"
+        "# @package _global_\narch_name: thin\narch:\n  _target_: test_config.ThinNet\n"
     )
     overrides = [
         "arch=thin",

@@ -12,8 +12,9 @@ import torch
 import torchvision.datasets.utils
 from helpers import write_cifar10_batch
 
-from depthsweep import data
-from depthsweep.data import (
+from depthsweep.errors import DataError, OptionError
+from depthsweep.training import data
+from depthsweep.training.data import (
     FOLDER,
     TEST_FILE,
     CIFAR10DataModule,
@@ -22,7 +23,6 @@ from depthsweep.data import (
     random_crop_flip,
     read_cifar10,
 )
-from depthsweep.errors import DataError, OptionError
 
 
 def test_reader_returns_images_in_channel_planes(fake_cifar):

@@ -1,36 +1,29 @@
-"""Diagnostics on tiny models whose answers are known, the cost claims, and the CLI end to end."""
+"""Diagnostics on tiny models whose answers are known, and the CLI end to end."""
 
 from __future__ import annotations
 
 import math
 import shutil
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
-from helpers import ROOT, train_tiny
-from omegaconf import OmegaConf
+from helpers import train_tiny
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from depthsweep.build import build_model
-from depthsweep.callbacks import GradNormLogger, grad_norms
-from depthsweep.diagnostics import (
+from depthsweep.analysis.diagnostics import (
     ShortcutOnly,
     diagnose,
     layer_responses,
     lesion_errors,
     lesioned,
 )
-from depthsweep.models import (
+from depthsweep.nets.models import (
     BasicBlock,
     Bottleneck,
     BottleneckResNet,
-    InvalidDepthError,
     PlainNet,
     ResNet,
-    count_params,
 )
 from experiments import diagnose as diagnose_cli
 
@@ -100,39 +93,6 @@ def test_plain_lesions_skip_blocks_that_change_shape():
     assert hook_count(model) == 0
 
 
-# --- gradient flow --------------------------------------------------------------------------------
-
-
-def one_layer_net() -> nn.Module:
-    net = nn.Module()
-    net.conv = nn.Conv2d(3, 2, 3, bias=False)  # 2*3*3*3 = 54 weights
-    net.unused = nn.Conv2d(2, 2, 1, bias=False)  # never run: no gradient, not reported
-    return net
-
-
-def test_grad_norms_of_a_one_layer_net_by_hand():
-    net = one_layer_net()
-    loss = 3 * net.conv(torch.ones(2, 3, 4, 4)).sum()
-    loss.backward()
-    # dL/dW[o,c,i,j] = 3 * sum over 2 images and the 2x2 output positions of x = 1: 3 * 8 = 24.
-    assert grad_norms(net) == pytest.approx({"conv": 24 * math.sqrt(54)})
-
-
-def test_grad_norm_logger_logs_at_init_and_every_n_iterations():
-    net = one_layer_net()
-    net.conv(torch.ones(1, 3, 3, 3)).sum().backward()
-    logged = []
-    logger = SimpleNamespace(log_metrics=lambda m, step: logged.append((step, m)))
-    callback = GradNormLogger(every=3)
-    for step in range(8):
-        trainer = SimpleNamespace(global_step=step, logger=logger)
-        callback.on_before_optimizer_step(trainer, SimpleNamespace(model=net), None)
-    assert [s for s, _ in logged] == [0, 3, 6]
-    assert logged[0][1] == {"grad_norm/conv": pytest.approx(math.sqrt(54))}
-    with pytest.raises(ValueError):
-        GradNormLogger(every=0)
-
-
 # --- layer responses ------------------------------------------------------------------------------
 
 
@@ -174,48 +134,6 @@ def test_layer_responses_in_forward_order_and_hooks_removed():
     assert hook_count(model) == 0 and model.training
 
 
-# --- cost -----------------------------------------------------------------------------------------
-
-
-def macs(module: nn.Module, x: torch.Tensor) -> int:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module.eval()(x)
-    return counter.get_total_flops() // 2
-
-
-def test_bottleneck_block_costs_less_than_two_3x3_convs_at_full_width():
-    w = 16
-    x = torch.zeros(1, 4 * w, 8, 8)
-    bottleneck, basic = macs(Bottleneck(4 * w, w), x), macs(BasicBlock(4 * w, 4 * w), x)
-    pixels = 8 * 8
-    assert bottleneck == pixels * (4 * w * w + 9 * w * w + w * 4 * w)  # 1x1 in, 3x3, 1x1 out
-    assert basic == pixels * 2 * 9 * (4 * w) ** 2
-    assert bottleneck < basic / 16
-
-
-def resnet164_params() -> int:
-    """Our post-activation ResNet-164 with option-B shortcuts, counted from its layers:
-    stem conv+BN; per block 1x1 (in->p), 3x3 (p->p), 1x1 (p->4p), each with BN; a 1x1 conv+BN
-    projection on each stage's first block; fc 256->10."""
-    total, in_planes = 3 * 16 * 9 + 2 * 16, 16
-    for p in (16, 32, 64):
-        for i in range(18):
-            total += in_planes * p + 9 * p * p + p * 4 * p + 2 * (p + p + 4 * p)
-            if i == 0:
-                total += in_planes * 4 * p + 2 * 4 * p
-            in_planes = 4 * p
-    return total + 256 * 10 + 10
-
-
-def test_resnet164_parameter_count_and_depth_rule():
-    arch = OmegaConf.load(ROOT / "conf" / "arch" / "resnet_bottleneck.yaml")
-    # 1,704,154: the often-quoted 1,703,258 is the pre-activation ResNet-164 (He et al. 2016b),
-    # which has a final BN instead of the stem's and BN-free projections: 896 fewer.
-    assert count_params(build_model(arch, 164)) == resnet164_params() == 1_704_154
-    with pytest.raises(InvalidDepthError, match=r"9n\+2.*Nearest valid depths: 164, 173"):
-        build_model(arch, 165)
-
-
 # --- end to end -----------------------------------------------------------------------------------
 
 
@@ -249,14 +167,16 @@ def test_cli_on_a_tiny_real_sweep(fake_cifar, tmp_path, capsys):
     assert first["name"].iloc[:2].tolist() == ["stem.0", "layer1.0.conv1"]
     # Zero-initialised branches pass no gradient to their convs at first (d/dW is scaled by the
     # zero BN gamma); the stem, and every conv of the default runs, do get one.
-    zero_at_init = (grads["variant"] == "resnet+zero_init") & (grads["step"] == 1)
+    # Grouped as the summaries group them: by the option that tells the resnets apart.
+    zero = "resnet (arch.zero_init_residual=True)"
+    zero_at_init = (grads["variant"] == zero) & (grads["step"] == 1)
     zero_at_init &= grads["name"] != "stem.0"
     assert (grads.loc[zero_at_init, "grad_norm"] == 0).all() and zero_at_init.sum() == 6
     assert (grads.loc[~zero_at_init, "grad_norm"] > 0).all()
 
     les = pd.read_csv(sweep / "lesion.csv")
     assert les.groupby("variant")["lesionable"].sum().to_dict() == {
-        "plain": 1, "resnet": 3, "resnet+zero_init": 3}  # fmt: skip
+        "plain": 1, "resnet (arch.zero_init_residual=False)": 3, zero: 3}  # fmt: skip
     resp = pd.read_csv(sweep / "layer_responses.csv")
     assert resp.groupby("run").size().tolist() == [7, 7, 7]
 

@@ -12,9 +12,10 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from depthsweep.build import build_model, make_module, make_trainer
-from depthsweep.config import compose_config, resolve_cuda_graph
-from depthsweep.train import train
+from depthsweep.training.build import build_model, make_module, make_trainer
+from depthsweep.training.clocks import StepClock
+from depthsweep.training.config import compose_config, resolve_cuda_graph
+from depthsweep.training.train import train
 
 
 def curve(overrides: list[str], run_dir) -> pd.DataFrame:
@@ -106,19 +107,20 @@ def test_graphed_path_resumes_from_a_checkpoint(fake_cifar, tmp_path):
         ]
     )
 
-    def fit(steps: int, ckpt: Path | None = None) -> pl.Trainer:
+    def fit(steps: int, ckpt: Path | None = None) -> tuple[pl.Trainer, StepClock]:
         module = make_module(cfg, build_model(cfg.arch, cfg.depth))
+        clock = StepClock()
         trainer = make_trainer(
-            cfg, [], max_steps=steps, logger=False, default_root_dir=str(tmp_path)
+            cfg, [clock], max_steps=steps, logger=False, default_root_dir=str(tmp_path)
         )
         trainer.fit(module, datamodule=instantiate(cfg.data, _convert_="all"), ckpt_path=ckpt)
-        return trainer
+        return trainer, clock
 
-    first = fit(4)
+    first, _ = fit(4)
     first.save_checkpoint(tmp_path / "half.ckpt")
-    resumed = fit(8, tmp_path / "half.ckpt")
+    resumed, clock = fit(8, tmp_path / "half.ckpt")
     assert resumed.global_step == 8
-    assert resumed.lightning_module.seen == 4  # it took only the 4 steps left
+    assert clock.steps == 4  # it took only the 4 steps left
     # 8 scheduler steps from the base rate: past the decays at iterations 4 and 6
     assert resumed.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * 0.1**2)
     assert resumed.lr_scheduler_configs[0].scheduler.last_epoch == 8

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from depthsweep.config import compose_config
-from depthsweep.graphed import GraphedStep
-from depthsweep.models import ResNet
-from depthsweep.train import train
+from depthsweep.nets.models import ResNet
+from depthsweep.training.config import compose_config
+from depthsweep.training.graphed import GraphedStep
+from depthsweep.training.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -4,6 +4,8 @@ training."""
 
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
@@ -14,13 +16,16 @@ from omegaconf import OmegaConf
 from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
-from depthsweep.build import build_model
-from depthsweep.diagnostics import lesion_errors
-from depthsweep.inception import Inception, InceptionNet
-from depthsweep.models import InvalidDepthError, ResNet, count_macs, count_params
-from depthsweep.module import Classifier
-from depthsweep.report import analyze
-from depthsweep.rundir import read_info
+from depthsweep.analysis.diagnostics import lesion_errors
+from depthsweep.analysis.report import analyze
+from depthsweep.nets.inception import Inception, InceptionNet
+from depthsweep.nets.models import InvalidDepthError, ResNet, count_macs, count_params
+from depthsweep.runs.rundir import read_info
+from depthsweep.training.build import build_model
+from depthsweep.training.graphed import GraphedClassifier
+from depthsweep.training.module import Classifier
+from depthsweep.training.schedule import PaperLR
+from depthsweep.training.window import TrainingWindow
 
 ARCH = ROOT / "conf" / "arch" / "inception.yaml"
 MAP = (192, 28, 28)  # the issue's worked example: 28x28x192 in
@@ -89,7 +94,9 @@ def test_stages_resolutions_and_widths():
 
 @pytest.mark.parametrize("depth, n", [(8, 1), (14, 2), (20, 3)])
 def test_depth_is_6n_plus_2_with_n_modules_per_stage(depth, n):
-    net = build_model(OmegaConf.load(ARCH), depth)  # through the config file, as a run builds it
+    net = build_model(
+        OmegaConf.load(ARCH).arch, depth
+    )  # through the config file, as a run builds it
     assert isinstance(net, InceptionNet) and net.depth == depth
     assert len(net.blocks()) == 3 * n
     # each module is 2 weighted layers deep on its longest path (1x1 reduce, then 3x3 or 5x5)
@@ -104,7 +111,7 @@ def test_depth_is_6n_plus_2_with_n_modules_per_stage(depth, n):
 )
 def test_invalid_depth_names_the_rule_and_nearest_depths(depth, nearest):
     with pytest.raises(InvalidDepthError, match=r"6n\+2.*Inception modules") as err:
-        build_model(OmegaConf.load(ARCH), depth)
+        build_model(OmegaConf.load(ARCH).arch, depth)
     assert f"Nearest valid depths: {nearest}." in str(err.value)
 
 
@@ -145,9 +152,9 @@ def test_side_heads_only_with_a_weight_and_only_in_training():
 def test_loss_adds_weighted_side_losses_in_training_and_error_is_the_main_heads():
     torch.manual_seed(1)
     weight = 0.3
-    module = Classifier(InceptionNet(8, aux_weight=weight), iterations=10)
+    module = Classifier(InceptionNet(8, aux_weight=weight))
     x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
-    loss, err = module._loss_and_error((x, y))
+    loss, err = module.loss_and_error((x, y))
     with torch.no_grad():  # train-mode BN normalises by the batch: the same logits again
         main, side = module.model(x)
     assert error(side[0], y) != error(main, y)  # so taking the wrong head would show
@@ -156,7 +163,7 @@ def test_loss_adds_weighted_side_losses_in_training_and_error_is_the_main_heads(
     assert err.item() == error(main, y)
 
     module.eval()
-    loss, err = module._loss_and_error((x, y))
+    loss, err = module.loss_and_error((x, y))
     with torch.no_grad():
         logits = module.model(x)
     assert loss.item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
@@ -186,14 +193,16 @@ def test_lightning_trains_with_side_heads_and_logs_the_main_heads_error(cuda_gra
     data = torch.utils.data.TensorDataset(torch.randn(96, 3, 32, 32), torch.randint(0, 10, (96,)))
     loader = torch.utils.data.DataLoader(data, batch_size=16, shuffle=True, drop_last=True)
     model = InceptionNet(8, aux_weight=0.5)
-    module = Classifier(model, iterations=6, window=1, channels_last=True, cuda_graph=cuda_graph)
+    cls = GraphedClassifier if cuda_graph else Classifier
+    sgd = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9)
+    module = cls(model, sgd, functools.partial(PaperLR, iterations=6), channels_last=True)
     errors = MainAndSideErrors()
     trainer = pl.Trainer(
         accelerator="cpu",
         max_steps=6,
         log_every_n_steps=1,
         logger=CSVLogger(tmp_path),
-        callbacks=[errors],
+        callbacks=[TrainingWindow(), errors],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,

@@ -18,6 +18,8 @@ from helpers import ROOT, run_cli
 
 from depthsweep.errors import INTERRUPTED
 
+pytestmark = pytest.mark.slow  # real processes, real signals
+
 
 def command(data: Path, run_dir: Path, iterations: int = 200) -> list[str]:
     return [
@@ -29,7 +31,7 @@ def command(data: Path, run_dir: Path, iterations: int = 200) -> list[str]:
 
 
 def start(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
     return subprocess.Popen(
         [sys.executable, "-m", *args],

@@ -12,13 +12,7 @@ import pytest
 from helpers import run_cli
 from omegaconf import OmegaConf
 
-from depthsweep.config import compose_config
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    # Two jobs share the CPU: each with as many torch threads as cores would oversubscribe it.
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+from depthsweep.training.config import compose_config
 
 
 def sweep(launcher: list[str], data: Path, out: Path) -> str:
@@ -44,6 +38,7 @@ def assert_both_done(out: Path) -> None:
     assert summary.final_test_error.notna().all()  # 5 steps = 1 epoch of 100 images: evaluated
 
 
+@pytest.mark.slow
 def test_joblib_runs_two_jobs_at_once(fake_cifar, tmp_path):
     out = tmp_path / "sweep"
     stdout = sweep(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], fake_cifar, out)
@@ -51,6 +46,7 @@ def test_joblib_runs_two_jobs_at_once(fake_cifar, tmp_path):
     assert_both_done(out)
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_both_jobs(fake_cifar, tmp_path):
     out = tmp_path / "sweep"
     sweep(["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"], fake_cifar, out)
@@ -106,6 +102,7 @@ def test_slurm_launcher_makes_a_valid_sbatch_script(tmp_path, monkeypatch):
         assert f"#SBATCH {flag}" in script
 
 
+@pytest.mark.slow
 def test_an_optuna_search_trains_two_trials_and_reports_the_best(fake_cifar, tmp_path):
     out = tmp_path / "search"
     result = run_cli(
@@ -117,5 +114,7 @@ def test_an_optuna_search_trains_two_trials_and_reports_the_best(fake_cifar, tmp
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     best = OmegaConf.load(out / "optimization_results.yaml")
     summary = pd.read_csv(out / "summary.csv")
-    assert len(summary) == 2 and summary["schedule.lr"].nunique() == 2  # two groups, not seeds
+    assert (
+        len(summary) == 2 and summary["schedule.optimizer.lr"].nunique() == 2
+    )  # two groups, not seeds
     assert best.best_value == pytest.approx(summary.final_train_error.min())

@@ -1,4 +1,5 @@
-"""The networks: the paper's parameter counts, the depth rule, and what a shortcut buys."""
+"""The networks: the interface every arch's net offers, the paper's parameter counts, the depth
+rule, what a shortcut buys, what a bottleneck saves."""
 
 from __future__ import annotations
 
@@ -6,18 +7,29 @@ import math
 
 import pytest
 import torch
+from helpers import ROOT
+from omegaconf import OmegaConf
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from depthsweep.models import (
+from depthsweep.nets.models import (
     BasicBlock,
+    Block,
+    Bottleneck,
     InvalidDepthError,
+    Net,
     PadShortcut,
     PlainBlock,
     PlainNet,
+    ResidualBlock,
     ResNet,
+    SideHeads,
     count_macs,
     count_params,
 )
+from depthsweep.training.build import build_model
+
+ARCHS = sorted((ROOT / "conf" / "arch").glob("*.yaml"))
 
 # He et al. 2016, Table 6 / public reproductions (option A shortcuts, so plain == resnet).
 PAPER_PARAMS = {8: 75_290, 20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962}
@@ -116,3 +128,79 @@ def test_macs_come_from_the_flop_counter():
     # resnet-20: 40.55M multiply-adds for a 32x32 image, the figure usually quoted
     assert count_macs(ResNet(20)) == pytest.approx(40.55e6, rel=0.01)
     assert count_macs(ResNet(56)) > 2.5 * count_macs(ResNet(20))
+
+
+@pytest.mark.parametrize("path", ARCHS, ids=[p.stem for p in ARCHS])
+def test_every_arch_builds_a_net_with_the_interface_the_harness_relies_on(path):
+    """Every conf/arch file: its arch node holds only the net's class and constructor options,
+    and the net it builds (at its smallest valid depth) satisfies Net, its blocks Block."""
+    arch_file = OmegaConf.load(path)
+    assert arch_file.arch_name == path.stem and "_target_" in arch_file.arch
+    assert set(arch_file) == {"arch_name", "arch", "schedule"}  # and the arch's warm-up
+    for depth in range(3, 60):
+        try:
+            net = build_model(arch_file.arch, depth, num_classes=7)
+            break
+        except InvalidDepthError:
+            continue
+    assert isinstance(net, Net)
+    assert isinstance(net.fc, nn.Linear) and net.fc.out_features == 7
+    blocks = net.blocks()
+    # fc comes after the stage of the last block: transfer learning fine-tunes that one
+    children = list(dict(net.named_children()))
+    names = {id(m): n for n, m in net.named_modules()}
+    assert children.index("fc") > children.index(names[id(blocks[-1])].split(".")[0])
+    assert blocks and all(isinstance(b, Block) for b in blocks)
+    assert all(isinstance(b, ResidualBlock) for b in blocks if b.residual)
+    x = torch.randn(2, 3, 32, 32)
+    assert net.eval()(x).shape == (2, 7)
+    out = net.train()(x)
+    if isinstance(out, tuple):  # side heads, in training only
+        assert isinstance(net, SideHeads) and out[0].shape == (2, 7)
+    else:
+        assert out.shape == (2, 7)
+
+
+def test_the_interface_tells_residual_blocks_apart():
+    assert not isinstance(PlainBlock(8, 8), ResidualBlock)
+    assert isinstance(BasicBlock(8, 8), ResidualBlock) and isinstance(Bottleneck(32, 8), Block)
+    assert not isinstance(nn.Linear(2, 2), Net)
+
+
+def macs(module: nn.Module, x: torch.Tensor) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module.eval()(x)
+    return counter.get_total_flops() // 2
+
+
+def test_bottleneck_block_costs_less_than_two_3x3_convs_at_full_width():
+    w = 16
+    x = torch.zeros(1, 4 * w, 8, 8)
+    bottleneck, basic = macs(Bottleneck(4 * w, w), x), macs(BasicBlock(4 * w, 4 * w), x)
+    pixels = 8 * 8
+    assert bottleneck == pixels * (4 * w * w + 9 * w * w + w * 4 * w)  # 1x1 in, 3x3, 1x1 out
+    assert basic == pixels * 2 * 9 * (4 * w) ** 2
+    assert bottleneck < basic / 16
+
+
+def resnet164_params() -> int:
+    """Our post-activation ResNet-164 with option-B shortcuts, counted from its layers:
+    stem conv+BN; per block 1x1 (in->p), 3x3 (p->p), 1x1 (p->4p), each with BN; a 1x1 conv+BN
+    projection on each stage's first block; fc 256->10."""
+    total, in_planes = 3 * 16 * 9 + 2 * 16, 16
+    for p in (16, 32, 64):
+        for i in range(18):
+            total += in_planes * p + 9 * p * p + p * 4 * p + 2 * (p + p + 4 * p)
+            if i == 0:
+                total += in_planes * 4 * p + 2 * 4 * p
+            in_planes = 4 * p
+    return total + 256 * 10 + 10
+
+
+def test_resnet164_parameter_count_and_depth_rule():
+    arch = OmegaConf.load(ROOT / "conf" / "arch" / "resnet_bottleneck.yaml").arch
+    # 1,704,154: the often-quoted 1,703,258 is the pre-activation ResNet-164 (He et al. 2016b),
+    # which has a final BN instead of the stem's and BN-free projections: 896 fewer.
+    assert count_params(build_model(arch, 164)) == resnet164_params() == 1_704_154
+    with pytest.raises(InvalidDepthError, match=r"9n\+2.*Nearest valid depths: 164, 173"):
+        build_model(arch, 165)

@@ -7,11 +7,13 @@ import os
 from pathlib import Path
 
 import nbformat
+import pytest
 from fakesweep import DEGRADATION_VERDICT, degradation_sweep
 from helpers import ROOT, train_tiny
 from nbclient import NotebookClient
 
 NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"
+pytestmark = pytest.mark.slow  # a Jupyter kernel
 
 
 def execute(sweep: Path, cwd: Path, monkeypatch, data_root: Path | None = None):
@@ -42,7 +44,7 @@ def test_notebook_redraws_the_figures(tmp_path, monkeypatch):
     outputs = code_outputs(execute(tmp_path / "sweep", tmp_path, monkeypatch))
     assert len(images(outputs["plots.figure6(metrics, ylim=(0, 20))"])) == 1
     assert len(images(outputs["plots.error_vs_depth(summary)"])) == 1
-    (verdict,) = outputs["print(analysis.verdict(summary))"]
+    (verdict,) = outputs["print(summaries.verdict(summary))"]
     assert verdict.text == DEGRADATION_VERDICT + "\n"
     summary_html = outputs["summary"][0].data["text/html"]
     assert "arch=resnet,depth=56,seed=1" in summary_html

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from depthsweep.build import make_module
-from depthsweep.config import compose_config
-from depthsweep.schedule import PaperLR, warmup_lr_for
+from depthsweep.training.build import make_module
+from depthsweep.training.config import compose_config
+from depthsweep.training.schedule import PaperLR, warmup_lr_for
 
 
 def trace(iterations: int, end_warmup_after: int | None = None, **warmup) -> list[float]:
@@ -112,6 +112,6 @@ def test_default_config_warms_up_resnets_from_depth_110_only(arch, depth, warmup
     assert warmup_lr_for(depth, cfg.schedule.warmup.lr, cfg.schedule.warmup.from_depth) == (
         warmup_lr
     )
-    module = make_module(cfg, torch.nn.Linear(1, 1))
-    assert module.hparams.warmup_lr == warmup_lr
-    assert module.hparams.warmup_max_iterations == 1000
+    sched = make_module(cfg, torch.nn.Linear(1, 1)).configure_optimizers()["lr_scheduler"]
+    assert sched["scheduler"].warmup_lr == warmup_lr
+    assert sched["scheduler"].warmup_max_iterations == 1000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -17,11 +18,16 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from helpers import ROOT, run_cli, train_tiny, write_cifar10_batch
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
 
-from depthsweep.config import compose_config
 from depthsweep.errors import RUN_FAILED, USER_ERROR
-from depthsweep.rundir import ConfigMismatchError, RunRecord
-from depthsweep.train import train
+from depthsweep.nets.models import InvalidDepthError
+from depthsweep.runs.rundir import ConfigMismatchError, RunRecord
+from depthsweep.training.config import compose_config
+from depthsweep.training.train import train
+from experiments.hydra_callbacks import AnalyzeSweep
+from experiments.run import run as run_entry
 
 TINY = ["data.limit=256", "schedule.iterations=20", "trainer.enable_progress_bar=false"]
 
@@ -30,6 +36,7 @@ def run_dirs(sweep: Path) -> list[Path]:
     return sorted(p.parent for p in sweep.glob("*/run.json"))
 
 
+@pytest.mark.slow
 def test_sweep_trains_analyses_and_rerun_skips(cifar_root, tmp_path):
     sweep = tmp_path / "sweep"
     cmd = [
@@ -99,6 +106,7 @@ def test_sweep_trains_analyses_and_rerun_skips(cifar_root, tmp_path):
     assert all((d / "metrics.csv").read_bytes() == metrics_before[d] for d in dirs)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint(fake_cifar, tmp_path):
     run_dir = tmp_path / "run"
     cmd = [
@@ -137,6 +145,7 @@ def test_killed_run_resumes_from_its_checkpoint(fake_cifar, tmp_path):
     assert metrics.dropna(subset=["test_error"])["step"].tolist()[-1] == 300
 
 
+@pytest.mark.slow
 def test_failed_run_is_recorded_and_the_sweep_goes_on(fake_cifar, tmp_path):
     sweep = tmp_path / "sweep"
     res = run_cli(
@@ -144,7 +153,7 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(fake_cifar, tmp_path):
         "-m",
         "depth=8",
         "arch=plain",
-        "schedule.lr=1e30,0.1",
+        "schedule.optimizer.lr=1e30,0.1",
         f"data.root={fake_cifar}",
         *TINY,
         f"hydra.sweep.dir={sweep}",
@@ -165,25 +174,21 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(fake_cifar, tmp_path):
     assert lesion["run"].nunique() == 1 and "lr=0.1" in lesion["run"].iloc[0]
 
 
-def test_warmup_lr_trace_and_validation_split(fake_cifar, tmp_path):
+def test_warmup_lr_trace_and_validation_split(fake_cifar, tmp_path, caplog):
     """Warm-up forced on at depth 8 with a threshold every run meets at the first check:
     lr is 0.01 for the first window, then back to 0.1, then the step decay."""
     run_dir = tmp_path / "run"
-    res = run_cli(
-        "experiments.run",
-        "depth=8",
-        f"data.root={fake_cifar}",
-        "data.val_split=20",
-        "schedule.warmup.from_depth=0",
-        "schedule.warmup.until_train_error=101",
-        "trainer.log_every_n_steps=5",
-        "schedule.iterations=50",
-        "data.batch_size=16",
-        "trainer.enable_progress_bar=false",
-        f"hydra.run.dir={run_dir}",
+    cfg = compose_config(
+        [
+            *["depth=8", f"data.root={fake_cifar}", "data.val_split=20"],
+            *["schedule.warmup.from_depth=0", "schedule.warmup.until_train_error=101"],
+            *["trainer.log_every_n_steps=5", "schedule.iterations=50", "data.batch_size=16"],
+            *["trainer=cpu", "trainer.enable_progress_bar=false"],
+        ]
     )
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "warm-up over at iteration 5 (training error" in res.stdout
+    with caplog.at_level(logging.INFO, logger="depthsweep"):
+        assert train(cfg, run_dir) == "done"
+    assert "warm-up over at iteration 5 (training error" in caplog.text
     info = json.loads((run_dir / "run.json").read_text())
     assert info["warmup_end"] == 5 and info["warmup_end_reason"].startswith("training error")
     assert (info["test_images"], info["test_official"]) == (40, False)
@@ -215,6 +220,13 @@ def test_a_warmup_that_never_reaches_its_error_ends_at_the_cap(fake_cifar, tmp_p
     assert lr[10] == pytest.approx(0.1) and lr[12] == pytest.approx(0.01)  # decay at 50%
 
 
+def run_in_process(args: list[str], run_dir: Path, sweep: bool = False):
+    """experiments.run's handling of one run, as Hydra calls it, on the config `args` compose
+    to; `run_dir` made first, as Hydra makes it."""
+    run_dir.mkdir(parents=True)
+    return run_entry(compose_config(args), run_dir, sweep)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -230,26 +242,37 @@ def test_a_warmup_that_never_reaches_its_error_ends_at_the_cap(fake_cifar, tmp_p
         (["data.download=false", "data.root=/nonexistent"], "/nonexistent/cifar-10-batches-py"),
     ],
 )
-def test_a_setup_error_is_one_line_and_leaves_nothing_behind(args, message, fake_cifar, tmp_path):
+def test_a_setup_error_is_one_line_and_leaves_nothing_behind(
+    args, message, fake_cifar, tmp_path, capsys
+):
     run_dir = tmp_path / "out" / "run"
-    res = run_cli("experiments.run", f"data.root={fake_cifar}", *args, f"hydra.run.dir={run_dir}")
-    assert res.returncode == USER_ERROR
-    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
-    assert message in res.stderr
-    assert "Traceback" not in res.stdout + res.stderr
+    with pytest.raises(SystemExit) as exit_:
+        run_in_process([f"data.root={fake_cifar}", *args], run_dir)
+    assert exit_.value.code == USER_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err and "Traceback" not in err
     assert not run_dir.exists()
 
 
-def test_a_setup_error_shows_its_traceback_with_hydra_full_error(fake_cifar, tmp_path):
-    res = run_cli(
-        *["experiments.run", "depth=18", f"data.root={fake_cifar}"],
-        f"hydra.run.dir={tmp_path / 'run'}",
-        env={"HYDRA_FULL_ERROR": "1"},
-    )
-    assert res.returncode != 0 and "Traceback" in res.stderr and "InvalidDepthError" in res.stderr
+def test_a_setup_error_in_a_sweep_leaves_no_sweep_directory(fake_cifar, tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")  # what Hydra writes before the first job
+    with pytest.raises(SystemExit):
+        run_in_process([f"data.root={fake_cifar}", "depth=18"], sweep / "depth=18", sweep=True)
+    assert not sweep.exists()
 
 
+def test_a_setup_error_shows_its_traceback_with_hydra_full_error(fake_cifar, tmp_path, monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(InvalidDepthError):  # raised on: Hydra prints its traceback
+        run_in_process([f"data.root={fake_cifar}", "depth=18"], tmp_path / "run")
+
+
+@pytest.mark.slow
 def test_malformed_data_stops_a_sweep_before_any_training(fake_cifar, tmp_path):
+    """The setup-error contract through the command itself: one line, exit 2, nothing left."""
     batch = fake_cifar / "cifar-10-batches-py" / "data_batch_2"
     write_cifar10_batch(batch, np.zeros((20, 3072), np.uint8), [12] * 20)
     sweep = tmp_path / "sweep"
@@ -258,38 +281,43 @@ def test_malformed_data_stops_a_sweep_before_any_training(fake_cifar, tmp_path):
         f"hydra.sweep.dir={sweep}",
     )
     assert res.returncode == USER_ERROR
-    assert res.stderr.count(f"error: {batch}: labels outside 0..9 (found 12..12)") == 1
+    assert res.stderr == f"error: {batch}: labels outside 0..9 (found 12..12); " + (
+        "expected the official format: uint8 `data` of shape (N, 3072), N labels 0..9\n"
+    )
     assert not sweep.exists()  # no run directory, no summary of nothing
 
 
-def test_the_default_command_offline_says_so_and_leaves_no_data_dir(tmp_path):
-    res = run_cli("experiments.run", "data.root=data", "hydra.run.dir=out", cwd=tmp_path)
-    assert res.returncode == USER_ERROR
-    assert "CIFAR-10 not found" in res.stderr and "downloading" in res.stderr
-    assert res.stderr.count("\n") == 1
+def test_the_default_command_offline_says_so_and_leaves_no_data_dir(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        run_in_process(["data.root=data"], tmp_path / "out")
+    err = capsys.readouterr().err
+    assert "CIFAR-10 not found" in err and "downloading" in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_unknown_arch_gets_hydras_message(tmp_path):
-    res = run_cli("experiments.run", "arch=transformer", f"hydra.run.dir={tmp_path / 'run'}")
-    assert res.returncode != 0
-    assert "Could not find 'arch/transformer'" in res.stderr + res.stdout
+def test_an_unknown_arch_gets_hydras_message():
+    with pytest.raises(MissingConfigException, match="Could not find 'arch/transformer'"):
+        compose_config(["arch=transformer"])
 
 
-def test_an_output_directory_that_cannot_be_made_gets_one_line(tmp_path):
+def test_an_output_directory_that_cannot_be_made_gets_one_line(tmp_path, capsys):
     blocker = tmp_path / "results"
     blocker.write_text("a file where the sweep wants a directory")
-    res = run_cli("experiments.run", "-m", "depth=8", f"hydra.sweep.dir={blocker / 'sweep'}")
-    assert res.returncode == USER_ERROR
-    assert res.stderr == f"error: cannot write {blocker / 'sweep'}: {blocker} is not a directory\n"
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(blocker / "sweep")}}})
+    with pytest.raises(SystemExit) as exit_:
+        AnalyzeSweep().on_multirun_start(config)
+    assert exit_.value.code == USER_ERROR
+    err = capsys.readouterr().err
+    assert err == f"error: cannot write {blocker / 'sweep'}: {blocker} is not a directory\n"
 
 
 def test_a_directory_of_another_config_is_refused(tmp_path):
     record = RunRecord(tmp_path)
     record.start(compose_config(["data.root=a"]), {})
     record.check_config(compose_config(["data.root=elsewhere"]))  # data moved: fine
-    with pytest.raises(ConfigMismatchError, match=r"differs in: schedule\.lr\)"):
-        record.check_config(compose_config(["data.root=a", "schedule.lr=0.2"]))
+    with pytest.raises(ConfigMismatchError, match=r"differs in: schedule\.optimizer\.lr\)"):
+        record.check_config(compose_config(["data.root=a", "schedule.optimizer.lr=0.2"]))
 
 
 def test_a_run_recorded_before_a_key_became_neutral_is_still_the_same_run(tmp_path):

@@ -4,7 +4,6 @@ head trained on it, bad input, and a sweep's report."""
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 from pathlib import Path
 
@@ -15,10 +14,10 @@ from helpers import run_cli, train_tiny, write_random_cifar10
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from depthsweep import transfer as tr
-from depthsweep import zoo
-from depthsweep.config import CONF_DIR
-from depthsweep.rundir import CHECKPOINT
+from depthsweep.apps import transfer as tr
+from depthsweep.apps import zoo
+from depthsweep.runs.rundir import CHECKPOINT, ConfigMismatchError, RunRecord, find_runs
+from depthsweep.training.config import CONF_DIR
 
 SOURCE_CLASSES = "[airplane,automobile,bird,cat,deer]"
 
@@ -117,7 +116,7 @@ def test_a_head_on_cached_features_equals_one_trained_through_the_frozen_backbon
         logits = on_cache(cached["test"])
     error = (logits.argmax(1) != cached["test_labels"]).double().mean().item() * 100
     assert record["test_error"] == error  # the app trained this very head
-    assert json.loads((tmp_path / "run" / tr.RECORD).read_text()) == record
+    assert RunRecord(tmp_path / "run").read() == record
 
 
 def test_features_are_cached_and_a_second_run_reuses_them(source, tmp_path, monkeypatch):
@@ -142,6 +141,29 @@ def test_features_are_cached_and_a_second_run_reuses_them(source, tmp_path, monk
     torch.save(ckpt, other)
     with pytest.raises(AssertionError, match="computed again"):
         tr.transfer(transfer_cfg(other, cache), tmp_path / "e")
+
+
+def test_a_transfer_run_is_a_run_record_skipped_once_done(source, tmp_path, monkeypatch):
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    first = tr.transfer(transfer_cfg(source, cache, "transfer.freeze=none"), run)
+    assert first["status"] == "done" and first["freeze"] == "none"
+    assert first["torch"] == torch.__version__  # provenance, as a training run records it
+    assert (run / "config.yaml").is_file()
+    written = (run / "run.json").stat().st_mtime_ns
+
+    def no_training(*args):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(tr, "fine_tune", no_training)
+    assert tr.transfer(transfer_cfg(source, cache, "transfer.freeze=none"), run) == first
+    assert (run / "run.json").stat().st_mtime_ns == written
+    with pytest.raises(ConfigMismatchError, match="schedule.iterations"):
+        tr.transfer(
+            transfer_cfg(source, cache, "transfer.freeze=none", "schedule.iterations=7"), run
+        )
+    with pytest.raises(AssertionError, match="trained again"):  # a failure is recorded as such
+        tr.transfer(transfer_cfg(source, cache, "transfer.freeze=none"), tmp_path / "other")
+    assert RunRecord(tmp_path / "other").status == "failed"
 
 
 def test_a_cache_written_by_another_checkpoint_is_refused(source, tmp_path):
@@ -174,6 +196,7 @@ def test_bad_transfer_input_names_the_fix(source, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_transfer_sweep_writes_its_table_and_figure(source, tmp_path):
     res = run_cli(
         "experiments.transfer",
@@ -197,9 +220,9 @@ def test_a_transfer_sweep_writes_its_table_and_figure(source, tmp_path):
     assert set(table["train_images"]) == {15, 30}  # 5 target classes
     assert (table["target_classes"] == "dog,frog,horse,ship,truck").all()
     assert (table["source_classes"] == SOURCE_CLASSES.strip("[]")).all()
-    runs = sorted(p.parent.name for p in (tmp_path / "sweep").rglob(tr.RECORD))
+    runs = [p.name for p in find_runs(tmp_path / "sweep")]
     assert len(runs) == 8 and runs[0].endswith("transfer.freeze=all,transfer.labels_per_class=3")
     for _, row in table.iterrows():
-        record = json.loads((tmp_path / "sweep" / row["run_dir"] / tr.RECORD).read_text())
+        record = RunRecord(tmp_path / "sweep" / row["run_dir"]).read()
         assert record["test_error"] == row["test_error"] and record["freeze"] == row["freeze"]
     assert (tmp_path / "sweep" / "transfer.png").stat().st_size > 0

@@ -10,11 +10,12 @@ import pytest
 import torch
 from helpers import train_tiny
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from depthsweep import zoo
-from depthsweep.build import build_net, make_module, make_trainer
-from depthsweep.config import compose_config
-from depthsweep.rundir import CHECKPOINT, METRICS, RUN_JSON
+from depthsweep.apps import zoo
+from depthsweep.runs.rundir import CHECKPOINT, CONFIG, METRICS, RUN_JSON
+from depthsweep.training.build import build_net, make_module, make_trainer
+from depthsweep.training.config import compose_config
 from experiments import evaluate as evaluate_cli
 from experiments import zoo as zoo_cli
 
@@ -69,6 +70,30 @@ def test_a_run_directory_from_before_checkpoints_described_themselves_still_load
     shutil.copy(run / CHECKPOINT, tmp_path / "old.ckpt")
     with pytest.raises(zoo.NotACheckpointError, match="load it from its run directory"):
         zoo.load(tmp_path / "old.ckpt")
+
+
+def test_a_run_from_before_the_arch_node_held_only_constructor_options_still_loads(
+    fake_cifar, tmp_path
+):
+    """Such runs kept the arch's name and warm-up depth in its node, in config.yaml and spec."""
+    run = tmp_path / "run"
+    train_tiny(run, fake_cifar, "depth=8", "arch=plain")
+    new = zoo.load(run)
+    ckpt = torch.load(run / CHECKPOINT, weights_only=True)
+    spec = ckpt["hyper_parameters"]["spec"]
+    spec["arch"] |= {"name": spec.pop("arch_name"), "warmup_from_depth": None}
+    torch.save(ckpt, run / CHECKPOINT)
+    old = zoo.load(run)
+    assert old.spec == new.spec
+    del ckpt["hyper_parameters"]["spec"]  # older still: only the run's config.yaml describes it
+    torch.save(ckpt, run / CHECKPOINT)
+    cfg = OmegaConf.to_container(OmegaConf.load(run / CONFIG))
+    cfg["arch"] |= {"name": cfg.pop("arch_name"), "warmup_from_depth": None}
+    OmegaConf.save(cfg, run / CONFIG)
+    assert zoo.load(run).spec == new.spec
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(old.model(x), new.model(x))
 
 
 def test_a_checkpoint_of_an_arch_that_is_not_installed_says_so(fake_cifar, tmp_path):

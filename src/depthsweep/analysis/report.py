@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from depthsweep import plots
-from depthsweep.analysis import load_sweep, summarize, to_markdown
+from depthsweep.analysis import plots
+from depthsweep.analysis.plots import save_figure
+from depthsweep.analysis.summaries import load_sweep, summarize, to_markdown
 from depthsweep.files import atomic_write_text
-from depthsweep.plots import save_figure
 
 
 def analyze(sweep_dir: str | os.PathLike, ylim: tuple[float, float] | None = None) -> pd.DataFrame:

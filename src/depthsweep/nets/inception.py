@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from depthsweep.models import blocks_per_stage
+from depthsweep.nets.models import blocks_per_stage
 
 
 def conv_bn_relu(in_planes: int, out_planes: int, kernel: int) -> nn.Sequential:
@@ -93,7 +93,7 @@ class InceptionNet(nn.Module):
 
     With aux_weight > 0, side heads read the outputs of stages 1 and 2; in training mode forward
     then returns (logits, [side logits]) and the loss adds aux_weight times their cross-entropy
-    (depthsweep.module.Classifier). In eval mode it returns the main logits only.
+    (depthsweep.training.module.Classifier). In eval mode it returns the main logits only.
     """
 
     widths = (16, 32, 64)

@@ -14,7 +14,11 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from depthsweep.build import (
+from depthsweep.errors import OptionError
+from depthsweep.nets.models import conv_layers, count_macs, count_params
+from depthsweep.runs.provenance import provenance
+from depthsweep.runs.rundir import RunRecord
+from depthsweep.training.build import (
     build_net,
     job_devices,
     make_datamodule,
@@ -22,14 +26,11 @@ from depthsweep.build import (
     make_module,
     make_trainer,
 )
-from depthsweep.callbacks import CheckpointOnInterrupt, GradNormLogger, ProgressPrinter
-from depthsweep.config import trains_on_gpu
-from depthsweep.console import quiet_libraries
-from depthsweep.errors import OptionError
-from depthsweep.metrics_log import AppendingCSVLogger
-from depthsweep.models import count_macs, count_params
-from depthsweep.provenance import provenance
-from depthsweep.rundir import RunRecord
+from depthsweep.training.callbacks import CheckpointOnInterrupt, GradNormLogger, ProgressPrinter
+from depthsweep.training.clocks import RunClock, StepClock
+from depthsweep.training.config import trains_on_gpu
+from depthsweep.training.console import quiet_libraries
+from depthsweep.training.metrics_log import AppendingCSVLogger
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
     check_options(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model: its init uses it
     model = build_net(cfg)  # an invalid depth or class fails here, before anything else
-    label = f"{cfg.arch.name}-{cfg.depth} seed={cfg.seed}"
+    label = f"{cfg.arch_name}-{cfg.depth} seed={cfg.seed}"
     record = RunRecord(run_dir)
     with record.claim() as held:
         if not held:
@@ -81,18 +82,21 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
     datamodule.setup("fit")  # here also says what the test set is
     on_gpu = trains_on_gpu(cfg.trainer)
     info = {
-        "arch": cfg.arch.name,
+        "arch": cfg.arch_name,
         "depth": cfg.depth,
         "seed": cfg.seed,
         "params": count_params(model),
         "macs": count_macs(model),
         "iterations": cfg.schedule.iterations,
+        # The order of the grad_norm/* columns' layers, which metrics.csv sorts by name.
+        "conv_layers": [name for name, _ in conv_layers(model)],
         **datamodule.test_set,
         **provenance(on_gpu),
     }
     module = make_module(cfg, model)
     resume = record.resume_point()
     interrupt = CheckpointOnInterrupt(record.checkpoint)
+    clock, first_step = RunClock(), StepClock()
     callbacks = [
         LearningRateMonitor(logging_interval="step"),
         ModelCheckpoint(
@@ -101,6 +105,8 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
             save_last=True,
             every_n_train_steps=cfg.checkpoint_every,
         ),
+        clock,
+        first_step,
         interrupt,
         ProgressPrinter(label),
     ]
@@ -123,7 +129,7 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
         if interrupt.signal:  # Ctrl-C: fit stopped after the step it was in
             trainer.save_checkpoint(record.checkpoint)
             raise Interrupted(interrupt.signal)
-        if module.evaluated_at != trainer.global_step:  # the run ended between evaluations
+        if clock.evaluated_at != trainer.global_step:  # the run ended between evaluations
             trainer.validate(module, datamodule=datamodule, verbose=False)
         trainer.save_checkpoint(record.checkpoint)
     except (KeyboardInterrupt, SystemExit, Interrupted):
@@ -136,7 +142,7 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
         log.exception(f"[{label}] FAILED: {type(e).__name__}: {e}")
         record.update(status="failed", error=f"{type(e).__name__}: {e}")
         return "failed"
-    first = module.first_step_s  # None if a resumed run had no step left to take
+    first = first_step.seconds()  # None if a resumed run had no step left to take
     sched = module.lr_schedulers()
     # warmup_end: the first iteration at the scheduled rate; null where there was no warm-up
     warmup = {"warmup_end": sched.warmup_end, "warmup_end_reason": sched.warmup_end_reason}
@@ -145,10 +151,10 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
     record.update(
         status="done",
         error=None,
-        wall_time_s=round(module.wall_time(), 2),
+        wall_time_s=round(clock.time_elapsed(), 2),
         first_step_s=None if first is None else round(first, 3),
         **warmup,
     )
     startup = "" if first is None else f" (first step, with any graph capture: {first:.1f}s)"
-    log.info(f"[{label}] done in {module.wall_time():.0f}s{startup}")
+    log.info(f"[{label}] done in {clock.time_elapsed():.0f}s{startup}")
     return "done"

@@ -12,7 +12,7 @@ import time
 import torch
 from omegaconf import DictConfig
 
-from depthsweep.timing import quiet_lightning, time_harness
+from depthsweep.tools.timing import quiet_lightning, time_harness
 
 
 def _job(cfg, warmup, steps, threads, barrier, results) -> None:  # runs in a child process

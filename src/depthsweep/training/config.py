@@ -1,5 +1,5 @@
-"""The composed config and what it leaves to be decided where a run trains: precision, the CUDA
-graph, the logging window."""
+"""The composed config and what it leaves to be decided where a run trains: the device, precision,
+the CUDA graph, the logging window."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictConfig:
@@ -20,8 +20,15 @@ def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictCo
         return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
+def device_for(accelerator: str = "auto") -> torch.device:
+    """Where work runs: the GPU if there is one and `accelerator` (trainer.accelerator) allows
+    it, else the CPU. The one rule for training, transfer, diagnostics and the bench."""
+    gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if gpu else "cpu")
+
+
 def trains_on_gpu(trainer_cfg: DictConfig) -> bool:
-    return torch.cuda.is_available() and trainer_cfg.accelerator in ("auto", "gpu", "cuda")
+    return device_for(trainer_cfg.accelerator).type == "cuda"
 
 
 def resolve_precision(trainer_cfg: DictConfig) -> str:

@@ -1,4 +1,5 @@
-"""A training step's forward, loss and backward captured once into a CUDA graph, then replayed.
+"""A training step's forward, loss and backward captured once into a CUDA graph, then replayed
+(`cuda_graph`): GraphedStep does it for any step function, GraphedClassifier for the module.
 
 Eager PyTorch launches each of a step's kernels from Python: about a thousand at depth 110, each
 costing more host time than the GPU needs to run it. A CUDA graph replays them all in one launch.
@@ -10,7 +11,7 @@ The rules a graph imposes, and how this module keeps them:
   drops its ragged last batch; any other shape is refused);
 - gradients live in the graph's memory: they are set to None once before capture, so capture
   allocates them there and every replay overwrites them; nothing may set them to None afterwards
-  (Classifier keeps Lightning from doing so before validation);
+  (GraphedClassifier keeps Lightning from doing so before validation);
 - no host sync inside the step, and the warm-up that cuDNN's autotuning needs happens on a side
   stream before capture; the BatchNorm statistics it moves are put back, so the graphed run
   follows the eager run's trajectory.
@@ -23,6 +24,8 @@ from contextlib import AbstractContextManager
 
 import torch
 from torch import Tensor, nn
+
+from depthsweep.training.module import Classifier
 
 StepFn = Callable[[Tensor, Tensor], tuple[Tensor, ...]]
 
@@ -87,3 +90,44 @@ class GraphedStep:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), _uncached_autocast("cuda"):
             self.out = self.fn(self.x, self.y)
+
+
+class GraphedClassifier(Classifier):
+    """A Classifier whose training steps' forward, loss and backward are one GraphedStep.
+
+    It optimizes manually: the GraphedStep runs as the optimizer's closure, so that Lightning
+    still counts the step and runs its hooks, then the scheduler steps where automatic
+    optimization steps it (before the batch ends). On a CPU the same code runs eagerly.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.automatic_optimization = False
+        self.graphed = GraphedStep(self._forward_backward, self.model)
+
+    def _forward_backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        loss, error = self.loss_and_error((x, y))
+        # Backward as automatic optimization runs it, outside autocast; not manual_backward: its
+        # hooks (and an fp16 loss scaler) must not run inside a graph capture.
+        with torch.autocast(x.device.type, enabled=False):
+            loss.backward()
+        return loss.detach(), error.detach()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        result = ()
+
+        def closure() -> Tensor:
+            nonlocal result
+            result = self.graphed(*batch)
+            return result[0]
+
+        self.optimizers().step(closure=closure)  # counts the step; on_before_optimizer_step runs
+        self.lr_schedulers().step()
+        loss, error = result
+        return {"loss": loss, "error": error}
+
+    def on_validation_model_zero_grad(self) -> None:
+        """Lightning frees the gradients before validating; the captured graph owns them."""
+
+    def on_fit_end(self) -> None:
+        self.graphed.release()

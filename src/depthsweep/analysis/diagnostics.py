@@ -18,15 +18,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from depthsweep import diagnostic_plots, zoo
-from depthsweep.analysis import METRIC_COLUMNS
-from depthsweep.build import build_model
-from depthsweep.callbacks import GRAD_PREFIX
-from depthsweep.data import DatasetMissingError
+from depthsweep.analysis import diagnostic_plots
+from depthsweep.analysis.plots import save_figure
+from depthsweep.apps import zoo
 from depthsweep.files import atomic_write_text
-from depthsweep.models import conv_layers
-from depthsweep.plots import save_figure
-from depthsweep.rundir import CHECKPOINT, find_runs, read_config, read_info, read_metrics
+from depthsweep.runs.metrics import METRIC_COLUMNS, read_metrics
+from depthsweep.runs.rundir import GRAD_PREFIX, read_config, read_info
+from depthsweep.runs.sweep import NoRunsError, runs_table
+from depthsweep.training.config import device_for
+from depthsweep.training.data import DatasetMissingError
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 DIAGNOSTICS = ("grad", "responses", "lesion", "zero_init")
@@ -171,22 +171,25 @@ def lesion_errors(model: nn.Module, batches: Batches) -> pd.DataFrame:
 
 # --- applying the measurements to a sweep -----------------------------------------------------
 
+IDENTITY = ["run", "arch", "variant", "depth", "seed", "zero_init", "status"]
 
-def _run_info(run_dir: Path) -> dict:
-    """Identity of a run: arch, depth, seed, zero_init, status, and `variant`, the arch label with
-    '+zero_init' appended where that option is on, so the two never share a line."""
-    info, cfg = read_info(run_dir), read_config(run_dir)
-    zero_init = bool(cfg.arch.get("zero_init_residual", False))
-    variant = f"{cfg.arch.name}+zero_init" if zero_init else str(cfg.arch.name)
-    return {
-        "run": run_dir.name,
-        "arch": str(cfg.arch.name),
-        "variant": variant,
-        "depth": int(cfg.depth),
-        "seed": int(info.get("seed", cfg.get("seed", 0))),
-        "zero_init": zero_init,
-        "status": info.get("status"),
-    }
+
+def run_identities(path: str | os.PathLike) -> pd.DataFrame:
+    """The runs under `path` (a sweep or one run directory), one row each, in the variants the
+    summaries group them by (`runs.sweep.runs_table`): IDENTITY (`run`: its directory's name;
+    `zero_init`: arch.zero_init_residual) and `dir`."""
+    path = Path(path)
+    runs = runs_table(path)
+    runs["dir"] = [path / d for d in runs["run_dir"]]
+    runs["run"] = [d.name for d in runs["dir"]]
+    runs["zero_init"] = [
+        bool(read_config(d).arch.get("zero_init_residual", False)) for d in runs["dir"]
+    ]
+    return runs[[*IDENTITY, "dir"]]
+
+
+def _identity(run) -> dict:
+    return {key: getattr(run, key) for key in IDENTITY}
 
 
 def eval_batches(
@@ -203,64 +206,68 @@ def eval_batches(
     return [dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader()[0]]
 
 
-def grad_flow_table(runs: Sequence[Path]) -> pd.DataFrame:
-    """Long table of logged gradient norms: one row per (run, step, conv layer in forward order)."""
+def grad_flow_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long table of logged gradient norms: one row per (run, step, conv layer in forward order),
+    for the runs of `run_identities` that logged them."""
     frames = []
-    for run_dir in runs:
-        m = read_metrics(run_dir, METRIC_COLUMNS)
+    for run in runs.itertuples():
+        m = read_metrics(run.dir, METRIC_COLUMNS)
         cols = [c for c in m.columns if c.startswith(GRAD_PREFIX)] if m is not None else []
         if not cols:
             continue
-        cfg = read_config(run_dir)
-        # metrics.csv sorts its columns by name (layer10 before layer2): the model has the order.
-        convs = [n for n, _ in conv_layers(build_model(cfg.arch, cfg.depth))]
+        # metrics.csv sorts its columns by name (layer10 before layer2): training recorded the
+        # conv layers' forward order in run.json.
+        convs = read_info(run.dir).get("conv_layers")
+        if convs is None:
+            print(f"grad: skipping {run.run}: its run.json predates records of the layer order")
+            continue
         layer = {n: i for i, n in enumerate(convs)}
         long = m[["step", *cols]].melt("step", var_name="name", value_name="grad_norm").dropna()
         long["name"] = long["name"].str.removeprefix(GRAD_PREFIX)
-        frames.append(long.assign(layer=long["name"].map(layer), **_run_info(run_dir)))
+        frames.append(long.assign(layer=long["name"].map(layer), **_identity(run)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def training_curves(runs: Sequence[Path]) -> pd.DataFrame:
+def training_curves(runs: pd.DataFrame) -> pd.DataFrame:
     """train_error and test_error by step for every run with metrics, plus the run's identity."""
     frames = []
-    for run_dir in runs:
-        m = read_metrics(run_dir, METRIC_COLUMNS)
+    for run in runs.itertuples():
+        m = read_metrics(run.dir, METRIC_COLUMNS)
         if m is None:
             continue
         cols = [c for c in ("train_error", "test_error") if c in m.columns]
         curve = m.groupby("step")[cols].mean().reset_index()  # sparse rows -> one per step
-        frames.append(curve.assign(**_run_info(run_dir)))
+        frames.append(curve.assign(**_identity(run)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def model_tables(
-    runs: Sequence[Path], what: Sequence[str], data_root: str | None, limit: int | None
+    runs: pd.DataFrame, what: Sequence[str], data_root: str | None, limit: int | None
 ) -> dict[str, pd.DataFrame]:
-    """layer_responses and lesion_errors of every finished run, each with the run's identity."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """layer_responses and lesion_errors of every finished run with a checkpoint, each with the
+    run's identity."""
+    device = device_for()
     measures = {"responses": layer_responses, "lesion": lesion_errors}
     frames: dict[str, list[pd.DataFrame]] = {k: [] for k in measures if k in what}
     if not frames:
         return {}
     data_cache: dict[str, list[tuple[Tensor, Tensor]]] = {}  # runs of a sweep share their data
-    for run_dir in runs:
-        info = _run_info(run_dir)
-        if info["status"] != "done" or not (run_dir / CHECKPOINT).is_file():
-            print(f"skipping {run_dir.name}: not finished (status {info['status']})")
+    for run in runs.itertuples():
+        if not zoo.is_model(run.dir):
+            print(f"skipping {run.run}: not a finished run with a checkpoint (status {run.status})")
             continue
-        data = read_config(run_dir).data
+        data = read_config(run.dir).data
         key = OmegaConf.to_yaml(data) + f"{data_root}{limit}"
         if key not in data_cache:
             try:
                 batches = eval_batches(data, data_root, limit)
             except DatasetMissingError as e:
-                print(f"skipping {run_dir.name}: {e}")
+                print(f"skipping {run.run}: {e}")
                 continue
             data_cache[key] = [(x.to(device), y.to(device)) for x, y in batches]
-        model = zoo.load(run_dir, device).model
+        model = zoo.load(run.dir, device).model
         for k in frames:
-            frames[k].append(measures[k](model, data_cache[key]).assign(**info))
+            frames[k].append(measures[k](model, data_cache[key]).assign(**_identity(run)))
     return {k: pd.concat(v, ignore_index=True) for k, v in frames.items() if v}
 
 
@@ -280,9 +287,11 @@ def diagnose(
         raise ValueError(
             f"unknown diagnostics {sorted(unknown)}: choose from {', '.join(DIAGNOSTICS)}"
         )
-    out, runs = Path(path), find_runs(path)
-    if not runs:
-        print(f"no runs (directories with run.json) under {out}: nothing to diagnose")
+    out = Path(path)
+    try:
+        runs = run_identities(out)
+    except NoRunsError as e:
+        print(f"{e}: nothing to diagnose")
         return []
     written: list[Path] = []
 

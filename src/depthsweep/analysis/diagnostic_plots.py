@@ -1,8 +1,9 @@
-"""Figures of the diagnostics in `depthsweep.diagnostics`, from their long tables.
+"""Figures of the diagnostics in `depthsweep.analysis.diagnostics`, from their long tables.
 
-Every table has the run's `variant` (arch name, '+zero_init' where that option is on), `depth` and
-`seed`; seeds are averaged. Colours follow depth, the same in every panel of a figure.
-Built on `matplotlib.figure.Figure` with the Agg canvas: headless, no pyplot figure registry.
+Every table has the run's `variant` (the group the summaries put it in: the arch, with the options
+that tell its runs apart), `depth` and `seed`; seeds are averaged. Colours follow depth, the same
+in every panel of a figure. Built on `matplotlib.figure.Figure` with the Agg canvas: headless, no
+pyplot figure registry.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from depthsweep.plots import arch_order
+from depthsweep.analysis.plots import arch_order
 
 LINESTYLES = ("--", "-", ":", "-.")  # per variant where variants share a panel; plain dashed
 

@@ -1,12 +1,12 @@
 """Every finished run is a reusable model: load one from its run directory or its checkpoint file
 alone, list the finished runs under some directories, evaluate one on its test set.
 
-A checkpoint describes its net (`build.model_spec`, saved with the Lightning module's
-hyperparameters as `spec`): the arch config with its `_target_`, the depth, the class names in
-label order and the data config; and the inputs' normalisation as applied in training
-(`normalization`: shift and scale tensors, x -> (x - shift) / scale, the mean image for
-`data.normalize=per_pixel_mean`). Checkpoints written before these records are loaded from their
-run directory's config.yaml instead.
+A checkpoint describes its net (`training.build.model_spec`, saved with the Lightning module's
+hyperparameters as `spec`): the arch's name, its node (`_target_` and constructor options), the
+depth, the class names in label order and the data config; and the inputs' normalisation as
+applied in training (`normalization`, training.callbacks.RecordNormalization: shift and scale
+tensors, x -> (x - shift) / scale, the mean image for `data.normalize=per_pixel_mean`).
+Checkpoints written before these records are loaded from their run directory's config.yaml.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from depthsweep.build import build_model, model_spec
-from depthsweep.module import Classifier
-from depthsweep.rundir import CHECKPOINT, CONFIG, find_runs, read_config, read_info, read_metrics
+from depthsweep.runs.metrics import read_final_errors
+from depthsweep.runs.rundir import CHECKPOINT, CONFIG, RunRecord, find_runs, read_config
+from depthsweep.training.build import build_model, model_spec
+from depthsweep.training.module import Classifier
 
 
 class NotACheckpointError(ValueError):
@@ -41,7 +42,7 @@ class ArchNotInstalledError(ImportError):
 @dataclass
 class ZooModel:
     model: nn.Module  # weights loaded, in eval mode
-    spec: dict[str, Any]  # build.model_spec: arch, depth, classes, data
+    spec: dict[str, Any]  # build.model_spec: arch_name, arch, depth, classes, data
     checkpoint: Path
     normalization: tuple[Tensor, Tensor] | None  # (shift, scale); None: not recorded
 
@@ -100,14 +101,27 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 def _spec_of(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
     spec = ckpt["hyper_parameters"].get("spec")
     if spec is not None:
-        return spec
+        return _with_arch_name(spec)
     run_dir = path.parent.parent  # <run_dir>/checkpoints/last.ckpt
     if (run_dir / CONFIG).is_file():  # written before checkpoints described their net
-        return model_spec(read_config(run_dir))
+        cfg = read_config(run_dir)
+        if "arch_name" not in cfg:  # see _with_arch_name
+            cfg.arch_name = cfg.arch.name
+        return _with_arch_name(model_spec(cfg))
     raise NotACheckpointError(
         f"{path} does not describe its net (written before checkpoints did) and has no run "
         f"directory around it: load it from its run directory, which holds {CONFIG}"
     )
+
+
+def _with_arch_name(spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs trained before the arch node held only the net's constructor options kept the arch's
+    name and warm-up depth in it: moved out, as model_spec now writes them."""
+    arch = spec["arch"]
+    if "name" not in arch:
+        return spec
+    options = {k: v for k, v in arch.items() if k not in ("name", "warmup_from_depth")}
+    return {**spec, "arch_name": arch["name"], "arch": options}
 
 
 def load(path: str | os.PathLike, device: torch.device | str = "cpu") -> ZooModel:
@@ -121,7 +135,7 @@ def load(path: str | os.PathLike, device: torch.device | str = "cpu") -> ZooMode
         model = build_model(arch, spec["depth"], len(spec["classes"]))
     except ImportError as e:
         raise ArchNotInstalledError(
-            f"{path} holds a {arch.get('name')!r} net ({arch._target_}), which cannot be imported "
+            f"{path} holds a {spec['arch_name']!r} net ({arch._target_}), which cannot be imported "
             f"here: install the package that defines {arch._target_}, or use the depthsweep "
             f"version that trained it. ({e})"
         ) from e
@@ -141,22 +155,25 @@ def _normalization(ckpt: dict[str, Any], data: dict[str, Any]) -> tuple[Tensor, 
     return None
 
 
+def is_model(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a model of the zoo: a finished run with its checkpoint."""
+    return RunRecord(run_dir).is_finished() and (run_dir / CHECKPOINT).is_file()
+
+
 def list_runs(paths: list[str | os.PathLike]) -> pd.DataFrame:
-    """The finished runs (status done, with a checkpoint) under `paths`, one row each: arch,
-    depth, seed, classes, params, macs, final_test_error (the last logged, %), path."""
+    """The models under `paths` (`is_model`), one row each: arch, depth, seed, classes, params,
+    macs, final_test_error (the last logged, %), path."""
     rows = []
     for run_dir in sorted({r for p in paths for r in find_runs(p)}):
-        info = read_info(run_dir)
-        if info.get("status") != "done" or not (run_dir / CHECKPOINT).is_file():
+        if not is_model(run_dir):
             continue
-        metrics = read_metrics(run_dir, ["step", "test_error"])
-        tests = None if metrics is None else metrics.sort_values("step")["test_error"].dropna()
+        info = RunRecord(run_dir).read()
         classes = read_config(run_dir).data.get("classes")
         rows.append(
             {
                 **{k: info.get(k) for k in ("arch", "depth", "seed", "params", "macs")},
                 "classes": "all" if classes is None else ",".join(map(str, classes)),
-                "final_test_error": tests.iloc[-1] if tests is not None and len(tests) else None,
+                "final_test_error": read_final_errors(run_dir)["final_test_error"],
                 "path": str(run_dir),
             }
         )
@@ -185,5 +202,5 @@ def evaluate(
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    result = trainer.validate(Classifier(zm.model, iterations=1), datamodule, verbose=False)[0]
+    result = trainer.validate(Classifier(zm.model), datamodule, verbose=False)[0]
     return {k: v for k, v in result.items() if k.endswith(("_error", "_loss"))}

@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from depthsweep.analysis import aggregate
+from depthsweep.analysis.summaries import aggregate
 from depthsweep.files import atomic_write
 
 STYLES = {"train": "--", "test": "-"}  # the paper's convention: dashed train, solid test

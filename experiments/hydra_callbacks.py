@@ -1,5 +1,7 @@
-"""Hydra callback: check that a sweep can write where it is asked to, analyse it (and optionally
-diagnose it) as soon as its last run ends, and exit non-zero if any run failed."""
+"""Hydra callbacks of the entry points (conf/config.yaml, conf/transfer.yaml): check that a sweep
+can write where it is asked to, analyse it (and optionally diagnose it) as soon as its last run
+ends, and exit with experiments.run's codes; a transfer sweep's report. Part of the entry points,
+so the one place besides them that ends the process with SystemExit."""
 
 import os
 import sys
@@ -38,9 +40,9 @@ class AnalyzeSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # Imported here, not at the top: Hydra loads this callback before launching the runs,
         # which should not wait for pandas, matplotlib and the diagnostics.
-        from depthsweep.analysis import verdict
-        from depthsweep.diagnostics import diagnose
-        from depthsweep.report import analyze
+        from depthsweep.analysis.diagnostics import diagnose
+        from depthsweep.analysis.report import analyze
+        from depthsweep.analysis.summaries import verdict
 
         sweep_dir = config.hydra.sweep.dir
         summary = analyze(sweep_dir)
@@ -58,7 +60,7 @@ class TransferReport(Callback):
     """transfer.csv and its figure, when a transfer sweep (experiments.transfer -m) ends."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from depthsweep.transfer_report import write_report  # deferred: as AnalyzeSweep's
+        from depthsweep.analysis.transfer_report import write_report  # deferred: as AnalyzeSweep's
 
         table = write_report(config.hydra.sweep.dir)
         print(table[["freeze", "labels_per_class", "seed", "test_error"]].to_string(index=False))

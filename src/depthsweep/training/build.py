@@ -1,4 +1,5 @@
-"""The objects of one run, built from its config: the net, the Lightning module, the trainer."""
+"""The objects of one run, built from its config: the net, the optimizer and its lr schedule, the
+Lightning module, the trainer."""
 
 from __future__ import annotations
 
@@ -13,22 +14,27 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 
-from depthsweep.config import log_window, resolve_cuda_graph, resolve_precision
-from depthsweep.data import CLASSES, class_indices
 from depthsweep.errors import OptionError, UserError
-from depthsweep.module import Classifier
-from depthsweep.schedule import warmup_lr_for
+from depthsweep.training.callbacks import RecordNormalization
+from depthsweep.training.config import (
+    log_window,
+    resolve_cuda_graph,
+    resolve_precision,
+    trains_on_gpu,
+)
+from depthsweep.training.data import CLASSES, class_indices
+from depthsweep.training.module import Classifier, OptimizerFactory, SchedulerFactory
+from depthsweep.training.schedule import warmup_lr_for
+from depthsweep.training.window import TrainingWindow
 
-# Keys of an arch config that are not constructor options: its label, and its training recipe.
-ARCH_RECIPE_KEYS = ("name", "warmup_from_depth")
+# cuda_graph: the module's steps replayed as CUDA graphs (on a CPU, the same code run eagerly).
+GRAPHED = "depthsweep.training.graphed.GraphedClassifier"
 
 
 def build_model(arch: DictConfig, depth: int, num_classes: int = 10) -> nn.Module:
     """Construct `arch._target_` with the arch's constructor options. Called directly, not
     through `instantiate`, so that an invalid depth raises InvalidDepthError itself."""
     options = OmegaConf.to_container(arch)
-    for key in ARCH_RECIPE_KEYS:
-        options.pop(key, None)
     return get_class(options.pop("_target_"))(depth=depth, num_classes=num_classes, **options)
 
 
@@ -38,11 +44,12 @@ def build_net(cfg: DictConfig) -> nn.Module:
 
 
 def model_spec(cfg: DictConfig) -> dict:
-    """What a checkpoint says about its net, enough to rebuild it and feed it (depthsweep.zoo):
-    the arch config, depth, the class names in label order, and the data config (normalisation,
-    limit, root)."""
+    """What a checkpoint says about its net, enough to rebuild it and feed it (depthsweep.apps.zoo):
+    the arch's name and node (its class and constructor options), depth, the class names in label
+    order, and the data config (normalisation, limit, root)."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
     return {
+        "arch_name": cfg.arch_name,
         "arch": OmegaConf.to_container(cfg.arch, resolve=True),
         "depth": int(cfg.depth),
         "classes": [CLASSES[i] for i in class_indices(data.get("classes"))],
@@ -50,38 +57,48 @@ def model_spec(cfg: DictConfig) -> dict:
     }
 
 
-def schedule_options(sched: DictConfig) -> dict:
-    """The Classifier's options that `conf/schedule/` sets: SGD and the step decay."""
-    return {
-        "iterations": sched.iterations,
-        "lr": sched.lr,
-        "momentum": sched.momentum,
-        "weight_decay": sched.weight_decay,
-        "milestones": tuple(sched.milestones),
-        "gamma": sched.gamma,
-    }
+def make_schedule(
+    schedule: DictConfig, warmup_lr: float | None = None
+) -> tuple[OptimizerFactory, SchedulerFactory]:
+    """The optimizer and the lr scheduler of `schedule` (conf/schedule/), as factories:
+    optimizer(parameters), scheduler(optimizer). The scheduler gets the run's length and, with
+    `warmup_lr`, a warm-up capped at schedule.warmup.max_iterations."""
+    optimizer = build(schedule.optimizer, "schedule.optimizer")
+    scheduler = build(
+        schedule.scheduler,
+        "schedule.scheduler",
+        iterations=schedule.iterations,
+        warmup_lr=warmup_lr,
+        warmup_max_iterations=schedule.warmup.max_iterations,
+    )
+    return optimizer, scheduler
 
 
 def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
-    """The Lightning module for `model` under `cfg.schedule`, its steps graphed if asked."""
+    """`cfg.module` for `model` (its graphed subclass where cuda_graph resolves on), with the
+    optimizer and schedule of `cfg.schedule`, warmed up if the run's depth asks for it."""
     precision = resolve_precision(cfg.trainer)
     graphed = resolve_cuda_graph(cfg)
     if graphed and precision.startswith("16"):  # fp16's loss scaling is not graphed
         raise ValueError(
             f"cuda_graph=true trains in fp32 or bf16, not trainer.precision={precision}"
         )
-    sched = cfg.schedule
+    warmup = cfg.schedule.warmup
+    optimizer, scheduler = make_schedule(
+        cfg.schedule, warmup_lr_for(cfg.depth, warmup.lr, warmup.from_depth)
+    )
     auto_cl = cfg.channels_last == "auto"
-    return Classifier(
-        model,
-        **schedule_options(sched),
-        warmup_lr=warmup_lr_for(cfg.depth, sched.warmup.lr, sched.warmup.from_depth),
-        warmup_until_error=sched.warmup.until_train_error,
-        warmup_max_iterations=sched.warmup.max_iterations,
-        window=log_window(cfg),
+    return build(
+        cfg.module,
+        "module",
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
         channels_last=precision != "32-true" if auto_cl else bool(cfg.channels_last),
-        cuda_graph=graphed,
         spec=model_spec(cfg),
+        **({"_target_": GRAPHED} if graphed else {}),
+        _recursive_=False,  # spec's arch node is the net's description, not an object to build
+        _convert_="all",  # ... and a plain dict, which checkpoints load without running code
     )
 
 
@@ -89,8 +106,9 @@ def job_devices(cfg: DictConfig) -> dict:
     """In a Hydra multirun on several GPUs, job n trains on GPU n % count, so that jobs run at
     once (hydra/launcher=joblib) spread over the GPUs instead of all landing on GPU 0."""
     count = torch.cuda.device_count()
-    gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
-    if count < 2 or not gpu or cfg.trainer.devices != 1 or not HydraConfig.initialized():
+    if count < 2 or not trains_on_gpu(cfg.trainer) or cfg.trainer.devices != 1:
+        return {}
+    if not HydraConfig.initialized():
         return {}
     return {"devices": [HydraConfig.get().job.num % count]}
 
@@ -125,8 +143,10 @@ def make_extras(cfg: DictConfig, run_dir: str) -> tuple[list[Logger], list[Callb
 
 
 def make_trainer(cfg: DictConfig, callbacks: list[Callback], **overrides) -> pl.Trainer:
-    """`cfg.trainer` with the run length, precision and logging window filled in. Loggers and
-    callbacks come from the harness and the config's own groups, never from `trainer.*`."""
+    """`cfg.trainer` with the run length, precision and logging window filled in, and the
+    callbacks every Classifier trains with (its training metrics window, the normalisation in its
+    checkpoints) before `callbacks`. Loggers and callbacks come from the harness and the config's
+    own groups, never from `trainer.*`."""
     for key in ("logger", "callbacks"):
         if key in cfg.trainer:
             raise OptionError(
@@ -138,6 +158,10 @@ def make_trainer(cfg: DictConfig, callbacks: list[Callback], **overrides) -> pl.
         "max_steps": cfg.schedule.iterations,
         "max_epochs": -1,
         "log_every_n_steps": log_window(cfg),
-        "callbacks": callbacks,
+        "callbacks": [
+            TrainingWindow(cfg.schedule.warmup.until_train_error),
+            RecordNormalization(),
+            *callbacks,
+        ],
     }
     return build(cfg.trainer, "trainer", **(kwargs | overrides))

@@ -1,12 +1,16 @@
-"""A run directory, both sides: what training writes there and how the analysis finds and reads it.
+"""A run directory, both sides: what a run writes there and how readers find it.
 
-    <run_dir>/run.json               identity, size, test set, status (running, done, failed)
+    <run_dir>/run.json               identity, size, test set, provenance, status (running, done,
+                                     failed, interrupted) and, for a transfer run, its result
     <run_dir>/config.yaml            the resolved config
-    <run_dir>/metrics.csv            Lightning's CSV log (metrics_log.AppendingCSVLogger)
-    <run_dir>/checkpoints/last.ckpt  the latest checkpoint
+    <run_dir>/metrics.csv            a training run's CSV log (training.metrics_log; read back by
+                                     runs.metrics)
+    <run_dir>/checkpoints/last.ckpt  a training run's latest checkpoint
 
-A finished run with the same config is skipped; an unfinished one resumes from its checkpoint. A
-started run whose config differs is refused rather than mixed with new results.
+Training and transfer runs keep it alike (RunRecord): a run is held by one process while it
+trains; a finished run with the same config is skipped; an unfinished one starts again, a
+training run from its checkpoint; a directory holding a run of another configuration is refused
+rather than mixed with new results.
 """
 
 from __future__ import annotations
@@ -17,10 +21,9 @@ import io
 import json
 import os
 import pickle
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from filelock import FileLock, Timeout
@@ -29,11 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from depthsweep.errors import UserError
 from depthsweep.files import atomic_write_text
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 RUN_JSON, CONFIG, METRICS, LOCK = "run.json", "config.yaml", "metrics.csv", ".lock"
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
+GRAD_PREFIX = "grad_norm/"  # metrics.csv columns grad_norm/<conv name>: training.callbacks
 
 
 class ConfigMismatchError(UserError):
@@ -76,41 +77,6 @@ def read_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(run_dir / CONFIG)
 
 
-def metrics_cut_off(run_dir: Path) -> bool:
-    """Whether metrics.csv ends inside a row (its writer was killed mid-line): the CSV writer ends
-    every row with a newline."""
-    path = run_dir / METRICS
-    if not path.is_file() or path.stat().st_size == 0:
-        return False
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) != b"\n"
-
-
-def read_metrics(run_dir: Path, numeric: list[str]) -> pd.DataFrame | None:
-    """The run's metrics.csv with the `numeric` columns it has as numbers, or None if absent or
-    unreadable (with a warning). A last row cut off mid-line is dropped, with a warning."""
-    import pandas as pd  # only readers need pandas; training never reads metrics this way
-
-    path = run_dir / METRICS
-    if not path.exists():
-        return None
-    try:
-        text = path.read_text(encoding="utf-8")
-        if metrics_cut_off(run_dir):
-            warnings.warn(f"{path}: its last row is cut off mid-line: dropped", stacklevel=3)
-            text = text[: text.rfind("\n") + 1]
-        frame = pd.read_csv(io.StringIO(text))
-        if "step" not in frame:
-            raise ValueError("no 'step' column")
-        known = [col for col in numeric if col in frame]
-        frame[known] = frame[known].apply(pd.to_numeric)
-    except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
-        warnings.warn(f"ignoring metrics in {path}: {exc}", stacklevel=3)
-        return None
-    return frame
-
-
 class RunRecord:
     """The writing side: one run's record, kept up to date as it trains."""
 
@@ -144,6 +110,10 @@ class RunRecord:
     @property
     def status(self) -> str | None:
         return self.read().get("status")
+
+    def is_finished(self) -> bool:
+        """Whether the run is done: it trained to its end and recorded its results."""
+        return self.status == "done"
 
     def check_config(self, cfg: DictConfig) -> None:
         """Refuse to reuse a directory that holds a run of another configuration."""

@@ -3,25 +3,20 @@ summary.md text. `report.analyze` writes them and the figures into the sweep dir
 
 from __future__ import annotations
 
-import math
 import os
-import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from depthsweep.data import OFFICIAL_TEST_MD5
-from depthsweep.rundir import (
-    CONFIG,
-    RUN_JSON,
-    find_runs,
-    flat_config,
+from depthsweep.runs.metrics import (
+    ERROR_COLUMNS,
+    METRIC_COLUMNS,
+    final_errors,
     metrics_cut_off,
-    read_config,
-    read_info,
     read_metrics,
-    result_config,
 )
+from depthsweep.runs.sweep import RUN_KEYS, runs_table
+from depthsweep.training.data import OFFICIAL_TEST_MD5
 
 # Reference errors (%) shown beside ours in summary.md, as (train, test) display strings.
 # resnet: test error from He et al. 2016, Table 6 (for 110 the best of 5 runs; mean 6.61).
@@ -38,30 +33,6 @@ PAPER_ERRORS: dict[tuple[str, int], tuple[str, str]] = {
     ("plain", 110): (">60", "—"),
 }
 
-RUN_KEYS = [  # read from each run.json
-    *["arch", "depth", "seed", "params", "macs", "iterations"],
-    *["status", "error", "first_step_s", "warmup_end", "warmup_end_reason"],
-    *["test_images", "test_md5", "test_official"],
-]
-METRIC_COLUMNS = [
-    "step",
-    "epoch",
-    "lr",
-    "train_error",
-    "train_loss",
-    "train_error_epoch",
-    "train_loss_epoch",
-    "test_error",
-    "test_loss",
-    "val_error",
-    "val_loss",
-    "wall_time",
-]
-# best_test_error is the minimum over evaluations, so chosen on the test set itself (optimistic);
-# test_error_at_best_val is chosen on the validation split, where there is one.
-ERROR_COLUMNS = [
-    *["final_train_error", "final_test_error", "best_test_error", "test_error_at_best_val"],
-]
 SUMMARY_COLUMNS = [
     *["arch", "depth", "seed", "params", "iterations", "status", *ERROR_COLUMNS],
     *["macs", "wall_time_s", "first_step_s", "run_dir", "error"],
@@ -81,58 +52,22 @@ COLUMN_TITLES = {
 CUT_OFF = "metrics cut off"
 
 
-class NoRunsError(ValueError):
-    """The sweep directory is missing or holds no readable run."""
-
-
-def _read_run(run_dir: Path, sweep_dir: Path) -> dict | None:
-    """The run's identity from run.json, or None (with a warning) if it can't be read."""
-    try:
-        info = read_info(run_dir)
-        row = {key: info.get(key) for key in RUN_KEYS}
-        missing = [key for key in ("arch", "depth", "seed", "status") if row[key] is None]
-        if missing:
-            raise ValueError(f"missing {', '.join(missing)}")
-    except (OSError, ValueError, AttributeError) as exc:
-        warnings.warn(f"skipping {run_dir / RUN_JSON}: {exc}", stacklevel=3)
-        return None
-    return row | {"run_dir": run_dir.relative_to(sweep_dir).as_posix()}
-
-
 def load_sweep(sweep_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read a sweep: (runs, one row per run; metrics, all metrics rows tagged with their run).
-    Runs are found by `rundir.find_runs`, at any depth below the sweep directory."""
+    """Read a sweep: (runs, one row per run as `runs.sweep.runs_table` reads it; metrics, all
+    metrics rows tagged with their run and variant). A run whose run.json says done but whose
+    metrics.csv was cut off mid-row is never reported as done."""
     sweep_dir = Path(sweep_dir)
-    expected = "expected a sweep directory with one subdirectory per run, each holding run.json"
-    if not sweep_dir.is_dir():
-        raise NoRunsError(f"{sweep_dir} does not exist; {expected}")
-    found = find_runs(sweep_dir)
-    for d in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name[0] != "."):
-        if not any(d == r or d in r.parents for r in found):  # say so, rather than ignore it
-            warnings.warn(f"skipping {d / RUN_JSON}: not found, not a run", stacklevel=2)
-    rows, frames = [], []
-    for run_dir in found:
-        row = _read_run(run_dir, sweep_dir)
-        if row is None:
-            continue
-        if row["status"] == "done" and metrics_cut_off(run_dir):  # never report it as done
-            row["status"] = CUT_OFF
-        rows.append(row)
+    runs = runs_table(sweep_dir)
+    frames = []
+    for i, row in runs.iterrows():
+        run_dir = sweep_dir / row["run_dir"]
+        if row["status"] == "done" and metrics_cut_off(run_dir):
+            runs.loc[i, "status"] = CUT_OFF
         frame = read_metrics(run_dir, METRIC_COLUMNS)
         if frame is not None:
-            tags = {key: row[key] for key in ("arch", "depth", "seed", "run_dir")}
+            tags = {key: row[key] for key in ("arch", "depth", "seed", "run_dir", "variant")}
             frames.append(frame.assign(**tags))
-    if not rows:
-        raise NoRunsError(f"no readable runs in {sweep_dir}; {expected}")
-    runs = pd.DataFrame(rows, columns=[*RUN_KEYS, "run_dir"]).astype({"depth": int, "seed": int})
-    options = _differing_options(sweep_dir, runs)
-    runs = pd.concat([runs, options], axis=1)
-    runs["variant"] = _variants(runs, list(options.columns))
     metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if len(metrics):
-        metrics["variant"] = metrics["run_dir"].map(
-            dict(zip(runs.run_dir, runs.variant, strict=True))
-        )
     ids = ["arch", "variant", "depth", "seed", "run_dir"]
     extra = [col for col in metrics.columns if col not in ids + METRIC_COLUMNS]
     # Every known column exists, so callers need not check which ones a run happened to log.
@@ -141,78 +76,10 @@ def load_sweep(sweep_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame
     return runs, metrics
 
 
-# Never options of their own: the summary's rows already are per arch, depth and seed.
-IDENTITY_KEYS = {"arch.name", "arch._target_", "depth", "seed"}
-
-
-def _differing_options(sweep_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
-    """One column per result-changing option whose value differs between runs of one arch (a
-    schedule.iterations, an arch.zero_init_residual, a cuda_graph), as the runs' config.yaml
-    say: the summary groups by them, so that only seeds are ever averaged."""
-    configs = []
-    for name in runs["run_dir"]:
-        path = sweep_dir / name / CONFIG
-        configs.append(
-            flat_config(result_config(read_config(sweep_dir / name))) if path.is_file() else {}
-        )
-    flat = pd.DataFrame(configs, index=runs.index).drop(columns=IDENTITY_KEYS, errors="ignore")
-    text = flat.astype(str)  # lists and None compare as text
-    differing = [k for k in flat.columns if (text[k].groupby(runs["arch"]).nunique() > 1).any()]
-    return flat[differing].astype(str).where(flat[differing].notna())
-
-
-def _variants(runs: pd.DataFrame, options: list[str]) -> pd.Series:
-    """The arch, with the options that tell its runs apart, e.g. 'resnet (cuda_graph=true)'."""
-
-    def label(row: pd.Series) -> str:
-        set_ = [f"{k}={row[k]}" for k in options if pd.notna(row[k])]
-        return f"{row['arch']} ({', '.join(set_)})" if set_ else row["arch"]
-
-    return runs.apply(label, axis=1) if len(runs) else pd.Series(dtype=str)
-
-
 def options_of(frame: pd.DataFrame) -> list[str]:
     """The option columns `load_sweep` added to a runs or summary table."""
     known = {*SUMMARY_COLUMNS, *RUN_KEYS, "run_dir", "variant"}
     return [c for c in frame.columns if c not in known]
-
-
-def _last(values: pd.Series) -> float:
-    values = values.dropna()
-    return values.iloc[-1] if len(values) else math.nan
-
-
-def _final_errors(frame: pd.DataFrame) -> dict[str, float]:
-    """End-of-training numbers of one run's metrics; NaN where nothing was logged."""
-    frame = frame.sort_values("step", kind="stable")
-    last_step = frame["step"].max()
-    train = frame.dropna(subset=["train_error"])
-    # Each window value is already a mean over recent iterations, but still noisy: averaging
-    # those in the last 1% of training gives a steadier "final" number.
-    window = train.loc[train["step"] >= 0.99 * last_step, "train_error"]
-    evals = frame.dropna(subset=["val_error", "test_error"])
-    return {
-        "iterations": last_step,
-        "final_train_error": window.mean() if len(window) else _last(train["train_error"]),
-        "final_test_error": _last(frame["test_error"]),
-        "best_test_error": frame["test_error"].min(),
-        "test_error_at_best_val": (
-            evals.loc[evals["val_error"].idxmin(), "test_error"] if len(evals) else math.nan
-        ),
-        "wall_time_s": _last(frame["wall_time"]),
-    }
-
-
-def run_metric(run_dir: Path, name: str) -> float:
-    """One of a run's summary errors (ERROR_COLUMNS), from its metrics.csv: what a search over
-    runs (Hydra's Optuna sweeper) optimises."""
-    if name not in ERROR_COLUMNS:
-        raise ValueError(f"optimized_metric={name!r}: choose one of {', '.join(ERROR_COLUMNS)}")
-    frame = read_metrics(run_dir, METRIC_COLUMNS)
-    if frame is None:
-        return math.nan
-    frame = frame.reindex(columns=list(dict.fromkeys([*METRIC_COLUMNS, *frame.columns])))
-    return float(_final_errors(frame)[name])
 
 
 def summarize(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
@@ -220,7 +87,7 @@ def summarize(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     by_run = dict(list(metrics.groupby("run_dir")))
     no_metrics = metrics.iloc[:0]
     finals = pd.DataFrame(
-        [_final_errors(by_run.get(name, no_metrics)) for name in runs["run_dir"]],
+        [final_errors(by_run.get(name, no_metrics)) for name in runs["run_dir"]],
         index=runs.index,
     )
     # Target iterations from run.json give way to the iterations actually reached.

@@ -1,4 +1,5 @@
-"""Lightning callbacks of a run: a progress line per evaluation, gradient norms per conv layer."""
+"""Lightning callbacks of a run: a progress line per evaluation, a checkpoint on Ctrl-C or SIGTERM,
+the inputs' normalisation in every checkpoint, gradient norms per conv layer."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
-from depthsweep.models import conv_layers
+from depthsweep.nets.models import conv_layers
+from depthsweep.runs.rundir import GRAD_PREFIX
 
 log = logging.getLogger(__name__)
-GRAD_PREFIX = "grad_norm/"  # metrics.csv columns grad_norm/<conv name>
 ERRORS = ("train_error", "test_error", "val_error")
 
 
@@ -68,6 +69,17 @@ class CheckpointOnInterrupt(pl.Callback):
         if isinstance(exception, KeyboardInterrupt | SIGTERMException):
             self.signal = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
             trainer.save_checkpoint(self.path)
+
+
+class RecordNormalization(pl.Callback):
+    """Every checkpoint records the inputs' normalisation as training applied it, x -> (x - shift)
+    / scale with the data module's tensors (the mean image under per_pixel_mean), so that
+    depthsweep.apps.zoo can feed the net from the checkpoint alone."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, module, checkpoint: dict) -> None:
+        data = trainer.datamodule
+        if data is not None:
+            checkpoint["normalization"] = {"shift": data.shift.cpu(), "scale": data.scale.cpu()}
 
 
 def grad_norms(model: nn.Module) -> dict[str, float]:

@@ -1,5 +1,5 @@
-"""What a sweep costs in time: ms/step by depth (from the bench) projected onto a sweep, and the
-number of iterations that fits a quick Figure 6 into a time budget.
+"""What a sweep costs in time: ms/step by depth (from the bench) projected onto a sweep, the fastest
+variant measured, and the number of iterations that fits a quick Figure 6 into a time budget.
 
 Read from a bench CSV (`experiments.bench --out`): one row per (arch, depth, variant, jobs) with
 `ms_per_step` and `images_per_s`.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,19 @@ def ms_by_depth(rows: Sequence[Mapping], variant: str) -> dict[int, float]:
     if not out:
         raise ValueError(f"no single-job rows of variant {variant!r} in the bench")
     return out
+
+
+def fastest_variant(rows: Sequence[Mapping], candidates: Iterable[str] | None = None) -> str:
+    """The harness variant (of `candidates`, if given) with the lowest single-job ms/step at the
+    deepest depth measured (`ms_by_depth`: the slowest arch's): the one place that picks it."""
+    deepest = max(r["depth"] for r in rows)
+    measured = {r["variant"] for r in rows if r["depth"] == deepest and r["jobs"] == 1}
+    measured.discard("reference")
+    wanted = measured if candidates is None else set(candidates)
+    chosen = measured & wanted
+    if not chosen:
+        raise ValueError(f"no single-job rows of {', '.join(sorted(wanted))} at depth {deepest}")
+    return min(sorted(chosen), key=lambda v: ms_by_depth(rows, v)[deepest])
 
 
 def interpolate_ms(ms: Mapping[int, float], depth: int) -> float:
@@ -123,3 +136,14 @@ def plan_quick_sweep(
         )
     expected = (runs * overhead_s + iterations * step_s) / gain
     return QuickPlan(iterations, tuple(depths), jobs, expected)
+
+
+def plan_from_bench(
+    rows: Sequence[Mapping], budget_s: float, candidates: Iterable[str], **options: float
+) -> tuple[str, QuickPlan]:
+    """A quick Figure 6 from bench rows (single jobs and concurrency): the fastest of
+    `candidates`, the jobs at once that pay (`best_jobs`), and the iterations that end the sweep
+    inside `budget_s` (`plan_quick_sweep`, given `options`)."""
+    variant = fastest_variant(rows, candidates)
+    jobs, gain = best_jobs(concurrency_gain(rows, variant))
+    return variant, plan_quick_sweep(ms_by_depth(rows, variant), budget_s, jobs, gain, **options)

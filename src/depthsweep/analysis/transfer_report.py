@@ -1,18 +1,19 @@
-"""A transfer sweep's report: transfer.csv (one row per run) and transfer.png/.svg (target test
-error against labelled images per class, one line per mode), written into the sweep directory."""
+"""A transfer sweep's report: transfer.csv (one row per finished run) and transfer.png/.svg (target
+test error against labelled images per class, one line per mode), written into the sweep
+directory."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
+from depthsweep.analysis.plots import save_figure
+from depthsweep.apps.transfer import MODES
 from depthsweep.files import atomic_write_text
-from depthsweep.plots import save_figure
-from depthsweep.transfer import MODES, RECORD
+from depthsweep.runs.rundir import RunRecord, find_runs
 
 COLUMNS = [
     *["freeze", "labels_per_class", "seed", "test_error", "test_loss", "train_images"],
@@ -22,15 +23,18 @@ COLUMNS = [
 
 
 def collect(sweep_dir: str | os.PathLike) -> pd.DataFrame:
-    """Every transfer.json below `sweep_dir`, one row each, by mode (MODES order), labels per
-    class and seed; class lists joined with commas."""
+    """Every finished transfer run below `sweep_dir`, one row each (its run.json), by mode (MODES
+    order), labels per class and seed; class lists joined with commas."""
     sweep_dir = Path(sweep_dir)
     rows = []
-    for path in sorted(sweep_dir.rglob(RECORD)):
-        row = json.loads(path.read_text(encoding="utf-8"))
+    for run_dir in find_runs(sweep_dir):
+        record = RunRecord(run_dir)
+        if not record.is_finished():
+            continue
+        row = record.read()
         for key in ("source_classes", "target_classes"):
             row[key] = ",".join(row[key])
-        rows.append(row | {"run_dir": path.parent.relative_to(sweep_dir).as_posix()})
+        rows.append(row | {"run_dir": run_dir.relative_to(sweep_dir).as_posix()})
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     table["freeze"] = pd.Categorical(table["freeze"], categories=MODES, ordered=True)
     return table.sort_values(["freeze", "labels_per_class", "seed"], ignore_index=True)

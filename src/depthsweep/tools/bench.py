@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import os
 import platform
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +26,25 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from depthsweep.budget import PAPER_DEPTHS, PAPER_ITERATIONS, ms_by_depth, project_sweep_s
-from depthsweep.build import build_model
-from depthsweep.concurrency import time_concurrent
-from depthsweep.config import compose_config, resolve_cuda_graph, resolve_precision
-from depthsweep.data import ensure_cifar10, read_cifar10
-from depthsweep.module import synchronize
-from depthsweep.timing import Timing, quiet_lightning, time_harness
+from depthsweep.errors import OptionError
+from depthsweep.tools.budget import (
+    PAPER_DEPTHS,
+    PAPER_ITERATIONS,
+    fastest_variant,
+    ms_by_depth,
+    project_sweep_s,
+)
+from depthsweep.tools.concurrency import time_concurrent
+from depthsweep.tools.timing import Timing, quiet_lightning, time_harness
+from depthsweep.training.build import build_model, make_schedule
+from depthsweep.training.clocks import StepClock
+from depthsweep.training.config import (
+    compose_config,
+    device_for,
+    resolve_cuda_graph,
+    resolve_precision,
+)
+from depthsweep.training.data import ensure_cifar10, read_cifar10
 
 PAPER_BATCH = 128
 COLUMNS = [
@@ -106,10 +117,14 @@ def device_name(device: torch.device) -> str:
     return f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
+class NothingMeasured(RuntimeError):
+    """Every harness variant failed: there is nothing to compare."""
+
+
 def variant_overrides(variant: str) -> list[str]:
     """The overrides that turn the composed config into harness variant `variant`."""
     if variant not in VARIANTS:
-        raise SystemExit(f"unknown variant {variant!r}: choose from {', '.join(VARIANTS)}")
+        raise OptionError(f"unknown variant {variant!r}: choose from {', '.join(VARIANTS)}")
     return VARIANTS[variant]
 
 
@@ -185,28 +200,20 @@ def time_sgd_loop(
     steps: int,
     device: torch.device,
 ) -> Timing:
-    """A bare loop of SGD steps as `cfg.schedule` sets them, on one `batch()` each: the first step
-    (worker start-up, first batch, autotuning) and the `steps` after `warmup` timed."""
-    s = cfg.schedule
-    opt = torch.optim.SGD(
-        model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
-    )
-    t0 = first = 0.0
-    start = time.perf_counter()
-    for i in range(warmup + steps):
-        if i == 1:
-            synchronize(device)
-            first = time.perf_counter() - start
-        if i == warmup:
-            synchronize(device)
-            t0 = time.perf_counter()
+    """A bare loop of SGD steps with `cfg.schedule`'s optimizer, on one `batch()` each: the first
+    step (worker start-up, first batch, autotuning) and the `steps` after `warmup` timed."""
+    optimizer, _ = make_schedule(cfg.schedule)
+    opt = optimizer(model.parameters())
+    clock = StepClock(at=(1, warmup, warmup + steps))
+    clock.start(device)
+    for _ in range(warmup + steps):
         x, y = batch()
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    synchronize(device)
-    return Timing(t0, time.perf_counter(), steps, first)
+        clock.tick(device)
+    return Timing(clock.times[warmup], clock.times[warmup + steps], steps, clock.seconds(0, 1))
 
 
 def say(*lines: str) -> None:
@@ -233,7 +240,7 @@ def _row(
     return {
         "device": device,
         "torch_version": torch.__version__,
-        "arch": cfg.arch.name,
+        "arch": cfg.arch_name,
         "depth": cfg.depth,
         "variant": variant,
         "batch": cfg.data.batch_size,
@@ -346,13 +353,6 @@ def measure_variants(
             say(f"  {arch}-{depth}: ms/step {', '.join(timings)}")
 
 
-def fastest_variant(rows: list[dict]) -> str:
-    """The harness variant with the lowest ms/step at the deepest depth measured."""
-    deepest = max(r["depth"] for r in rows)
-    harness = [r for r in rows if r["variant"] != "reference" and r["depth"] == deepest]
-    return min(harness, key=lambda r: r["ms_per_step"])["variant"]
-
-
 def measure_jobs(
     s: Settings, root: str, name: str, device: torch.device, variant: str, rows: CsvRows
 ) -> dict[int, float]:
@@ -373,11 +373,11 @@ def run(settings: Settings, note: str | None = None) -> list[dict]:
     """Measure, print the table and projection, write the CSV; returns the CSV's rows."""
     quiet_lightning()
     s = settings
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_for()
     name = device_name(device)
     say(f"depthsweep bench on {name}, torch {torch.__version__}", *([note] if note else []))
     if s.warmup < 1 or s.steps < 1:
-        raise SystemExit("--warmup and --steps must be at least 1")
+        raise OptionError("--warmup and --steps must be at least 1")
     for variant in s.variants:
         variant_overrides(variant)  # an unknown variant fails now, not after minutes of timing
     if s.threads:
@@ -392,7 +392,7 @@ def run(settings: Settings, note: str | None = None) -> list[dict]:
     rows = CsvRows(s.out)
     measure_variants(s, root, name, device, rows)
     if not any(r["variant"] != "reference" for r in rows):
-        raise SystemExit(f"every variant failed: nothing to compare (rows so far in {s.out})")
+        raise NothingMeasured(f"every variant failed: nothing to compare (rows so far in {s.out})")
     single = list(rows)
     concurrent, gains = fastest_variant(single), {}
     if s.jobs > 1:

@@ -26,6 +26,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import logging
 import os
 import time
 import warnings
@@ -39,19 +40,20 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from depthsweep import zoo
-from depthsweep.build import build_model, make_trainer, schedule_options
-from depthsweep.config import log_window
-from depthsweep.console import quiet_libraries
-from depthsweep.data import CLASSES, CIFAR10DataModule, class_indices
-from depthsweep.files import atomic_write, atomic_write_text
-from depthsweep.models import count_params
-from depthsweep.module import Classifier
-from depthsweep.schedule import PaperLR
+from depthsweep.apps import zoo
+from depthsweep.files import atomic_write
+from depthsweep.nets.models import count_params
+from depthsweep.runs.provenance import provenance
+from depthsweep.runs.rundir import RunRecord
+from depthsweep.training.build import build_model, make_schedule, make_trainer
+from depthsweep.training.config import device_for
+from depthsweep.training.console import quiet_libraries
+from depthsweep.training.data import CLASSES, CIFAR10DataModule, class_indices
+from depthsweep.training.module import Classifier
 
+log = logging.getLogger(__name__)
 MODES = ("all", "last_stage", "none", "scratch")
 HEAD = "fc"  # the classifier every CifarNet ends with
-RECORD = "transfer.json"
 Batches = list[tuple[Tensor, Tensor]]
 
 
@@ -187,13 +189,9 @@ def train_head(
 
     A plain loop, not Lightning: the features are fixed (no augmentation, no BN), so a step is
     one small matrix product, which Lightning's per-step hooks would outweigh many times."""
-    opt = torch.optim.SGD(
-        head.parameters(),
-        lr=schedule.lr,
-        momentum=schedule.momentum,
-        weight_decay=schedule.weight_decay,
-    )
-    sched = PaperLR(opt, schedule.iterations, schedule.milestones, schedule.gamma)
+    optimizer, scheduler = make_schedule(schedule)
+    opt = optimizer(head.parameters())
+    sched = scheduler(opt)
     g = torch.Generator().manual_seed(seed)
     n, step = len(labels), 0
     per_epoch = max(1, n // batch_size)
@@ -217,7 +215,7 @@ class FineTune(Classifier):
     whenever Lightning puts the module in training mode, so their BN statistics stay too."""
 
     def __init__(self, model: nn.Module, frozen: Sequence[str] = (), **options: Any) -> None:
-        super().__init__(model, **options)
+        super().__init__(model, **options)  # optimizer and scheduler factories
         self.frozen = [model.get_submodule(name) for name in frozen]
         for m in self.frozen:
             m.requires_grad_(False)
@@ -237,12 +235,8 @@ def fine_tune(
     callbacks: Sequence[pl.Callback] = (),
 ) -> nn.Module:
     """Train `model` on `data` in `mode` (last_stage, none, scratch) for schedule.iterations."""
-    module = FineTune(
-        model,
-        frozen=frozen_children(model, mode),
-        **schedule_options(cfg.schedule),
-        window=log_window(cfg),
-    )
+    optimizer, scheduler = make_schedule(cfg.schedule)
+    module = FineTune(model, frozen_children(model, mode), optimizer=optimizer, scheduler=scheduler)
     trainer = make_trainer(
         cfg,
         list(callbacks),
@@ -338,23 +332,68 @@ def _logits(model: nn.Module, batches: Batches) -> tuple[Tensor, Tensor]:
 
 
 def transfer(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
-    """One transfer run: train the target head (and more, by mode), evaluate on the target test
-    set, write `run_dir`/transfer.json; returns that record."""
+    """One transfer run: train the target head (and more, by mode), evaluate it on the target test
+    set. `run_dir` is a run record as a training run's is (depthsweep.runs.rundir): held while the
+    run trains, skipped once done, refused if it holds another configuration; its run.json gets
+    the result (below) with the status and provenance. Returns run.json's contents. Bad input
+    fails before the run directory is made."""
     quiet_libraries()
     t = cfg.transfer
     if t.freeze not in MODES:
         raise ValueError(f"transfer.freeze={t.freeze!r}: choose one of {', '.join(MODES)}")
     class_indices(t.classes, "transfer.classes")  # fails before anything is loaded
     start = time.perf_counter()
-    device = torch.device(
-        "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu"
-    )
+    device = device_for(cfg.trainer.accelerator)
     source = zoo.load(t.source, device)
-    sha256 = zoo.file_sha256(source.checkpoint)
     data = target_data(cfg, source)
-    k = len(data.names)
-    head = new_head(getattr(source.model, HEAD).in_features, k, cfg.seed)
-    cache = None
+    label = f"transfer freeze={t.freeze} labels_per_class={t.labels_per_class} seed={cfg.seed}"
+    record = RunRecord(run_dir)
+    with record.claim() as held:
+        if not held:
+            log.warning(f"[{label}] running elsewhere (another process holds {run_dir}): skipped")
+            return record.read()
+        record.check_config(cfg)
+        if record.is_finished():
+            log.info(f"[{label}] already finished in {run_dir}: skipped")
+            return record.read()
+        sha256 = zoo.file_sha256(source.checkpoint)
+        record.start(
+            cfg,
+            {
+                "freeze": t.freeze,
+                "labels_per_class": t.labels_per_class,
+                "seed": cfg.seed,
+                "source": str(source.checkpoint),
+                "source_sha256": sha256,
+                "source_arch": source.spec["arch_name"],
+                "source_depth": source.spec["depth"],
+                "source_classes": source.classes,
+                "target_classes": data.names,
+                **provenance(device.type == "cuda"),
+            },
+        )
+        try:
+            result = _train_and_score(cfg, source, sha256, data, device)
+        except Exception as e:  # recorded, then raised: Hydra reports it at the sweep's end
+            record.update(status="failed", error=f"{type(e).__name__}: {e}")
+            raise
+        wall_time_s = round(time.perf_counter() - start, 3)
+        record.update(**result, wall_time_s=wall_time_s, status="done", error=None)
+    cache = result["cache"]
+    log.info(
+        f"[{label}] test error {result['test_error']:.2f}%"
+        f"{f' (features cache {cache})' if cache else ''} in {wall_time_s:.1f}s"
+    )
+    return record.read()
+
+
+def _train_and_score(
+    cfg: DictConfig, source: zoo.ZooModel, sha256: str, data: TargetData, device: torch.device
+) -> dict[str, Any]:
+    """Train in mode transfer.freeze, score on the target test set: the record's results."""
+    t = cfg.transfer
+    head = new_head(getattr(source.model, HEAD).in_features, len(data.names), cfg.seed)
+    cache = cache_file = None
     if t.freeze == "all":
         feats, cache, cache_file = cached_features(Path(t.cache_dir), source, sha256, data, device)
         train, labels = feats["train"].to(device), feats["train_labels"]
@@ -365,36 +404,17 @@ def transfer(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
         torch.manual_seed(cfg.seed)  # the scratch net's init and the fine-tuning data order
         if t.freeze == "scratch":
             spec = source.spec
-            model = build_model(OmegaConf.create(spec["arch"]), spec["depth"], k)
+            model = build_model(OmegaConf.create(spec["arch"]), spec["depth"], len(data.names))
         else:
             model = copy.deepcopy(source.model)
         setattr(model, HEAD, head)
         model = fine_tune(model, t.freeze, data, cfg)
         scores = _scores(*_logits(model.to(device), data.plain_batches(train=False)))
-    record = {
-        "freeze": t.freeze,
-        "labels_per_class": t.labels_per_class,
-        "seed": cfg.seed,
+    return {
         **scores,
         "train_images": len(data.data.y_train),
         "test_images": len(data.data.y_test),
         "iterations": cfg.schedule.iterations,
-        "wall_time_s": round(time.perf_counter() - start, 3),
         "cache": cache,
         "cache_file": None if cache is None else str(cache_file),
-        "source": str(source.checkpoint),
-        "source_sha256": sha256,
-        "source_arch": source.spec["arch"].get("name"),
-        "source_depth": source.spec["depth"],
-        "source_classes": source.classes,
-        "target_classes": data.names,
     }
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(run_dir) / RECORD, json.dumps(record, indent=2) + "\n")
-    print(
-        f"[transfer freeze={t.freeze} labels_per_class={t.labels_per_class}] test error "
-        f"{scores['test_error']:.2f}%{f' (features cache {cache})' if cache else ''} "
-        f"in {record['wall_time_s']:.1f}s",
-        flush=True,
-    )
-    return record

@@ -1,18 +1,59 @@
-"""The CIFAR-10 networks of He et al. 2016, §4.2, plain and residual.
+"""The CIFAR-10 networks of He et al. 2016, §4.2, plain and residual, and the interface every
+architecture's net offers.
 
 Plain and residual nets have identical layers. The whole difference is one line:
 `BasicBlock.forward` adds `self.shortcut(x)` before the final ReLU; `PlainBlock.forward` does not.
 
-An architecture is a `CifarNet` subclass naming its block class, plus one file in `conf/arch/`.
+An architecture is a class whose nets satisfy `Net`, built with `depth` and `num_classes`, plus one
+file in `conf/arch/`. The plain and residual nets are `CifarNet`s (a stem, three stages of blocks,
+pooling, a linear classifier) that differ in their block class; `inception.InceptionNet` is a `Net`
+of its own, with Inception modules for blocks.
 """
 
 from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from depthsweep.errors import OptionError
+
+
+@runtime_checkable
+class Block(Protocol):
+    """A unit of a net that the lesion study deletes."""
+
+    residual: bool  # True: it has a `shortcut` (ResidualBlock), deleting it leaves that
+
+
+@runtime_checkable
+class ResidualBlock(Block, Protocol):
+    shortcut: nn.Module  # the path around the branch: relu(shortcut(x)) is the block deleted
+
+
+@runtime_checkable
+class Net(Protocol):
+    """What the harness relies on in a net, whatever its layers.
+
+    Called on a batch (N, 3, 32, 32) it returns logits (N, num_classes); in training mode a net
+    with side heads returns (logits, [side logits]) and has `aux_weight` (SideHeads), which the
+    loss weights them by. Its classifier is a linear layer named `fc`, registered after the stage
+    of its last block (transfer learning replaces it, and fine-tunes that stage); `blocks()` lists
+    its blocks.
+    """
+
+    fc: nn.Linear
+
+    def blocks(self) -> list[nn.Module]:
+        """Its blocks (each a Block), input to output."""
+        ...
+
+
+@runtime_checkable
+class SideHeads(Protocol):
+    aux_weight: float  # each side head's cross-entropy counts this much in the training loss
 
 
 class InvalidDepthError(OptionError):

@@ -1,0 +1,1 @@
+"""What finished runs show: summaries, the verdict, figures, diagnostics, transfer reports."""

@@ -1,0 +1,1 @@
+"""Apps on finished runs: the model zoo and transfer learning."""

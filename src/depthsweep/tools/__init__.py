@@ -1,0 +1,1 @@
+"""Measurement tools: the speed bench, concurrency, and what a sweep costs."""
