@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overhead-s", type=float, default=RUN_OVERHEAD_S, help="a run's, beyond steps")
     p.add_argument("--min-iterations", type=int, default=2000, help="else fewer depths")
     p.add_argument("--round-to", type=int, default=100, help="iterations rounded down to this")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     sizes = Sizes(
         deadline_s=a.deadline_s,
         figure_budget_s=a.figure_budget_s,
