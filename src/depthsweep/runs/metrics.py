@@ -1,0 +1,113 @@
+"""A run's metrics.csv, read back: its columns, a row cut off mid-line, and the run's final errors
+(the one reader of them, for the summaries, the zoo and searches)."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from depthsweep.runs.rundir import METRICS
+
+# Written by training (training.window, training.clocks, Lightning's LearningRateMonitor and
+# validation; metrics_log): sparse rows, each holding what was logged together.
+METRIC_COLUMNS = [
+    "step",
+    "epoch",
+    "lr",
+    "train_error",
+    "train_loss",
+    "train_error_epoch",
+    "train_loss_epoch",
+    "test_error",
+    "test_loss",
+    "val_error",
+    "val_loss",
+    "wall_time",
+]
+# best_test_error is the minimum over evaluations, so chosen on the test set itself (optimistic);
+# test_error_at_best_val is chosen on the validation split, where there is one.
+ERROR_COLUMNS = [
+    *["final_train_error", "final_test_error", "best_test_error", "test_error_at_best_val"],
+]
+
+
+def metrics_cut_off(run_dir: Path) -> bool:
+    """Whether metrics.csv ends inside a row (its writer was killed mid-line): the CSV writer ends
+    every row with a newline."""
+    path = run_dir / METRICS
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
+def read_metrics(run_dir: Path, numeric: list[str] = METRIC_COLUMNS) -> pd.DataFrame | None:
+    """The run's metrics.csv with the `numeric` columns it has as numbers, or None if absent or
+    unreadable (with a warning). A last row cut off mid-line is dropped, with a warning."""
+    path = run_dir / METRICS
+    if not path.exists():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+        if metrics_cut_off(run_dir):
+            warnings.warn(f"{path}: its last row is cut off mid-line: dropped", stacklevel=3)
+            text = text[: text.rfind("\n") + 1]
+        frame = pd.read_csv(io.StringIO(text))
+        if "step" not in frame:
+            raise ValueError("no 'step' column")
+        known = [col for col in numeric if col in frame]
+        frame[known] = frame[known].apply(pd.to_numeric)
+    except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
+        warnings.warn(f"ignoring metrics in {path}: {exc}", stacklevel=3)
+        return None
+    return frame
+
+
+def _last(values: pd.Series) -> float:
+    values = values.dropna()
+    return values.iloc[-1] if len(values) else math.nan
+
+
+def final_errors(frame: pd.DataFrame) -> dict[str, float]:
+    """End-of-training numbers of one run's metrics (every METRIC_COLUMNS column present): the
+    iterations reached, ERROR_COLUMNS, the wall time; NaN where nothing was logged."""
+    frame = frame.sort_values("step", kind="stable")
+    last_step = frame["step"].max()
+    train = frame.dropna(subset=["train_error"])
+    # Each window value is already a mean over recent iterations, but still noisy: averaging
+    # those in the last 1% of training gives a steadier "final" number.
+    window = train.loc[train["step"] >= 0.99 * last_step, "train_error"]
+    evals = frame.dropna(subset=["val_error", "test_error"])
+    return {
+        "iterations": last_step,
+        "final_train_error": window.mean() if len(window) else _last(train["train_error"]),
+        "final_test_error": _last(frame["test_error"]),
+        "best_test_error": frame["test_error"].min(),
+        "test_error_at_best_val": (
+            evals.loc[evals["val_error"].idxmin(), "test_error"] if len(evals) else math.nan
+        ),
+        "wall_time_s": _last(frame["wall_time"]),
+    }
+
+
+def read_final_errors(run_dir: Path) -> dict[str, float]:
+    """`final_errors` of the run's metrics.csv; all NaN if it has none."""
+    frame = read_metrics(run_dir)
+    if frame is None:
+        frame = pd.DataFrame(columns=METRIC_COLUMNS, dtype=float)
+    frame = frame.reindex(columns=list(dict.fromkeys([*METRIC_COLUMNS, *frame.columns])))
+    return final_errors(frame)
+
+
+def final_error(run_dir: Path, name: str) -> float:
+    """One of a run's ERROR_COLUMNS: what a search over runs (Hydra's Optuna sweeper) optimises
+    (`optimized_metric`)."""
+    if name not in ERROR_COLUMNS:
+        raise ValueError(f"optimized_metric={name!r}: choose one of {', '.join(ERROR_COLUMNS)}")
+    return float(read_final_errors(run_dir)[name])
