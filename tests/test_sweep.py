@@ -176,6 +176,7 @@ def test_warmup_lr_trace_and_validation_split(fake_cifar, tmp_path):
         "data.val_split=20",
         "schedule.warmup.from_depth=0",
         "schedule.warmup.until_train_error=101",
+        "schedule.warmup.max_fraction=0.5",  # the check ends it, not the cap
         "trainer.log_every_n_steps=5",
         "schedule.iterations=50",
         "data.batch_size=16",
@@ -202,7 +203,7 @@ def test_a_warmup_that_never_reaches_its_error_ends_at_the_cap(fake_cifar, tmp_p
         [
             *["trainer=cpu", "arch=resnet", "depth=8", f"data.root={fake_cifar}"],
             *["data.batch_size=16", "schedule.iterations=20", "trainer.log_every_n_steps=2"],
-            *["schedule.warmup.from_depth=8", "schedule.warmup.max_iterations=7"],
+            *["schedule.warmup.from_depth=8", "schedule.warmup.max_fraction=0.35"],
             "schedule.warmup.until_train_error=0",
             "trainer.enable_progress_bar=false",
         ]

@@ -77,7 +77,7 @@ def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
         **schedule_options(sched),
         warmup_lr=warmup_lr_for(cfg.depth, sched.warmup.lr, sched.warmup.from_depth),
         warmup_until_error=sched.warmup.until_train_error,
-        warmup_max_iterations=sched.warmup.max_iterations,
+        warmup_max_fraction=sched.warmup.max_fraction,
         window=log_window(cfg),
         channels_last=precision != "32-true" if auto_cl else bool(cfg.channels_last),
         cuda_graph=graphed,

@@ -50,7 +50,7 @@ class Classifier(pl.LightningModule):
         gamma: float = 0.1,
         warmup_lr: float | None = None,
         warmup_until_error: float = 80.0,
-        warmup_max_iterations: int | None = None,
+        warmup_max_fraction: float | None = None,
         window: int = 50,
         channels_last: bool = False,
         cuda_graph: bool = False,
@@ -84,7 +84,7 @@ class Classifier(pl.LightningModule):
             self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
         )
         sched = PaperLR(
-            opt, hp.iterations, hp.milestones, hp.gamma, hp.warmup_lr, hp.warmup_max_iterations
+            opt, hp.iterations, hp.milestones, hp.gamma, hp.warmup_lr, hp.warmup_max_fraction
         )
         lr_scheduler = {"scheduler": sched, "interval": "step", "name": "lr"}
         return {"optimizer": opt, "lr_scheduler": lr_scheduler}
