@@ -87,7 +87,10 @@ def test_sweep_trains_analyses_and_rerun_skips(cifar_root, tmp_path):
     ):
         assert (sweep / name).stat().st_size > 0
     # Depths 8 and 14 are below the verdict's MIN_DEPTH of 20.
-    assert "Verdict undetermined: need plain and resnet at ≥2 depths ≥ 20" in first.stdout
+    assert "Verdict undetermined: the claim compares plain and resnet nets at depths ≥ 20" in (
+        first.stdout
+    )
+    assert "(plain at 8, 14; resnet at 8, 14). Smaller nets check the pipeline" in first.stdout
 
     stamps = {d: (d / "checkpoints" / "last.ckpt").stat().st_mtime_ns for d in dirs}
     metrics_before = {d: (d / "metrics.csv").read_bytes() for d in dirs}

@@ -251,6 +251,11 @@ class CIFAR10DataModule(pl.LightningDataModule):
             self.scale = torch.tensor(255.0)  # pixels on a 0-1 scale
 
     @property
+    def train_images(self) -> int:
+        """How many images training draws from (after data.limit, classes and val_split)."""
+        return len(self.data.x_train) - self.val_split
+
+    @property
     def _device(self) -> torch.device:
         return self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
 

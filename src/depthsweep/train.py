@@ -23,7 +23,7 @@ from depthsweep.build import (
     make_trainer,
 )
 from depthsweep.callbacks import CheckpointOnInterrupt, GradNormLogger, ProgressPrinter
-from depthsweep.config import trains_on_gpu
+from depthsweep.config import resolve_cuda_graph, resolve_precision, trains_on_gpu
 from depthsweep.console import quiet_libraries
 from depthsweep.errors import OptionError
 from depthsweep.metrics_log import AppendingCSVLogger
@@ -87,7 +87,10 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
         "params": count_params(model),
         "macs": count_macs(model),
         "iterations": cfg.schedule.iterations,
+        "train_images": datamodule.train_images,
         **datamodule.test_set,
+        "precision": resolve_precision(cfg.trainer),  # as resolved here from "auto"
+        "cuda_graph": resolve_cuda_graph(cfg),
         **provenance(on_gpu),
     }
     module = make_module(cfg, model)
