@@ -44,6 +44,7 @@ from depthsweep.build import build_model, make_trainer, schedule_options
 from depthsweep.config import log_window
 from depthsweep.console import quiet_libraries
 from depthsweep.data import CLASSES, CIFAR10DataModule, class_indices
+from depthsweep.errors import OptionError
 from depthsweep.files import atomic_write, atomic_write_text
 from depthsweep.models import count_params
 from depthsweep.module import Classifier
@@ -344,12 +345,24 @@ def transfer(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     t = cfg.transfer
     if t.freeze not in MODES:
         raise ValueError(f"transfer.freeze={t.freeze!r}: choose one of {', '.join(MODES)}")
-    class_indices(t.classes, "transfer.classes")  # fails before anything is loaded
+    target = [CLASSES[i] for i in class_indices(t.classes, "transfer.classes")]  # fails early
     start = time.perf_counter()
     device = torch.device(
         "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu"
     )
     source = zoo.load(t.source, device)
+    seen = [c for c in target if c in source.classes]
+    if seen:  # its training images taught the source these classes: no transfer to measure
+        new = [c for c in CLASSES if c not in source.classes]
+        fix = (
+            f"transfer.classes=[{','.join(new)}]"
+            if new
+            else "a source trained on some classes only (experiment=transfer_source)"
+        )
+        raise OptionError(
+            f"transfer.classes: {', '.join(seen)} already among the source's classes "
+            f"({', '.join(source.classes)}); transfer to classes it never saw: {fix}"
+        )
     sha256 = zoo.file_sha256(source.checkpoint)
     data = target_data(cfg, source)
     k = len(data.names)
