@@ -13,6 +13,7 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 
+from depthsweep.checkpoints import SafeCheckpointIO
 from depthsweep.config import log_window, resolve_cuda_graph, resolve_precision
 from depthsweep.data import CLASSES, class_indices
 from depthsweep.errors import OptionError, UserError
@@ -134,6 +135,7 @@ def make_trainer(cfg: DictConfig, callbacks: list[Callback], **overrides) -> pl.
                 f"{key}=NAME or +{key}.NAME._target_=... instead"
             )
     kwargs = {
+        "plugins": [SafeCheckpointIO()],  # atomic writes, weights-only reads
         "precision": resolve_precision(cfg.trainer),
         "max_steps": cfg.schedule.iterations,
         "max_epochs": -1,

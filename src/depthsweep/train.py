@@ -23,6 +23,7 @@ from depthsweep.build import (
     make_trainer,
 )
 from depthsweep.callbacks import CheckpointOnInterrupt, GradNormLogger, ProgressPrinter
+from depthsweep.checkpoints import CheckpointWriteError
 from depthsweep.config import resolve_cuda_graph, resolve_precision, trains_on_gpu
 from depthsweep.console import quiet_libraries
 from depthsweep.errors import OptionError
@@ -136,8 +137,14 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
         log.warning(f"[{label}] interrupted by {signal} at iteration {step}: checkpoint saved")
         raise Interrupted(signal) from None
     except Exception as e:  # recorded, not swallowed: run.json and the summary show it
-        log.exception(f"[{label}] FAILED: {type(e).__name__}: {e}")
-        record.update(status="failed", error=f"{type(e).__name__}: {e}")
+        if isinstance(e, CheckpointWriteError):  # says what happened and what is kept
+            log.error(f"[{label}] FAILED: {e}")
+        else:
+            log.exception(f"[{label}] FAILED: {type(e).__name__}: {e}")
+        try:
+            record.update(status="failed", error=f"{type(e).__name__}: {e}")
+        except OSError as w:  # a full disk: the log line above is all there is
+            log.error(f"[{label}] could not record the failure in {record.json}: {w}")
         return "failed"
     first = module.first_step_s  # None if a resumed run had no step left to take
     sched = module.lr_schedulers()
