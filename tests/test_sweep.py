@@ -20,7 +20,7 @@ from helpers import ROOT, run_cli, train_tiny, write_cifar10_batch
 
 from depthsweep.config import compose_config
 from depthsweep.errors import RUN_FAILED, USER_ERROR
-from depthsweep.rundir import ConfigMismatchError, RunRecord
+from depthsweep.rundir import ConfigMismatchError, CorruptRecordError, RunRecord
 from depthsweep.train import train
 
 TINY = ["data.limit=256", "schedule.iterations=20", "trainer.enable_progress_bar=false"]
@@ -316,3 +316,13 @@ def test_every_run_records_where_it_came_from(fake_cifar, tmp_path):
         assert isinstance(info["git_dirty"], bool)
     else:
         assert info["git_commit"] is None and info["git_dirty"] is None
+
+
+@pytest.mark.parametrize("text", ['{"status": "runn', "[1, 2]", "\xff\xfe"])
+def test_a_run_json_that_is_no_record_is_named_with_the_fix(fake_cifar, tmp_path, text):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_bytes(text.encode("latin1"))
+    cfg = compose_config(["trainer=cpu", "depth=8", f"data.root={fake_cifar}"])
+    with pytest.raises(CorruptRecordError, match=r"run\.json is not a run record .* Delete it to"):
+        train(cfg, run_dir)
