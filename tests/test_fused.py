@@ -379,6 +379,8 @@ def test_parameters_stay_views_of_one_flat_buffer():
     with torch.no_grad():
         flat.zero_()
     assert all((p == 0).all() for p in fused.parameters())
+    fused.load_state_dict(FusedNet(make_nets(torch.float64)).state_dict())  # copies in place
+    assert fused.flat_parameters()[0] is flat and flat.abs().sum() > 0
 
 
 def test_nets_that_do_not_fuse_are_refused():
@@ -388,3 +390,65 @@ def test_nets_that_do_not_fuse_are_refused():
         FusedNet([BottleneckResNet(11), BottleneckResNet(11)])
     with pytest.raises(FusionError):  # option A and option B members
         FusedNet([make_net("resnet", 0, shortcut="A"), make_net("resnet", 1, shortcut="B")])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_cuda_graph_of_the_whole_step_replays_the_eager_steps(bf16, monkeypatch):
+    """Forward, loss, backward and FusedSGD.update captured as one CUDA graph (channels-last
+    activations, bf16 autocast or not) reproduce the eager steps. Written without a GPU at hand:
+    it has not run yet."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    dev = torch.device("cuda")
+    nets = make_nets()
+    data = [tuple(t.to(dev) for t in batches(4, 8, seed=s, size=32)) for s in range(4)]
+
+    def make():
+        fused = FusedNet(nets).to(dev)
+        fused.memory_format = torch.channels_last
+        return fused, FusedSGD(fused, [0.1, 0.1, 0.05, 0.2], weight_decay=1e-4)
+
+    def forward_backward(fused, x, y):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            loss, losses, errors = fused_loss_and_error(fused(x), y)
+        loss.backward()
+        return losses, errors
+
+    eager, eager_opt = make()
+    for x, y in data:
+        eager_opt.zero_grad()
+        forward_backward(eager, x, y)
+        eager_opt.step()
+
+    fused, opt = make()
+    sx, sy = data[0][0].clone(), data[0][1].clone()
+    flat0 = fused.flat_parameters()[0].clone()
+    buffers0 = [b.clone() for b in fused.buffers()]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up (cuDNN, allocator) outside the capture
+        for _ in range(3):
+            fused.zero_grad(set_to_none=True)
+            forward_backward(fused, sx, sy)
+            opt.update()
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.no_grad():  # undo the warm-up's updates
+        fused.flat_parameters()[0].copy_(flat0)
+        for b, v in zip(fused.buffers(), buffers0, strict=True):
+            b.copy_(v)
+        opt.buf.zero_()
+    fused.zero_grad(set_to_none=True)  # the capture allocates the gradients in its pool
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        losses, errors = forward_backward(fused, sx, sy)
+        opt.update()
+    for x, y in data:
+        sx.copy_(x)
+        sy.copy_(y)
+        graph.replay()
+    torch.cuda.synchronize()
+    assert losses.isfinite().all() and errors.shape == (4,)
+    tol = dict(rtol=2e-2, atol=2e-3) if bf16 else dict(rtol=1e-4, atol=1e-5)
+    got = fused.state_dict()
+    for key, v in eager.state_dict().items():
+        torch.testing.assert_close(got[key], v, **tol, msg=key)

@@ -178,16 +178,21 @@ def _fuse_shortcut(k: int, in_planes: int, shortcuts: Sequence[nn.Module | None]
         _check_same("shortcut padding", [(m.stride, m.extra) for m in real])
         return FusedPadShortcut(k, in_planes, s.stride, s.extra)
     if isinstance(s, nn.Sequential) and [type(m) for m in s] == [nn.Conv2d, nn.BatchNorm2d]:
-        conv = [m[0] if m is not None else _zero_conv(s[0]) for m in shortcuts]
-        bn = [m[1] if m is not None else nn.BatchNorm2d(s[1].num_features) for m in shortcuts]
+        conv = [m[0] if m is not None else _placeholder(s[0]) for m in shortcuts]
+        bn = [m[1] if m is not None else _placeholder(s[1]) for m in shortcuts]
         return nn.Sequential(FusedConv2d(conv), FusedBatchNorm2d(bn))
     raise FusionError(f"unsupported shortcut {type(s).__name__}")
 
 
-def _zero_conv(like: nn.Conv2d) -> nn.Conv2d:
-    c = copy.deepcopy(like)
-    nn.init.zeros_(c.weight)
-    return c
+def _placeholder(like: nn.Module) -> nn.Module:
+    """A plain member's slot in a fused projection shortcut: `like`'s shape, dtype and device;
+    a zero conv, or a freshly initialised BatchNorm."""
+    m = copy.deepcopy(like)
+    if isinstance(m, nn.Conv2d):
+        nn.init.zeros_(m.weight)
+    else:
+        m.reset_parameters()
+    return m
 
 
 class FusedBlock(nn.Module):
@@ -218,8 +223,8 @@ class FusedBlock(nn.Module):
         out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
         if self.mode == "all":
             out = out + self.shortcut(x)
-        elif self.mode == "mixed":
-            out = out + self.shortcut(x) * self.mask.to(out.dtype)
+        elif self.mode == "mixed":  # one kernel: out + shortcut*mask (+0.0 for plain members)
+            out = torch.addcmul(out, self.shortcut(x), self.mask.to(out.dtype))
         return F.relu(out)
 
 
@@ -434,15 +439,14 @@ class FusedSGD(torch.optim.Optimizer):
         self.members = [MemberOptimizer(lrs[i], momentum, wds[i]) for i in range(k)]
         self.frozen = [False] * k
         self.started = [False] * k  # whether member k's momentum buffer exists (torch SGD)
-        member = torch.cat(
-            [torch.arange(k, device=flat.device).repeat_interleave(p[0].numel()) for p in params]
-        )
-        self._member_index = member  # flat element -> member
         self._blocks = []  # per parameter: (offset, numel per member)
         offset = 0
         for p in params:
             self._blocks.append((offset, p[0].numel()))
             offset += p.numel()
+        # The flat buffer is parameter-major: for each parameter, K runs of its numel per member.
+        per_member = torch.tensor([n for _, n in self._blocks], device=flat.device)
+        self._runs = per_member.repeat_interleave(k)  # run lengths, parameter by parameter
         self.buf = torch.zeros_like(flat)
         self._lr = torch.zeros(k, device=flat.device, dtype=flat.dtype)
         self._wd = torch.zeros_like(self._lr)
@@ -478,11 +482,16 @@ class FusedSGD(torch.optim.Optimizer):
             )
             self._wd.copy_(torch.tensor(wds, dtype=self._wd.dtype))
             self._active.copy_(torch.tensor([not f for f in frozen]))
-            torch.index_select(-self._lr, 0, self._member_index, out=self._neg_lr_full)
-            torch.index_select(self._wd, 0, self._member_index, out=self._wd_full)
-            torch.index_select(self._active, 0, self._member_index, out=self._active_full)
+            self._neg_lr_full.copy_(self._per_element(-self._lr))
+            self._wd_full.copy_(self._per_element(self._wd))
+            self._active_full.copy_(self._per_element(self._active))
         assert self._lr.device == dev
         self._host = host
+
+    def _per_element(self, values: Tensor) -> Tensor:
+        """A per-member vector (K,) spread over the flat buffer's elements."""
+        runs = values.repeat(len(self._blocks))  # member 0..K-1, for each parameter
+        return runs.repeat_interleave(self._runs, output_size=self.buf.numel())
 
     # -- the update --------------------------------------------------------------------------
 
@@ -519,7 +528,9 @@ class FusedSGD(torch.optim.Optimizer):
         its momentum buffer is cleared. The other members are unaffected."""
         self.frozen[k] = True
         with torch.no_grad():
-            self.buf.masked_fill_(self._member_index == k, 0.0)
+            mine = torch.zeros(self.k, dtype=torch.bool, device=self.buf.device)
+            mine[k] = True
+            self.buf.masked_fill_(self._per_element(mine), 0.0)
         self.sync_hyperparameters()
 
     # -- per-member state in torch.optim.SGD's format ----------------------------------------
