@@ -20,14 +20,21 @@ The loss is the *sum* of the members' mean cross-entropies, so each member's par
 exactly the gradient of its own loss (and a NaN loss in one member leaves the others' gradients
 alone: the gradient of a sum is 1 for every term).
 
-Why grouped modules and not torch.func (stack_module_state + vmap(functional_call)): vmap turns a
-batched conv into the same grouped conv, but (measured on the CPU, experiments/fused_bench.py)
-it runs slower at depth 20 because of its per-op batching overhead, the residual switch needs a
-block class that is neither PlainBlock nor BasicBlock anyway, and its BatchNorm running-statistics
-update and CUDA-graph capture under vmap are extra risks; with explicit modules every kernel is
-visible, the parameters can live in one flat buffer for a one-pass optimizer, and the module tree
-mirrors the member nets' names, so splitting back is a slice per tensor. See the report in
-experiments/fused_bench.py's docstring for the numbers.
+Why grouped modules and not torch.func (stack_module_state + vmap(functional_call)): both run
+the same grouped convs (their float32 logits agree bitwise on the CPU), and vmap does update the
+stacked BatchNorm statistics correctly. But vmap keeps the member axis in front, (K, B, C, H, W),
+and moves it into the channels around every op: extra copies, 1.1-1.4x the fused step's time on
+the CPU at depth 20 (experiments/fused_bench.py), and no way to hold channels-last activations
+(B, H, W, K*C) across layers. The residual switch would need a block class that is neither
+PlainBlock nor BasicBlock anyway (functional_call runs one module's forward for every member).
+Explicit modules keep every kernel visible, hold the parameters in one flat buffer for a
+few-kernel optimizer, and mirror the member nets' names, so splitting back is a slice per tensor.
+
+What fusion does on the CPU (same benchmark, batch 128, 1 thread, a loaded 2-core machine): it is
+slower per member-step than K separate nets, 1.1x at K=2 to 1.9x at K=8, because oneDNN's
+grouped conv backward is slower than the ungrouped one and K-times-larger activations leave the
+caches; at small batches (8) it is faster (per-op overhead dominates). Its point is the GPU,
+where a ResNet of 16-64 channels leaves most of the device idle.
 
 The optimizer (FusedSGD) is torch SGD (momentum, dampening 0, no Nesterov, weight decay added to
 the gradient, first momentum buffer = d_p) with a learning rate and a weight decay per member,
@@ -108,12 +115,8 @@ class FusedBatchNorm2d(nn.Module):
             _check_same(f"BatchNorm {name}", [getattr(m, name) for m in bns])
         if not (b.affine and b.track_running_stats) or b.momentum is None:
             raise FusionError("only affine BatchNorms with running statistics and a momentum fuse")
-        self.k, self.num_features, self.eps, self.momentum = (
-            len(bns),
-            b.num_features,
-            b.eps,
-            b.momentum,
-        )
+        self.k, self.num_features = len(bns), b.num_features
+        self.eps, self.momentum = b.eps, b.momentum
         self.weight = nn.Parameter(_stack([m.weight for m in bns]))
         self.bias = nn.Parameter(_stack([m.bias for m in bns]))
         self.register_buffer("running_mean", _stack([m.running_mean for m in bns]))
