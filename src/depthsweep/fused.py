@@ -405,7 +405,7 @@ class MemberOptimizer(torch.optim.Optimizer):
         )
         super().__init__([{"params": []}], defaults)
 
-    def step(self, closure=None):  # noqa: D102 - the fused optimizer does the work
+    def step(self, closure=None):  # FusedSGD does the work
         return None
 
 
