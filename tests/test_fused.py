@@ -232,7 +232,7 @@ def train_fused(fused, data, lrs, wds, warmups, end_warmup_at, iterations):
 
 # Member 1: warm-up ended by its error after iteration 0; member 2: warm-up ended by the cap (2);
 # lr decays at 3 and 4 of 6 iterations; per-member lr and weight decay.
-WARMUP_CAP = 2
+WARMUP_CAP = 2 / 6  # of the 6 iterations: ends at iteration 2
 RECIPE = dict(
     lrs=[0.1, 0.1, 0.05, 0.2],
     wds=[1e-4, 5e-4, 1e-4, 0.0],
@@ -258,9 +258,7 @@ def test_training_equals_separate_runs(exact_dtype):
         for i, s in theirs["state"].items():
             assert_equal(mine["state"][i]["momentum_buffer"], s["momentum_buffer"])
         assert fscheds[k].state_dict() == scheds[k].state_dict()
-    assert (
-        fscheds[1].warmup_end == 1 and fscheds[2].warmup_end == WARMUP_CAP
-    )  # both ways of ending it
+    assert fscheds[1].warmup_end == 1 and fscheds[2].warmup_end == 2  # both ways of ending it
 
 
 def test_state_dicts_split_and_rebuild_members():
@@ -319,7 +317,7 @@ def test_optimizer_state_round_trip_continues_identically():
         resumed.load_member_state_dict(k, nets_sd[k])
     ropt = FusedSGD(resumed, 1.0, momentum=0.9, weight_decay=0.0)
     rscheds = member_schedulers(
-        ropt, iterations, warmup_lr=recipe["warmups"], warmup_max_iterations=WARMUP_CAP
+        ropt, iterations, warmup_lr=recipe["warmups"], warmup_max_fraction=WARMUP_CAP
     )
     for k in range(4):
         ropt.load_member_state_dict(k, opt_sd[k])

@@ -629,7 +629,7 @@ def member_schedulers(
     milestones: Sequence[float] = (0.5, 0.75),
     gamma: float = 0.1,
     warmup_lr: float | None | Sequence[float | None] = None,
-    warmup_max_iterations: int | None = None,
+    warmup_max_fraction: float | None = None,
 ) -> list[PaperLR]:
     """One PaperLR per member, each driving its member's stand-in optimizer: step them all after
     every FusedSGD.step(); end member k's warm-up with `schedulers[k].end_warmup(reason)` when its
@@ -639,6 +639,6 @@ def member_schedulers(
     if len(warmup_lr) != opt.k:
         raise ValueError(f"warmup_lr: {len(warmup_lr)} values for {opt.k} members")
     return [
-        PaperLR(m, iterations, milestones, gamma, w, warmup_max_iterations)
+        PaperLR(m, iterations, milestones, gamma, w, warmup_max_fraction)
         for m, w in zip(opt.members, warmup_lr, strict=True)
     ]
