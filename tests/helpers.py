@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 
 from depthsweep.training.config import compose_config
 from depthsweep.training.data import FOLDER, TEST_FILE, TRAIN_FILES
@@ -85,3 +86,23 @@ class RecordingCallback(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.path.write_text(str(trainer.global_step))
+
+
+class FillDisk(pl.Callback):
+    """Fills the file system of `path` after iteration `at`, leaving `leave` bytes free: a disk
+    that fills during training. Its state in checkpoints is `grow` bytes per iteration, so that
+    each checkpoint is larger than the one before (one that does not fit in the space its
+    predecessor leaves)."""
+
+    def __init__(self, path: str, at: int, leave: int = 4096, grow: int = 0) -> None:
+        self.path, self.at, self.leave, self.grow = Path(path), at, leave, grow
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        return {"pad": torch.zeros(self.grow * self.step // 4)}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx) -> None:
+        self.step = trainer.global_step
+        if trainer.global_step == self.at:
+            free = os.statvfs(self.path.parent).f_bavail * os.statvfs(self.path.parent).f_frsize
+            self.path.write_bytes(b"\0" * max(0, free - self.leave))

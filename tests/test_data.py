@@ -159,6 +159,60 @@ def test_a_malformed_batch_is_refused_naming_file_fault_and_format(fake_cifar, n
     assert message.startswith(str(path)) and "expected the official format: uint8" in message
 
 
+def test_a_batch_file_that_would_run_code_is_refused(fake_cifar, tmp_path):
+    """A pickle can call anything when loaded; a batch file may name nothing but numpy's array."""
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').close()",))
+
+    path = fake_cifar / FOLDER / "data_batch_2"
+    with open(path, "wb") as f:
+        pickle.dump({"data": Payload(), "labels": []}, f)
+    with pytest.raises(DataError, match=r"data_batch_2 is not a CIFAR-10 batch file: it asks to"
+                       r" load builtins\.exec.*refused: loading it could run code"):  # fmt: skip
+        read_cifar10(fake_cifar, download=False)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4])  # Python 2's batches (the official files) and 3's
+def test_batches_pickled_either_way_load(fake_cifar, protocol):
+    path = fake_cifar / FOLDER / "data_batch_1"
+    with open(path, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    entry["batch_label"] = b"training batch 1 of 5"  # bytes, as Python 2 wrote them
+    with open(path, "wb") as f:
+        pickle.dump(entry, f, protocol=protocol)
+    assert len(read_cifar10(fake_cifar, download=False).x_train) == 100
+
+
+def test_an_empty_test_batch_is_refused(fake_cifar):
+    _rewrite(fake_cifar / FOLDER / TEST_FILE, data=np.zeros((0, 3072), np.uint8), labels=[])
+    with pytest.raises(DataError, match="test_batch holds no images: a run needs a test set"):
+        read_cifar10(fake_cifar, download=False)
+
+
+def test_labels_of_the_wrong_shape_are_named_so(fake_cifar):
+    _rewrite(fake_cifar / FOLDER / "data_batch_1", labels=np.zeros((20, 1), np.int64))
+    with pytest.raises(DataError, match=r"labels of shape \(20, 1\), not a list of 20"):
+        read_cifar10(fake_cifar, download=False)
+
+
+def test_no_training_images_is_not_blamed_on_the_validation_split(fake_cifar):
+    for name in data.TRAIN_FILES:
+        _rewrite(fake_cifar / FOLDER / name, data=np.zeros((0, 3072), np.uint8), labels=[])
+    dm = CIFAR10DataModule(root=str(fake_cifar), download=False)
+    with pytest.raises(DataError, match="no training images to train on"):
+        dm.setup()
+
+
+def test_a_data_root_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="data.root=.*file is a file: point it at the folder"):
+        read_cifar10(tmp_path / "file", download=True)
+
+
 def test_a_batch_without_the_official_keys_is_refused(fake_cifar):
     path = fake_cifar / FOLDER / "data_batch_4"
     with open(path, "wb") as f:

@@ -76,6 +76,7 @@ def test_graphed_path_matches_automatic_optimization(fake_cifar, tmp_path):
         "schedule.iterations=20",
         "schedule.warmup.from_depth=8",
         "schedule.warmup.until_train_error=100",  # ends at the first check, iteration 2
+        "schedule.warmup.max_fraction=0.5",  # not at the cap (1/64 of 20 iterations: 1)
         "trainer.log_every_n_steps=2",
         "trainer.enable_progress_bar=false",
         "trainer.accelerator=cpu",

@@ -74,6 +74,7 @@ def test_a_graphed_run_trains_like_an_eager_run(precision, fake_cifar, tmp_path,
     common = [
         *["depth=8", f"data.root={fake_cifar}", "data.batch_size=20", "schedule.iterations=20"],
         *["schedule.warmup.from_depth=8", "schedule.warmup.until_train_error=100"],
+        "schedule.warmup.max_fraction=0.5",  # ends at the first check, not at the cap
         *["trainer.log_every_n_steps=2", "trainer.check_val_every_n_epoch=2"],
         *[f"trainer.precision={precision}", "trainer.benchmark=false"],
         "trainer.enable_progress_bar=false",

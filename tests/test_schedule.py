@@ -51,8 +51,8 @@ def test_warmup_returns_to_base_rate_and_decays_from_it():
 
 def test_a_warmup_whose_error_never_drops_ends_at_the_cap():
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    sched = PaperLR(opt, 100, warmup_lr=0.01, warmup_max_iterations=10)
-    lrs = trace(100, warmup_lr=0.01, warmup_max_iterations=10)  # end_warmup is never called
+    sched = PaperLR(opt, 100, warmup_lr=0.01, warmup_max_fraction=0.1)
+    lrs = trace(100, warmup_lr=0.01, warmup_max_fraction=0.1)  # end_warmup is never called
     assert set(lrs[:10]) == {0.01} and set(lrs[10:50]) == {0.1}
     assert close(lrs[50:75], 0.01) and close(lrs[75:], 0.001)
     for _ in range(12):
@@ -60,6 +60,18 @@ def test_a_warmup_whose_error_never_drops_ends_at_the_cap():
         sched.step()
     assert (sched.warming_up, sched.warmup_end) == (False, 10)
     assert sched.warmup_end_reason == "cap of 10 iterations"
+
+
+@pytest.mark.parametrize("iterations, cap", [(64_000, 1000), (6000, 94), (1400, 22), (40, 1)])
+def test_the_warmup_cap_scales_with_the_run(iterations, cap):
+    """The default cap, 1/64 of the run: a 1,400-iteration run whose error never drops below 80%
+    trains at 0.1 from iteration 22, not at 0.01 then 0.001 throughout (a fixed 1,000 did that);
+    the decays still apply at 50% and 75%."""
+    cfg = compose_config(["arch=resnet", "depth=110", f"schedule.iterations={iterations}"])
+    lrs = trace(iterations, warmup_lr=0.01, warmup_max_fraction=cfg.schedule.warmup.max_fraction)
+    assert set(lrs[:cap]) == {0.01} and set(lrs[cap : iterations // 2]) == {0.1}
+    assert close(lrs[iterations // 2 : iterations * 3 // 4], 0.01)
+    assert close(lrs[iterations * 3 // 4 :], 0.001)
 
 
 def test_the_scheduled_decays_apply_during_a_warmup():
@@ -72,7 +84,7 @@ def test_the_scheduled_decays_apply_during_a_warmup():
 
 def test_warmup_end_is_recorded_once():
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    sched = PaperLR(opt, 100, warmup_lr=0.01, warmup_max_iterations=50)
+    sched = PaperLR(opt, 100, warmup_lr=0.01, warmup_max_fraction=0.5)
     for _ in range(7):
         opt.step()
         sched.step()
@@ -114,4 +126,4 @@ def test_default_config_warms_up_resnets_from_depth_110_only(arch, depth, warmup
     )
     sched = make_module(cfg, torch.nn.Linear(1, 1)).configure_optimizers()["lr_scheduler"]
     assert sched["scheduler"].warmup_lr == warmup_lr
-    assert sched["scheduler"].warmup_max_iterations == 1000
+    assert sched["scheduler"].warmup_max_iterations == 1000  # 1/64 of the 64,000 iterations

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from depthsweep.errors import RUN_FAILED, USER_ERROR
 from depthsweep.nets.models import InvalidDepthError
-from depthsweep.runs.rundir import ConfigMismatchError, RunRecord
+from depthsweep.runs.rundir import ConfigMismatchError, CorruptRecordError, RunRecord
 from depthsweep.training.config import compose_config
 from depthsweep.training.train import train
 from experiments.hydra_callbacks import AnalyzeSweep
@@ -94,7 +94,10 @@ def test_sweep_trains_analyses_and_rerun_skips(cifar_root, tmp_path):
     ):
         assert (sweep / name).stat().st_size > 0
     # Depths 8 and 14 are below the verdict's MIN_DEPTH of 20.
-    assert "Verdict undetermined: need plain and resnet at ≥2 depths ≥ 20" in first.stdout
+    assert "Verdict undetermined: the claim compares plain and resnet nets at depths ≥ 20" in (
+        first.stdout
+    )
+    assert "(plain at 8, 14; resnet at 8, 14). Smaller nets check the pipeline" in first.stdout
 
     stamps = {d: (d / "checkpoints" / "last.ckpt").stat().st_mtime_ns for d in dirs}
     metrics_before = {d: (d / "metrics.csv").read_bytes() for d in dirs}
@@ -182,6 +185,7 @@ def test_warmup_lr_trace_and_validation_split(fake_cifar, tmp_path, caplog):
         [
             *["depth=8", f"data.root={fake_cifar}", "data.val_split=20"],
             *["schedule.warmup.from_depth=0", "schedule.warmup.until_train_error=101"],
+            "schedule.warmup.max_fraction=0.5",  # the check ends it, not the cap
             *["trainer.log_every_n_steps=5", "schedule.iterations=50", "data.batch_size=16"],
             *["trainer=cpu", "trainer.enable_progress_bar=false"],
         ]
@@ -207,7 +211,7 @@ def test_a_warmup_that_never_reaches_its_error_ends_at_the_cap(fake_cifar, tmp_p
         [
             *["trainer=cpu", "arch=resnet", "depth=8", f"data.root={fake_cifar}"],
             *["data.batch_size=16", "schedule.iterations=20", "trainer.log_every_n_steps=2"],
-            *["schedule.warmup.from_depth=8", "schedule.warmup.max_iterations=7"],
+            *["schedule.warmup.from_depth=8", "schedule.warmup.max_fraction=0.35"],
             "schedule.warmup.until_train_error=0",
             "trainer.enable_progress_bar=false",
         ]
@@ -340,3 +344,13 @@ def test_every_run_records_where_it_came_from(fake_cifar, tmp_path):
         assert isinstance(info["git_dirty"], bool)
     else:
         assert info["git_commit"] is None and info["git_dirty"] is None
+
+
+@pytest.mark.parametrize("text", ['{"status": "runn', "[1, 2]", "\xff\xfe"])
+def test_a_run_json_that_is_no_record_is_named_with_the_fix(fake_cifar, tmp_path, text):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_bytes(text.encode("latin1"))
+    cfg = compose_config(["trainer=cpu", "depth=8", f"data.root={fake_cifar}"])
+    with pytest.raises(CorruptRecordError, match=r"run\.json is not a run record .* Delete it to"):
+        train(cfg, run_dir)

@@ -184,6 +184,11 @@ def test_bad_transfer_input_names_the_fix(source, tmp_path):
         ("transfer.classes=[dog,frgo]", "transfer.classes: unknown class 'frgo'; valid: airplane"),
         ("transfer.labels_per_class=500", "set transfer.labels_per_class between 1 and"),
         ("transfer.freeze=some", "choose one of all, last_stage, none, scratch"),
+        (  # the source was trained on these: no transfer to measure
+            "transfer.classes=[dog,cat]",
+            "transfer.classes: cat already among the source's classes .* "
+            r"transfer.classes=\[dog,frog,horse,ship,truck\]",
+        ),
     ]
     for override, message in cases:
         with pytest.raises(ValueError, match=message):

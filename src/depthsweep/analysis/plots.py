@@ -55,7 +55,8 @@ def figure6(metrics: pd.DataFrame, ylim: tuple[float, float] | None = None) -> F
 
 
 def error_vs_depth(summary: pd.DataFrame) -> Figure:
-    """Final train (dashed) and test (solid) error vs depth per variant; bars: std over seeds."""
+    """Final train (dashed) and test (solid) error vs depth per variant; bars: ± the SE of each
+    mean (`summaries.aggregate`, the numbers the verdict uses)."""
     table = aggregate(summary)
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
@@ -66,7 +67,7 @@ def error_vs_depth(summary: pd.DataFrame) -> Figure:
             ax.errorbar(
                 rows["depth"],
                 rows[f"{col}_mean"],
-                yerr=rows[f"{col}_std"],
+                yerr=rows[f"{col}_se"],
                 ls=style,
                 color=f"C{i % 10}",
                 marker="o",

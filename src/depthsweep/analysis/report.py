@@ -1,7 +1,9 @@
-"""Write a sweep's report into its directory: summary.csv, summary.md and the figures."""
+"""Write a sweep's report into its directory: summary.csv, summary.md, verdict.json and the
+figures."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,17 +11,20 @@ import pandas as pd
 
 from depthsweep.analysis import plots
 from depthsweep.analysis.plots import save_figure
-from depthsweep.analysis.summaries import load_sweep, summarize, to_markdown
+from depthsweep.analysis.summaries import decide, load_sweep, summarize, to_markdown
 from depthsweep.files import atomic_write_text
 
 
 def analyze(sweep_dir: str | os.PathLike, ylim: tuple[float, float] | None = None) -> pd.DataFrame:
-    """Summarise a sweep and write summary.csv, summary.md and the figures into it."""
+    """Summarise a sweep and write summary.csv, summary.md, verdict.json and the figures into
+    it."""
     sweep_dir = Path(sweep_dir)
     runs, metrics = load_sweep(sweep_dir)
     summary = summarize(runs, metrics)
     atomic_write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))
     atomic_write_text(sweep_dir / "summary.md", to_markdown(summary))
+    verdict = json.dumps(decide(summary).to_dict(), indent=2, ensure_ascii=False)
+    atomic_write_text(sweep_dir / "verdict.json", verdict + "\n")
     save_figure(plots.figure6(metrics, ylim=ylim), sweep_dir / "figure6")
     save_figure(plots.error_vs_depth(summary), sweep_dir / "error_vs_depth")
     return summary

@@ -3,11 +3,14 @@ summary.md text. `report.analyze` writes them and the figures into the sweep dir
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from depthsweep.analysis import verdict as judge
 from depthsweep.runs.metrics import (
     ERROR_COLUMNS,
     METRIC_COLUMNS,
@@ -33,10 +36,14 @@ PAPER_ERRORS: dict[tuple[str, int], tuple[str, str]] = {
     ("plain", 110): (">60", "—"),
 }
 
+# The standard errors of a run's final errors, from the run alone (runs.metrics.within_run_se and
+# test_error_se); aggregate combines them with the spread over seeds.
+SE_COLUMNS = ["final_train_error_se", "final_test_error_se"]
 SUMMARY_COLUMNS = [
-    *["arch", "depth", "seed", "params", "iterations", "status", *ERROR_COLUMNS],
+    *["arch", "depth", "seed", "params", "iterations", "status", *ERROR_COLUMNS, *SE_COLUMNS],
     *["macs", "wall_time_s", "first_step_s", "run_dir", "error"],
-    *["test_images", "test_md5", "test_official", "warmup_end", "warmup_end_reason"],
+    *["train_images", "test_images", "test_md5", "test_official"],
+    *["warmup_end", "warmup_end_reason"],
 ]
 
 
@@ -82,6 +89,15 @@ def options_of(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in known]
 
 
+def test_error_se(error: float, images: float) -> float:
+    """The binomial standard error (points) of a test error (%) measured on `images` images: the
+    test set's own sampling noise, a floor for the uncertainty of one run's test error."""
+    if not (math.isfinite(error) and images and images > 0) or not 0 <= error <= 100:
+        return math.nan
+    p = error / 100
+    return 100 * math.sqrt(p * (1 - p) / images)
+
+
 def summarize(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per run (the summary.csv table), sorted by arch, depth, seed."""
     by_run = dict(list(metrics.groupby("run_dir")))
@@ -92,27 +108,53 @@ def summarize(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     )
     # Target iterations from run.json give way to the iterations actually reached.
     summary = pd.concat([runs.drop(columns="iterations"), finals], axis=1)
-    ints = ["params", "macs", "iterations", "warmup_end", "test_images"]
+    ints = ["params", "macs", "iterations", "warmup_end", "train_images", "test_images"]
     summary = summary.astype(dict.fromkeys(ints, "Int64"))
+    summary["final_test_error_se"] = [
+        test_error_se(e, n) if pd.notna(n) else math.nan
+        for e, n in zip(summary["final_test_error"], summary["test_images"], strict=True)
+    ]
     options = options_of(runs)
     columns = ["arch", *options, *SUMMARY_COLUMNS[1:], "variant"]
     return summary[columns].sort_values(["variant", "depth", "seed"], ignore_index=True)
 
 
+def combined_se(values: pd.Series, within: pd.Series) -> float:
+    """The standard error of the mean of one (variant, depth)'s per-seed `values`: over seeds
+    (std / sqrt(n)) where there are two or more, but never below what the runs' own noise
+    (`within`, each run's SE; their root mean square where some are unknown) allows for a mean of
+    n runs; for one seed, that run's own SE. NaN where neither is known."""
+    values = values.dropna()
+    n = len(values)
+    own = within[values.index].dropna()
+    floor = math.sqrt((own**2).mean() / n) if len(own) else math.nan
+    spread = values.std() / math.sqrt(n) if n > 1 else math.nan
+    known = [x for x in (spread, floor) if not math.isnan(x)]
+    return float(max(known)) if known else math.nan
+
+
 def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of each error column per variant (arch and the options that tell
-    runs apart) and depth: only seeds are averaged. Failed and cut-off runs left out."""
+    """Mean, std and n over seeds of each error column per variant (arch and the options that
+    tell runs apart) and depth, and the SE of the final errors' means (`combined_se`): only seeds
+    are averaged. Failed and cut-off runs left out."""
     options = options_of(summary)
     kept = summary[~summary["status"].isin(["failed", CUT_OFF])]
     grouped = kept.groupby(["variant", "depth"], sort=False)
     table = grouped[ERROR_COLUMNS].agg(["mean", "std"])
     table.columns = [f"{col}_{stat}" for col, stat in table.columns]
+    for col in ("final_train_error", "final_test_error"):
+        table[f"{col}_se"] = [
+            combined_se(g[col], g[f"{col}_se"]) for _, g in grouped[[col, f"{col}_se"]]
+        ]
     for i, col in enumerate(["arch", *options]):
         table.insert(i, col, grouped[col].first())
     table.insert(len(options) + 1, "n", grouped.size())
     table.insert(len(options) + 2, "params", grouped["params"].first())
     table.insert(len(options) + 3, "macs", grouped["macs"].first())
-    table["test_set"] = grouped[["test_images", "test_md5", "test_official"]].apply(test_set_label)
+    table["iterations"] = grouped["iterations"].max()
+    # A comprehension, not groupby.apply: that returns a frame, not a column, when no run is kept.
+    test_sets = grouped[["test_images", "test_md5", "test_official"]]
+    table["test_set"] = [test_set_label(runs) for _, runs in test_sets]
     return table.reset_index().sort_values(["variant", "depth"], ignore_index=True)
 
 
@@ -130,131 +172,37 @@ def test_set_label(runs: pd.DataFrame) -> str:
     return f"{int(images):,} images, md5 {md5[:8]}… (not official)"
 
 
-# The paper's claim (Fig. 6) is about depths 20 to 110; depth 8 is a smoke-test size, no evidence.
-MIN_DEPTH = 20
-# Differences within the tolerance δ (percentage points) count as no difference: δ is the larger
-# of MIN_TOLERANCE, a floor for single-seed sweeps, and STD_FACTOR times the largest seed std.
-MIN_TOLERANCE = 0.3
-STD_FACTOR = 2
-
-
-def _largest_rise(errors: pd.Series) -> tuple[int, int, float]:
-    """(shallower depth, deeper depth, rise) of the largest rise between any two depths."""
-    rises = errors - errors.cummin()
-    deep = rises.idxmax()
-    return errors.loc[:deep].idxmin(), deep, rises[deep]
-
-
-# Each condition gives ("pass" | "fail" | "tie", the reason in words).
-def _plain_degrades(plain: pd.Series, delta: float) -> tuple[str, str]:
-    shallow, deep, fall = _largest_rise(-plain)
-    if fall > delta:
-        return (
-            "fail",
-            f"plain's train error falls by {fall:.2f} points from depth {shallow} to {deep}",
-        )
-    # The rise must reach each of the two deepest depths (the deepest, if only two): one
-    # collapsed run at the deepest depth must not carry the verdict alone.
-    first, rises = plain.index[0], plain.iloc[1:].iloc[-2:] - plain.iloc[0]
-    if rises.min() > delta:
-        deepest = " and ".join(map(str, rises.index))
-        return "pass", f"plain's train error rises by more than δ from depth {first} to {deepest}"
-    worst = rises.idxmin()
-    return (
-        "tie",
-        f"plain's train error changes by only {rises[worst]:+.2f} points "
-        f"from depth {first} to {worst}",
-    )
-
-
-def _resnet_does_not_degrade(resnet: pd.Series, delta: float) -> tuple[str, str]:
-    shallow, deep, rise = _largest_rise(resnet)
-    if rise > delta:
-        return (
-            "fail",
-            f"resnet's train error rises by {rise:.2f} points from depth {shallow} to {deep}",
-        )
-    return "pass", "resnet's rises by no more than δ between any two depths"
-
-
-def _resnet_below_plain(plain: pd.Series, resnet: pd.Series, delta: float) -> tuple[str, str]:
-    """Judged at the deepest depth both have: the paper's claim is about deep nets; at 20 layers
-    plain and residual nets train about equally well (and a short run's noise is larger)."""
-    gap = (plain - resnet).dropna()  # at the depths both have
-    if gap.empty:
-        return "tie", "plain and resnet share no depth to compare"
-    deepest = gap.index[-1]
-    if gap[deepest] < -delta:
-        return (
-            "fail",
-            f"resnet's train error is {-gap[deepest]:.2f} points above plain's at depth {deepest}",
-        )
-    if gap[deepest] > delta:
-        return "pass", f"resnet's is {gap[deepest]:.2f} points below plain's at depth {deepest}"
-    return "tie", f"resnet's is only {gap[deepest]:+.2f} points below plain's at depth {deepest}"
-
-
-def _by_depth(errors: pd.Series) -> str:
-    return ", ".join(f"{depth}: {error:.2f}%" for depth, error in errors.items())
-
-
-def decide(summary: pd.DataFrame) -> tuple[str, str]:
-    """(outcome, sentence) of `verdict`; outcome is "reproduced", "not reproduced",
-    "inconclusive" or "undetermined"."""
-    used = summary[(summary["status"] == "done") & (summary["depth"] >= MIN_DEPTH)]
-    used = used.dropna(subset=["final_train_error"])
-    compared = used[used["arch"].isin(["plain", "resnet"])]
-    mixed = [o for o in options_of(summary) if compared[o].astype(str).nunique() > 1]
-    if mixed:
-        return "undetermined", (
-            f"Verdict undetermined: the plain and resnet runs differ in {', '.join(mixed)}; "
-            "the verdict compares the two under one configuration (analyse each apart)."
-        )
-    stats = {
-        arch: used[used["arch"] == arch].groupby("depth")["final_train_error"].agg(["mean", "std"])
-        for arch in ("plain", "resnet")
-    }
-    plain, resnet = stats["plain"]["mean"], stats["resnet"]["mean"]
-    if min(len(plain), len(resnet)) < 2:
-        have = [f"{arch} at {', '.join(map(str, s.index)) or 'none'}" for arch, s in stats.items()]
-        return "undetermined", (
-            f"Verdict undetermined: need plain and resnet at ≥2 depths ≥ {MIN_DEPTH} each, "
-            f"with finished runs; have {' and '.join(have)}."
-        )
-    largest_std = max(s["std"].fillna(0).max() for s in stats.values())  # one seed: std NaN
-    delta = max(MIN_TOLERANCE, STD_FACTOR * largest_std)
-    checks = [
-        _plain_degrades(plain, delta),
-        _resnet_does_not_degrade(resnet, delta),
-        _resnet_below_plain(plain, resnet, delta),
+def mixed_options(summary: pd.DataFrame) -> list[str]:
+    """The options in which the plain and resnet runs the verdict compares differ: the verdict
+    judges the two under one configuration only."""
+    compared = summary[
+        (summary["status"] == "done")
+        & summary["arch"].isin(judge.ARCHS)
+        & (summary["depth"] >= judge.MIN_DEPTH)
     ]
-    # Any fail decides; else any tie; else all passed. Name the conditions that decided.
-    states = {state for state, _ in checks}
-    state = "fail" if "fail" in states else "tie" if "tie" in states else "pass"
-    outcome, head = {
-        "fail": ("not reproduced", "NOT reproduced"),
-        "tie": ("inconclusive", "Inconclusive"),
-        "pass": ("reproduced", "Degradation reproduced"),
-    }[state]
-    reasons = "; ".join(reason for s, reason in checks if s == state)
-    return outcome, (
-        f"{head}: {reasons}. Final train error (%, seed mean, finished runs "
-        f"at depth ≥ {MIN_DEPTH}): plain {_by_depth(plain)}; resnet {_by_depth(resnet)}; "
-        f"tolerance δ = {delta:.2f} points (the larger of {MIN_TOLERANCE} and {STD_FACTOR} × "
-        f"the largest seed std, {largest_std:.2f})."
-    )
+    return [o for o in options_of(summary) if compared[o].astype(str).nunique() > 1]
+
+
+def decide(summary: pd.DataFrame) -> judge.Verdict:
+    """The verdict on a sweep's summary, from its finished runs, with the numbers it used (see
+    depthsweep.analysis.verdict)."""
+    # An infinite error makes the verdict undetermined anyway; kept out of the means.
+    done = summary[(summary["status"] == "done") & ~np.isinf(summary["final_train_error"])]
+    return judge.decide(summary, aggregate(done), mixed_options(summary))
 
 
 def verdict(summary: pd.DataFrame) -> str:
-    """Does plain's training error rise with depth while resnet's does not, and is resnet's
-    below plain's? One paragraph naming the numbers it used; see `decide` for the outcome."""
-    return decide(summary)[1]
+    """The verdict as one paragraph naming the numbers it used."""
+    return decide(summary).sentence
 
 
-def _mean_std(mean: float, std: float) -> str:
+def _mean_pm(mean: float, spread: float) -> str:
     if pd.isna(mean):
         return "—"
-    return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.2f}" if pd.isna(spread) else f"{mean:.2f} ± {spread:.2f}"
+
+
+PAPER_ITERATIONS = 64_000  # the schedule the paper's numbers come from
 
 
 def to_markdown(summary: pd.DataFrame) -> str:
@@ -267,10 +215,13 @@ def to_markdown(summary: pd.DataFrame) -> str:
     lines = [
         "# Sweep summary",
         "",
-        "Errors in %, mean ± std over seeds, failed runs excluded. Paper: He et al. 2016,",
-        "Table 6 (resnet test error) and Fig. 6 read-offs at 64k iterations (plain). The paper's",
-        "test error is shown only beside runs on the official 10,000-image test_batch (MD5",
-        f"{OFFICIAL_TEST_MD5}); any other test set's errors are not comparable with it.",
+        "Errors in %. Final errors: mean ± SE over seeds (the standard error of the mean; with one",
+        "seed, the run's own noise: window-to-window for training, binomial for test; the verdict",
+        "and error_vs_depth use the same numbers). Best errors: mean over seeds. Failed runs",
+        "excluded. Paper: He et al. 2016, Table 6 (resnet test error) and Fig. 6 read-offs at 64k",
+        "iterations (plain), shown only beside runs of the paper's 64,000 iterations, and its test",
+        "error only beside runs on the official 10,000-image test_batch (MD5",
+        f"{OFFICIAL_TEST_MD5}); anything else is not comparable with it.",
         "'best test error' is the minimum over evaluations: chosen on the test set, so optimistic.",
         "",
         "| "
@@ -286,11 +237,14 @@ def to_markdown(summary: pd.DataFrame) -> str:
     ]
     for row in table.to_dict("records"):
         paper_train, paper_test = PAPER_ERRORS.get((row["arch"], row["depth"]), ("—", "—"))
-        if row["test_set"] != "official" and paper_test != "—":
+        full = pd.notna(row["iterations"]) and row["iterations"] == PAPER_ITERATIONS
+        if not full and paper_train != "—":
+            paper_train = "not comparable"
+        if (row["test_set"] != "official" or not full) and paper_test != "—":
             paper_test = "not comparable"
         params = "—" if pd.isna(row["params"]) else f"{row['params']:,}"
         macs = "—" if pd.isna(row["macs"]) else f"{row['macs'] / 1e6:.1f}M"  # per image
-        errors = [_mean_std(row[f"{c}_mean"], row[f"{c}_std"]) for c in shown]
+        errors = [_mean_pm(row[f"{c}_mean"], row.get(f"{c}_se")) for c in shown]
         opts = ["—" if pd.isna(row[o]) else row[o] for o in options]
         cells = [row["arch"], *opts, row["depth"], row["n"], params, macs, *errors]
         cells += [row["test_set"], paper_train, paper_test]

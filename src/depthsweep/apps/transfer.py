@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from depthsweep.apps import zoo
+from depthsweep.errors import OptionError
 from depthsweep.files import atomic_write
 from depthsweep.nets.models import count_params
 from depthsweep.runs.provenance import provenance
@@ -341,10 +342,22 @@ def transfer(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     t = cfg.transfer
     if t.freeze not in MODES:
         raise ValueError(f"transfer.freeze={t.freeze!r}: choose one of {', '.join(MODES)}")
-    class_indices(t.classes, "transfer.classes")  # fails before anything is loaded
+    target = [CLASSES[i] for i in class_indices(t.classes, "transfer.classes")]  # fails early
     start = time.perf_counter()
     device = device_for(cfg.trainer.accelerator)
     source = zoo.load(t.source, device)
+    seen = [c for c in target if c in source.classes]
+    if seen:  # its training images taught the source these classes: no transfer to measure
+        new = [c for c in CLASSES if c not in source.classes]
+        fix = (
+            f"transfer.classes=[{','.join(new)}]"
+            if new
+            else "a source trained on some classes only (experiment=transfer_source)"
+        )
+        raise OptionError(
+            f"transfer.classes: {', '.join(seen)} already among the source's classes "
+            f"({', '.join(source.classes)}); transfer to classes it never saw: {fix}"
+        )
     data = target_data(cfg, source)
     label = f"transfer freeze={t.freeze} labels_per_class={t.labels_per_class} seed={cfg.seed}"
     record = RunRecord(run_dir)

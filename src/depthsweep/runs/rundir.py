@@ -67,10 +67,25 @@ def find_runs(path: str | os.PathLike) -> list[Path]:
     return sorted(d for d in found if not any(p[0] == "." for p in d.relative_to(path).parts))
 
 
+class CorruptRecordError(UserError, ValueError):
+    """A run's run.json cannot be read as its record."""
+
+
 def read_info(run_dir: Path) -> dict[str, Any]:
     """run.json as a dict; empty if there is none yet."""
     path = run_dir / RUN_JSON
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        info = e
+    if not isinstance(info, dict):
+        raise CorruptRecordError(
+            f"{path} is not a run record ({info}). Delete it to resume the run from its "
+            "checkpoint (or start it over, without one), or put back a good copy."
+        )
+    return info
 
 
 def read_config(run_dir: Path) -> DictConfig:
@@ -146,7 +161,7 @@ class RunRecord:
             self.metrics.unlink(missing_ok=True)
             return None
         try:
-            ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+            ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
             step = ckpt["global_step"]
         except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as e:
             raise UserError(

@@ -20,13 +20,19 @@ from depthsweep.runs.rundir import (
     result_config,
 )
 
+# How a run actually trained, from run.json, over the config's "auto" (a GPU run and a CPU run of
+# one config differ here).
+RESOLVED_KEYS = {"precision": "trainer.precision", "cuda_graph": "cuda_graph"}
 RUN_KEYS = [  # read from each run.json
     *["arch", "depth", "seed", "params", "macs", "iterations"],
     *["status", "error", "first_step_s", "warmup_end", "warmup_end_reason"],
-    *["test_images", "test_md5", "test_official"],
+    *["train_images", "test_images", "test_md5", "test_official", *RESOLVED_KEYS],
 ]
 # Never options of their own: the tables' rows already are per arch, depth and seed.
 IDENTITY_KEYS = {"arch_name", "arch._target_", "depth", "seed"}
+# What choosing an arch sets besides the arch node itself (conf/arch/): its warm-up recipe. Plain
+# and resnet may differ here and still be one configuration for the verdict.
+ARCH_SET_KEYS = {"schedule.warmup.from_depth"}
 
 
 class NoRunsError(ValueError):
@@ -73,7 +79,8 @@ def runs_table(sweep_dir: str | os.PathLike) -> pd.DataFrame:
 def differing_options(sweep_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """One column per result-changing option whose value differs between runs of one arch (a
     schedule.iterations, an arch.zero_init_residual, a cuda_graph), as the runs' config.yaml
-    say."""
+    say, or between runs of different archs outside what the arch itself sets: the summaries
+    group by them, so that only seeds are ever averaged, and the verdict sees them."""
     configs = []
     for name in runs["run_dir"]:
         path = sweep_dir / name / CONFIG
@@ -81,8 +88,17 @@ def differing_options(sweep_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
             flat_config(result_config(read_config(sweep_dir / name))) if path.is_file() else {}
         )
     flat = pd.DataFrame(configs, index=runs.index).drop(columns=IDENTITY_KEYS, errors="ignore")
+    for key, option in RESOLVED_KEYS.items():
+        if runs[key].notna().any():
+            flat[option] = runs[key].where(runs[key].notna(), flat.get(option))
     text = flat.astype(str)  # lists and None compare as text
-    differing = [k for k in flat.columns if (text[k].groupby(runs["arch"]).nunique() > 1).any()]
+    within = [k for k in flat.columns if (text[k].groupby(runs["arch"]).nunique() > 1).any()]
+    across = [
+        k
+        for k in flat.columns
+        if text[k].nunique() > 1 and not k.startswith("arch.") and k not in ARCH_SET_KEYS
+    ]
+    differing = [k for k in flat.columns if k in within or k in across]
     return flat[differing].astype(str).where(flat[differing].notna())
 
 

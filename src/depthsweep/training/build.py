@@ -16,6 +16,7 @@ from torch import nn
 
 from depthsweep.errors import OptionError, UserError
 from depthsweep.training.callbacks import RecordNormalization
+from depthsweep.training.checkpoints import SafeCheckpointIO
 from depthsweep.training.config import (
     log_window,
     resolve_cuda_graph,
@@ -62,14 +63,14 @@ def make_schedule(
 ) -> tuple[OptimizerFactory, SchedulerFactory]:
     """The optimizer and the lr scheduler of `schedule` (conf/schedule/), as factories:
     optimizer(parameters), scheduler(optimizer). The scheduler gets the run's length and, with
-    `warmup_lr`, a warm-up capped at schedule.warmup.max_iterations."""
+    `warmup_lr`, a warm-up capped at the fraction schedule.warmup.max_fraction of the run."""
     optimizer = build(schedule.optimizer, "schedule.optimizer")
     scheduler = build(
         schedule.scheduler,
         "schedule.scheduler",
         iterations=schedule.iterations,
         warmup_lr=warmup_lr,
-        warmup_max_iterations=schedule.warmup.max_iterations,
+        warmup_max_fraction=schedule.warmup.max_fraction,
     )
     return optimizer, scheduler
 
@@ -154,6 +155,7 @@ def make_trainer(cfg: DictConfig, callbacks: list[Callback], **overrides) -> pl.
                 f"{key}=NAME or +{key}.NAME._target_=... instead"
             )
     kwargs = {
+        "plugins": [SafeCheckpointIO()],  # atomic writes, weights-only reads
         "precision": resolve_precision(cfg.trainer),
         "max_steps": cfg.schedule.iterations,
         "max_epochs": -1,

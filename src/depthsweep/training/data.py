@@ -53,6 +53,8 @@ def ensure_cifar10(root: str | Path, download: bool = True) -> Path:
     folder = root / FOLDER
     if folder.is_dir():
         return folder
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data.root={root} is a file: point it at the folder that holds {FOLDER}/")
     hint = (
         f"CIFAR-10 not found: expected the official python-version batches in {folder.resolve()}. "
         "Point data.root=DIR at the folder that contains cifar-10-batches-py/"
@@ -71,12 +73,35 @@ def ensure_cifar10(root: str | Path, download: bool = True) -> Path:
     return folder
 
 
+# What an official batch's pickle may name: numpy's array and dtype (the `data` array) and the
+# codec that Python 2's byte strings come through. A pickle can name any callable and so run
+# any code; a data file never needs more than these.
+BATCH_GLOBALS = {
+    *[("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct")],
+    *[("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar")],
+    *[("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")],
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that loads only what a CIFAR-10 batch holds (BATCH_GLOBALS)."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in BATCH_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it asks to load {module}.{name}, which a CIFAR-10 batch never holds "
+                "(refused: loading it could run code)"
+            )
+        return super().find_class(module, name)
+
+
 def read_batch(path: Path) -> tuple[Tensor, Tensor]:
     """One official batch: a pickled dict of `data` (uint8 N x 3072, RGB planes) and `labels`
-    (N ints in 0..9). Anything else is a DataError naming the file, the fault and the format."""
+    (N ints in 0..9), unpickled with nothing but what that needs. Anything else is a DataError
+    naming the file, the fault and the format."""
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            entry = _BatchUnpickler(f, encoding="latin1").load()
     except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
         raise DataError(f"{path} is not a CIFAR-10 batch file: {e}") from None
     expected = f"expected the official format: uint8 `data` of shape (N, {PIXELS}), N labels 0..9"
@@ -89,6 +114,8 @@ def read_batch(path: Path) -> tuple[Tensor, Tensor]:
         fault = f"data has dtype {data.dtype}"
     elif data.ndim != 2 or data.shape[1] != PIXELS:
         fault = f"data has shape {data.shape}"
+    elif labels.ndim != 1:
+        fault = f"labels of shape {labels.shape}, not a list of {len(data)}"
     elif labels.shape != (len(data),):
         fault = f"{labels.size} labels for {len(data)} images"
     elif labels.size and labels.dtype.kind not in "iu":
@@ -110,6 +137,8 @@ def read_cifar10(root: str | Path, download: bool = True, limit: int | None = No
     parts = [read_batch(folder / name) for name in TRAIN_FILES]
     x_train, y_train = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     x_test, y_test = read_batch(folder / TEST_FILE)
+    if not len(x_test):  # a run would finish "done" without a test error
+        raise DataError(f"{folder / TEST_FILE} holds no images: a run needs a test set")
     if limit is not None:
         x_train, y_train, x_test, y_test = (t[:limit] for t in (x_train, y_train, x_test, y_test))
     return Cifar10(x_train, y_train, x_test, y_test)
@@ -242,13 +271,24 @@ class CIFAR10DataModule(pl.LightningDataModule):
         data = read_cifar10(self.root, self.download, self.limit)
         if self.classes is not None:  # after data.limit: a subset of the first `limit` images
             data = select_classes(data, self.classes)
+        if not len(data.x_train):
+            subset = f" of data.classes={list(self.classes)}" if self.classes is not None else ""
+            raise DataError(f"{self.root}: no training images{subset} to train on")
         if self.val_split >= len(data.x_train):
-            raise OptionError(f"data.val_split={self.val_split} leaves no training images")
+            raise OptionError(
+                f"data.val_split={self.val_split} leaves no training images "
+                f"(there are {len(data.x_train)})"
+            )
         self.data = data
         self.test_set = describe_test_set(Path(self.root) / FOLDER, len(data.x_test))
         if self.normalize == "per_pixel_mean":  # the paper's: the mean image of the training set
             self.shift = self._split(train=True)[0].double().mean(0, keepdim=True).float()
             self.scale = torch.tensor(255.0)  # pixels on a 0-1 scale
+
+    @property
+    def train_images(self) -> int:
+        """How many images training draws from (after data.limit, classes and val_split)."""
+        return len(self.data.x_train) - self.val_split
 
     @property
     def _device(self) -> torch.device:

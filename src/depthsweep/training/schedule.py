@@ -3,8 +3,10 @@
 lr = 0.1, divided by 10 at 50% and 75% of the run. With warm-up (the paper's ResNet-110 recipe),
 lr is 0.01 until the running training error drops below 80%, then goes *back* to 0.1: the decay
 is always computed from the base rate, never from the warm-up rate. Two guards keep a warm-up from
-swallowing a run whose error never gets there: it ends after at most `warmup_max_iterations`, and
-the rate is never above the scheduled one, so the decays at 50% and 75% always apply.
+swallowing a run whose error never gets there: it ends after at most a fraction
+`warmup_max_fraction` of the run (like the milestones, so that a short run is capped as a full one
+is: 1/64 is 1,000 of the paper's 64,000 iterations and 22 of 1,400), and the rate is never above
+the scheduled one, so the decays at 50% and 75% always apply.
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ class PaperLR(LRScheduler):
         milestones: Sequence[float] = (0.5, 0.75),
         gamma: float = 0.1,
         warmup_lr: float | None = None,
-        warmup_max_iterations: int | None = None,
+        warmup_max_fraction: float | None = None,
     ) -> None:
         if iterations < 1:
             raise ValueError(f"schedule.iterations must be >= 1, got {iterations}")
         self.milestones = [round(m * iterations) for m in milestones]
         self.gamma = gamma
         self.warmup_lr = warmup_lr
-        self.warmup_max_iterations = warmup_max_iterations
+        self.warmup_max_iterations = (
+            None if warmup_max_fraction is None else max(1, round(warmup_max_fraction * iterations))
+        )
         self.warming_up = warmup_lr is not None
         self.warmup_end: int | None = None
         self.warmup_end_reason: str | None = None

@@ -27,8 +27,9 @@ from depthsweep.training.build import (
     make_trainer,
 )
 from depthsweep.training.callbacks import CheckpointOnInterrupt, GradNormLogger, ProgressPrinter
+from depthsweep.training.checkpoints import CheckpointWriteError
 from depthsweep.training.clocks import RunClock, StepClock
-from depthsweep.training.config import trains_on_gpu
+from depthsweep.training.config import resolve_cuda_graph, resolve_precision, trains_on_gpu
 from depthsweep.training.console import quiet_libraries
 from depthsweep.training.metrics_log import AppendingCSVLogger
 
@@ -70,7 +71,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
             log.warning(f"[{label}] running elsewhere (another process holds {run_dir}): skipped")
             return "busy"
         record.check_config(cfg)
-        if record.status == "done":
+        if record.is_finished():
             log.info(f"[{label}] already finished in {run_dir}: skipped")
             return "skipped"
         return _fit(cfg, model, record, label)
@@ -88,10 +89,13 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
         "params": count_params(model),
         "macs": count_macs(model),
         "iterations": cfg.schedule.iterations,
+        "train_images": datamodule.train_images,
+        **datamodule.test_set,
+        "precision": resolve_precision(cfg.trainer),  # as resolved here from "auto"
+        "cuda_graph": resolve_cuda_graph(cfg),
+        **provenance(on_gpu),
         # The order of the grad_norm/* columns' layers, which metrics.csv sorts by name.
         "conv_layers": [name for name, _ in conv_layers(model)],
-        **datamodule.test_set,
-        **provenance(on_gpu),
     }
     module = make_module(cfg, model)
     resume = record.resume_point()
@@ -139,8 +143,14 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
         log.warning(f"[{label}] interrupted by {signal} at iteration {step}: checkpoint saved")
         raise Interrupted(signal) from None
     except Exception as e:  # recorded, not swallowed: run.json and the summary show it
-        log.exception(f"[{label}] FAILED: {type(e).__name__}: {e}")
-        record.update(status="failed", error=f"{type(e).__name__}: {e}")
+        if isinstance(e, CheckpointWriteError):  # says what happened and what is kept
+            log.error(f"[{label}] FAILED: {e}")
+        else:
+            log.exception(f"[{label}] FAILED: {type(e).__name__}: {e}")
+        try:
+            record.update(status="failed", error=f"{type(e).__name__}: {e}")
+        except OSError as w:  # a full disk: the log line above is all there is
+            log.error(f"[{label}] could not record the failure in {record.json}: {w}")
         return "failed"
     first = first_step.seconds()  # None if a resumed run had no step left to take
     sched = module.lr_schedulers()
