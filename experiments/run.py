@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 
 from depthsweep.errors import INTERRUPTED, RUN_FAILED, USER_ERROR, UserError
 from depthsweep.rundir import RUN_JSON
-from depthsweep.train import Interrupted, train
+from depthsweep.sweeper import group_members
+from depthsweep.train import Interrupted, train, train_group
 
 
 def _discard(run_dir: Path, sweep: bool) -> None:
@@ -31,14 +32,23 @@ def _discard(run_dir: Path, sweep: bool) -> None:
             shutil.rmtree(run_dir.parent)
 
 
+def _runs(cfg: DictConfig, hc) -> list[tuple[DictConfig, Path]]:
+    """The runs this job trains: its own, or a fused group's (`fused_group`, set by the sweeper)."""
+    if cfg.get("fused_group") is None:
+        return [(cfg, Path(hc.runtime.output_dir))]
+    return [(m["config"], Path(m["run_dir"])) for m in group_members(hc.sweep.dir, cfg.fused_group)]
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> str | float:
     hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
+    runs = _runs(cfg, hc)
+    run_dir = runs[0][1]
     try:
-        status = train(cfg, run_dir)
+        status = train_group(runs) if len(runs) > 1 else train(cfg, run_dir)
     except UserError as e:
-        _discard(run_dir, sweep=hc.mode == RunMode.MULTIRUN)
+        for _, member_dir in runs:
+            _discard(member_dir, sweep=hc.mode == RunMode.MULTIRUN)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {e}", file=sys.stderr)
