@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from depthsweep import diagnostic_plots
 from depthsweep.build import build_model
 from depthsweep.callbacks import GradNormLogger, grad_norms
 from depthsweep.diagnostics import (
@@ -259,6 +260,13 @@ def test_cli_on_a_tiny_real_sweep(fake_cifar, tmp_path, capsys):
         "plain": 1, "resnet": 3, "resnet+zero_init": 3}  # fmt: skip
     resp = pd.read_csv(sweep / "layer_responses.csv")
     assert resp.groupby("run").size().tolist() == [7, 7, 7]
+    # Layers and blocks are counted: integer ticks only; the intact nets' lines are in the legend.
+    for fig in (diagnostic_plots.layer_responses(resp), diagnostic_plots.lesion(les)):
+        for ax in fig.axes:
+            ax.figure.canvas.draw()
+            assert all(float(t).is_integer() for t in ax.get_xticks()), ax.get_xticks()
+    legend = diagnostic_plots.lesion(les).axes[0].get_legend().get_texts()
+    assert "no block deleted" in [t.get_text() for t in legend]
 
     # A diagnostic whose inputs are missing is skipped with a message, not a crash.
     lone = tmp_path / "lone"
