@@ -38,13 +38,13 @@ class AnalyzeSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # Imported here, not at the top: Hydra loads this callback before launching the runs,
         # which should not wait for pandas, matplotlib and the diagnostics.
-        from depthsweep.analysis import verdict
+        from depthsweep.analysis import console_table, verdict
         from depthsweep.diagnostics import diagnose
         from depthsweep.report import analyze
 
         sweep_dir = config.hydra.sweep.dir
         summary = analyze(sweep_dir)
-        print(summary.to_string(index=False))
+        print(console_table(summary))
         print(verdict(summary))
         if self.diagnose:
             diagnose(sweep_dir, what=self.diagnose)
