@@ -42,11 +42,11 @@ class AnalyzeSweep(Callback):
         # which should not wait for pandas, matplotlib and the diagnostics.
         from depthsweep.analysis.diagnostics import diagnose
         from depthsweep.analysis.report import analyze
-        from depthsweep.analysis.summaries import verdict
+        from depthsweep.analysis.summaries import console_table, verdict
 
         sweep_dir = config.hydra.sweep.dir
         summary = analyze(sweep_dir)
-        print(summary.to_string(index=False))
+        print(console_table(summary))
         print(verdict(summary))
         if self.diagnose:
             diagnose(sweep_dir, what=self.diagnose)

@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 
 from depthsweep.errors import INTERRUPTED, RUN_FAILED, USER_ERROR, UserError
 from depthsweep.runs.rundir import RUN_JSON
-from depthsweep.training.train import Interrupted, train
+from depthsweep.training.sweeper import group_members
+from depthsweep.training.train import Interrupted, train, train_group
 
 
 def _discard(run_dir: Path, sweep: bool) -> None:
@@ -31,13 +32,23 @@ def _discard(run_dir: Path, sweep: bool) -> None:
             shutil.rmtree(run_dir.parent)
 
 
-def run(cfg: DictConfig, run_dir: Path, sweep: bool) -> str | float:
-    """One run of `experiments.run`: train it into `run_dir`, then turn the outcome into the exit
-    codes above (SystemExit). Returns the run's status, or its `optimized_metric` for a search."""
+def _runs(cfg: DictConfig, hc) -> list[tuple[DictConfig, Path]]:
+    """The runs this job trains: its own, or a fused group's (`fused_group`, set by the sweeper)."""
+    if cfg.get("fused_group") is None:
+        return [(cfg, Path(hc.runtime.output_dir))]
+    return [(m["config"], Path(m["run_dir"])) for m in group_members(hc.sweep.dir, cfg.fused_group)]
+
+
+def run(runs: list[tuple[DictConfig, Path]], sweep: bool) -> str | float:
+    """One job of `experiments.run`: train its runs (config, run directory; a fused group's, or
+    one), then turn the outcome into the exit codes above (SystemExit). Returns the status, or the
+    first run's `optimized_metric` for a search."""
+    cfg, run_dir = runs[0]
     try:
-        status = train(cfg, run_dir)
+        status = train_group(runs) if len(runs) > 1 else train(cfg, run_dir)
     except UserError as e:
-        _discard(run_dir, sweep)
+        for _, member_dir in runs:
+            _discard(member_dir, sweep)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {e}", file=sys.stderr)
@@ -56,7 +67,7 @@ def run(cfg: DictConfig, run_dir: Path, sweep: bool) -> str | float:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> str | float:
     hc = HydraConfig.get()
-    return run(cfg, Path(hc.runtime.output_dir), sweep=hc.mode == RunMode.MULTIRUN)
+    return run(_runs(cfg, hc), sweep=hc.mode == RunMode.MULTIRUN)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,24 @@ def test_aggregate_excludes_failed_runs(tmp_path):
     assert table.loc[("resnet", 56)].final_test_error_std == 0
 
 
+def test_the_console_table_fits_100_columns_and_rounds(tmp_path):
+    degradation_sweep(tmp_path)
+    write_run(tmp_path, "plain", 110, status="failed", error="diverged", metrics=False)
+    write_run(tmp_path, "resnet", 110, train=1 / 3)  # 1.0833...: float noise must not show
+    lines = analysis.console_table(summary_of(tmp_path)).splitlines()
+    assert max(map(len, lines)) < 100 and len(lines) == 11
+    assert lines[0].split() == ["run", "depth", "seed", "status", "iters", "train", "%", "test"] + [
+        "%",
+        "time",
+        "s",
+    ]
+    failed = next(x for x in lines if " failed " in x)
+    assert failed.split()[-3:] == ["—", "—", "—"]
+    resnet110 = next(x for x in lines if x.split()[:2] == ["resnet", "110"])
+    assert resnet110.split()[5:] == ["1.08", "10.00", "10"]
+    assert not any(s in "".join(lines) for s in ("NaN", "None", "<NA>"))
+
+
 def test_summary_markdown(tmp_path):
     degradation_sweep(tmp_path)
     write_run(tmp_path, "resnet", 32)
@@ -290,6 +308,8 @@ def test_error_vs_depth(tmp_path):
     # the verdict uses (aggregate's final_train_error_se).
     (low, high), *_ = (seg[:, 1] for seg in bars["plain train"].lines[2][0].get_segments())
     assert (low, high) == pytest.approx((2.25 - 0.5, 2.25 + 0.5))
+    # The title says how long the runs trained, on what, and on which test set.
+    assert ax.get_title().endswith("\n1,000 iterations; test set: official")
     plain_train, plain_test = bars["plain train"].lines[0], bars["plain test"].lines[0]
     assert plain_train.get_linestyle() == "--" and plain_test.get_linestyle() == "-"
     assert plain_train.get_color() != bars["resnet train"].lines[0].get_color()

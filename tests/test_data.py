@@ -11,6 +11,7 @@ import pytest
 import torch
 import torchvision.datasets.utils
 from helpers import write_cifar10_batch
+from torch import Tensor
 
 from depthsweep.errors import DataError, OptionError
 from depthsweep.training import data
@@ -19,6 +20,7 @@ from depthsweep.training.data import (
     TEST_FILE,
     CIFAR10DataModule,
     DatasetMissingError,
+    DeviceBatches,
     describe_test_set,
     random_crop_flip,
     read_cifar10,
@@ -83,6 +85,46 @@ def test_crop_flip_output_is_a_padded_crop_of_its_own_input():
         offsets.add(matches[0][:2])
         flips += matches[0][2]
     assert len(offsets) > 10 and 4 <= flips <= 28  # independent draws per image
+
+
+def test_an_epoch_resumes_where_it_stopped():
+    """The order's state and the batches trained on, restored into a fresh loader (a resumed
+    process), continue the epoch with the same batches, and the next epochs as well."""
+    x, y = torch.arange(40).view(40, 1), torch.arange(40)
+
+    def loader():
+        return DeviceBatches(x, y, 4, True, True, torch.Generator().manual_seed(7))
+
+    straight = loader()
+    whole = [b[1].tolist() for _ in range(3) for b in straight]
+    interrupted = loader()
+    seen = [b[1].tolist() for b in interrupted]  # epoch 1
+    epoch2 = iter(interrupted)
+    for _ in range(4):  # three trained on, one more fetched ahead (as Lightning does)
+        batch = next(epoch2)
+        interrupted.trained += 1
+        seen.append(batch[1].tolist())
+    interrupted.trained -= 1
+    del seen[-1]
+    state = interrupted.state_dict()
+    resumed = loader()
+    resumed.load_state_dict(state)
+    seen += [b[1].tolist() for _ in range(2) for b in resumed]
+    assert seen == whole
+
+
+def test_a_runs_data_comes_from_its_own_seeded_streams(fake_cifar):
+    """The order and the crops/flips depend on the run's seed, not on torch's global generator."""
+
+    def first_batch(seed: int, global_seed: int) -> Tensor:
+        torch.manual_seed(global_seed)
+        dm = CIFAR10DataModule(root=str(fake_cifar), download=False, batch_size=8, seed=seed)
+        dm.setup()
+        batch = next(iter(dm.train_dataloader()))
+        return random_crop_flip(batch[0], 4, dm.augment)
+
+    assert torch.equal(first_batch(3, 0), first_batch(3, 1))
+    assert not torch.equal(first_batch(3, 0), first_batch(4, 0))
 
 
 def test_datamodule_batches_split_and_normalise(fake_cifar):

@@ -11,6 +11,7 @@ import torch
 from helpers import train_tiny
 from torch import nn
 
+from depthsweep.analysis import diagnostic_plots
 from depthsweep.analysis.diagnostics import (
     ShortcutOnly,
     diagnose,
@@ -179,6 +180,13 @@ def test_cli_on_a_tiny_real_sweep(fake_cifar, tmp_path, capsys):
         "plain": 1, "resnet (arch.zero_init_residual=False)": 3, zero: 3}  # fmt: skip
     resp = pd.read_csv(sweep / "layer_responses.csv")
     assert resp.groupby("run").size().tolist() == [7, 7, 7]
+    # Layers and blocks are counted: integer ticks only; the intact nets' lines are in the legend.
+    for fig in (diagnostic_plots.layer_responses(resp), diagnostic_plots.lesion(les)):
+        for ax in fig.axes:
+            ax.figure.canvas.draw()
+            assert all(float(t).is_integer() for t in ax.get_xticks()), ax.get_xticks()
+    legend = diagnostic_plots.lesion(les).axes[0].get_legend().get_texts()
+    assert "no block deleted" in [t.get_text() for t in legend]
 
     # A diagnostic whose inputs are missing is skipped with a message, not a crash.
     lone = tmp_path / "lone"

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from depthsweep.analysis.plots import arch_order
 
@@ -64,6 +66,7 @@ def grad_flow(grads: pd.DataFrame, steps: Sequence[str | int] = ("first", "last"
                 which, f"iteration ≈{which}"
             )
             ax.set(title=f"{variant}, {title}", yscale="log", xlabel="conv layer (input → output)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(fontsize="small")
         row[0].set_ylabel("‖∂loss/∂W‖₂  (▼: exactly 0)")
     return axes[0][0].figure
@@ -82,6 +85,8 @@ def layer_responses(resp: pd.DataFrame) -> Figure:
             by_size.plot(range(len(std)), std.sort_values(ascending=False).to_numpy(), **kw)
     by_layer.set(xlabel="layer index (original)", ylabel="std of response", title="by layer")
     by_size.set(xlabel="layer index (sorted by magnitude)", title="sorted")
+    for ax in (by_layer, by_size):  # layers are counted: no tick between two of them
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_layer.legend(fontsize="small")
     return by_layer.figure
 
@@ -99,8 +104,12 @@ def lesion(les: pd.DataFrame) -> Figure:
                 err.index, err.to_numpy(), marker="o", ms=3, color=c, label=f"{variant}-{depth}"
             )
             ax.axhline(rows["baseline_error"].mean(), color=c, ls=":")
+        blocks = les.loc[les["variant"] == variant, "block"]  # every block, deletable or not
         ax.set(title=variant, xlabel="deleted block", ylim=(0, 100))
-        ax.legend(fontsize="small")
+        ax.set_xlim(blocks.min() - 0.5, blocks.max() + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        intact = Line2D([], [], color="grey", ls=":", label="no block deleted")
+        ax.legend(handles=[*ax.get_legend_handles_labels()[0], intact], fontsize="small")
     row[0].set_ylabel("test error (%)")
     return row[0].figure
 

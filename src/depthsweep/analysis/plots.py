@@ -28,10 +28,36 @@ def arch_order(variants: Iterable[str]) -> list[str]:
     return sorted(set(variants), key=lambda v: (first.get(v.split(" ")[0], 2), v))
 
 
-def figure6(metrics: pd.DataFrame, ylim: tuple[float, float] | None = None) -> Figure:
+def describe(summary: pd.DataFrame) -> str:
+    """What a sweep's runs trained on and for how long, and which test set: a figure's subtitle."""
+
+    def span(values: pd.Series, unit: str) -> str:
+        values = sorted({int(v) for v in values.dropna()})
+        if not values:  # not recorded (run.json predates the record)
+            return ""
+        low, high = values[0], values[-1]
+        return f"{low:,} {unit}" if low == high else f"{low:,}–{high:,} {unit}"
+
+    sets = sorted(set(aggregate(summary)["test_set"]))
+    test = sets[0] if len(sets) == 1 else "mixed test sets"
+    trained = " on ".join(
+        s
+        for s in (
+            span(summary["iterations"], "iterations"),
+            span(summary["train_images"], "images"),
+        )
+        if s
+    )
+    return f"{trained}; test set: {test}" if trained else f"test set: {test}"
+
+
+def figure6(
+    metrics: pd.DataFrame, ylim: tuple[float, float] | None = None, subtitle: str | None = None
+) -> Figure:
     """One panel per variant (arch and the options that tell runs apart): train (dashed) and test
     (solid) error vs iterations, seed-averaged.
-    `ylim` None: from 0 to just above the highest curve (the paper's Fig. 6 uses 0-20)."""
+    `ylim` None: from 0 to just above the highest curve (the paper's Fig. 6 uses 0-20).
+    `subtitle`: what the runs are (`describe`)."""
     archs = arch_order(metrics["variant"].dropna().unique())
     # One colour per depth across all panels, so plain-56 and resnet-56 match.
     colours = {d: f"C{i % 10}" for i, d in enumerate(sorted(metrics["depth"].dropna().unique()))}
@@ -51,6 +77,8 @@ def figure6(metrics: pd.DataFrame, ylim: tuple[float, float] | None = None) -> F
         ax.set(title=arch, xlabel="iterations")
     axes[0].set(ylabel="error (%)")
     axes[0].set_ylim(*(ylim or (0, None)))
+    title = "Training (dashed) and test (solid) error vs iterations, as He et al. 2016, Fig. 6"
+    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize="medium")
     return fig
 
 
@@ -80,6 +108,9 @@ def error_vs_depth(summary: pd.DataFrame) -> Figure:
     ax.set_ylim(bottom=0)
     if len(table):
         ax.legend()
+    title = "Final error vs depth, ± its standard error"
+    sub = describe(summary) if len(summary) else ""
+    ax.set_title(f"{title}\n{sub}" if sub else title, fontsize="small")
     return fig
 
 

@@ -25,6 +25,7 @@ def analyze(sweep_dir: str | os.PathLike, ylim: tuple[float, float] | None = Non
     atomic_write_text(sweep_dir / "summary.md", to_markdown(summary))
     verdict = json.dumps(decide(summary).to_dict(), indent=2, ensure_ascii=False)
     atomic_write_text(sweep_dir / "verdict.json", verdict + "\n")
-    save_figure(plots.figure6(metrics, ylim=ylim), sweep_dir / "figure6")
+    subtitle = plots.describe(summary)
+    save_figure(plots.figure6(metrics, ylim=ylim, subtitle=subtitle), sweep_dir / "figure6")
     save_figure(plots.error_vs_depth(summary), sweep_dir / "error_vs_depth")
     return summary

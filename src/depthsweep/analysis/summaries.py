@@ -196,6 +196,27 @@ def verdict(summary: pd.DataFrame) -> str:
     return decide(summary).sentence
 
 
+def console_table(summary: pd.DataFrame) -> str:
+    """The end-of-sweep table for a terminal: one line per run in under 100 columns, errors
+    rounded as summary.md rounds them, '—' for what a run does not have (summary.csv has it all)."""
+    shown = {
+        "variant": "run",
+        "depth": "depth",
+        "seed": "seed",
+        "status": "status",
+        "iterations": "iters",
+        "final_train_error": "train %",
+        "final_test_error": "test %",
+        "wall_time_s": "time s",
+    }
+    table = summary[list(shown)].rename(columns=shown).astype(object)
+    for col, fmt in [("train %", "{:.2f}"), ("test %", "{:.2f}"), ("time s", "{:.0f}")]:
+        table[col] = [fmt.format(v) if pd.notna(v) else "—" for v in table[col]]
+    table["iters"] = [f"{int(v):,}" if pd.notna(v) else "—" for v in table["iters"]]
+    table["run"] = [v if len(v) <= 40 else v[:39] + "…" for v in table["run"]]
+    return table.to_string(index=False)
+
+
 def _mean_pm(mean: float, spread: float) -> str:
     if pd.isna(mean):
         return "—"

@@ -93,8 +93,8 @@ class TargetData(CIFAR10DataModule):
         normalization: tuple[Tensor, Tensor],
         **data: Any,
     ) -> None:
-        super().__init__(**data)
-        self.labels_per_class, self.seed, self.normalization = labels_per_class, seed, normalization
+        super().__init__(**data, seed=seed)
+        self.labels_per_class, self.normalization = labels_per_class, normalization
         labels = self.classes if self.classes is not None else range(len(CLASSES))
         self.names = [CLASSES[i] for i in labels]  # of the target's labels 0..k-1
 

@@ -129,7 +129,9 @@ def build(node: DictConfig, what: str, **kwargs) -> object:
 
 
 def make_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    return build(cfg.data, "data", _convert_="all")
+    """The run's data, its order and augmentation drawn from streams seeded with the run's seed
+    (passed here, not a data option of its own: seeds are the runs' identity, not a setting)."""
+    return build(cfg.data, "data", _convert_="all", seed=cfg.seed)
 
 
 def make_extras(cfg: DictConfig, run_dir: str) -> tuple[list[Logger], list[Callback]]:

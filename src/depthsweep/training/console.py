@@ -11,6 +11,12 @@ NOISE = (
     "litlogger",  # an advertisement for a logging service
     "`weights_only` was not set",  # our own checkpoints, loaded by us
     "is smaller than the logging interval",  # tiny smoke runs log at most every iterations/10
+    # Per-run notices: the run's own start line names its device and its end line its length.
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+    "CUDA_VISIBLE_DEVICES",
+    "`Trainer.fit` stopped",
 )
 
 
@@ -18,6 +24,7 @@ NOISE = (
 NOISY_LOGGERS = (
     "pytorch_lightning.utilities.rank_zero",
     "pytorch_lightning.trainer.connectors.checkpoint_connector",
+    "pytorch_lightning.accelerators.cuda",
 )
 
 

@@ -33,6 +33,7 @@ CLASSES = (  # label 0..9, as the official batches.meta names them
     *("dog", "frog", "horse", "ship", "truck"),
 )
 PIXELS = 3 * 32 * 32  # a row of `data`: 1024 red, then 1024 green, then 1024 blue values
+AUGMENT_STREAM = 0x5EED_0F_C409  # the augmentation's seed is the run's seed plus this
 
 
 class DatasetMissingError(DataError, FileNotFoundError):
@@ -183,15 +184,16 @@ def describe_test_set(folder: Path, images: int) -> dict[str, object]:
     return {"test_images": images, "test_md5": md5, "test_official": official}
 
 
-def random_crop_flip(x: Tensor, pad: int = 4) -> Tensor:
+def random_crop_flip(x: Tensor, pad: int = 4, generator: torch.Generator | None = None) -> Tensor:
     """Zero-pad by `pad`, then a random crop of the original size and a random horizontal flip,
-    drawn independently per image, as one gather over the whole batch."""
+    drawn independently per image (from `generator`), as one gather over the whole batch."""
     b, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1, 1, 1), device=x.device)
+    draw = {"device": x.device, "generator": generator}
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1, 1, 1), **draw)
     rows = dy + torch.arange(h, device=x.device).view(1, 1, h, 1)
     cols = dx + torch.arange(w, device=x.device).view(1, 1, 1, w)
-    flip = torch.rand(b, 1, 1, 1, device=x.device) < 0.5
+    flip = torch.rand(b, 1, 1, 1, **draw) < 0.5
     cols = torch.where(flip, cols.flip(-1), cols)  # reading columns backwards is the flip
     batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)
     chan = torch.arange(c, device=x.device).view(1, c, 1, 1)
@@ -199,22 +201,54 @@ def random_crop_flip(x: Tensor, pad: int = 4) -> Tensor:
 
 
 class DeviceBatches:
-    """Mini-batches sliced from tensors that already live on the training device."""
+    """Mini-batches sliced from tensors that already live on the training device, in an order
+    drawn from `generator` each epoch (shuffle) or in order.
 
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool, drop_last: bool):
+    Resumable: `state_dict` is the generator's state before this epoch's permutation and the
+    batches trained on so far (`trained`, counted by whoever trains on them: Lightning fetches one
+    batch ahead, so the batches handed out are one too many); Lightning saves it in checkpoints
+    and `load_state_dict` makes the next epoch this one again, from the first batch not trained.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        generator: torch.Generator | None = None,
+    ):
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
         n = len(x)
         self.batches = n // batch_size if drop_last else -(-n // batch_size)
+        self.generator = generator
+        self.epoch_state: Tensor | None = None  # the generator before this epoch's permutation
+        self.trained = 0  # batches of this epoch trained on
+        self._resume_at = 0
 
     def __len__(self) -> int:
         return self.batches
 
     def __iter__(self):
         n, bs = len(self.x), self.batch_size
-        order = torch.randperm(n, device=self.x.device) if self.shuffle else None
-        for i in range(self.batches):
+        order = None
+        if self.shuffle:
+            if self._resume_at and self.epoch_state is not None:
+                self.generator.set_state(self.epoch_state)
+            elif self.generator is not None:
+                self.epoch_state = self.generator.get_state()
+            order = torch.randperm(n, device=self.x.device, generator=self.generator)
+        start, self._resume_at, self.trained = self._resume_at, 0, self._resume_at
+        for i in range(start, self.batches):
             idx = order[i * bs : (i + 1) * bs] if order is not None else slice(i * bs, (i + 1) * bs)
             yield self.x[idx], self.y[idx]
+
+    def state_dict(self) -> dict:
+        return {"epoch_state": self.epoch_state, "trained": self.trained}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch_state, self._resume_at = state["epoch_state"], state["trained"]
 
 
 def _check_count(name: str, value: object, minimum: int, none: str | None = None) -> None:
@@ -242,6 +276,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         mean: tuple[float, float, float] = (125.307, 122.950, 113.865),
         std: tuple[float, float, float] = (62.993, 62.089, 66.705),
         classes: Sequence[str | int] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if normalize not in NORMALIZATIONS:
@@ -261,6 +296,14 @@ class CIFAR10DataModule(pl.LightningDataModule):
         self.scale = torch.tensor(std).view(1, 3, 1, 1)
         self.data: Cifar10 | None = None
         self.test_set: dict[str, object] = {}  # describe_test_set's, once set up
+        # The run's own random streams, seeded from its seed, one for the order of the training
+        # images and one for their crops and flips: a run's data never depends on anything else
+        # drawn from torch's global generator, and a checkpoint can hold where both were.
+        self.seed = seed
+        self.order: torch.Generator | None = None
+        self.augment: torch.Generator | None = None
+        self._augment_state: Tensor | None = None  # from a checkpoint, until training starts
+        self._train: DeviceBatches | None = None
 
     def prepare_data(self) -> None:
         ensure_cifar10(self.root, self.download)
@@ -305,10 +348,31 @@ class CIFAR10DataModule(pl.LightningDataModule):
         self.shift, self.scale = self.shift.to(dev), self.scale.to(dev)
         size = self.batch_size if train else self.eval_batch_size
         # Dropping the ragged last training batch keeps every step's shape identical.
-        return DeviceBatches(x, y, size, shuffle=train, drop_last=train and len(x) >= size)
+        drop_last = train and len(x) >= size
+        return DeviceBatches(x, y, size, train, drop_last, self.order if train else None)
+
+    def _generators(self) -> None:
+        """The order and augmentation streams, on the training device (where the draws run)."""
+        dev = self._device
+        if self.order is None or self.order.device != dev:
+            self.order = torch.Generator(dev).manual_seed(self.seed)
+            self.augment = torch.Generator(dev).manual_seed(self.seed + AUGMENT_STREAM)
+        if self._augment_state is not None:
+            self.augment.set_state(self._augment_state)
+            self._augment_state = None
 
     def train_dataloader(self) -> DeviceBatches:
-        return self._batches(*self._split(train=True), train=True)
+        self._generators()
+        self._train = self._batches(*self._split(train=True), train=True)
+        return self._train
+
+    def state_dict(self) -> dict:
+        """Where the augmentation stream is (Lightning saves it in checkpoints; the order's
+        position is the training loader's own state)."""
+        return {} if self.augment is None else {"augment": self.augment.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._augment_state = state.get("augment")
 
     def val_dataloader(self) -> list[DeviceBatches]:
         """Dataloader 0 is the test set (logged as test_*), 1 the validation split if any."""
@@ -320,5 +384,6 @@ class CIFAR10DataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int):
         x, y = batch
         if self.trainer is not None and self.trainer.training:
-            x = random_crop_flip(x, self.pad)
+            x = random_crop_flip(x, self.pad, self.augment)
+            self._train.trained += 1  # this batch is about to be trained on
         return (x.float() - self.shift) / self.scale, y

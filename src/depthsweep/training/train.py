@@ -13,6 +13,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from torch import nn
 
 from depthsweep.errors import OptionError
 from depthsweep.nets.models import conv_layers, count_macs, count_params
@@ -46,13 +47,24 @@ class Interrupted(Exception):
 
 def check_options(cfg: DictConfig) -> None:
     """The top-level options a run needs, before anything is built."""
-    for name, value, minimum in [
-        ("seed", cfg.seed, 0),
-        ("checkpoint_every", cfg.checkpoint_every, 1),
-        ("schedule.iterations", cfg.schedule.iterations, 1),
+    for name, value, minimum, maximum in [
+        ("seed", cfg.seed, 0, 2**32 - 1),  # what numpy's generator, seeded with it, accepts
+        ("checkpoint_every", cfg.checkpoint_every, 1, None),
+        ("schedule.iterations", cfg.schedule.iterations, 1, None),
     ]:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise OptionError(f"{name}={value!r}: must be an integer >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise OptionError(f"{name}={value!r}: must be at most {maximum:,}")
+
+
+def preflight(cfg: DictConfig) -> nn.Module:
+    """What can be checked of a run's options without its data (a UserError where one is
+    invalid): the top-level options, the data module's, and the net (depth, classes), which is
+    returned. A sweep runs this on every job before the first one trains."""
+    check_options(cfg)
+    make_datamodule(cfg)  # its options; nothing is read yet
+    return build_net(cfg)
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> str:
@@ -63,7 +75,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     check_options(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model: its init uses it
-    model = build_net(cfg)  # an invalid depth or class fails here, before anything else
+    model = preflight(cfg)  # an invalid depth or class fails here, before anything else
     label = f"{cfg.arch_name}-{cfg.depth} seed={cfg.seed}"
     record = RunRecord(run_dir)
     with record.claim() as held:
@@ -75,6 +87,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
             log.info(f"[{label}] already finished in {run_dir}: skipped")
             return "skipped"
         return _fit(cfg, model, record, label)
+
+
+def train_group(runs: list[tuple[DictConfig, Path]]) -> str:
+    """A fused group's runs (config, run directory), as `train` trains each: 'failed' if any
+    failed, else 'done'."""
+    statuses = [train(cfg, run_dir) for cfg, run_dir in runs]
+    return "failed" if "failed" in statuses else "done"
 
 
 def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
@@ -125,8 +144,10 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
         **job_devices(cfg),
     )
     record.start(cfg, info)
+    how = f"{info['device']}, {info['precision']}{', CUDA graph' if info['cuda_graph'] else ''}"
     log.info(
-        f"[{label}] {'resuming from ' + str(resume) if resume else 'starting'} in {record.dir}"
+        f"[{label}] {'resuming from ' + str(resume) if resume else 'starting'} in {record.dir} "
+        f"({how}; {cfg.schedule.iterations:,} iterations)"
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)

@@ -1,0 +1,71 @@
+"""The sweeper of `experiments.run -m` (conf/hydra/sweeper/depthsweep.yaml). Hydra loads sweepers
+from this namespace package only; what it does between expanding a sweep and launching it lives
+in depthsweep.training.sweeper. Hydra's own BasicSweeper sits in a private module and has no hook
+there."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from depthsweep.errors import USER_ERROR, UserError
+from depthsweep.training.sweeper import expand, plan, task_config
+from depthsweep.training.train import preflight
+
+
+class DepthSweeper(Sweeper):
+    """Hydra's basic sweep: every job's options checked (`depthsweep.training.train.preflight`)
+    before the first one trains; with fuse=K, same-shape runs launched K to a job
+    (depthsweep.training.sweeper.plan).
+    Its options are the basic sweeper's (the schema of hydra/sweeper/basic)."""
+
+    def __init__(
+        self, max_batch_size: int | None = None, params: dict[str, str] | None = None
+    ) -> None:
+        super().__init__()
+        if max_batch_size is not None:  # the basic sweeper's option (the config schema's)
+            raise ValueError("hydra.sweeper.max_batch_size: every job is launched in one batch")
+        self.params = dict(params or {})
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> Any:
+        loader = self.hydra_context.config_loader
+        params = [f"{k}={v}" for k, v in self.params.items()]
+        batch = expand([*params, *arguments], OverridesParser.create(config_loader=loader))
+        jobs = [
+            (job, loader.load_sweep_config(master_config=self.config, sweep_overrides=job))
+            for job in batch
+        ]
+        try:
+            for _, cfg in jobs:  # every job, before the first one trains
+                preflight(task_config(cfg))
+        except UserError as e:  # as experiments.run reports a run's: one line, exit 2
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(USER_ERROR) from None
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        results = self.launcher.launch(plan(jobs, sweep_dir), initial_job_idx=0)
+        for r in results:
+            _ = r.return_value  # re-raises a job's exception, as the basic sweeper does
+        return [results]

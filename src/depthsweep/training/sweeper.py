@@ -1,0 +1,121 @@
+"""What the sweeper of `experiments.run -m` (hydra_plugins/depthsweep_sweeper) does between
+expanding a sweep and launching it: Hydra's basic sweep, checked before it starts and with
+same-shape runs fused.
+
+Jobs are the cartesian product of the command line's and `hydra.sweeper.params`' comma lists, in
+the basic sweeper's order. Hydra's own BasicSweeper lives in a private module, and two things
+must happen between expanding the lists and launching, which it has no hook for:
+
+1. Every job's config is composed and its options checked (`check`), so that a bad value late
+   in a list (depth=8,7) stops the sweep before its first run trains, with nothing written.
+2. With `fuse=K` (K > 1), runs that can train as one fused network (`fusion_key`: same shapes and
+   schedule, differing only in seed, plain vs resnet, lr, weight decay, warm-up) are launched K at
+   a time: one job per group, under any launcher. The group's members and run directories go
+   into `<sweep dir>/.fused/groups.json`; the job is the first member's, with `+fused_group=N`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from depthsweep.files import atomic_write_text
+from depthsweep.runs.rundir import flat_config, result_config
+
+PLAN = Path(".fused") / "groups.json"
+# A member's own: what may differ between the runs of one fused group.
+MEMBER_KEYS = ("seed", "arch_name", "arch.", "schedule.optimizer.lr")
+MEMBER_KEYS += ("schedule.optimizer.weight_decay", "schedule.warmup.")
+FUSABLE_ARCHS = {"plain", "resnet"}  # PlainBlock/BasicBlock nets (depthsweep.training.fused)
+
+
+def expand(arguments: Sequence[str], parser: OverridesParser) -> list[list[str]]:
+    """The jobs of a sweep: the cartesian product of the discrete sweeps (a=1,2), each job a
+    list of overrides, in Hydra's basic sweeper's order."""
+    lists: OrderedDict[str, list[str]] = OrderedDict()
+    for override in parser.parse_overrides(list(arguments)):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise HydraException(f"{key}: only comma-separated lists (a=1,2) are swept here")
+            lists[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
+        else:
+            lists[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*lists.values())]
+
+
+def fusion_key(cfg: DictConfig) -> str | None:
+    """What a run must share with the others of its fused group (its config less its members'
+    own keys), or None if it trains alone: fuse <= 1, an arch that does not fuse, or extras that
+    expect one net per process (gradient-norm logging, added loggers or callbacks)."""
+    fuse = cfg.get("fuse", 1)
+    if not isinstance(fuse, int) or fuse <= 1 or cfg.get("arch_name") not in FUSABLE_ARCHS:
+        return None
+    if cfg.diagnostics.grad_norm_every or cfg.logger or cfg.callbacks:
+        return None
+    flat = flat_config(result_config(cfg))
+    shared = {k: v for k, v in flat.items() if not k.startswith(MEMBER_KEYS)}
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+def fuse(jobs: Sequence[tuple[list[str], DictConfig]]) -> list[list[int]]:
+    """The jobs (indices) grouped K at a time by `fusion_key`, in order of their first member;
+    a run that fuses with nothing is a group of one."""
+    groups: OrderedDict[str, list[list[int]]] = OrderedDict()
+    for i, (_, cfg) in enumerate(jobs):
+        cfg = task_config(cfg)
+        key = fusion_key(cfg)
+        if key is None:
+            groups[f"alone {i}"] = [[i]]
+            continue
+        chunks = groups.setdefault(key, [[]])
+        if len(chunks[-1]) == cfg.fuse:
+            chunks.append([])
+        chunks[-1].append(i)
+    ordered = [chunk for chunks in groups.values() for chunk in chunks]
+    return sorted(ordered, key=lambda g: g[0])
+
+
+def task_config(cfg: DictConfig) -> DictConfig:
+    """A job's config as its run sees it: without Hydra's node."""
+    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
+
+def plan(jobs: Sequence[tuple[list[str], DictConfig]], sweep_dir: Path) -> list[list[str]]:
+    """The jobs to launch for `jobs` (overrides, composed config): a fused group as its first
+    member's job with `+fused_group=N`, its members written to `sweep_dir`/PLAN (overrides, run
+    directory, resolved config)."""
+    launched, groups = [], []
+    for g in fuse(jobs):
+        overrides = list(jobs[g[0]][0])
+        if len(g) > 1:
+            overrides.append(f"+fused_group={len(groups)}")
+            groups.append([_member(*jobs[i]) for i in g])
+        launched.append(overrides)
+    if groups:
+        (sweep_dir / PLAN).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(sweep_dir / PLAN, json.dumps(groups, indent=2) + "\n")
+    return launched
+
+
+def _member(overrides: list[str], cfg: DictConfig) -> dict[str, Any]:
+    """A fused group's member as its job reads it back: overrides, run directory, config."""
+    return {
+        "overrides": overrides,
+        "run_dir": str(Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir),
+        "config": OmegaConf.to_container(task_config(cfg), resolve=True),
+    }
+
+
+def group_members(sweep_dir: str | Path, group: int) -> list[dict[str, Any]]:
+    """The members of fused group `group` of a sweep: overrides, run_dir, config (a DictConfig)."""
+    members = json.loads((Path(sweep_dir) / PLAN).read_text(encoding="utf-8"))[group]
+    return [m | {"config": OmegaConf.create(m["config"])} for m in members]

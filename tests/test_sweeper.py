@@ -1,0 +1,77 @@
+"""The sweeper: every job checked before the first trains; same-shape runs grouped for fusing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import run_cli
+
+from depthsweep.errors import USER_ERROR
+from depthsweep.training.config import compose_config
+from depthsweep.training.sweeper import PLAN, fuse, fusion_key
+
+
+def jobs(*sweeps: list[str]) -> list:
+    return [(o, compose_config(o)) for o in sweeps]
+
+
+def test_runs_of_one_shape_fuse_k_at_a_time():
+    """Seeds and plain vs resnet of one depth fuse, 3 at a time here; another depth, an arch
+    that does not fuse and a run with grad-norm logging train apart."""
+    sweep = [
+        [f"arch={a}", f"depth={d}", f"seed={s}", "fuse=3"]
+        for d in (20, 56)
+        for a in ("plain", "resnet")
+        for s in (0, 1)
+    ]
+    sweep += [["arch=inception", "depth=20", "fuse=3"]]
+    sweep += [["arch=plain", "depth=20", "seed=5", "fuse=3", "diagnostics.grad_norm_every=10"]]
+    sweep += [["arch=resnet", "depth=20", "seed=6", "fuse=3", "schedule.optimizer.lr=0.05"]]
+    assert fuse(jobs(*sweep)) == [[0, 1, 2], [3, 10], [4, 5, 6], [7], [8], [9]]
+
+
+def test_fuse_1_and_other_schedules_train_alone():
+    assert fusion_key(compose_config(["fuse=1"])) is None
+    assert fusion_key(compose_config(["arch=resnet_bottleneck", "depth=11", "fuse=2"])) is None
+    a, b = (compose_config(["fuse=2", f"schedule.iterations={n}"]) for n in (100, 200))
+    assert fusion_key(a) != fusion_key(b)  # differing shared options: never one group
+    c, d = (compose_config(["fuse=2", f"arch.zero_init_residual={z}"]) for z in (True, False))
+    assert fusion_key(c) == fusion_key(d)  # a member's own init
+
+
+@pytest.mark.slow
+def test_a_bad_value_late_in_a_list_stops_the_sweep_before_any_run(fake_cifar, tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run_cli(
+        *["experiments.run", "-m", "depth=8,7", f"data.root={fake_cifar}"],
+        *["schedule.iterations=2", f"hydra.sweep.dir={sweep}"],
+    )
+    assert res.returncode == USER_ERROR, res.stdout + res.stderr
+    assert res.stderr.startswith("error: depth=7 is invalid") and "Traceback" not in res.stderr
+    assert not sweep.exists()  # nothing trained, nothing left behind
+
+
+@pytest.mark.slow
+def test_a_fused_group_is_one_job_writing_each_runs_directory(fake_cifar, tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run_cli(
+        *["experiments.run", "-m", "depth=8", "arch=plain,resnet", "fuse=2"],
+        *[f"data.root={fake_cifar}", "data.batch_size=20", "schedule.iterations=5"],
+        *["trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}"],
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Launching 1 jobs locally" in res.stdout
+    plan = json.loads((sweep / PLAN).read_text())
+    assert [[m["overrides"][:3] for m in group] for group in plan] == [
+        [["depth=8", "arch=plain", "fuse=2"], ["depth=8", "arch=resnet", "fuse=2"]]
+    ]
+    assert [m["run_dir"] for m in plan[0]] == [
+        str(sweep / f"arch={a},data.batch_size=20,depth=8,schedule.iterations=5")
+        for a in ("plain", "resnet")
+    ]
+    for arch in ("plain", "resnet"):  # the names unfused runs have: fuse is neutral
+        run = sweep / f"arch={arch},data.batch_size=20,depth=8,schedule.iterations=5"
+        info = json.loads((run / "run.json").read_text())
+        assert info["status"] == "done"
+    assert (sweep / "summary.csv").is_file()
