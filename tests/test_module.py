@@ -65,7 +65,7 @@ def fit(net: Classifier, tmp_path, steps: int, ckpt=None) -> tuple[StepOutputs, 
     return outputs, logged.set_index("step")
 
 
-def test_the_window_is_the_mean_of_the_last_n_steps_and_restarts_empty_on_resume(tmp_path):
+def test_the_window_is_the_mean_of_the_last_n_steps_also_across_a_resume(tmp_path):
     outputs, logged = fit(module(), tmp_path, 7)
     # Lightning's step column is the 0-based index of the last iteration: 2 is after 3 steps.
     assert list(logged.index) == [2, 5]
@@ -74,10 +74,11 @@ def test_the_window_is_the_mean_of_the_last_n_steps_and_restarts_empty_on_resume
         assert logged.loc[row, ["train_loss", "train_error"]].tolist() == pytest.approx(
             window.tolist()
         )
-    # Resumed at iteration 7, mid-window: the next row means the two steps taken since.
+    # Resumed at iteration 7, mid-window: the next row means the last three steps, as in an
+    # uninterrupted run: the 7th (in the checkpoint's window) and the two taken since.
     resumed, logged = fit(module(), tmp_path, 9, ckpt=tmp_path / "mid.ckpt")
     assert sorted(resumed.values) == [8, 9] and list(logged.index) == [8]
-    window = torch.tensor([resumed.values[8], resumed.values[9]]).mean(0)
+    window = torch.tensor([outputs.values[7], resumed.values[8], resumed.values[9]]).mean(0)
     assert logged.loc[8, ["train_loss", "train_error"]].tolist() == pytest.approx(window.tolist())
 
 

@@ -146,6 +146,15 @@ def test_killed_run_resumes_from_its_checkpoint(fake_cifar, tmp_path):
     assert train["step"].tolist() == list(range(10, 301, 10))
     # no evaluation fell on the last iteration (every 100 epochs): one more ran after training
     assert metrics.dropna(subset=["test_error"])["step"].tolist()[-1] == 300
+    # Exact resume: the same numbers as a run never interrupted (data order, augmentation and the
+    # metrics window all restored; 6 batches an epoch, so the kill fell mid-epoch).
+    straight = tmp_path / "straight"
+    assert run_cli(*[c for c in cmd[2:] if "hydra.run.dir" not in c],
+                   f"hydra.run.dir={straight}").returncode == 0  # fmt: skip
+    uninterrupted = pd.read_csv(straight / "metrics.csv")
+    pd.testing.assert_frame_equal(
+        metrics.drop(columns="wall_time"), uninterrupted.drop(columns="wall_time")
+    )
 
 
 @pytest.mark.slow

@@ -38,39 +38,59 @@ class TrainingWindow(pl.Callback):
     (`*_epoch`); stops a run whose loss is no longer finite; ends the warm-up (the scheduler's
     `end_warmup`) once the window's error is below `until_train_error` (%).
 
-    The values may have any shape: a run's are scalars; a group of runs trained as one would
-    give one value per member and decide per member in `check`. A resumed run starts with an
-    empty window.
+    The values may have any shape: a run's are scalars; a group of runs trained as one gives one
+    value per member (`values`) and decides per member (`check`). The window and the epoch's sums
+    are kept in checkpoints, so that a resumed run logs what the uninterrupted one would have.
     """
 
     def __init__(self, until_train_error: float = 80.0) -> None:
         self.until_train_error = until_train_error
         self.recent: Tensor | None = None  # (loss and error %, window, *shape) on the device
         self.epoch_sum: Tensor | None = None  # (loss and error %, *shape), summed this epoch
-        self.seen = self.epoch_steps = 0  # steps in `recent` since this fit started
+        self.seen = self.epoch_steps = 0  # steps in `recent` so far, and this epoch
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.window = trainer.log_every_n_steps
-        self.recent = self.epoch_sum = None
-        self.seen = self.epoch_steps = 0
+
+    def values(self, outputs: Any) -> Tensor:
+        """A step's (loss, error %) from what `training_step` returned."""
+        return torch.stack([outputs["loss"].detach(), outputs["error"]])
+
+    def log_means(self, module: pl.LightningModule, values: dict[str, Tensor]) -> None:
+        """Log means named as in metrics.csv (`train_loss`...), one value each here."""
+        module.log_dict(values)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch, batch_idx: int
     ) -> None:
-        values = torch.stack([outputs["loss"].detach(), outputs["error"]])
+        values = self.values(outputs)
         if self.recent is None:
             self.recent = values.new_zeros((2, self.window, *values.shape[1:]))
             self.epoch_sum = torch.zeros_like(values)
+        elif self.recent.device != values.device:  # restored from a checkpoint, on the CPU
+            self.recent, self.epoch_sum = self.recent.to(values), self.epoch_sum.to(values)
         self.recent[:, self.seen % self.window] = values
         self.epoch_sum += values
         self.seen += 1
         self.epoch_steps += 1
         if writes_step_metrics(trainer):
             loss, error = self._means()
-            module.log_dict({"train_loss": loss, "train_error": error})
+            self.log_means(module, {"train_loss": loss, "train_error": error})
         if trainer.global_step % self.window == 0:
             loss, error = self._means().tolist()  # the one host sync of the window
             self.check(trainer, module, loss, error)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "recent": self.recent,
+            "epoch_sum": self.epoch_sum,
+            "seen": self.seen,
+            "epoch_steps": self.epoch_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.recent, self.epoch_sum = state["recent"], state["epoch_sum"]
+        self.seen, self.epoch_steps = state["seen"], state["epoch_steps"]
 
     def _means(self) -> Tensor:
         return self.recent[:, : min(self.seen, self.window)].mean(1)
@@ -93,6 +113,6 @@ class TrainingWindow(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if self.epoch_steps:  # every batch has the same size: the mean of the batch means
             loss, error = self.epoch_sum / self.epoch_steps
-            module.log_dict({"train_loss_epoch": loss, "train_error_epoch": error})
+            self.log_means(module, {"train_loss_epoch": loss, "train_error_epoch": error})
             self.epoch_sum.zero_()
         self.epoch_steps = 0
