@@ -20,7 +20,8 @@ from omegaconf import DictConfig
 from depthsweep.errors import INTERRUPTED, RUN_FAILED, USER_ERROR, UserError
 from depthsweep.runs.rundir import RUN_JSON
 from depthsweep.training.sweeper import group_members
-from depthsweep.training.train import Interrupted, train, train_group
+from depthsweep.training.group import train_group
+from depthsweep.training.train import Interrupted, train
 
 
 def _discard(run_dir: Path, sweep: bool) -> None:

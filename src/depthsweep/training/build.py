@@ -145,11 +145,17 @@ def make_extras(cfg: DictConfig, run_dir: str) -> tuple[list[Logger], list[Callb
     return loggers, callbacks
 
 
-def make_trainer(cfg: DictConfig, callbacks: list[Callback], **overrides) -> pl.Trainer:
+def make_trainer(
+    cfg: DictConfig,
+    callbacks: list[Callback],
+    window: TrainingWindow | None = None,
+    **overrides,
+) -> pl.Trainer:
     """`cfg.trainer` with the run length, precision and logging window filled in, and the
-    callbacks every Classifier trains with (its training metrics window, the normalisation in its
-    checkpoints) before `callbacks`. Loggers and callbacks come from the harness and the config's
-    own groups, never from `trainer.*`."""
+    callbacks every Classifier trains with (its training metrics `window`, by default a
+    TrainingWindow of `cfg`'s warm-up threshold; the normalisation in its checkpoints) before
+    `callbacks`. Loggers and callbacks come from the harness and the
+    config's own groups, never from `trainer.*`."""
     for key in ("logger", "callbacks"):
         if key in cfg.trainer:
             raise OptionError(
@@ -163,7 +169,7 @@ def make_trainer(cfg: DictConfig, callbacks: list[Callback], **overrides) -> pl.
         "max_epochs": -1,
         "log_every_n_steps": log_window(cfg),
         "callbacks": [
-            TrainingWindow(cfg.schedule.warmup.until_train_error),
+            window or TrainingWindow(cfg.schedule.warmup.until_train_error),
             RecordNormalization(),
             *callbacks,
         ],

@@ -105,13 +105,14 @@ class GraphedClassifier(Classifier):
         self.automatic_optimization = False
         self.graphed = GraphedStep(self._forward_backward, self.model)
 
-    def _forward_backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        loss, error = self.loss_and_error((x, y))
+    def _forward_backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+        outputs = self.step_outputs((x, y))
         # Backward as automatic optimization runs it, outside autocast; not manual_backward: its
         # hooks (and an fp16 loss scaler) must not run inside a graph capture.
         with torch.autocast(x.device.type, enabled=False):
-            loss.backward()
-        return loss.detach(), error.detach()
+            outputs["loss"].backward()
+        self._output_names = list(outputs)
+        return tuple(v.detach() for v in outputs.values())
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         result = ()
@@ -123,8 +124,7 @@ class GraphedClassifier(Classifier):
 
         self.optimizers().step(closure=closure)  # counts the step; on_before_optimizer_step runs
         self.lr_schedulers().step()
-        loss, error = result
-        return {"loss": loss, "error": error}
+        return dict(zip(self._output_names, result, strict=True))
 
     def on_validation_model_zero_grad(self) -> None:
         """Lightning frees the gradients before validating; the captured graph owns them."""

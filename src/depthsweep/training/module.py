@@ -43,7 +43,7 @@ class Classifier(pl.LightningModule):
         # Kept in every checkpoint: `spec`, the net's description (build.model_spec), which
         # depthsweep.apps.zoo rebuilds it from. The factories are not kept: a checkpoint holds only
         # tensors and plain values, so that the zoo can load anyone's without running code.
-        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
+        self.save_hyperparameters("channels_last", "spec")
         self.model = model
         self.optimizer, self.scheduler = optimizer, scheduler
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -63,9 +63,13 @@ class Classifier(pl.LightningModule):
             loss = loss + self.model.aux_weight * F.cross_entropy(side, y)
         return loss, (logits.argmax(1) != y).float().mean() * 100
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+    def step_outputs(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        """What a training step returns: the loss to minimise and what the callbacks read."""
         loss, error = self.loss_and_error(batch)
-        return {"loss": loss, "error": error.detach()}  # the callbacks see both
+        return {"loss": loss, "error": error.detach()}
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self.step_outputs(batch)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx=0):
         loss, error = self.loss_and_error(batch)

@@ -34,6 +34,7 @@ PLAN = Path(".fused") / "groups.json"
 # A member's own: what may differ between the runs of one fused group.
 MEMBER_KEYS = ("seed", "arch_name", "arch.", "schedule.optimizer.lr")
 MEMBER_KEYS += ("schedule.optimizer.weight_decay", "schedule.warmup.")
+SGD_OPTIONS = {"_target_", "_partial_", "lr", "momentum", "weight_decay"}
 FUSABLE_ARCHS = {"plain", "resnet"}  # PlainBlock/BasicBlock nets (depthsweep.training.fused)
 
 
@@ -60,6 +61,11 @@ def fusion_key(cfg: DictConfig) -> str | None:
     if not isinstance(fuse, int) or fuse <= 1 or cfg.get("arch_name") not in FUSABLE_ARCHS:
         return None
     if cfg.diagnostics.grad_norm_every or cfg.logger or cfg.callbacks:
+        return None
+    optimizer = cfg.schedule.optimizer
+    if optimizer.get("_target_") != "torch.optim.SGD" or set(optimizer) - SGD_OPTIONS:
+        return None  # FusedSGD is SGD with momentum and weight decay, nothing else
+    if cfg.module.get("_target_") != "depthsweep.training.module.Classifier":
         return None
     flat = flat_config(result_config(cfg))
     shared = {k: v for k, v in flat.items() if not k.startswith(MEMBER_KEYS)}

@@ -89,13 +89,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
         return _fit(cfg, model, record, label)
 
 
-def train_group(runs: list[tuple[DictConfig, Path]]) -> str:
-    """A fused group's runs (config, run directory), as `train` trains each: 'failed' if any
-    failed, else 'done'."""
-    statuses = [train(cfg, run_dir) for cfg, run_dir in runs]
-    return "failed" if "failed" in statuses else "done"
-
-
 def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
     datamodule = make_datamodule(cfg)
     datamodule.prepare_data()  # a missing or malformed dataset is a setup error; reading it

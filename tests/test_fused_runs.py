@@ -1,0 +1,166 @@
+"""Fused runs end to end: a group trained as one FusedNet writes, for every member, the run
+directory its unfused run writes.
+
+The tolerance is zero. On the CPU with oneDNN off (PyTorch's native kernels; `native_kernels`), a
+grouped convolution computes each group with the loop an ungrouped one uses, and FusedSGD does
+torch SGD's arithmetic per element: tests/test_fused.py shows the nets bitwise equal step by step,
+and here every metrics.csv value (wall time aside) is equal. With oneDNN on, grouped and
+ungrouped kernels sum in different orders, and chaotic growth of those rounding differences makes
+only a statistical agreement possible (tests/test_fused.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from depthsweep.apps import zoo
+from depthsweep.training import group as group_module
+from depthsweep.training.config import compose_config
+from depthsweep.training.group import train_group
+from depthsweep.training.train import train
+
+RUNS = [(arch, depth, seed) for depth in (8, 14) for arch in ("plain", "resnet") for seed in (0, 1)]
+
+
+@pytest.fixture(autouse=True)
+def native_kernels():
+    with torch.backends.mkldnn.flags(enabled=False):
+        yield
+
+
+def config(data: Path, arch: str, depth: int, seed: int, *extra: str):
+    return compose_config(
+        [
+            *["trainer=cpu", f"data.root={data}", "data.batch_size=16"],
+            *["schedule.iterations=12", "trainer.log_every_n_steps=3", "checkpoint_every=4"],
+            *[
+                f"arch={arch}",
+                f"depth={depth}",
+                f"seed={seed}",
+                "trainer.enable_progress_bar=false",
+            ],
+            *extra,
+        ]
+    )
+
+
+def metrics(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "metrics.csv").drop(columns="wall_time", errors="ignore")
+
+
+def name(arch: str, depth: int, seed: int) -> str:
+    return f"{arch}-{depth}-{seed}"
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory) -> tuple[Path, Path]:
+    """The 8 runs trained one by one (depths 8 and 14, plain and resnet, 2 seeds)."""
+    from helpers import write_random_cifar10
+
+    data = write_random_cifar10(tmp_path_factory.mktemp("data"), n_train=100, n_test=40)
+    out = tmp_path_factory.mktemp("alone")
+    with torch.backends.mkldnn.flags(enabled=False):
+        for run in RUNS:
+            assert train(config(data, *run), out / name(*run)) == "done"
+    return data, out
+
+
+def test_a_fused_sweep_writes_every_runs_own_numbers(alone, tmp_path):
+    """Two groups of four (one per depth), as the sweeper groups them with fuse=4."""
+    data, separate = alone
+    for depth in (8, 14):
+        runs = [r for r in RUNS if r[1] == depth]
+        assert train_group([(config(data, *r, "fuse=4"), tmp_path / name(*r)) for r in runs]) == (
+            "done"
+        )
+    for run in RUNS:
+        pd.testing.assert_frame_equal(
+            metrics(tmp_path / name(*run)), metrics(separate / name(*run))
+        )
+        info = json.loads((tmp_path / name(*run) / "run.json").read_text())
+        assert info["status"] == "done" and len(info["fused_with"]) == 3
+        assert (
+            info["params"] == json.loads((separate / name(*run) / "run.json").read_text())["params"]
+        )
+    # Each member's checkpoint is an unfused run's: the zoo loads it, and its logged test error
+    # comes back from the file alone.
+    member = tmp_path / name("resnet", 14, 1)
+    assert type(zoo.load(member).model).__name__ == "ResNet"
+    last = metrics(member).dropna(subset=["test_error"]).iloc[-1]
+    assert zoo.evaluate(member)["test_error"] == pytest.approx(last["test_error"], abs=1e-9)
+
+
+class Crash(pl.Callback):
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == 6:
+            raise RuntimeError("the machine went away")
+
+
+def test_a_group_resumes_from_its_members_checkpoints(alone, tmp_path, monkeypatch):
+    data, separate = alone
+    runs = [r for r in RUNS if r[1] == 8]
+    group = [(config(data, *r), tmp_path / name(*r)) for r in runs]
+    make_trainer = group_module.make_trainer
+    monkeypatch.setattr(
+        group_module,
+        "make_trainer",
+        lambda cfg, callbacks, **kw: make_trainer(cfg, [*callbacks, Crash()], **kw),
+    )
+    assert train_group(group) == "failed"  # at iteration 6; checkpoints at 4
+    assert all(json.loads((d / "run.json").read_text())["status"] == "failed" for _, d in group)
+    monkeypatch.setattr(group_module, "make_trainer", make_trainer)
+    # Three resume together from iteration 4; a member's checkpoint is an unfused run's, so the
+    # fourth resumes alone.
+    assert train_group(group[:3]) == "done"
+    assert train(*group[3]) == "done"
+    for run in runs:
+        pd.testing.assert_frame_equal(
+            metrics(tmp_path / name(*run)), metrics(separate / name(*run))
+        )
+
+
+def test_a_warm_up_ends_per_member(alone, tmp_path):
+    """resnet members warm up (their own schedule.warmup), plain members do not: each member's
+    lr trace and warm-up end are its unfused run's."""
+    data, _ = alone
+    warm = ["schedule.warmup.from_depth=8", "schedule.warmup.until_train_error=101"]
+    warm += ["schedule.warmup.max_fraction=0.5"]  # ended by the first check, not by the cap
+    runs = [("plain", 8, 0, []), ("resnet", 8, 0, warm), ("resnet", 8, 1, warm)]
+    for where, fused in ((tmp_path / "alone", False), (tmp_path / "fused", True)):
+        cfgs = [(config(data, a, d, s, *w), where / name(a, d, s)) for a, d, s, w in runs]
+        if fused:
+            assert train_group(cfgs) == "done"
+        else:
+            assert all(train(c, p) == "done" for c, p in cfgs)
+    for a, d, s, w in runs:
+        fused, separate = tmp_path / "fused" / name(a, d, s), tmp_path / "alone" / name(a, d, s)
+        pd.testing.assert_frame_equal(metrics(fused), metrics(separate))
+        ends = [json.loads((p / "run.json").read_text())["warmup_end"] for p in (fused, separate)]
+        # 12 iterations log (and check) every iteration: the first check ends it.
+        assert ends[0] == ends[1] == (1 if w else None)
+
+
+def test_a_diverging_member_fails_alone(alone, tmp_path):
+    data, separate = alone
+    boom = config(data, "resnet", 8, 0, "schedule.optimizer.lr=1e12")
+    assert train(boom, tmp_path / "boom-alone") == "failed"
+    runs = [(boom, tmp_path / "boom")]
+    runs += [
+        (config(data, *r), tmp_path / name(*r)) for r in RUNS if r[1] == 8 and r[:1] != ("resnet",)
+    ]
+    assert train_group(runs) == "failed"
+    failed = json.loads((tmp_path / "boom" / "run.json").read_text())
+    alone_failed = json.loads((tmp_path / "boom-alone" / "run.json").read_text())
+    assert failed["status"] == "failed" and failed["error"] == alone_failed["error"]
+    assert failed["error"].startswith("FloatingPointError: training loss became")
+    pd.testing.assert_frame_equal(metrics(tmp_path / "boom"), metrics(tmp_path / "boom-alone"))
+    for r in RUNS:
+        if r[1] == 8 and r[0] == "plain":  # the others went on, untouched
+            pd.testing.assert_frame_equal(
+                metrics(tmp_path / name(*r)), metrics(separate / name(*r))
+            )
