@@ -10,8 +10,17 @@ from helpers import run_cli, write_random_cifar10
 
 from depthsweep.errors import USER_ERROR, OptionError
 from depthsweep.tools import bench
-from depthsweep.tools.bench import COLUMNS, format_table, job_counts, projection, variant_overrides
+from depthsweep.tools.bench import (
+    COLUMNS,
+    format_table,
+    job_counts,
+    members_of,
+    projection,
+    variant_overrides,
+)
 from depthsweep.tools.budget import fastest_variant
+from depthsweep.tools.timing import time_harness
+from depthsweep.training.config import compose_config
 from experiments import bench as bench_cli
 
 
@@ -90,6 +99,25 @@ def test_projection_and_table_from_rows():
     table = format_table(rows).splitlines()
     assert len(table) == 6
     assert table[3].split() == ["plain", "56", "56.0", "28.0", "(2.00x)", "14.0", "(4.00x)"]
+
+
+def test_a_fused_variant_costs_its_step_over_its_members():
+    """fused-2 at 0.8 x depth ms per step of two runs: 0.4 per run, 80% of default's 0.5."""
+    rows = rows_of({"reference": 1.0, "default": 0.5, "fused-2": 0.8})
+    for r in rows:
+        r["members"] = members_of(r["variant"])
+    assert fastest_variant(rows) == "fused-2"
+    lines = projection(rows, {})
+    assert lines[2].split()[:7] == ["default", "1", "job", "at", "a", "time:", "279.5"]
+    assert lines[3].split()[:7] == ["fused-2", "1", "job", "at", "a", "time:", "223.6"]
+    # 56 x 0.8 = 44.8 ms for two runs' steps: 2 x 56 / 44.8 = 2.5x the reference's images/s
+    assert format_table(rows).splitlines()[3].split()[-2:] == ["44.8", "(2.50x)"]
+
+
+def test_a_fused_group_is_timed_through_the_training_path(fake_cifar):
+    cfg = compose_config(["depth=8", f"data.root={fake_cifar}", "data.batch_size=16"])
+    t = time_harness(cfg, warmup=1, steps=2, members=3)
+    assert t.steps == 2 and t.ms_per_step > 0
 
 
 def test_table_without_a_reference():

@@ -50,6 +50,7 @@ PAPER_BATCH = 128
 COLUMNS = [
     *["device", "torch_version", "arch", "depth", "variant", "batch", "ms_per_step"],
     *["images_per_s", "steps_timed", "precision", "cuda_graph", "jobs", "first_step_s"],
+    "members",  # runs a step trains: K for fused-K (ms_per_step is the group's, images_per_s all)
 ]
 # Harness variants: overrides on top of the composed config (and the bench's own). Each names all
 # it depends on, so that its meaning does not change with the config's defaults.
@@ -59,6 +60,8 @@ VARIANTS = {
     "eager-bf16": ["cuda_graph=false", "trainer.precision=bf16-mixed", "channels_last=true"],
     "graph-fp32": ["cuda_graph=true", "trainer.precision=32-true", "channels_last=false"],
     "graph-bf16": ["cuda_graph=true", "trainer.precision=bf16-mixed", "channels_last=true"],
+    # K runs (seeds) of the config as composed, trained as one fused network (fuse=K)
+    **{f"fused-{k}": [] for k in (2, 4, 8, 10)},
 }
 GPU_VARIANTS = ["eager-fp32", "eager-bf16", "graph-fp32", "graph-bf16"]
 
@@ -115,6 +118,11 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def members_of(variant: str) -> int:
+    """The runs one step of `variant` trains: K for fused-K, else 1."""
+    return int(variant.removeprefix("fused-")) if variant.startswith("fused-") else 1
 
 
 class NothingMeasured(RuntimeError):
@@ -235,8 +243,10 @@ def _row(
     jobs: int = 1,
     total: float | None = None,
 ) -> dict:
-    """A CSV row; `total` is the images/s of `jobs` concurrent processes, measured as a whole."""
+    """A CSV row; `total` is the images/s of `jobs` concurrent processes, measured as a whole; a
+    fused variant's images/s counts every member's images."""
     harness = variant != "reference"
+    members = members_of(variant)
     return {
         "device": device,
         "torch_version": torch.__version__,
@@ -245,12 +255,13 @@ def _row(
         "variant": variant,
         "batch": cfg.data.batch_size,
         "ms_per_step": round(ms, 3),
-        "images_per_s": round(total or cfg.data.batch_size * 1000 / ms, 1),
+        "images_per_s": round(total or members * cfg.data.batch_size * 1000 / ms, 1),
         "steps_timed": steps,
         "precision": resolve_precision(cfg.trainer) if harness else "32-true",
         "cuda_graph": resolve_cuda_graph(cfg) if harness else False,
         "jobs": jobs,
         "first_step_s": None if first_step_s is None else round(first_step_s, 6),
+        "members": members,
     }
 
 
@@ -260,8 +271,9 @@ def _variants(rows: list[dict]) -> list[str]:
 
 
 def format_table(rows: list[dict]) -> str:
-    """One line per arch and depth: the reference's ms/step, then each variant's ms/step and its
-    speed-up over the reference (where the reference was timed)."""
+    """One line per arch and depth: the reference's ms/step, then each variant's ms/step (a fused
+    group's: all its members' step) and its speed-up in images/s over the reference (where the
+    reference was timed)."""
     single = [r for r in rows if r["jobs"] == 1]
     by_key = {(r["arch"], r["depth"], r["variant"]): r["ms_per_step"] for r in single}
     variants = _variants(single)
@@ -272,7 +284,8 @@ def format_table(rows: list[dict]) -> str:
         cells = []
         for v in variants:
             ms = by_key.get((arch, depth, v))
-            cell = "—" if ms is None else f"{ms:.1f}" + (f" ({ref / ms:.2f}x)" if ref else "")
+            gain = f" ({members_of(v) * ref / ms:.2f}x)" if ref and ms else ""
+            cell = "—" if ms is None else f"{ms:.1f}{gain}"
             cells.append(f"{cell:>20}")
         lines.append(
             f"{arch:<8}{depth:>6}{'—' if ref is None else f'{ref:.1f}':>12}" + "".join(cells)
@@ -298,7 +311,16 @@ def projection(rows: list[dict], gains: Mapping[int, float], concurrent: str = "
         if not any(r["variant"] == variant and r["jobs"] == 1 for r in rows):
             continue
         total = 2 * project_sweep_s(ms_by_depth(rows, variant))
-        lines.append(f"  {variant:<{width}} 1 job at a time: {total / 60:8.1f} min")
+        k = members_of(variant)
+        lines.append(
+            f"  {variant:<{width}} 1 job at a time: {total / 60:8.1f} min"
+            + (
+                f" (each run at its cost in a group of {k}, e.g. plain and resnet of a depth"
+                f"{'' if k == 2 else f' x {k // 2} seeds'})"
+                if k > 1
+                else ""
+            )  # fmt: skip
+        )
         if variant == concurrent:
             for k, gain in gains.items():
                 if k > 1:
@@ -344,7 +366,7 @@ def measure_variants(
             for variant in s.variants:
                 cfg = compose_run(s, arch, depth, root, variant)
                 try:
-                    t = time_harness(cfg, s.warmup, s.steps)
+                    t = time_harness(cfg, s.warmup, s.steps, members=members_of(variant))
                 except Exception as e:  # reported in the table's place; no row is written
                     timings.append(f"{variant} FAILED ({type(e).__name__}: {e})")
                     continue

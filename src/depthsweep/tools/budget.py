@@ -2,7 +2,8 @@
 variant measured, and the number of iterations that fits a quick Figure 6 into a time budget.
 
 Read from a bench CSV (`experiments.bench --out`): one row per (arch, depth, variant, jobs) with
-`ms_per_step` and `images_per_s`.
+`ms_per_step`, `images_per_s` and `members` (a fused group's step is `members` runs' steps: costs
+are per run, ms_per_step / members, so that fused and unfused variants compare).
 """
 
 from __future__ import annotations
@@ -29,16 +30,19 @@ def read_bench(path: str | Path) -> list[dict]:
     for r in rows:
         r["depth"], r["jobs"] = int(r["depth"]), int(r["jobs"])
         r["ms_per_step"], r["images_per_s"] = float(r["ms_per_step"]), float(r["images_per_s"])
+        r["members"] = int(r.get("members") or 1)  # bench CSVs from before fused runs: 1
     return rows
 
 
 def ms_by_depth(rows: Sequence[Mapping], variant: str) -> dict[int, float]:
-    """One job's ms/step of `variant` at each measured depth, the slowest arch where several were
-    measured (plain and resnet cost the same to within their shortcuts)."""
+    """One job's ms per step of one run of `variant` at each measured depth (a fused group's
+    ms/step over its members), the slowest arch where several were measured (plain and resnet cost
+    the same to within their shortcuts)."""
     out: dict[int, float] = {}
     for r in rows:
         if r["variant"] == variant and r["jobs"] == 1:
-            out[r["depth"]] = max(out.get(r["depth"], 0.0), r["ms_per_step"])
+            per_run = r["ms_per_step"] / r.get("members", 1)
+            out[r["depth"]] = max(out.get(r["depth"], 0.0), per_run)
     if not out:
         raise ValueError(f"no single-job rows of variant {variant!r} in the bench")
     return out

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from depthsweep.training.build import build_model, make_datamodule, make_module, make_trainer
 from depthsweep.training.clocks import StepClock
 from depthsweep.training.console import quiet_libraries
+from depthsweep.training.group import fused_window, make_fused_datamodule, make_fused_module
 
 
 @dataclass
@@ -28,25 +29,43 @@ class Timing:
 
 
 def time_harness(
-    cfg: DictConfig, warmup: int, steps: int, barrier: threading.Barrier | None = None
+    cfg: DictConfig,
+    warmup: int,
+    steps: int,
+    barrier: threading.Barrier | None = None,
+    members: int = 1,
 ) -> Timing:
     """`steps` steps of the real training path, after `warmup` ones; no evaluation, no files. A
-    barrier, if given, lines up concurrent processes so that their timed steps overlap."""
-    pl.seed_everything(cfg.seed)
-    module = make_module(cfg, build_model(cfg.arch, cfg.depth))
+    barrier, if given, lines up concurrent processes so that their timed steps overlap. With
+    `members` > 1, a fused group of that many runs of `cfg` (seeds cfg.seed, cfg.seed + 1, ...)
+    steps together: a step is all members' step."""
+    if members > 1:
+        cfgs = [cfg.copy() for _ in range(members)]
+        nets = []
+        for i, c in enumerate(cfgs):
+            c.seed = cfg.seed + i
+            pl.seed_everything(c.seed)
+            nets.append(build_model(c.arch, c.depth))
+        module, data = make_fused_module(cfgs, nets), make_fused_datamodule(cfgs)
+        window = fused_window(cfgs)
+    else:
+        pl.seed_everything(cfg.seed)
+        module, data = make_module(cfg, build_model(cfg.arch, cfg.depth)), make_datamodule(cfg)
+        window = None
     clock = StepClock(at=(1, warmup, warmup + steps), barrier=barrier, barrier_at=warmup)
     # max_steps, not schedule.iterations: the module keeps the real run's LR schedule and metrics
     # window (one host sync per window), so the timed steps are a real run's steps.
     trainer = make_trainer(
         cfg,
         [clock],
+        window=window,
         max_steps=warmup + steps,
         limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
     )
-    trainer.fit(module, datamodule=make_datamodule(cfg))
+    trainer.fit(module, datamodule=data)
     return Timing(clock.times[warmup], clock.times[warmup + steps], steps, clock.seconds(0, 1))
 
 

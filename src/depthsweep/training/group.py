@@ -28,6 +28,7 @@ from depthsweep.training.clocks import RunClock, StepClock
 from depthsweep.training.config import resolve_cuda_graph, resolve_precision, trains_on_gpu
 from depthsweep.training.console import quiet_libraries
 from depthsweep.training.fused import FusedNet
+from depthsweep.training.fused_data import FusedData
 from depthsweep.training.fused_module import (
     FusedClassifier,
     FusedGraphedClassifier,
@@ -95,22 +96,37 @@ def _checkpoint_step(record: RunRecord) -> int:
     return int(torch.load(record.checkpoint, map_location="cpu", weights_only=True)["global_step"])
 
 
-def _fit_fused(members: list[Member]) -> list[str]:
-    cfg = members[0].cfg
-    data = build(
-        cfg.data,
+def make_fused_datamodule(cfgs: list[DictConfig]) -> FusedData:
+    """The group's data: `cfgs[0]`'s data config, each member's own seed."""
+    return build(
+        cfgs[0].data,
         "data",
         _target_="depthsweep.training.fused_data.FusedData",
-        seeds=[m.cfg.seed for m in members],
+        seeds=[c.seed for c in cfgs],
         _convert_="all",
     )
-    data.prepare_data()
-    data.setup("fit")
-    modules = [make_module(m.cfg, m.net) for m in members]
-    fused_net = FusedNet([m.net for m in members])
+
+
+def make_fused_module(cfgs: list[DictConfig], nets: list[nn.Module]) -> FusedClassifier:
+    """The group's module from its members' configs and nets (each initialised with its seed):
+    graphed where an unfused member's would be."""
+    modules = [make_module(c, n) for c, n in zip(cfgs, nets, strict=True)]
     graphed = isinstance(modules[0], GraphedClassifier)
     cls = FusedGraphedClassifier if graphed else FusedClassifier
-    module = cls(fused_net, modules)  # the members' modules: their factories and hyperparameters
+    return cls(FusedNet(nets), modules)  # the members' modules: factories, hyperparameters
+
+
+def fused_window(cfgs: list[DictConfig]) -> FusedTrainingWindow:
+    return FusedTrainingWindow([c.schedule.warmup.until_train_error for c in cfgs])
+
+
+def _fit_fused(members: list[Member]) -> list[str]:
+    cfg = members[0].cfg
+    cfgs = [m.cfg for m in members]
+    data = make_fused_datamodule(cfgs)
+    data.prepare_data()
+    data.setup("fit")
+    module = make_fused_module(cfgs, [m.net for m in members])
     loggers = [MemberLogger(m.record.dir, k) for k, m in enumerate(members)]
 
     def on_fail(k: int, error: str) -> None:  # the others go on
@@ -142,7 +158,7 @@ def _fit_fused(members: list[Member]) -> list[str]:
     trainer = make_trainer(
         cfg,
         callbacks,
-        window=FusedTrainingWindow([m.cfg.schedule.warmup.until_train_error for m in members]),
+        window=fused_window(cfgs),
         logger=loggers,
         plugins=[GroupCheckpointIO(module, paths, data)],
         default_root_dir=str(members[0].record.dir),
