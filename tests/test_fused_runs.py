@@ -164,3 +164,25 @@ def test_a_diverging_member_fails_alone(alone, tmp_path):
             pd.testing.assert_frame_equal(
                 metrics(tmp_path / name(*r)), metrics(separate / name(*r))
             )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_graphed_fused_group_trains_like_an_eager_one(precision, alone, tmp_path, monkeypatch):
+    """The whole group's step replayed as one CUDA graph (bf16 and channels-last as a single run
+    gets them) gives the eager group's curves on the GPU."""
+    data, _ = alone
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # same kernels both ways
+    runs = [r for r in RUNS if r[1] == 8]
+    gpu = ["trainer=default", f"trainer.precision={precision}", "trainer.benchmark=false"]
+    curves = {}
+    for graph in (False, True):
+        group = [
+            (config(data, *r, *gpu, f"cuda_graph={graph}"), tmp_path / str(graph) / name(*r))
+            for r in runs
+        ]
+        assert train_group(group) == "done"
+        curves[graph] = [metrics(d).dropna(subset=["train_loss"]) for _, d in group]
+    for eager, graphed in zip(curves[False], curves[True], strict=True):
+        for column in ("train_loss", "train_error"):
+            pd.testing.assert_series_equal(eager[column], graphed[column], rtol=1e-4)
