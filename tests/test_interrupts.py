@@ -102,3 +102,41 @@ def test_a_run_held_by_a_live_process_is_skipped_and_a_killed_one_does_not_block
     # no checkpoint was saved before the kill: the third started over, logging each step once
     steps = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["train_error"])["step"]
     assert steps.is_unique and steps.iloc[0] == 5
+
+
+def test_sigterm_saves_every_member_of_a_fused_group_and_the_sweep_resumes(fake_cifar, tmp_path):
+    """A fused group (fuse=2) stopped by SIGTERM: both members checkpointed at the same step and
+    recorded interrupted; the same command resumes the group, and both finish, every window once."""
+    sweep = tmp_path / "sweep"
+    args = [
+        *["experiments.run", "-m", "depth=8", "arch=plain,resnet", "fuse=2"],
+        *[f"data.root={fake_cifar}", "data.batch_size=16", "schedule.iterations=200"],
+        *["trainer.log_every_n_steps=5", "trainer.check_val_every_n_epoch=1000"],
+        *["checkpoint_every=20", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}"],
+    ]
+    proc = start(args)
+    deadline = time.monotonic() + 120
+    while len(checkpoints := sorted(sweep.glob("arch=*/checkpoints/last.ckpt"))) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.1)  # until both members are mid-training, past iteration 20
+    members = [c.parents[1] for c in checkpoints]
+    assert [m.name.split(",")[0] for m in members] == ["arch=plain", "arch=resnet"]
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == INTERRUPTED["SIGTERM"], output[-3000:]
+    steps = [torch.load(m / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+             for m in members]  # fmt: skip
+    assert steps[0] == steps[1] and 0 < steps[0] < 200
+    for m in members:
+        info = json.loads((m / "run.json").read_text())
+        assert (info["status"], info["error"]) == (
+            "interrupted",
+            f"SIGTERM at iteration {steps[0]}",
+        )
+    resumed = run_cli(*args)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming as one network" in resumed.stdout
+    for m in members:
+        assert json.loads((m / "run.json").read_text())["status"] == "done"
+        logged = pd.read_csv(m / "metrics.csv").dropna(subset=["train_error"])["step"]
+        assert logged.tolist() == list(range(5, 201, 5))

@@ -118,3 +118,18 @@ def test_an_optuna_search_trains_two_trials_and_reports_the_best(fake_cifar, tmp
         len(summary) == 2 and summary["schedule.optimizer.lr"].nunique() == 2
     )  # two groups, not seeds
     assert best.best_value == pytest.approx(summary.final_train_error.min())
+
+
+@pytest.mark.slow
+def test_fused_groups_are_the_jobs_a_launcher_runs(fake_cifar, tmp_path):
+    """fuse=2 under joblib: 4 runs, 2 fused groups, 2 jobs at once; every run's directory done."""
+    out = tmp_path / "sweep"
+    stdout = sweep(
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", "fuse=2"], fake_cifar, out
+    )
+    assert "Joblib.Parallel(n_jobs=2," in stdout and "is launching 2 jobs" in stdout
+    runs = sorted(p.parent for p in out.glob("*/run.json"))
+    assert len(runs) == 4
+    for run in runs:
+        info = json.loads((run / "run.json").read_text())
+        assert info["status"] == "done" and len(info["fused_with"]) == 1
