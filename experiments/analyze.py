@@ -15,9 +15,12 @@ from depthsweep.runs.sweep import NoRunsError
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the analysis; exit status 2 when the directory holds no runs."""
+    """Run the analysis; exit status 2 when the directory holds no runs or cannot be written
+    (one line)."""
     parser = argparse.ArgumentParser(description="Summarise a depthsweep sweep directory.")
-    parser.add_argument("sweep_dir", help="a Hydra multirun directory, e.g. multirun/DATE/TIME")
+    parser.add_argument(
+        "sweep_dir", help="a sweep directory, multirun/<name> (e.g. multirun/depthsweep)"
+    )
     parser.add_argument(
         "--ylim",
         type=float,
@@ -30,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         summary = analyze(args.sweep_dir, ylim=args.ylim and tuple(args.ylim))
     except NoRunsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only sweep (someone else's, a mounted archive), a full disk
+        why = exc.strerror or exc
+        print(f"error: cannot write the summary into {args.sweep_dir}: {why}", file=sys.stderr)
         return 2
     print(to_markdown(summary), end="")  # ends with the verdict line
     return 0

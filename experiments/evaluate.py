@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from depthsweep.apps.zoo import ArchNotInstalledError, NotACheckpointError, evaluate
-from depthsweep.training.data import DatasetMissingError
+from depthsweep.apps.zoo import evaluate
+from depthsweep.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the metrics; exit status 2 on a path, checkpoint or data set that cannot be used."""
+    """Print the metrics; exit status 2 on a path, checkpoint, data set or precision that cannot
+    be used (one line)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -33,12 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         metrics = evaluate(args.path, args.data_root, args.precision)
-    except (
-        FileNotFoundError,
-        NotACheckpointError,
-        ArchNotInstalledError,
-        DatasetMissingError,
-    ) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for name, value in metrics.items():  # unrounded, to compare with metrics.csv

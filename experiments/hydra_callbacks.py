@@ -3,8 +3,8 @@ can write where it is asked to, analyse it (and optionally diagnose it) as soon 
 ends, and exit with experiments.run's codes; a transfer sweep's report. Part of the entry points,
 so the one place besides them that ends the process with SystemExit."""
 
-import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,12 +16,17 @@ from depthsweep.errors import RUN_FAILED, USER_ERROR
 
 
 def _check_writable(directory: str) -> None:
-    """One clear line, not an OSError from deep inside Hydra, where the output cannot go."""
+    """One clear line, not an OSError from deep inside Hydra, where the output cannot go. Tried,
+    not inferred from permission bits: root passes those everywhere, and /proc or a read-only
+    mount refuse new directories whatever they say."""
     path = Path(directory).absolute()
     existing = next(p for p in [path, *path.parents] if p.exists())
     fault = None if existing.is_dir() else "is not a directory"
-    if fault is None and not os.access(existing, os.W_OK):
-        fault = "is not writable"
+    if fault is None:
+        try:
+            tempfile.TemporaryDirectory(dir=existing, prefix=".depthsweep-probe-").cleanup()
+        except OSError as e:
+            fault = f"does not take new directories ({e.strerror or e})"
     if fault:
         print(f"error: cannot write {path}: {existing} {fault}", file=sys.stderr)
         raise SystemExit(USER_ERROR)

@@ -7,8 +7,6 @@ checkpoint at the current step: the same command resumes there). HYDRA_FULL_ERRO
 traceback to a setup error.
 """
 
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -17,20 +15,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from depthsweep.errors import INTERRUPTED, RUN_FAILED, USER_ERROR, UserError
-from depthsweep.runs.rundir import RUN_JSON
-from depthsweep.training.sweeper import group_members
+from depthsweep.errors import INTERRUPTED, RUN_FAILED, UserError
+from depthsweep.training.config import home_expanded
 from depthsweep.training.group import train_group
+from depthsweep.training.sweeper import group_members
 from depthsweep.training.train import Interrupted, train
-
-
-def _discard(run_dir: Path, sweep: bool) -> None:
-    """A setup error leaves nothing behind: Hydra made the run's directory (and a sweep's)."""
-    if run_dir.is_dir() and not (run_dir / RUN_JSON).exists():
-        shutil.rmtree(run_dir)
-        left = {p.name for p in run_dir.parent.iterdir()}
-        if sweep and left <= {"multirun.yaml", ".submitit"}:
-            shutil.rmtree(run_dir.parent)
+from experiments.exits import setup_error, unexpected_error
 
 
 def _runs(cfg: DictConfig, hc) -> list[tuple[DictConfig, Path]]:
@@ -48,14 +38,11 @@ def run(runs: list[tuple[DictConfig, Path]], sweep: bool) -> str | float:
     try:
         status = train_group(runs) if len(runs) > 1 else train(cfg, run_dir)
     except UserError as e:
-        for _, member_dir in runs:
-            _discard(member_dir, sweep)
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(USER_ERROR) from None
+        setup_error(e, [member_dir for _, member_dir in runs], sweep)
     except (Interrupted, KeyboardInterrupt) as e:
         raise SystemExit(INTERRUPTED[getattr(e, "signal", "SIGINT")]) from None
+    except Exception as e:  # not a run's failure (each run records its own): said now
+        unexpected_error(e, [member_dir for _, member_dir in runs])
     if status == "failed" and not sweep:  # in a sweep, the other runs go on
         raise SystemExit(RUN_FAILED)
     if cfg.optimized_metric:  # what a search (hparams_search=...) minimises or maximises
@@ -72,4 +59,5 @@ def main(cfg: DictConfig) -> str | float:
 
 
 if __name__ == "__main__":
+    sys.argv = home_expanded(sys.argv)
     main()

@@ -9,17 +9,35 @@ is); a sweep also writes transfer.csv and transfer.png/.svg into its sweep direc
 conf/transfer.yaml, conf/transfer/.
 """
 
+import sys
+from pathlib import Path
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from depthsweep.apps.transfer import transfer
+from depthsweep.errors import UserError
+from depthsweep.training.config import home_expanded
+from experiments.exits import setup_error, unexpected_error
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="transfer")
 def main(cfg: DictConfig) -> dict:
-    return transfer(cfg, HydraConfig.get().runtime.output_dir)
+    """Exit codes as experiments.run's: 2 a setup error (a source that is missing, no
+    checkpoint, or unreadable; a bad option: one line, nothing left behind), 1 a failure (said at
+    once; a run that started records it in its run.json)."""
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        return transfer(cfg, run_dir)
+    except UserError as e:
+        setup_error(e, [run_dir], sweep=hc.mode == RunMode.MULTIRUN)
+    except Exception as e:
+        unexpected_error(e, [run_dir])
 
 
 if __name__ == "__main__":
+    sys.argv = home_expanded(sys.argv)
     main()

@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from depthsweep.apps import zoo
-from depthsweep.errors import OptionError
+from depthsweep.errors import OptionError, UserError
 from depthsweep.files import atomic_write
 from depthsweep.nets.models import count_params
 from depthsweep.runs.provenance import provenance
@@ -58,7 +58,7 @@ HEAD = "fc"  # the classifier every CifarNet ends with
 Batches = list[tuple[Tensor, Tensor]]
 
 
-class CacheMismatchError(ValueError):
+class CacheMismatchError(UserError, ValueError):
     """A features cache file holds features of another source or data set."""
 
 
@@ -68,7 +68,7 @@ def draw_labelled(labels: Tensor, per_class: int, seed: int, names: Sequence[str
     counts = torch.bincount(labels, minlength=len(names))
     if per_class < 1 or per_class > counts.min():
         fewest = int(counts.argmin())
-        raise ValueError(
+        raise OptionError(
             f"transfer.labels_per_class={per_class}: class {names[fewest]!r} has "
             f"{int(counts[fewest])} training images here; set transfer.labels_per_class between "
             f"1 and {int(counts[fewest])}, or give more training images (transfer.data_root; "
@@ -341,7 +341,7 @@ def transfer(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     quiet_libraries()
     t = cfg.transfer
     if t.freeze not in MODES:
-        raise ValueError(f"transfer.freeze={t.freeze!r}: choose one of {', '.join(MODES)}")
+        raise OptionError(f"transfer.freeze={t.freeze!r}: choose one of {', '.join(MODES)}")
     target = [CLASSES[i] for i in class_indices(t.classes, "transfer.classes")]  # fails early
     start = time.perf_counter()
     device = device_for(cfg.trainer.accelerator)

@@ -23,20 +23,33 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 
+from depthsweep.errors import OptionError, UserError
 from depthsweep.runs.metrics import read_final_errors
-from depthsweep.runs.rundir import CHECKPOINT, CONFIG, RunRecord, find_runs, read_config
+from depthsweep.runs.rundir import (
+    CHECKPOINT,
+    CONFIG,
+    RunRecord,
+    find_runs,
+    read_config,
+    unreadable,
+)
 from depthsweep.training.build import build_model, model_spec
 from depthsweep.training.module import Classifier
 
 
-class NotACheckpointError(ValueError):
-    """The file is not a checkpoint that depthsweep wrote."""
+class NotACheckpointError(UserError, ValueError):
+    """The file is not a checkpoint that depthsweep wrote, or cannot be read as one."""
 
 
-class ArchNotInstalledError(ImportError):
+class ArchNotInstalledError(UserError, ImportError):
     """The checkpoint's architecture cannot be imported here."""
+
+
+class NoCheckpointError(UserError, FileNotFoundError):
+    """The path is neither a checkpoint file nor a run directory holding one."""
 
 
 @dataclass
@@ -70,13 +83,13 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         if not (path / CHECKPOINT).is_file():
-            raise FileNotFoundError(
+            raise NoCheckpointError(
                 f"{path} has no {CHECKPOINT}: give a finished run directory or a .ckpt file "
                 "(python -m experiments.zoo DIR lists the finished runs)"
             )
         return path / CHECKPOINT
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such run directory or checkpoint file")
+        raise NoCheckpointError(f"{path}: no such run directory or checkpoint file")
     return path
 
 
@@ -92,7 +105,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         # cannot run code; depthsweep writes nothing else.
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise NotACheckpointError(f"{not_ours}: {e}") from e
+        raise NotACheckpointError(f"{not_ours}: {unreadable(e)}") from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise NotACheckpointError(f"{not_ours}: it has no Lightning state_dict/hyper_parameters")
     return ckpt
@@ -160,12 +173,23 @@ def is_model(run_dir: Path) -> bool:
     return RunRecord(run_dir).is_finished() and (run_dir / CHECKPOINT).is_file()
 
 
-def list_runs(paths: list[str | os.PathLike]) -> pd.DataFrame:
-    """The models under `paths` (`is_model`), one row each: arch, depth, seed, classes, params,
-    macs, final_test_error (the last logged, %), path."""
+def list_runs(paths: list[str | os.PathLike], unusable: list[str] | None = None) -> pd.DataFrame:
+    """The models under `paths` (`is_model`, and `load` can rebuild it), one row each: arch,
+    depth, seed, classes, params, macs, final_test_error (the last logged, %), path. A finished
+    run that cannot be loaded is left out, with why, in `unusable` if given. A path that does not
+    exist raises NoCheckpointError."""
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise NoCheckpointError(f"{', '.join(missing)}: no such directory")
     rows = []
     for run_dir in sorted({r for p in paths for r in find_runs(p)}):
-        if not is_model(run_dir):
+        try:
+            if not is_model(run_dir):
+                continue
+            load(run_dir)  # every model listed can be used: its checkpoint is read here
+        except UserError as e:  # a checkpoint that cannot be read, an arch not installed here
+            if unusable is not None:
+                unusable.append(f"{run_dir}: {e}")
             continue
         info = RunRecord(run_dir).read()
         classes = read_config(run_dir).data.get("classes")
@@ -188,19 +212,22 @@ def evaluate(
     set, through the code that validated it in training: its data module (normalisation, eval
     batches) and the Lightning module's validation step, reduced by Lightning. A run trained in
     bf16 logged bf16 numbers: pass precision="bf16-mixed" on a GPU to reproduce them."""
+    try:  # first: a precision Lightning refuses is the user's option, before any loading
+        trainer = pl.Trainer(
+            accelerator="auto",
+            devices=1,
+            precision=precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    except (ValueError, MisconfigurationException) as e:
+        raise OptionError(f"--precision {precision}: {e}") from None
     zm = load(path)
     overrides: dict[str, Any] = {"download": False}
     if data_root is not None:
         overrides["root"] = data_root
     datamodule = instantiate(zm.spec["data"], **overrides, _convert_="all")
-    trainer = pl.Trainer(
-        accelerator="auto",
-        devices=1,
-        precision=precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
     result = trainer.validate(Classifier(zm.model), datamodule, verbose=False)[0]
     return {k: v for k, v in result.items() if k.endswith(("_error", "_loss"))}

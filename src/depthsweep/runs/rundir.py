@@ -19,8 +19,10 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import pickle
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,9 @@ from depthsweep.files import atomic_write_text
 RUN_JSON, CONFIG, METRICS, LOCK = "run.json", "config.yaml", "metrics.csv", ".lock"
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 GRAD_PREFIX = "grad_norm/"  # metrics.csv columns grad_norm/<conv name>: training.callbacks
+
+
+log = logging.getLogger(__name__)
 
 
 class ConfigMismatchError(UserError):
@@ -88,6 +93,19 @@ def read_info(run_dir: Path) -> dict[str, Any]:
     return info
 
 
+def unreadable(e: BaseException) -> str:
+    """Why torch.load refused a file, in one line: torch's messages run to paragraphs (and advise
+    weights_only=False, which would let the file run code)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            detail = line.split("WeightsUnpickler error:", 1)[1].strip()
+            detail = detail or (lines[i + 1] if i + 1 < len(lines) else "")
+            return f"a weights-only load refuses what it holds: {detail}"
+    first = lines[0].split(". ")[0] if lines else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 def read_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(run_dir / CONFIG)
 
@@ -101,6 +119,8 @@ class RunRecord:
         self.config = self.dir / CONFIG
         self.checkpoint = self.dir / CHECKPOINT
         self.metrics = self.dir / METRICS
+        self.resumed_at: int | None = None  # set by resume_point
+        self.evaluated_at: float | None = None
 
     def read(self) -> dict[str, Any]:
         return read_info(self.dir)
@@ -156,7 +176,10 @@ class RunRecord:
 
     def resume_point(self) -> Path | None:
         """The checkpoint to resume from, with metrics.csv cut back to the checkpoint's step (or
-        removed, with no checkpoint) so that iterations redone are not logged twice."""
+        removed, with no checkpoint) so that iterations redone are not logged twice. Sets
+        `resumed_at` (the checkpoint's step) and `evaluated_at` (the step of the last evaluation
+        metrics.csv keeps; None if none)."""
+        self.resumed_at = self.evaluated_at = None
         if not self.checkpoint.is_file():  # starting over: what an earlier start logged goes
             self.metrics.unlink(missing_ok=True)
             return None
@@ -165,17 +188,99 @@ class RunRecord:
             step = ckpt["global_step"]
         except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as e:
             raise UserError(
-                f"{self.checkpoint} cannot be read ({type(e).__name__}: {e}). Delete it to train "
+                f"{self.checkpoint} cannot be read ({unreadable(e)}). Delete it to train "
                 "this run from the start, or put back a good copy to resume from it."
             ) from None
+        self.resumed_at = step
         if self.metrics.is_file():
-            with open(self.metrics, newline="") as f:
-                header, *rows = list(csv.reader(f))
-            at = header.index("step")
-            text = io.StringIO()  # the kept rows verbatim, with Lightning's line endings
-            csv.writer(text).writerows([header, *(r for r in rows if float(r[at]) <= step)])
-            atomic_write_text(self.metrics, text.getvalue())
+            self._cut_metrics(step)
         return self.checkpoint
+
+    def _cut_metrics(self, step: int) -> None:
+        """Keep the rows of metrics.csv up to `step`, verbatim. A last row cut off mid-line (its
+        writer was killed) is dropped whole, never kept as a value; any other row that is not a
+        row of the log stops the run (CorruptMetricsError) rather than be kept or guessed at."""
+        try:
+            lines = self.metrics.read_text(encoding="utf-8").splitlines(keepends=True)
+        except UnicodeDecodeError as e:
+            raise CorruptMetricsError(
+                f"{self.metrics} is not a metrics log ({e}). {_FIX}"
+            ) from None
+        if lines and not lines[-1].endswith("\n"):  # the writer ends every row with a newline
+            log.warning(
+                f"{self.metrics}: its last row was cut off mid-line: dropped ({lines[-1]!r})"
+            )
+            lines.pop()
+        rows = list(csv.reader(lines))
+        if not rows:  # nothing but a cut-off header: nothing was logged
+            self.metrics.unlink()
+            return
+        if "step" not in rows[0]:
+            raise CorruptMetricsError(f"{self.metrics} has no header with a 'step' column. {_FIX}")
+        header, at = rows[0], rows[0].index("step")
+        kept, last_eval = [header], None
+        test = header.index("test_error") if "test_error" in header else None
+        for line, row in enumerate(rows[1:], start=2):
+            if len(row) != len(header) or not _is_number(row[at]):
+                raise CorruptMetricsError(
+                    f"{self.metrics}, line {line}, is not a row of the log "
+                    f"({','.join(row)!r}). {_FIX}"
+                )
+            if float(row[at]) <= step:
+                kept.append(row)
+                if test is not None and row[test] != "":
+                    last_eval = float(row[at])
+        self.evaluated_at = last_eval
+        text = io.StringIO()  # the kept rows verbatim, with Lightning's line endings
+        csv.writer(text).writerows(kept)
+        atomic_write_text(self.metrics, text.getvalue())
+
+
+_FIX = (
+    "Delete that line, or the file to log this run from its checkpoint's step on only, or the "
+    "run directory to train it over, then run the same command again."
+)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class CorruptMetricsError(UserError, ValueError):
+    """A run's metrics.csv holds something that is not a row of its log."""
+
+
+# What Hydra and the lock put in a run directory before a run starts: a directory holding nothing
+# else has no run in it.
+BEFORE_START = {".hydra", LOCK}
+
+
+def remove_unstarted(run_dir: str | os.PathLike, keep: str | os.PathLike | None = None) -> None:
+    """Remove `run_dir` if it holds no run, only what Hydra made for it (its .hydra/, its job's
+    log) and the lock; then its parents that are left empty, up to `keep` (excluded) if `run_dir`
+    is below it. A directory holding anything of a run (run.json, a checkpoint, metrics.csv) is
+    never touched: a setup error leaves nothing behind, and takes nothing away."""
+    run_dir = Path(run_dir).absolute()
+    if not run_dir.is_dir():
+        return
+    if any(p.name not in BEFORE_START and p.suffix != ".log" for p in run_dir.iterdir()):
+        return
+    shutil.rmtree(run_dir)
+    remove_empty_parents(run_dir, keep)
+
+
+def remove_empty_parents(path: Path, keep: str | os.PathLike | None) -> None:
+    """The parents of `path` that are empty, up to `keep` (excluded), if `path` is below it."""
+    if keep is None or not path.is_relative_to(keep := Path(keep).absolute()):
+        return
+    for parent in path.parents:
+        if parent == keep or not parent.is_relative_to(keep) or any(parent.iterdir()):
+            return
+        parent.rmdir()
 
 
 def flat_config(d: dict, prefix: str = "") -> dict[str, Any]:

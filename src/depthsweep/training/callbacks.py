@@ -3,8 +3,10 @@ the inputs' normalisation in every checkpoint, gradient norms per conv layer."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -34,6 +36,11 @@ class ProgressPrinter(pl.Callback):
         )
 
 
+class Terminated(BaseException):
+    """SIGTERM outside training, taken by CheckpointOnInterrupt.guard. A BaseException, as
+    KeyboardInterrupt is, so that no `except Exception` mistakes it for a failure."""
+
+
 class CheckpointOnInterrupt(pl.Callback):
     """Ctrl-C (SIGINT) or SIGTERM (what SLURM sends on preemption or at its time limit) stops the
     run at a step boundary with a checkpoint of that step, so that the next invocation resumes
@@ -46,8 +53,36 @@ class CheckpointOnInterrupt(pl.Callback):
         self.path = path
         self.signal: str | None = None
         self._previous = None
+        self._guarding = False  # guard(): SIGTERM is ours to take, not Lightning's
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """SIGTERM, while the run is recorded as running but Lightning's handler (installed by
+        fit just before training starts, removed after it) is not there to take it to a step
+        boundary, raises Terminated where the code is, so that the run is recorded as
+        interrupted rather than left `running` by a process that is gone. Without the guard, a
+        SIGTERM there would end the process at once. The resume starts from the last
+        checkpoint."""
+
+        def terminate(signum, frame) -> None:
+            if self._guarding and self.signal is None:  # once: the record is being written
+                self.signal = "SIGTERM"
+                raise Terminated("SIGTERM")
+
+        try:
+            previous = signal.signal(signal.SIGTERM, terminate)
+        except ValueError:  # not the main thread: no signals here
+            yield
+            return
+        self._guarding = True
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def on_train_start(self, trainer: pl.Trainer, module) -> None:
+        self._guarding = False  # Lightning's handler is installed now (it calls ours too)
+
         def stop_after_this_step(signum, frame) -> None:
             if self.signal:  # asked twice: now
                 raise KeyboardInterrupt
@@ -63,6 +98,7 @@ class CheckpointOnInterrupt(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, module) -> None:
         self._restore()
+        self._guarding = True  # no more step boundaries for Lightning's handler to stop at
 
     def on_exception(self, trainer: pl.Trainer, module, exception: BaseException) -> None:
         self._restore()

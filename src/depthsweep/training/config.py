@@ -3,6 +3,8 @@ the CUDA graph, the logging window."""
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +20,23 @@ def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictCo
     asked), composed outside a Hydra app: for the bench, the tests and notebooks."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="run"):
         return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+# KEY=~/path, a value that begins with a home directory (no list, no quotes).
+_HOME_VALUE = re.compile(r"^(\+{0,2}[A-Za-z_][\w.\-/@]*)=(~[^,'\"\s]*)$")
+
+
+def home_expanded(argv: Sequence[str]) -> list[str]:
+    """The command line with `KEY=~/x` written `KEY='/home/me/x'`: what a shell does for an
+    assignment but not for an argument, and what Hydra's override grammar, which refuses a bare
+    `~`, then gets quoted. Anything else (a `~KEY` deletion, a list, a quoted value) is left to
+    Hydra as typed."""
+    out = list(argv[:1])
+    for arg in argv[1:]:
+        match = _HOME_VALUE.match(arg)
+        home = os.path.expanduser(match[2]) if match else None
+        out.append(f"{match[1]}='{home}'" if match and "'" not in home else arg)
+    return out
 
 
 def device_for(accelerator: str = "auto") -> torch.device:

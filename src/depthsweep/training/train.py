@@ -8,6 +8,7 @@ reason) or `interrupted` (Ctrl-C or SIGTERM, with a checkpoint at the current st
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from torch import nn
 
-from depthsweep.errors import OptionError
+from depthsweep.errors import OptionError, UserError
 from depthsweep.nets.models import conv_layers, count_macs, count_params
 from depthsweep.runs.provenance import provenance
 from depthsweep.runs.rundir import RunRecord
@@ -27,7 +28,12 @@ from depthsweep.training.build import (
     make_module,
     make_trainer,
 )
-from depthsweep.training.callbacks import CheckpointOnInterrupt, GradNormLogger, ProgressPrinter
+from depthsweep.training.callbacks import (
+    CheckpointOnInterrupt,
+    GradNormLogger,
+    ProgressPrinter,
+    Terminated,
+)
 from depthsweep.training.checkpoints import CheckpointWriteError
 from depthsweep.training.clocks import RunClock, StepClock
 from depthsweep.training.config import resolve_cuda_graph, resolve_precision, trains_on_gpu
@@ -35,6 +41,10 @@ from depthsweep.training.console import quiet_libraries
 from depthsweep.training.metrics_log import AppendingCSVLogger
 
 log = logging.getLogger(__name__)
+
+
+class TestSetChangedError(UserError):
+    """A run would resume on another test set than the one it was tested on so far."""
 
 
 class Interrupted(Exception):
@@ -64,7 +74,10 @@ def preflight(cfg: DictConfig) -> nn.Module:
     returned. A sweep runs this on every job before the first one trains."""
     check_options(cfg)
     make_datamodule(cfg)  # its options; nothing is read yet
-    return build_net(cfg)
+    try:
+        return build_net(cfg)
+    except TypeError as e:  # an option the arch's constructor does not take (+arch.foo=1)
+        raise OptionError(f"arch: {e}") from None
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> str:
@@ -90,6 +103,57 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
 
 
 def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
+    """Train the claimed run `record` to its end: its outcome recorded in run.json and returned
+    ('done', 'failed'); a setup error (UserError) and a signal (Interrupted) raised. A fault no
+    check foresaw, before or after training, fails the run as one during training does: said at
+    once, in one line, and recorded, so that a sweep goes on and its end counts it."""
+    try:
+        return _train_and_record(cfg, model, record, label)
+    except (UserError, Interrupted):
+        raise
+    except Exception as e:
+        return _failed(record, label, e, identity=_identity(cfg))
+
+
+def _identity(cfg: DictConfig) -> dict:
+    """What a run.json needs for the summary to list the run, failed or not."""
+    return {"arch": cfg.arch_name, "depth": cfg.depth, "seed": cfg.seed}
+
+
+def _failed(record: RunRecord, label: str, e: Exception, identity: dict | None = None) -> str:
+    """Say now, in one line, why the run failed (with the traceback under HYDRA_FULL_ERROR=1),
+    and record it in run.json; 'failed'."""
+    message = f"[{label}] FAILED: {type(e).__name__}: {e}"
+    if isinstance(e, CheckpointWriteError):  # says what happened and what is kept
+        message = f"[{label}] FAILED: {e}"
+    log.error(message, exc_info=os.environ.get("HYDRA_FULL_ERROR") == "1")
+    try:
+        earlier = {} if record.json.is_file() else (identity or {})
+        record.update(**earlier, status="failed", error=f"{type(e).__name__}: {e}")
+    except (OSError, UserError) as w:  # a full disk, a run.json that is no record
+        log.error(f"[{label}] could not record the failure in {record.json}: {w}")
+    return "failed"
+
+
+def _check_test_set(record: RunRecord, test_set: dict) -> None:
+    """A run resumed from its checkpoint keeps its test set: its test errors so far were measured
+    on the one its run.json records, and a series from two test sets is no series."""
+    earlier = record.read()
+    if not record.checkpoint.is_file() or not earlier.get("test_md5"):
+        return  # starting over (metrics.csv starts afresh), or nothing recorded to compare
+    before = {k: earlier.get(k) for k in ("test_images", "test_md5")}
+    now = {k: test_set[k] for k in before}
+    if before != now:
+        raise TestSetChangedError(
+            f"{record.dir} was tested on {before['test_images']} images (test_batch MD5 "
+            f"{before['test_md5']}), but data.root's test_batch now gives {now['test_images']} "
+            f"(MD5 {now['test_md5']}): resuming would mix two test sets in one run. Point "
+            "data.root at the data the run started on, or delete its checkpoints/ to train it "
+            "from the start on this test set."
+        )
+
+
+def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
     datamodule = make_datamodule(cfg)
     datamodule.prepare_data()  # a missing or malformed dataset is a setup error; reading it
     datamodule.setup("fit")  # here also says what the test set is
@@ -110,9 +174,14 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
         "conv_layers": [name for name, _ in conv_layers(model)],
     }
     module = make_module(cfg, model)
+    _check_test_set(record, datamodule.test_set)
     resume = record.resume_point()
     interrupt = CheckpointOnInterrupt(record.checkpoint)
     clock, first_step = RunClock(), StepClock()
+    if resume is not None and record.evaluated_at == record.resumed_at:
+        # metrics.csv holds the evaluation of the checkpoint's step (a run that trained to its
+        # end, its record lost or left at `running`): not evaluated and logged a second time.
+        clock.evaluated_at = record.resumed_at
     callbacks = [
         LearningRateMonitor(logging_interval="step"),
         ModelCheckpoint(
@@ -136,37 +205,43 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
         default_root_dir=str(record.dir),
         **job_devices(cfg),
     )
-    record.start(cfg, info)
     how = f"{info['device']}, {info['precision']}{', CUDA graph' if info['cuda_graph'] else ''}"
-    log.info(
-        f"[{label}] {'resuming from ' + str(resume) if resume else 'starting'} in {record.dir} "
-        f"({how}; {cfg.schedule.iterations:,} iterations)"
-    )
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-        if interrupt.signal:  # Ctrl-C: fit stopped after the step it was in
-            trainer.save_checkpoint(record.checkpoint)
-            raise Interrupted(interrupt.signal)
-        if clock.evaluated_at != trainer.global_step:  # the run ended between evaluations
-            trainer.validate(module, datamodule=datamodule, verbose=False)
-        trainer.save_checkpoint(record.checkpoint)
-    except (KeyboardInterrupt, SystemExit, Interrupted):
-        signal = interrupt.signal or "SIGINT"
-        step = trainer.global_step
-        record.update(status="interrupted", error=f"{signal} at iteration {step}")
-        log.warning(f"[{label}] interrupted by {signal} at iteration {step}: checkpoint saved")
-        raise Interrupted(signal) from None
-    except Exception as e:  # recorded, not swallowed: run.json and the summary show it
-        if isinstance(e, CheckpointWriteError):  # says what happened and what is kept
-            log.error(f"[{label}] FAILED: {e}")
-        else:
-            log.exception(f"[{label}] FAILED: {type(e).__name__}: {e}")
+    where = f"resuming from {resume} (iteration {record.resumed_at})" if resume else "starting"
+    # From `running` on, SIGTERM leaves a record of itself, never a stale `running`: the guard
+    # takes it while Lightning's own handler (fit's, to a step boundary) is not installed.
+    with interrupt.guard():
         try:
-            record.update(status="failed", error=f"{type(e).__name__}: {e}")
-        except OSError as w:  # a full disk: the log line above is all there is
-            log.error(f"[{label}] could not record the failure in {record.json}: {w}")
-        return "failed"
-    first = first_step.seconds()  # None if a resumed run had no step left to take
+            record.start(cfg, info)
+            log.info(
+                f"[{label}] {where} in {record.dir} ({how}; {cfg.schedule.iterations:,} iterations)"
+            )
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+            if interrupt.signal:  # Ctrl-C: fit stopped after the step it was in
+                trainer.save_checkpoint(record.checkpoint)
+                raise Interrupted(interrupt.signal)
+            if clock.evaluated_at != trainer.global_step:  # the run ended between evaluations
+                trainer.validate(module, datamodule=datamodule, verbose=False)
+            trainer.save_checkpoint(record.checkpoint)
+            _record_done(record, label, module, trainer, clock, first_step.seconds())
+            return "done"
+        except (KeyboardInterrupt, SystemExit, Interrupted, Terminated) as e:
+            if record.is_finished():  # the signal came after the record said done: it is
+                raise Interrupted(interrupt.signal or "SIGINT") from None
+            signal = interrupt.signal or "SIGINT"
+            step = trainer.global_step
+            record.update(status="interrupted", error=f"{signal} at iteration {step}")
+            kept = "its last checkpoint kept" if isinstance(e, Terminated) else "checkpoint saved"
+            log.warning(f"[{label}] interrupted by {signal} at iteration {step}: {kept}")
+            raise Interrupted(signal) from None
+        except Exception as e:  # recorded, not swallowed: run.json and the summary show it
+            return _failed(record, label, e)
+
+
+def _record_done(
+    record: RunRecord, label: str, module, trainer: pl.Trainer, clock: RunClock, first: float | None
+) -> None:
+    """run.json says done, with the run's wall time, first step (None if a resumed run had no
+    step left to take) and where its warm-up ended."""
     sched = module.lr_schedulers()
     # warmup_end: the first iteration at the scheduled rate; null where there was no warm-up
     warmup = {"warmup_end": sched.warmup_end, "warmup_end_reason": sched.warmup_end_reason}
@@ -181,4 +256,3 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
     )
     startup = "" if first is None else f" (first step, with any graph capture: {first:.1f}s)"
     log.info(f"[{label}] done in {clock.time_elapsed():.0f}s{startup}")
-    return "done"

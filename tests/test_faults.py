@@ -1,0 +1,355 @@
+"""Faults as a user meets them, each reported when it happens, in one line, with the exit code the
+README lists: failures inside a sweep, a resume on another test set or from a cut metrics.csv, a
+signal the instant a run starts, a finished run whose record was lost, and the apps' bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import run_cli, write_random_cifar10
+from omegaconf import OmegaConf
+
+import experiments.analyze as analyze_cli
+import experiments.evaluate as evaluate_cli
+import experiments.zoo as zoo_cli
+from depthsweep.apps import zoo
+from depthsweep.errors import INTERRUPTED, RUN_FAILED, USER_ERROR, UserError
+from depthsweep.runs.rundir import RunRecord
+from depthsweep.training import train as train_module
+from depthsweep.training.config import compose_config, home_expanded
+from depthsweep.training.train import Interrupted, train
+from experiments.hydra_callbacks import AnalyzeSweep, _check_writable
+from experiments.run import run as run_entry
+
+TINY = ["trainer=cpu", "depth=8", "data.batch_size=32", "schedule.iterations=4"]
+
+
+def tiny_config(data: Path, *overrides: str):
+    """A 4-iteration run of depth 8, gradient norms logged (more columns in metrics.csv)."""
+    return compose_config([*TINY, f"data.root={data}", "diagnostics.grad_norm_every=2", *overrides])
+
+
+def train_tiny(run_dir: Path, data: Path) -> None:
+    assert train(tiny_config(data), run_dir) == "done"
+
+
+def set_status(run_dir: Path, status: str) -> None:
+    """What a run killed with -9 leaves: its record still says `status`."""
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps(info | {"status": status}))
+
+
+def one_error_line(err: str) -> str:
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+# --- inside a sweep ------------------------------------------------------------------------------
+
+
+def test_an_unexpected_fault_fails_its_run_at_once_and_the_sweep_goes_on(
+    fake_cifar, tmp_path, monkeypatch, caplog
+):
+    """Any fault no check foresaw, before training (here the multiply-add count), is said when it
+    happens, in one line, and recorded: not kept for Hydra to raise at the sweep's end."""
+
+    def broken(model):
+        raise RuntimeError("the flop counter broke")
+
+    monkeypatch.setattr(train_module, "count_macs", broken)
+    run_dir = tmp_path / "sweep" / "depth=8"
+    run_dir.mkdir(parents=True)
+    with caplog.at_level(logging.ERROR, logger="depthsweep"):
+        status = run_entry([(tiny_config(fake_cifar), run_dir)], sweep=True)
+    assert status == "failed"
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert line == "[resnet-8 seed=0] FAILED: RuntimeError: the flop counter broke"
+    assert not any(r.exc_info for r in caplog.records)  # one line: no traceback
+    info = json.loads((run_dir / "run.json").read_text())
+    assert (info["status"], info["error"]) == ("failed", "RuntimeError: the flop counter broke")
+    assert (info["arch"], info["depth"], info["seed"]) == ("resnet", 8, 0)  # the summary lists it
+
+
+def test_a_sweep_whose_every_run_failed_exits_3_with_its_summary(fake_cifar, tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for arch in ("plain", "resnet"):
+        cfg = tiny_config(fake_cifar, f"arch={arch}", "schedule.optimizer.lr=1e30")
+        assert train(cfg, sweep / arch) == "failed"
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    with pytest.raises(SystemExit) as exit_:
+        AnalyzeSweep().on_multirun_end(config)
+    assert exit_.value.code == RUN_FAILED
+    assert "2 run(s) failed or were interrupted" in capsys.readouterr().out
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary["status"]) == ["failed", "failed"]
+    assert "Failed runs" in (sweep / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_issues_all_failed_sweep_end_to_end(cifar_root, tmp_path):
+    """The issue's repro, typed as a user types it, `data.root=~/...` included: each failure is
+    one line when it happens, and it exits 3 with its summary."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cifar").symlink_to(cifar_root)
+    sweep = tmp_path / "sweep"
+    res = run_cli(
+        *["experiments.run", "-m", "depth=8", "arch=plain,resnet", "schedule.optimizer.lr=1e6"],
+        *["schedule.iterations=20", "data.limit=256", "data.root=~/cifar"],
+        f"hydra.sweep.dir={sweep}",
+        env={"HOME": str(home)},
+    )
+    assert res.returncode == RUN_FAILED, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert out.count("FAILED: FloatingPointError: training loss became nan") == 2
+    assert "Traceback" not in out
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert sorted(summary["arch"]) == ["plain", "resnet"] and set(summary["status"]) == {"failed"}
+    assert "2 run(s) failed or were interrupted" in res.stdout
+
+
+# --- resuming ------------------------------------------------------------------------------------
+
+
+def test_a_resume_on_another_test_set_is_refused(fake_cifar, tmp_path):
+    run_dir = tmp_path / "run"
+    train_tiny(run_dir, fake_cifar)
+    set_status(run_dir, "interrupted")
+    other = write_random_cifar10(tmp_path / "other", n_train=100, n_test=40, seed=1)
+    metrics = (run_dir / "metrics.csv").read_bytes()
+    with pytest.raises(
+        train_module.TestSetChangedError, match=r"was tested on 40 images \(test_batch MD5"
+    ):
+        train(tiny_config(other), run_dir)
+    assert (run_dir / "metrics.csv").read_bytes() == metrics  # nothing mixed in
+    # through the command: one line, exit 2
+    with pytest.raises(SystemExit) as exit_:
+        run_entry([(tiny_config(other), run_dir)], sweep=False)
+    assert exit_.value.code == USER_ERROR
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        ["4", "12.5"],  # cut after its step field: was kept, as a test error of 12.5
+        [""],  # cut before its step value: killed the job
+    ],
+)
+def test_a_metrics_row_cut_mid_line_never_becomes_a_value(fake_cifar, tmp_path, cut, caplog):
+    run_dir = tmp_path / "run"
+    train_tiny(run_dir, fake_cifar)
+    set_status(run_dir, "running")  # killed while writing its log
+    metrics = run_dir / "metrics.csv"
+    header = metrics.read_text().splitlines()[0].split(",")
+    assert header[header.index("step") + 1] == "test_error"
+    whole = metrics.read_bytes()
+    fields = ["3.0"] + [""] * (header.index("step") - 1) + cut  # the fields before it: empty
+    metrics.write_bytes(whole + ",".join(fields).encode())
+    with caplog.at_level(logging.WARNING, logger="depthsweep"):
+        assert train(tiny_config(fake_cifar), run_dir) == "done"
+    assert metrics.read_bytes() == whole  # the cut row is gone, nothing else changed
+    assert "its last row was cut off mid-line: dropped" in caplog.text
+
+
+def test_a_metrics_row_that_is_no_row_stops_the_resume_in_one_line(fake_cifar, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train_tiny(run_dir, fake_cifar)
+    set_status(run_dir, "interrupted")
+    lines = (run_dir / "metrics.csv").read_text().splitlines(keepends=True)
+    lines.insert(3, "garbage\r\n")
+    (run_dir / "metrics.csv").write_text("".join(lines))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        run_entry([(tiny_config(fake_cifar), run_dir)], sweep=True)
+    assert exit_.value.code == USER_ERROR
+    err = one_error_line(capsys.readouterr().err)
+    assert "metrics.csv, line 4, is not a row of the log ('garbage'). Delete that line" in err
+
+
+@pytest.mark.parametrize("lost", ["missing", "running"])
+def test_a_finished_run_whose_record_was_lost_is_recorded_done_without_a_second_row(
+    fake_cifar, tmp_path, lost
+):
+    run_dir = tmp_path / "run"
+    train_tiny(run_dir, fake_cifar)
+    info = json.loads((run_dir / "run.json").read_text())
+    if lost == "missing":
+        (run_dir / "run.json").unlink()
+    else:
+        set_status(run_dir, "running")
+    metrics = (run_dir / "metrics.csv").read_bytes()
+    assert train(tiny_config(fake_cifar), run_dir) == "done"
+    assert (run_dir / "metrics.csv").read_bytes() == metrics  # no second final evaluation
+    again = json.loads((run_dir / "run.json").read_text())
+    assert again["status"] == "done" and again["wall_time_s"] == info["wall_time_s"]
+
+
+def test_sigterm_the_instant_a_run_starts_leaves_an_interrupted_record(
+    fake_cifar, tmp_path, monkeypatch
+):
+    """SIGTERM right after run.json says `running`, before Lightning installs its handler. The
+    test's own handler stands for the default action (the process ends where it is)."""
+
+    class Killed(BaseException):
+        pass
+
+    def die(signum, frame):
+        raise Killed
+
+    start = RunRecord.start
+
+    def start_then_sigterm(self, cfg, info):
+        start(self, cfg, info)
+        signal.raise_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, die)
+    monkeypatch.setattr(RunRecord, "start", start_then_sigterm)
+    try:
+        with pytest.raises(Interrupted) as stopped:
+            train(tiny_config(fake_cifar), tmp_path / "run")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.signal == "SIGTERM"
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (info["status"], info["error"]) == ("interrupted", "SIGTERM at iteration 0")
+    assert INTERRUPTED[stopped.value.signal] == 143
+    monkeypatch.undo()
+    assert train(tiny_config(fake_cifar), tmp_path / "run") == "done"  # the same command resumes
+
+
+# --- setup errors leave nothing behind, take nothing away ---------------------------------------
+
+
+def test_a_setup_error_leaves_no_empty_runs_directory(fake_cifar, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "runs" / "depthsweep" / "depth=7"  # as Hydra makes it, with its files
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "run.log").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        run_entry([(compose_config(["depth=7", f"data.root={fake_cifar}"]), run_dir)], False)
+    assert exit_.value.code == USER_ERROR
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # the test's own data only
+
+
+def test_a_setup_error_never_removes_a_runs_files(fake_cifar, tmp_path, capsys):
+    """A run whose run.json was lost still has its checkpoint and log: a setup error (here, its
+    data moved) must not take them away with what Hydra made."""
+    run_dir = tmp_path / "run"
+    train_tiny(run_dir, fake_cifar)
+    (run_dir / "run.json").unlink()
+    cfg = tiny_config(tmp_path / "moved", "data.download=false")
+    with pytest.raises(SystemExit) as exit_:
+        run_entry([(cfg, run_dir)], sweep=False)
+    assert exit_.value.code == USER_ERROR
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "metrics.csv").is_file()
+
+
+def test_an_output_directory_under_proc_gets_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _check_writable("/proc/depthsweep")
+    assert exit_.value.code == USER_ERROR
+    err = one_error_line(capsys.readouterr().err)
+    assert err.startswith("error: cannot write /proc/depthsweep: /proc does not take new")
+
+
+def test_a_home_directory_typed_as_is_reaches_the_config(monkeypatch, tmp_path):
+    """`data.root=~/x` is refused by Hydra's override grammar; the entry points expand it as a
+    shell expands an assignment (the CLI test above types it)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = home_expanded(["run.py", "data.root=~/cifar", "~logger", "name=a,b"])
+    assert args == ["run.py", f"data.root='{tmp_path}/cifar'", "~logger", "name=a,b"]
+    assert compose_config(args[1:2]).data.root == f"{tmp_path}/cifar"
+
+
+# --- the apps ------------------------------------------------------------------------------------
+
+
+def test_the_zoo_says_when_a_directory_does_not_exist(tmp_path, capsys):
+    assert zoo_cli.main([str(tmp_path / "nowhere")]) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert err == f"error: {tmp_path / 'nowhere'}: no such directory\n"
+
+
+def test_the_zoo_leaves_out_a_finished_run_whose_checkpoint_cannot_be_read(
+    fake_cifar, tmp_path, capsys
+):
+    sweep = tmp_path / "sweep"
+    train_tiny(sweep / "good", fake_cifar)
+    train_tiny(sweep / "cut", fake_cifar)
+    ckpt = sweep / "cut" / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:3000])  # a copy cut short
+    capsys.readouterr()
+    assert zoo_cli.main([str(sweep)]) == 0
+    out, err = capsys.readouterr()
+    assert str(sweep / "good") in out and str(sweep / "cut") not in out
+    assert err.startswith(f"warning: left out {sweep / 'cut'}: {ckpt} is not a depthsweep")
+    assert "PytorchStreamReader failed reading zip archive" in err and err.count("\n") == 1
+
+
+@contextmanager
+def read_only(path: Path):
+    """`path` cannot take new files, for root too (whom file modes do not stop): the immutable
+    flag, where the file system has one."""
+    path.chmod(0o555)
+    flagged = False
+    try:
+        if os.geteuid() == 0:
+            done = subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+            if done.returncode != 0:
+                pytest.skip("running as root on a file system without chattr +i")
+            flagged = True
+        yield
+    finally:
+        if flagged:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(0o755)
+
+
+def test_analyze_on_a_read_only_sweep_says_so_in_one_line(fake_cifar, tmp_path, capsys):
+    train_tiny(tmp_path / "sweep" / "run", fake_cifar)
+    capsys.readouterr()
+    with read_only(tmp_path / "sweep"):
+        assert analyze_cli.main([str(tmp_path / "sweep")]) == USER_ERROR
+    err = one_error_line(capsys.readouterr().err)
+    assert err.startswith(f"error: cannot write the summary into {tmp_path / 'sweep'}: ")
+
+
+def test_analyze_help_names_the_sweep_directory_as_it_is(capsys):
+    with pytest.raises(SystemExit):
+        analyze_cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "multirun/<name>" in out and "DATE" not in out
+
+
+def test_evaluate_with_a_precision_lightning_refuses_says_so_in_one_line(tmp_path, capsys):
+    assert evaluate_cli.main([str(tmp_path), "--precision", "fp7"]) == USER_ERROR
+    err = one_error_line(capsys.readouterr().err)
+    assert err.startswith("error: --precision fp7: Precision 'fp7' is invalid")
+
+
+def test_a_source_that_is_no_checkpoint_is_the_users_error_in_one_line(tmp_path):
+    """experiments.transfer reports a UserError as a setup error (one line, exit 2)."""
+    (tmp_path / "noise.ckpt").write_bytes(b"garbage\n")
+    for path, message in [
+        (tmp_path / "none", "no such run directory or checkpoint file"),
+        (tmp_path / "noise.ckpt", "a weights-only load refuses what it holds"),
+    ]:
+        with pytest.raises(UserError, match=message) as e:
+            zoo.load(path)
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_transfer_from_a_missing_source_is_one_line_and_leaves_nothing(tmp_path):
+    res = run_cli("experiments.transfer", f"transfer.source={tmp_path / 'none'}", cwd=tmp_path)
+    assert res.returncode == USER_ERROR
+    assert res.stderr == f"error: {tmp_path / 'none'}: no such run directory or checkpoint file\n"
+    assert list(tmp_path.iterdir()) == []  # no runs/transfer/.hydra
