@@ -1,12 +1,14 @@
-"""Lightning callbacks of a run: a progress line per evaluation, a checkpoint on Ctrl-C or SIGTERM,
-the inputs' normalisation in every checkpoint, gradient norms per conv layer."""
+"""Lightning callbacks of a run: progress lines with the time left (and log lines kept off
+Lightning's bar where it is on), a checkpoint on Ctrl-C or SIGTERM, the inputs' normalisation in
+every checkpoint, gradient norms per conv layer."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -21,19 +23,111 @@ log = logging.getLogger(__name__)
 ERRORS = ("train_error", "test_error", "val_error")
 
 
-class ProgressPrinter(pl.Callback):
-    """One line per evaluation: where the run is and how it is doing."""
+def duration(seconds: float) -> str:
+    """A duration as people read it: 45s, 12m05s, 3h20m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
 
-    def __init__(self, label: str) -> None:
-        self.label = label
+
+class ProgressPrinter(pl.Callback):
+    """Where the run is, how it is doing and about how long it has left: a line at each
+    evaluation and, while training, one every `every` seconds (0: at evaluations only). The time
+    left is the iterations left at the rate measured since this process started training, so it
+    counts evaluations and checkpoints as they come. These lines are the progress display:
+    Lightning's bar is off by default (conf/trainer/default.yaml), and with it on, every log line
+    goes through it (BarSafeLogging), so the two never share a line."""
+
+    def __init__(
+        self, label: str, every: float = 0, clock: Callable[[], float] | None = None
+    ) -> None:
+        self.label, self.every = label, every
+        self.clock = clock  # seconds of training so far (RunClock's, over resumes), if given
+        self._start: tuple[float, int] | None = None  # (clock, iteration) when training started
+        self._last_line = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._start = time.monotonic(), trainer.global_step
+        self._last_line = time.monotonic()
+
+    def left(self, step: int, total: int) -> str | None:
+        """'about 3h20m left' at the rate measured so far; None before a step was timed."""
+        if self._start is None or step <= self._start[1] or step >= total:
+            return None
+        t0, s0 = self._start
+        rate = (step - s0) / (time.monotonic() - t0)  # iterations per second
+        return f"about {duration((total - step) / rate)} left"
+
+    def line(self, trainer: pl.Trainer, what: str) -> None:
+        step, total = trainer.global_step, trainer.max_steps
+        elapsed = None if self.clock is None else self.clock()
+        times = [duration(elapsed) if elapsed is not None else None, self.left(step, total)]
+        when = "; ".join(t for t in times if t)
+        log.info(
+            f"[{self.label}] iter {step:,}/{total:,} ({100 * step / total:.0f}%) {what}"
+            + (f" ({when})" if when else "")
+        )
+        self._last_line = time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx) -> None:
+        if self.every and time.monotonic() - self._last_line >= self.every:
+            m = trainer.callback_metrics
+            train = f": train err {float(m['train_error']):.2f}%" if "train_error" in m else ""
+            self.line(trainer, f"epoch {trainer.current_epoch}{train}")
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         m = trainer.callback_metrics
         errors = [f"{k.replace('_error', '')} err {float(m[k]):.2f}%" for k in ERRORS if k in m]
-        log.info(
-            f"[{self.label}] iter {trainer.global_step}/{trainer.max_steps} "
-            f"epoch {int(m['epoch'])}: {', '.join(errors)} ({float(m['wall_time']):.0f}s)"
-        )
+        self.line(trainer, f"epoch {int(m['epoch'])}: {', '.join(errors)}")
+
+
+class BarSafeLogging(pl.Callback):
+    """With Lightning's progress bar on (trainer.enable_progress_bar=true), the console's log
+    lines are printed through the bar (its public `print`) while it is drawn, so that a line is
+    never glued onto the bar. The handlers that write to a terminal stream are redirected for the
+    fit and put back after it; files (run.log) are written as always."""
+
+    def __init__(self) -> None:
+        self._redirected: list[tuple[logging.StreamHandler, object]] = []
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        bar = trainer.progress_bar_callback
+        if bar is None:
+            return
+        for handler in logging.getLogger().handlers:
+            if type(handler) is logging.StreamHandler:  # the console (a FileHandler subclasses it)
+                self._redirected.append((handler, handler.setStream(_ThroughBar(bar))))
+
+    def _restore(self) -> None:
+        for handler, stream in self._redirected:
+            handler.setStream(stream)
+        self._redirected = []
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, module, exception: BaseException) -> None:
+        self._restore()
+
+
+class _ThroughBar:
+    """A text stream whose complete lines go to a Lightning progress bar's `print`."""
+
+    def __init__(self, bar) -> None:
+        self.bar, self.pending = bar, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self.bar.print(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 class Terminated(BaseException):

@@ -29,6 +29,7 @@ from depthsweep.training.build import (
     make_trainer,
 )
 from depthsweep.training.callbacks import (
+    BarSafeLogging,
     CheckpointOnInterrupt,
     GradNormLogger,
     ProgressPrinter,
@@ -193,7 +194,8 @@ def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> 
         clock,
         first_step,
         interrupt,
-        ProgressPrinter(label),
+        ProgressPrinter(label, cfg.progress_every, clock.time_elapsed),
+        BarSafeLogging(),
     ]
     if cfg.diagnostics.grad_norm_every:  # off by default: no callback, no cost
         callbacks.append(GradNormLogger(cfg.diagnostics.grad_norm_every))
