@@ -13,13 +13,18 @@ from helpers import ROOT, train_tiny
 from nbclient import NotebookClient
 
 from depthsweep.analysis import summaries
+from depthsweep.training.config import compose_config
 
 NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"
 pytestmark = pytest.mark.slow  # a Jupyter kernel
 
 
-def execute(sweep: Path, cwd: Path, monkeypatch, data_root: Path | None = None):
-    monkeypatch.setenv("DEPTHSWEEP_SWEEP_DIR", str(sweep))
+def execute(sweep: Path | None, cwd: Path, monkeypatch, data_root: Path | None = None):
+    """Run the notebook with its kernel in `cwd`, on `sweep` (None: the notebook's default)."""
+    if sweep is None:
+        monkeypatch.delenv("DEPTHSWEEP_SWEEP_DIR", raising=False)
+    else:
+        monkeypatch.setenv("DEPTHSWEEP_SWEEP_DIR", str(sweep))
     if data_root is not None:
         monkeypatch.setenv("DEPTHSWEEP_DATA_ROOT", str(data_root))
     # The kernel is a subprocess: make the package importable even without an install.
@@ -42,17 +47,25 @@ def images(outputs: list) -> list:
 
 
 def test_notebook_redraws_the_figures(tmp_path, monkeypatch):
-    degradation_sweep(tmp_path / "sweep")
-    outputs = code_outputs(execute(tmp_path / "sweep", tmp_path, monkeypatch))
-    assert len(images(outputs["plots.figure6(metrics, ylim=(0, 20))"])) == 1
+    """By default, of the README's CPU smoke sweep (multirun/smoke, from notebooks/, where Jupyter
+    runs the kernel); Figure 6 on an axis that fits its curves, not the paper's fixed one."""
+    assert compose_config(["experiment=smoke"], hydra=True).hydra.sweep.dir == "multirun/smoke"
+    degradation_sweep(tmp_path / "multirun" / "smoke")
+    (tmp_path / "notebooks").mkdir()
+    nb = execute(None, tmp_path / "notebooks", monkeypatch)
+    outputs = code_outputs(nb)
+    (figure6,) = [c.source for c in nb.cells if "plots.figure6(" in c.source]
+    assert "ylim" not in figure6.splitlines()[-1]
+    assert len(images(outputs["plots.figure6(metrics)"])) == 1
     assert len(images(outputs["plots.error_vs_depth(summary)"])) == 1
     (verdict,) = outputs["print(summaries.verdict(summary))"]
-    expected = summaries.verdict(summaries.summarize(*summaries.load_sweep(tmp_path / "sweep")))
+    sweep = tmp_path / "multirun" / "smoke"
+    expected = summaries.verdict(summaries.summarize(*summaries.load_sweep(sweep)))
     assert verdict.text == expected + "\n"
     summary_html = outputs["summary"][0].data["text/html"]
     assert "arch=resnet,depth=56,seed=1" in summary_html
     # The notebook only reads the sweep: analyze() is the one that writes into it.
-    assert not (tmp_path / "sweep" / "summary.csv").exists()
+    assert not (sweep / "summary.csv").exists()
 
 
 def test_notebook_draws_the_diagnostics_of_real_runs(fake_cifar, tmp_path, monkeypatch):
