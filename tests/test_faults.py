@@ -178,7 +178,7 @@ def test_a_metrics_row_that_is_no_row_stops_the_resume_in_one_line(fake_cifar, t
 
 @pytest.mark.parametrize("lost", ["missing", "running"])
 def test_a_finished_run_whose_record_was_lost_is_recorded_done_without_a_second_row(
-    fake_cifar, tmp_path, lost
+    fake_cifar, tmp_path, lost, caplog
 ):
     run_dir = tmp_path / "run"
     train_tiny(run_dir, fake_cifar)
@@ -188,8 +188,12 @@ def test_a_finished_run_whose_record_was_lost_is_recorded_done_without_a_second_
     else:
         set_status(run_dir, "running")
     metrics = (run_dir / "metrics.csv").read_bytes()
-    assert train(tiny_config(fake_cifar), run_dir) == "done"
+    with caplog.at_level(logging.INFO):
+        assert train(tiny_config(fake_cifar), run_dir) == "done"
     assert (run_dir / "metrics.csv").read_bytes() == metrics  # no second final evaluation
+    # one line says where it resumed; Lightning's two "Restor..." lines say it again
+    assert "resuming from" in caplog.text and "(iteration 4)" in caplog.text
+    assert "Restor" not in caplog.text
     again = json.loads((run_dir / "run.json").read_text())
     assert again["status"] == "done" and again["wall_time_s"] == info["wall_time_s"]
 

@@ -17,6 +17,9 @@ NOISE = (
     "HPU available:",
     "CUDA_VISIBLE_DEVICES",
     "`Trainer.fit` stopped",
+    # Resuming: the run's start line says "resuming from <checkpoint> (iteration N)".
+    "Restoring states from the checkpoint path",
+    "Restored all states from the checkpoint",
 )
 
 
