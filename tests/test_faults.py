@@ -4,6 +4,7 @@ signal the instant a run starts, a finished run whose record was lost, and the a
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from depthsweep.errors import INTERRUPTED, RUN_FAILED, USER_ERROR, UserError
 from depthsweep.runs.rundir import RunRecord
 from depthsweep.training import train as train_module
 from depthsweep.training.config import compose_config, home_expanded
+from depthsweep.training.console import NOISY_LOGGERS
 from depthsweep.training.train import Interrupted, train
 from experiments.hydra_callbacks import AnalyzeSweep, _check_writable
 from experiments.run import run as run_entry
@@ -301,6 +303,25 @@ def test_the_zoo_leaves_out_a_finished_run_whose_checkpoint_cannot_be_read(
 
 
 @contextmanager
+def capture_logs():
+    """What a process's console would show of the logs: the records that reach the root, and
+    Lightning's, whose logger may have its own handler and not propagate."""
+    text = io.StringIO()
+    handler = logging.StreamHandler(text)
+    loggers = [logging.getLogger(), logging.getLogger("pytorch_lightning")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        yield text
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+@contextmanager
 def read_only(path: Path):
     """`path` cannot take new files, for root too (whom file modes do not stop): the immutable
     flag, where the file system has one."""
@@ -339,6 +360,15 @@ def test_evaluate_with_a_precision_lightning_refuses_says_so_in_one_line(tmp_pat
     assert evaluate_cli.main([str(tmp_path), "--precision", "fp7"]) == USER_ERROR
     err = one_error_line(capsys.readouterr().err)
     assert err.startswith("error: --precision fp7: Precision 'fp7' is invalid")
+
+
+def test_evaluate_prints_its_numbers_without_lightnings_noise(fake_cifar, tmp_path, monkeypatch):
+    train_tiny(tmp_path / "run", fake_cifar)
+    for name in NOISY_LOGGERS:  # as in a fresh process: nothing filtered yet
+        monkeypatch.setattr(logging.getLogger(name), "filters", [])
+    with capture_logs() as logs:
+        assert evaluate_cli.main([str(tmp_path / "run")]) == 0
+    assert "GPU available" not in logs.getvalue() and "litlogger" not in logs.getvalue()
 
 
 def test_a_source_that_is_no_checkpoint_is_the_users_error_in_one_line(tmp_path):

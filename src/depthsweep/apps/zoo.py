@@ -37,6 +37,7 @@ from depthsweep.runs.rundir import (
     unreadable,
 )
 from depthsweep.training.build import build_model, model_spec
+from depthsweep.training.console import quiet_libraries
 from depthsweep.training.module import Classifier
 
 
@@ -212,6 +213,7 @@ def evaluate(
     set, through the code that validated it in training: its data module (normalisation, eval
     batches) and the Lightning module's validation step, reduced by Lightning. A run trained in
     bf16 logged bf16 numbers: pass precision="bf16-mixed" on a GPU to reproduce them."""
+    quiet_libraries()  # Lightning's device lines, advertisement and notices, as in training
     try:  # first: a precision Lightning refuses is the user's option, before any loading
         trainer = pl.Trainer(
             accelerator="auto",
