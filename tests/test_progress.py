@@ -37,8 +37,9 @@ def test_progress_lines_say_how_long_is_left(fake_cifar, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="depthsweep"):
         assert train(tiny(fake_cifar, "progress_every=1e-9"), tmp_path / "run") == "done"
     lines = [r.getMessage() for r in caplog.records if "iter " in r.getMessage()]
-    # a line after every step (progress_every: a second is long here), then the last evaluation
-    assert [re.search(r"iter (\d)/6 ", line)[1] for line in lines] == list("1234566")[: len(lines)]
+    # a line after every step (progress_every: a second is long here) but an epoch's last, whose
+    # evaluation says it (6 steps of 16 of 100 images: one epoch), then the final evaluation
+    assert [re.search(r"iter (\d)/6 ", line)[1] for line in lines] == list("123456")
     assert re.fullmatch(
         r"\[resnet-8 seed=0\] iter 3/6 \(50%\) epoch 0(: train err [\d.]+%)? "
         r"\(\d+s; about \d+s left\)",

@@ -73,6 +73,8 @@ class ProgressPrinter(pl.Callback):
         self._last_line = time.monotonic()
 
     def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.is_last_batch:  # the epoch's evaluation, if any, says it in a moment
+            return
         if self.every and time.monotonic() - self._last_line >= self.every:
             m = trainer.callback_metrics
             train = f": train err {float(m['train_error']):.2f}%" if "train_error" in m else ""
