@@ -19,6 +19,7 @@ from depthsweep.tools.gpu_check import (
     FUSED_TESTS,
     Check,
     MissingData,
+    Mps,
     Window,
     _json,
     _sweep_files,
@@ -205,3 +206,15 @@ def test_a_late_figure_leaves_the_pair_fewer_iterations_not_none():
     assert pair_iterations(plan, 60) == 4000  # 55 s planned with 10% to spare
     assert pair_iterations(plan, 30) == 2100  # 4000 x 30 / 55 = 2181 -> 2100
     assert pair_iterations(plan, 5) == 0  # under a tenth of the figure's: no pair
+
+
+def test_an_mps_daemon_that_does_not_start_leaves_no_mps_environment(tmp_path, monkeypatch):
+    fake = tmp_path / "bin" / "nvidia-cuda-mps-control"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    check = Check(tmp_path, deadline_s=60)
+    assert not Mps(check).start()
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in check.env  # the steps after it run without MPS
+    assert "the daemon did not start (exit 1)" in (tmp_path / "gpu_check.log").read_text()

@@ -221,6 +221,10 @@ class Mps:
         env = {"CUDA_MPS_PIPE_DIRECTORY": str(self.dir), "CUDA_MPS_LOG_DIRECTORY": str(self.dir)}
         self.check.env |= env
         started = subprocess.run(["nvidia-cuda-mps-control", "-d"], env=self.check.env)
+        if started.returncode != 0:  # the steps after it run without MPS
+            self.check.say(f"mps: the daemon did not start (exit {started.returncode})")
+            for key in env:
+                self.check.env.pop(key)
         return started.returncode == 0
 
     def stop(self) -> None:
@@ -658,11 +662,12 @@ def _call2_steps(check: Check, mps: Mps, stash: Path, w: Window) -> None:
     allowed = allowed_variants(tests.read_text() if tests.is_file() else "", measured, w)
     check.say(f"variants that may train the figure: {', '.join(allowed)}")
 
+    # MPS only for a step whose jobs at once were measured under it: one process alone ran 3-4%
+    # slower with the daemon on (results/gpu/check/bench_mps.csv).
+    under_mps = any("mps" in r["source"] for r in rows)
     try:
         variant, plan, options = _plan(check, rows, allowed, w)
-        under_mps = any("mps" in r["source"] for r in rows)
-        if (plan.jobs > 1 or plan.pair_jobs > 1) and under_mps and not mps.start():
-            # measured under MPS, which does not start now: one at a time
+        if plan.jobs > 1 and under_mps and not mps.start():  # one at a time, then
             rows = [r for r in rows if "mps" not in r["source"] or r["jobs"] == 1]
             variant, plan, options = _plan(check, rows, allowed, w)
     except ValueError as e:
@@ -674,7 +679,7 @@ def _call2_steps(check: Check, mps: Mps, stash: Path, w: Window) -> None:
         **asdict(plan),
         "runs": plan.runs,
         "allowed": allowed,
-        "mps": "CUDA_MPS_PIPE_DIRECTORY" in check.env,
+        "mps": under_mps and (plan.jobs > 1 or plan.pair_jobs > 1),
         "options": [{"variant": v, **asdict(p)} for v, p in options],
     }
     (check.work / "plan.json").write_text(_json(plan_json))
@@ -691,6 +696,9 @@ def _call2_steps(check: Check, mps: Mps, stash: Path, w: Window) -> None:
     figure = figure_command(variant, plan, data, sweep, w)
     if not check.step("figure", check.left() - 25, *figure):
         check.step("analyze", min(60, check.left() - 40), "experiments.analyze", str(sweep))
+    mps_on = "CUDA_MPS_PIPE_DIRECTORY" in check.env
+    if plan.pair_jobs > 1 and under_mps and not mps_on and not mps.start():
+        plan = replace(plan, pair_jobs=1, pair_s=2 * plan.pair_s)  # one after another: at most 2x
     iterations = pair_iterations(plan, check.left() - 25, w.plan.get("round_to", 100))
     if iterations < plan.iterations:
         check.say(f"the pair gets {iterations} iterations, not the figure's: time is short")
