@@ -159,21 +159,31 @@ def test_killed_run_resumes_from_its_checkpoint(fake_cifar, tmp_path):
 
 @pytest.mark.slow
 def test_failed_run_is_recorded_and_the_sweep_goes_on(fake_cifar, tmp_path):
+    """Typed as a user types it, `data.root=~/...` included (Hydra's grammar refuses a bare ~:
+    the entry point expands it); the sweep says its size at launch, and a failure in one line
+    when it happens."""
     sweep = tmp_path / "sweep"
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "cifar").symlink_to(fake_cifar)
     res = run_cli(
         "experiments.run",
         "-m",
         "depth=8",
         "arch=plain",
         "schedule.optimizer.lr=1e30,0.1",
-        f"data.root={fake_cifar}",
+        "data.root=~/cifar",
         *TINY,
         f"hydra.sweep.dir={sweep}",
         "hydra.callbacks.analyze.diagnose=[lesion]",  # diagnostics at sweep end, finished runs only
+        env={"HOME": str(tmp_path / "home")},
     )
     # the sweep went on, analysed everything, and still says that a run failed
     assert res.returncode == RUN_FAILED, res.stderr[-3000:]
     assert "1 run(s) failed or were interrupted" in res.stdout
+    assert res.stdout.startswith("sweep: 2 runs x 20 iterations (40 training steps)\nsweep: about ")
+    assert "of training steps on this CPU" in res.stdout
+    assert "FAILED: FloatingPointError: training loss became" in res.stdout
+    assert "Traceback" not in res.stdout + res.stderr
     status = {d.name: json.loads((d / "run.json").read_text()) for d in run_dirs(sweep)}
     bad = next(v for k, v in status.items() if "1e+30" in k)
     good = next(v for k, v in status.items() if k.endswith("lr=0.1"))
