@@ -694,7 +694,8 @@ def _call2_steps(check: Check, mps: Mps, stash: Path, w: Window) -> None:
     # outcome, a shorter pair (pair_iterations) a small loss.
     sweep, pair_dir = check.work / "figure", check.work / "precision"
     figure = figure_command(variant, plan, data, sweep, w)
-    if not check.step("figure", check.left() - 25, *figure):
+    ok = check.step("figure", check.left() - 25, *figure)
+    if not ok and not (sweep / "verdict.json").is_file():  # cut off before its analysis
         check.step("analyze", min(60, check.left() - 40), "experiments.analyze", str(sweep))
     mps_on = "CUDA_MPS_PIPE_DIRECTORY" in check.env
     if plan.pair_jobs > 1 and under_mps and not mps_on and not mps.start():
