@@ -168,10 +168,12 @@ def test_a_diverging_member_fails_alone(alone, tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
-def test_a_graphed_fused_group_trains_like_an_eager_one(precision, alone, tmp_path, monkeypatch):
+def test_a_graphed_fused_group_trains_like_an_eager_one(
+    precision, fake_cifar, tmp_path, monkeypatch
+):
     """The whole group's step replayed as one CUDA graph (bf16 and channels-last as a single run
-    gets them) gives the eager group's curves on the GPU."""
-    data, _ = alone
+    gets them) gives the eager group's curves on the GPU (no CPU runs first: GPU time is scarce)."""
+    data = fake_cifar
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # same kernels both ways
     runs = [r for r in RUNS if r[1] == 8]
     gpu = ["trainer=default", f"trainer.precision={precision}", "trainer.benchmark=false"]
