@@ -1,10 +1,11 @@
 """Train one run, or a sweep with -m: python -m experiments.run -m depth=20,56 arch=plain,resnet
 
-Exit codes: 0 all runs done (or skipped: finished before, or running elsewhere); 2 a setup error
-(bad data, option or directory: its message alone, nothing trained, nothing left behind); 3 a run
-failed (in a sweep: any run; the others went on); 130 / 143 interrupted by Ctrl-C / SIGTERM (a
-checkpoint at the current step: the same command resumes there). HYDRA_FULL_ERROR=1 adds the
-traceback to a setup error.
+Exit codes: 0 all runs done (or skipped: finished before, or running elsewhere); 1 a fault
+outside a run's record (a bug: one line naming the run directory, at once, also in a sweep); 2 a
+setup error (bad data, option or directory: its message alone, nothing trained, nothing left
+behind); 3 a run failed (one line when it happens; in a sweep: any run, the others went on, after
+the summary); 130 / 143 interrupted by Ctrl-C / SIGTERM (a checkpoint at the current step: the
+same command resumes there). HYDRA_FULL_ERROR=1 adds the traceback to any of these lines.
 """
 
 import sys
