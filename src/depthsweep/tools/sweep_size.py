@@ -74,7 +74,8 @@ def describe(configs: Sequence[DictConfig]) -> list[str]:
     total = sum(j.iterations for j in jobs)
     sizes = sorted({j.iterations for j in jobs})
     each = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,} to {sizes[-1]:,}"
-    lines = [f"sweep: {len(jobs)} runs x {each} iterations ({total:,} training steps)"]
+    runs = f"{len(jobs)} run{'s' if len(jobs) != 1 else ''}"
+    lines = [f"sweep: {runs} x {each} iterations ({total:,} training steps)"]
     if not configs or trains_on_gpu(configs[0].trainer):
         return lines  # a GPU's cost is the bench's to project (experiments.bench)
     cheapest = min(range(len(jobs)), key=lambda i: jobs[i].macs)
