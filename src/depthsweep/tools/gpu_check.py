@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
+from depthsweep.runs.metrics import read_final_errors
 from depthsweep.tools.bench import GPU_VARIANTS, VARIANTS
 from depthsweep.tools.budget import (
     QUICK_DEPTH_SETS,
@@ -788,7 +789,6 @@ def precision_report(pair_dir: Path, figure_dir: Path, depth: int) -> dict:
     with its SE (the runs' own window-to-window SEs), and beside them the figure's ResNet runs at
     that depth (seed 0 is the bf16 run again, trained in the figure's way: fused or not), whose
     spread over seeds says how far two runs differ without any change of precision."""
-    from depthsweep.runs.metrics import read_final_errors
 
     def runs(sweep: Path) -> list[dict]:
         found = []
