@@ -17,12 +17,13 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import write_random_cifar10
 
 from depthsweep.apps import zoo
 from depthsweep.training import group as group_module
 from depthsweep.training.config import compose_config
 from depthsweep.training.group import train_group
-from depthsweep.training.train import train
+from depthsweep.training.train import TestSetChangedError, train
 
 RUNS = [(arch, depth, seed) for depth in (8, 14) for arch in ("plain", "resnet") for seed in (0, 1)]
 
@@ -60,8 +61,6 @@ def name(arch: str, depth: int, seed: int) -> str:
 @pytest.fixture(scope="module")
 def alone(tmp_path_factory) -> tuple[Path, Path]:
     """The 8 runs trained one by one (depths 8 and 14, plain and resnet, 2 seeds)."""
-    from helpers import write_random_cifar10
-
     data = write_random_cifar10(tmp_path_factory.mktemp("data"), n_train=100, n_test=40)
     out = tmp_path_factory.mktemp("alone")
     with torch.backends.mkldnn.flags(enabled=False):
@@ -114,6 +113,11 @@ def test_a_group_resumes_from_its_members_checkpoints(alone, tmp_path, monkeypat
     assert train_group(group) == "failed"  # at iteration 6; checkpoints at 4
     assert all(json.loads((d / "run.json").read_text())["status"] == "failed" for _, d in group)
     monkeypatch.setattr(group_module, "make_trainer", make_trainer)
+    # Resumed on another test set, the group is refused as a single run is: nothing mixed in.
+    other = write_random_cifar10(tmp_path / "other", n_train=100, n_test=40, seed=1)
+    moved = [(config(other, *r), d) for r, (_, d) in zip(runs[:3], group, strict=False)]
+    with pytest.raises(TestSetChangedError, match="was tested on 40 images"):
+        train_group(moved)
     # Three resume together from iteration 4; a member's checkpoint is an unfused run's, so the
     # fourth resumes alone.
     assert train_group(group[:3]) == "done"

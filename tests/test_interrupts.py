@@ -135,7 +135,7 @@ def test_sigterm_saves_every_member_of_a_fused_group_and_the_sweep_resumes(fake_
         )
     resumed = run_cli(*args)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "resuming as one network" in resumed.stdout
+    assert f"resuming at iteration {steps[0]} as one network" in resumed.stdout
     for m in members:
         assert json.loads((m / "run.json").read_text())["status"] == "done"
         logged = pd.read_csv(m / "metrics.csv").dropna(subset=["train_error"])["step"]

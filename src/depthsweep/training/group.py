@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +20,17 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
+from depthsweep.errors import UserError
 from depthsweep.nets.models import conv_layers, count_macs, count_params
 from depthsweep.runs.provenance import provenance
 from depthsweep.runs.rundir import RunRecord
 from depthsweep.training.build import build, job_devices, make_module, make_trainer
-from depthsweep.training.callbacks import CheckpointOnInterrupt
+from depthsweep.training.callbacks import (
+    BarSafeLogging,
+    CheckpointOnInterrupt,
+    ProgressPrinter,
+    Terminated,
+)
 from depthsweep.training.clocks import RunClock, StepClock
 from depthsweep.training.config import resolve_cuda_graph, resolve_precision, trains_on_gpu
 from depthsweep.training.console import quiet_libraries
@@ -39,7 +46,16 @@ from depthsweep.training.fused_module import (
     member_key,
 )
 from depthsweep.training.graphed import GraphedClassifier
-from depthsweep.training.train import Interrupted, _fit, check_options, preflight
+from depthsweep.training.train import (
+    Interrupted,
+    check_options,
+    check_test_set,
+    fit_claimed,
+    preflight,
+    record_done,
+    record_failure,
+    run_identity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +100,7 @@ def train_group(runs: list[tuple[DictConfig, Path]]) -> str:
         for group in by_step.values():
             if len(group) == 1:
                 m = group[0]
-                statuses.append(_fit(m.cfg, m.net, m.record, m.label))
+                statuses.append(fit_claimed(m.cfg, m.net, m.record, m.label))
             else:
                 statuses += _fit_fused(group)
     return "failed" if "failed" in statuses else "done"
@@ -121,6 +137,21 @@ def fused_window(cfgs: list[DictConfig]) -> FusedTrainingWindow:
 
 
 def _fit_fused(members: list[Member]) -> list[str]:
+    """Train the claimed, unfinished `members` as one FusedNet, each recorded as `train._fit`
+    records a run: its outcome in its run.json, a failure said at once in one line."""
+    try:
+        return _train_fused(members)
+    except (UserError, Interrupted):
+        raise
+    except Exception as e:  # a fault no check foresaw: every member still training fails
+        return [
+            record_failure(m.record, m.label, e, run_identity(m.cfg))
+            for m in members
+            if not m.failed
+        ]
+
+
+def _train_fused(members: list[Member]) -> list[str]:
     cfg = members[0].cfg
     cfgs = [m.cfg for m in members]
     data = make_fused_datamodule(cfgs)
@@ -137,11 +168,16 @@ def _fit_fused(members: list[Member]) -> list[str]:
         log.error(f"[{m.label}] FAILED: {error}; the rest of its fused group goes on")
 
     module.on_fail = on_fail
+    for m in members:
+        check_test_set(m.record, data.test_set)
     paths = [m.record.checkpoint for m in members]
     # Each member's metrics.csv cut back to its checkpoint (one iteration for all: train_group).
     resume = [m.record.resume_point() for m in members][0]
     interrupt = CheckpointOnInterrupt(paths[0])
     clock, first_step = RunClock(), StepClock()
+    if resume is not None and all(m.record.evaluated_at == m.record.resumed_at for m in members):
+        clock.evaluated_at = members[0].record.resumed_at  # its evaluation is logged already
+    labels = [m.label for m in members]
     callbacks = [
         MemberLRMonitor(),
         ModelCheckpoint(
@@ -153,7 +189,8 @@ def _fit_fused(members: list[Member]) -> list[str]:
         clock,
         first_step,
         interrupt,
-        FusedProgressPrinter([m.label for m in members]),
+        FusedProgressPrinter(labels, cfg.progress_every, clock.time_elapsed),
+        BarSafeLogging(),
     ]
     trainer = make_trainer(
         cfg,
@@ -164,95 +201,91 @@ def _fit_fused(members: list[Member]) -> list[str]:
         default_root_dir=str(members[0].record.dir),
         **job_devices(cfg),
     )
-    on_gpu = trains_on_gpu(cfg.trainer)
     shared = {
         "iterations": cfg.schedule.iterations,
         "train_images": data.train_images,
         **data.test_set,
         "precision": resolve_precision(cfg.trainer),
         "cuda_graph": resolve_cuda_graph(cfg),
-        **provenance(on_gpu),
+        **provenance(trains_on_gpu(cfg.trainer)),
     }
-    for m in members:
-        others = [str(o.record.dir) for o in members if o is not m]
-        m.record.start(
-            m.cfg,
-            {
-                "arch": m.cfg.arch_name,
-                "depth": m.cfg.depth,
-                "seed": m.cfg.seed,
-                "params": count_params(m.net),
-                "macs": count_macs(m.net),
-                **shared,
-                "conv_layers": [name for name, _ in conv_layers(m.net)],
-                "fused_with": others,  # trained as one network with these runs
-            },
-        )
-    labels = ", ".join(m.label for m in members)
-    log.info(
-        f"[fused: {labels}] {'resuming' if resume else 'starting'} as one network "
-        f"({shared['device']}, {shared['precision']}"
-        f"{', CUDA graph' if shared['cuda_graph'] else ''}; {cfg.schedule.iterations:,} iterations)"
+    group = f"[fused: {', '.join(labels)}]"
+    how = f"{shared['device']}, {shared['precision']}"
+    how += (
+        f"{', CUDA graph' if shared['cuda_graph'] else ''}; {cfg.schedule.iterations:,} iterations"
     )
-    try:
-        trainer.fit(module, datamodule=data, ckpt_path=resume)
-        if interrupt.signal:
+    where = f"resuming at iteration {members[0].record.resumed_at}" if resume else "starting"
+    # From `running` on, SIGTERM leaves a record of itself (train.fit_claimed's guard).
+    with interrupt.guard():
+        try:
+            for m in members:
+                m.record.start(m.cfg, _info(m, shared, members))
+            log.info(f"{group} {where} as one network ({how})")
+            trainer.fit(module, datamodule=data, ckpt_path=resume)
+            if interrupt.signal:
+                trainer.save_checkpoint(paths[0])
+                raise Interrupted(interrupt.signal)
+            if clock.evaluated_at != trainer.global_step:
+                trainer.validate(module, datamodule=data, verbose=False)
             trainer.save_checkpoint(paths[0])
-            raise Interrupted(interrupt.signal)
-        if clock.evaluated_at != trainer.global_step:
-            trainer.validate(module, datamodule=data, verbose=False)
-        trainer.save_checkpoint(paths[0])
-    except (KeyboardInterrupt, SystemExit, Interrupted):
-        signal = interrupt.signal or "SIGINT"
-        step = trainer.global_step
-        for m in members:
+        except (KeyboardInterrupt, SystemExit, Interrupted, Terminated) as e:
+            signal = interrupt.signal or "SIGINT"
+            step = trainer.global_step
+            for m in members:
+                if m.failed is None and not m.record.is_finished():
+                    m.record.update(status="interrupted", error=f"{signal} at iteration {step}")
+            kept = "last checkpoints kept" if isinstance(e, Terminated) else "checkpoints saved"
+            log.warning(f"{group} interrupted by {signal} at iteration {step}: {kept}")
+            raise Interrupted(signal) from None
+        except Exception as e:  # every member still training fails with it, said in one line
+            return [record_failure(m.record, m.label, e) for m in members if not m.failed]
+        schedules = module.lr_schedulers().schedulers
+        for m, sched in zip(members, schedules, strict=True):
             if m.failed is None:
-                m.record.update(status="interrupted", error=f"{signal} at iteration {step}")
-        log.warning(f"[fused: {labels}] interrupted by {signal} at iteration {step}: saved")
-        raise Interrupted(signal) from None
-    except Exception as e:  # every member still training fails with it
-        log.exception(f"[fused: {labels}] FAILED: {type(e).__name__}: {e}")
-        for m in members:
-            if m.failed is None:
-                m.record.update(status="failed", error=f"{type(e).__name__}: {e}")
-                m.failed = str(e)
-        return ["failed"] * len(members)
-    schedules = module.lr_schedulers().schedulers
-    first = first_step.seconds()
-    for m, sched in zip(members, schedules, strict=True):
-        if m.failed is not None:
-            continue
-        warmup = {"warmup_end": sched.warmup_end, "warmup_end_reason": sched.warmup_end_reason}
-        if sched.warming_up:
-            warmup = {"warmup_end": trainer.global_step, "warmup_end_reason": "run ended"}
-        m.record.update(
-            status="done",
-            error=None,
-            wall_time_s=round(clock.time_elapsed(), 2),
-            first_step_s=None if first is None else round(first, 3),
-            **warmup,
-        )
-    log.info(f"[fused: {labels}] done in {clock.time_elapsed():.0f}s")
+                record_done(m.record, m.label, sched, trainer, clock, first_step.seconds())
     return ["failed" if m.failed else "done" for m in members]
 
 
-class FusedProgressPrinter(pl.Callback):
-    """One line per member and evaluation, as an unfused run prints its own."""
+def _info(m: Member, shared: dict, members: list[Member]) -> dict:
+    """Member m's run.json at its start: its own identity and size, what the group shares, and
+    the run directories it trains with."""
+    return {
+        "arch": m.cfg.arch_name,
+        "depth": m.cfg.depth,
+        "seed": m.cfg.seed,
+        "params": count_params(m.net),
+        "macs": count_macs(m.net),
+        **shared,
+        "conv_layers": [name for name, _ in conv_layers(m.net)],
+        "fused_with": [str(o.record.dir) for o in members if o is not m],
+    }
 
-    def __init__(self, labels: list[str]) -> None:
+
+class FusedProgressPrinter(ProgressPrinter):
+    """ProgressPrinter's lines, one per member still training, from its `name@k` metrics."""
+
+    def __init__(self, labels: list[str], every: float = 0, clock=None) -> None:
+        super().__init__(labels[0], every, clock)
         self.labels = labels
 
-    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    def _each(self, trainer: pl.Trainer, module, what) -> None:
         m = trainer.callback_metrics
         for k, label in enumerate(self.labels):
-            if not module.active[k]:
-                continue
-            errors = [
-                f"{name} err {float(m[member_key(f'{name}_error', k)]):.2f}%"
-                for name in ("train", "test", "val")
-                if member_key(f"{name}_error", k) in m
-            ]
-            log.info(
-                f"[{label}] iter {trainer.global_step}/{trainer.max_steps} "
-                f"epoch {int(m['epoch'])}: {', '.join(errors)} ({float(m['wall_time']):.0f}s)"
-            )
+            if module.active[k]:
+                self.label = label
+                errors = [
+                    f"{name} err {float(m[member_key(f'{name}_error', k)]):.2f}%"
+                    for name in what
+                    if member_key(f"{name}_error", k) in m
+                ]
+                epoch = int(m["epoch"]) if "epoch" in m else trainer.current_epoch
+                self.line(trainer, f"epoch {epoch}" + (f": {', '.join(errors)}" if errors else ""))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.is_last_batch:  # the epoch's evaluation, if any, says it in a moment
+            return
+        if self.every and time.monotonic() - self._last_line >= self.every:
+            self._each(trainer, module, ("train",))
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._each(trainer, module, ("train", "test", "val"))

@@ -100,10 +100,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
         if record.is_finished():
             log.info(f"[{label}] already finished in {run_dir}: skipped")
             return "skipped"
-        return _fit(cfg, model, record, label)
+        return fit_claimed(cfg, model, record, label)
 
 
-def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
+def fit_claimed(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
     """Train the claimed run `record` to its end: its outcome recorded in run.json and returned
     ('done', 'failed'); a setup error (UserError) and a signal (Interrupted) raised. A fault no
     check foresaw, before or after training, fails the run as one during training does: said at
@@ -113,15 +113,17 @@ def _fit(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
     except (UserError, Interrupted):
         raise
     except Exception as e:
-        return _failed(record, label, e, identity=_identity(cfg))
+        return record_failure(record, label, e, identity=run_identity(cfg))
 
 
-def _identity(cfg: DictConfig) -> dict:
+def run_identity(cfg: DictConfig) -> dict:
     """What a run.json needs for the summary to list the run, failed or not."""
     return {"arch": cfg.arch_name, "depth": cfg.depth, "seed": cfg.seed}
 
 
-def _failed(record: RunRecord, label: str, e: Exception, identity: dict | None = None) -> str:
+def record_failure(
+    record: RunRecord, label: str, e: Exception, identity: dict | None = None
+) -> str:
     """Say now, in one line, why the run failed (with the traceback under HYDRA_FULL_ERROR=1),
     and record it in run.json; 'failed'."""
     message = f"[{label}] FAILED: {type(e).__name__}: {e}"
@@ -136,7 +138,7 @@ def _failed(record: RunRecord, label: str, e: Exception, identity: dict | None =
     return "failed"
 
 
-def _check_test_set(record: RunRecord, test_set: dict) -> None:
+def check_test_set(record: RunRecord, test_set: dict) -> None:
     """A run resumed from its checkpoint keeps its test set: its test errors so far were measured
     on the one its run.json records, and a series from two test sets is no series."""
     earlier = record.read()
@@ -175,7 +177,7 @@ def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> 
         "conv_layers": [name for name, _ in conv_layers(model)],
     }
     module = make_module(cfg, model)
-    _check_test_set(record, datamodule.test_set)
+    check_test_set(record, datamodule.test_set)
     resume = record.resume_point()
     interrupt = CheckpointOnInterrupt(record.checkpoint)
     clock, first_step = RunClock(), StepClock()
@@ -224,7 +226,7 @@ def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> 
             if clock.evaluated_at != trainer.global_step:  # the run ended between evaluations
                 trainer.validate(module, datamodule=datamodule, verbose=False)
             trainer.save_checkpoint(record.checkpoint)
-            _record_done(record, label, module, trainer, clock, first_step.seconds())
+            record_done(record, label, module.lr_schedulers(), trainer, clock, first_step.seconds())
             return "done"
         except (KeyboardInterrupt, SystemExit, Interrupted, Terminated) as e:
             if record.is_finished():  # the signal came after the record said done: it is
@@ -236,15 +238,14 @@ def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> 
             log.warning(f"[{label}] interrupted by {signal} at iteration {step}: {kept}")
             raise Interrupted(signal) from None
         except Exception as e:  # recorded, not swallowed: run.json and the summary show it
-            return _failed(record, label, e)
+            return record_failure(record, label, e)
 
 
-def _record_done(
-    record: RunRecord, label: str, module, trainer: pl.Trainer, clock: RunClock, first: float | None
+def record_done(
+    record: RunRecord, label: str, sched, trainer: pl.Trainer, clock: RunClock, first: float | None
 ) -> None:
     """run.json says done, with the run's wall time, first step (None if a resumed run had no
-    step left to take) and where its warm-up ended."""
-    sched = module.lr_schedulers()
+    step left to take) and where its warm-up ended (its scheduler `sched`, a PaperLR)."""
     # warmup_end: the first iteration at the scheduled rate; null where there was no warm-up
     warmup = {"warmup_end": sched.warmup_end, "warmup_end_reason": sched.warmup_end_reason}
     if sched.warming_up:  # the run ended inside its warm-up
