@@ -110,7 +110,7 @@ def test_sigterm_saves_every_member_of_a_fused_group_and_the_sweep_resumes(fake_
     sweep = tmp_path / "sweep"
     args = [
         *["experiments.run", "-m", "depth=8", "arch=plain,resnet", "fuse=2"],
-        *[f"data.root={fake_cifar}", "data.batch_size=16", "schedule.iterations=200"],
+        *[f"data.root={fake_cifar}", "data.batch_size=16", "schedule.iterations=100"],
         *["trainer.log_every_n_steps=5", "trainer.check_val_every_n_epoch=1000"],
         *["checkpoint_every=20", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}"],
     ]
@@ -126,7 +126,7 @@ def test_sigterm_saves_every_member_of_a_fused_group_and_the_sweep_resumes(fake_
     assert proc.returncode == INTERRUPTED["SIGTERM"], output[-3000:]
     steps = [torch.load(m / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
              for m in members]  # fmt: skip
-    assert steps[0] == steps[1] and 0 < steps[0] < 200
+    assert steps[0] == steps[1] and 0 < steps[0] < 100
     for m in members:
         info = json.loads((m / "run.json").read_text())
         assert (info["status"], info["error"]) == (
@@ -139,4 +139,4 @@ def test_sigterm_saves_every_member_of_a_fused_group_and_the_sweep_resumes(fake_
     for m in members:
         assert json.loads((m / "run.json").read_text())["status"] == "done"
         logged = pd.read_csv(m / "metrics.csv").dropna(subset=["train_error"])["step"]
-        assert logged.tolist() == list(range(5, 201, 5))
+        assert logged.tolist() == list(range(5, 101, 5))

@@ -29,7 +29,8 @@ from depthsweep.training.train import train
 from experiments.hydra_callbacks import AnalyzeSweep
 from experiments.run import run as run_entry
 
-TINY = ["data.limit=256", "schedule.iterations=20", "trainer.enable_progress_bar=false"]
+TINY = ["data.limit=256", "data.batch_size=32", "schedule.iterations=20"]
+TINY += ["trainer.enable_progress_bar=false"]
 
 
 def run_dirs(sweep: Path) -> list[Path]:
@@ -54,7 +55,7 @@ def test_sweep_trains_analyses_and_rerun_skips(cifar_root, tmp_path):
     dirs = run_dirs(sweep)
     test_batch = cifar_root / "cifar-10-batches-py" / "test_batch"
     assert [d.name for d in dirs] == [
-        f"arch={a},data.limit=256,depth={d},schedule.iterations=20"
+        f"arch={a},data.batch_size=32,data.limit=256,depth={d},schedule.iterations=20"
         for a in ("plain", "resnet")
         for d in (14, 8)
     ]
@@ -119,7 +120,7 @@ def test_killed_run_resumes_from_its_checkpoint(fake_cifar, tmp_path):
         "depth=8",
         f"data.root={fake_cifar}",
         "data.batch_size=16",
-        "schedule.iterations=300",
+        "schedule.iterations=120",
         "checkpoint_every=20",
         "trainer.log_every_n_steps=10",
         "trainer.check_val_every_n_epoch=100",
@@ -143,9 +144,9 @@ def test_killed_run_resumes_from_its_checkpoint(fake_cifar, tmp_path):
     metrics = pd.read_csv(run_dir / "metrics.csv")
     train = metrics.dropna(subset=["train_error"])
     assert train["step"].is_unique and train["step"].is_monotonic_increasing
-    assert train["step"].tolist() == list(range(10, 301, 10))
+    assert train["step"].tolist() == list(range(10, 121, 10))
     # no evaluation fell on the last iteration (every 100 epochs): one more ran after training
-    assert metrics.dropna(subset=["test_error"])["step"].tolist()[-1] == 300
+    assert metrics.dropna(subset=["test_error"])["step"].tolist()[-1] == 120
     # Exact resume: the same numbers as a run never interrupted (data order, augmentation and the
     # metrics window all restored; 6 batches an epoch, so the kill fell mid-epoch).
     straight = tmp_path / "straight"
