@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
@@ -201,6 +202,14 @@ class CheckpointOnInterrupt(pl.Callback):
         if isinstance(exception, KeyboardInterrupt | SIGTERMException):
             self.signal = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
             trainer.save_checkpoint(self.path)
+
+
+def last_checkpoint(path: Path, every: int) -> ModelCheckpoint:
+    """Lightning's ModelCheckpoint writing only `path` (checkpoints/last.ckpt), every `every`
+    iterations and at the end of training."""
+    return ModelCheckpoint(
+        dirpath=path.parent, save_top_k=0, save_last=True, every_n_train_steps=every
+    )
 
 
 class RecordNormalization(pl.Callback):

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 from depthsweep.errors import UserError
@@ -30,6 +29,7 @@ from depthsweep.training.callbacks import (
     CheckpointOnInterrupt,
     ProgressPrinter,
     Terminated,
+    last_checkpoint,
 )
 from depthsweep.training.clocks import RunClock, StepClock
 from depthsweep.training.config import resolve_cuda_graph, resolve_precision, trains_on_gpu
@@ -180,12 +180,7 @@ def _train_fused(members: list[Member]) -> list[str]:
     labels = [m.label for m in members]
     callbacks = [
         MemberLRMonitor(),
-        ModelCheckpoint(
-            dirpath=paths[0].parent,
-            save_top_k=0,
-            save_last=True,
-            every_n_train_steps=cfg.checkpoint_every,
-        ),
+        last_checkpoint(paths[0], cfg.checkpoint_every),  # every member's, through the IO
         clock,
         first_step,
         interrupt,

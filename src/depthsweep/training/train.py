@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 from torch import nn
 
 from depthsweep.errors import OptionError, UserError
@@ -34,6 +34,7 @@ from depthsweep.training.callbacks import (
     GradNormLogger,
     ProgressPrinter,
     Terminated,
+    last_checkpoint,
 )
 from depthsweep.training.checkpoints import CheckpointWriteError
 from depthsweep.training.clocks import RunClock, StepClock
@@ -187,12 +188,7 @@ def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> 
         clock.evaluated_at = record.resumed_at
     callbacks = [
         LearningRateMonitor(logging_interval="step"),
-        ModelCheckpoint(
-            dirpath=record.checkpoint.parent,
-            save_top_k=0,
-            save_last=True,
-            every_n_train_steps=cfg.checkpoint_every,
-        ),
+        last_checkpoint(record.checkpoint, cfg.checkpoint_every),
         clock,
         first_step,
         interrupt,
