@@ -14,7 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from depthsweep.errors import RUN_FAILED, USER_ERROR
+from depthsweep.errors import RUN_FAILED, UNEXPECTED, USER_ERROR
 from depthsweep.training.sweeper import expand
 
 
@@ -68,7 +68,16 @@ class AnalyzeSweep(Callback):
         from depthsweep.analysis.summaries import console_table, verdict
 
         sweep_dir = config.hydra.sweep.dir
-        summary = analyze(sweep_dir)
+        try:
+            summary = analyze(sweep_dir)
+        except OSError as e:  # a full disk: the runs are recorded, only their summary is missing
+            why = e.strerror or e
+            print(
+                f"error: cannot write the summary into {sweep_dir}: {why}; the runs are recorded:"
+                f" make room, then python -m experiments.analyze {sweep_dir}",
+                file=sys.stderr,
+            )
+            raise SystemExit(UNEXPECTED) from None
         print(console_table(summary))
         print(verdict(summary))
         if self.diagnose:

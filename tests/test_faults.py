@@ -4,6 +4,7 @@ signal the instant a run starts, a finished run whose record was lost, and the a
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -21,8 +22,9 @@ from omegaconf import OmegaConf
 import experiments.analyze as analyze_cli
 import experiments.evaluate as evaluate_cli
 import experiments.zoo as zoo_cli
+from depthsweep import files
 from depthsweep.apps import zoo
-from depthsweep.errors import INTERRUPTED, RUN_FAILED, USER_ERROR, UserError
+from depthsweep.errors import INTERRUPTED, RUN_FAILED, UNEXPECTED, USER_ERROR, UserError
 from depthsweep.runs.rundir import RunRecord
 from depthsweep.training import train as train_module
 from depthsweep.training.config import compose_config, home_expanded
@@ -93,6 +95,30 @@ def test_a_sweep_whose_every_run_failed_exits_3_with_its_summary(fake_cifar, tmp
     summary = pd.read_csv(sweep / "summary.csv")
     assert list(summary["status"]) == ["failed", "failed"]
     assert "Failed runs" in (sweep / "summary.md").read_text()
+
+
+def test_a_summary_that_cannot_be_written_is_one_line_naming_the_fix(
+    fake_cifar, tmp_path, capsys, monkeypatch
+):
+    """A disk that fills by the sweep's end: its runs are recorded; one line says the summary is
+    missing and how to write it later, exit 1, no traceback."""
+    sweep = tmp_path / "sweep"
+    assert train(tiny_config(fake_cifar), sweep / "resnet") == "done"
+
+    def disk_full(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "atomic_write", disk_full)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    with pytest.raises(SystemExit) as exit_:
+        AnalyzeSweep().on_multirun_end(config)
+    assert exit_.value.code == UNEXPECTED
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: cannot write the summary into {sweep}: No space left on device; the runs are"
+        f" recorded: make room, then python -m experiments.analyze {sweep}\n"
+    )
+    assert not (sweep / "summary.csv").exists()
 
 
 # --- resuming ------------------------------------------------------------------------------------
