@@ -4,6 +4,7 @@ on real run directories."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -142,6 +143,21 @@ CASES = {
         "not reproduced",
         "resnet's is not below plain's at depth 110 (plain − resnet -1.00",
     ),
+    "plain and resnet share only depth 20": (  # both train well there: no evidence of (3)
+        {20: 1.4, 32: 2.5, 56: 5.9},
+        {20: 1.3, 44: 0.7, 110: 0.2},
+        0.05,
+        "inconclusive",
+        "plain and resnet share no depth ≥ 56 (shared: 20). What would settle it: train plain "
+        "and resnet at one depth ≥ 56",
+    ),
+    "one seed at some depths": (
+        {d: seeds(e, 0.2) if d != 110 else e for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
+        0.05,
+        "reproduced",
+        "One seed at plain-110: its SE is the run's own window-to-window noise",
+    ),
     "depth 8 is no evidence": (  # counting depth 8, resnet would rise from 8 to 20
         {8: 1.0, **PAPER_PLAIN},
         {8: 0.1, **PAPER_RESNET},
@@ -243,20 +259,64 @@ def test_combined_se_is_floored_by_each_runs_own_noise():
     assert math.isnan(analysis.combined_se(pd.Series([5.0]), pd.Series([NAN])))
 
 
-def test_plain_and_resnet_of_one_configuration_on_real_run_directories(cifar_root, tmp_path):
-    """Real runs: a plain and a resnet run of one config are compared (the warm-up the resnet
-    arch sets is its own); a resnet of another schedule.iterations makes it undetermined."""
-    same = tmp_path / "same"
+@pytest.fixture(scope="module")
+def one_configuration(cifar_root, tmp_path_factory):
+    """A real plain and a real resnet run of depth 20 under one config."""
+    same = tmp_path_factory.mktemp("same")
     for arch in ("plain", "resnet"):
         train_tiny(same / f"arch={arch}", cifar_root, f"arch={arch}", "depth=20")
-    got = analysis.decide(analysis.summarize(*analysis.load_sweep(same)))
+    return same
+
+
+def test_plain_and_resnet_of_one_configuration_on_real_run_directories(one_configuration):
+    """Compared, though the resnet's warm-up (what its arch file sets) is not the plain's."""
+    got = analysis.decide(analysis.summarize(*analysis.load_sweep(one_configuration)))
     assert got.outcome == "inconclusive"  # one depth each: only the configs are checked here
     assert "train plain at ≥ 3 depths" in got.sentence
+
+
+def _set_in_run_json(run_dir, **values):
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps(info | values))
+
+
+@pytest.mark.parametrize(
+    "resnet, change, named",
+    [
+        (["schedule.iterations=5"], None, "schedule.iterations"),
+        # as on a GPU: trained through the CUDA graph (run.json's resolved value; was a crash)
+        ([], lambda d: _set_in_run_json(d, cuda_graph=True), "cuda_graph"),
+        ([], lambda d: _set_in_run_json(d, precision="bf16-mixed"), "trainer.precision"),
+        # a warm-up that is not what the resnet arch sets (the exemption is for its own value)
+        (["schedule.warmup.from_depth=20"], None, "schedule.warmup.from_depth"),
+        # a run whose options are unknown is compared with nothing
+        ([], lambda d: (d / "config.yaml").unlink(), "config.yaml (missing in some"),
+    ],
+)
+def test_plain_and_resnet_of_two_configurations_on_real_run_directories(
+    one_configuration, cifar_root, tmp_path, resnet, change, named
+):
     mixed = tmp_path / "mixed"
-    shutil.copytree(same / "arch=plain", mixed / "arch=plain")
-    train_tiny(
-        mixed / "arch=resnet", cifar_root, "arch=resnet", "depth=20", "schedule.iterations=5"
-    )
+    shutil.copytree(one_configuration / "arch=plain", mixed / "arch=plain")
+    if resnet:
+        train_tiny(mixed / "arch=resnet", cifar_root, "arch=resnet", "depth=20", *resnet)
+    else:
+        shutil.copytree(one_configuration / "arch=resnet", mixed / "arch=resnet")
+    if change:
+        change(mixed / "arch=resnet")
     got = analysis.decide(analysis.summarize(*analysis.load_sweep(mixed)))
     assert got.outcome == "undetermined"
-    assert "differ in schedule.iterations, not only in their arch" in got.sentence
+    assert f"differ in {named}" in got.sentence
+    assert "not only in their arch" in got.sentence
+
+
+def test_a_depth_of_unknown_noise_never_weighs_most_in_a_trend():
+    """Its SE is taken as the largest of the others': here the fit with it unknown equals the fit
+    with it set to that largest SE."""
+    depths = [20, 32, 56, 110]
+    mean = [2.0, 3.0, 4.5, 20.0]
+    known = pd.DataFrame({"depth": depths, "mean": mean, "se": [0.1, 0.3, 0.2, 0.5]})
+    unknown = known.assign(se=[0.1, 0.3, 0.2, NAN])
+    largest = known.assign(se=[0.1, 0.3, 0.2, 0.3 / 3.0 * 20.0])  # relative SE 0.1: 32's
+    assert verdict.trend(unknown) == pytest.approx(verdict.trend(largest))
+    assert verdict.trend(unknown) != pytest.approx(verdict.trend(known))

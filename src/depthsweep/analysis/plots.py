@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from depthsweep.analysis.summaries import aggregate
+from depthsweep.analysis.summaries import aggregate, by_depth
 from depthsweep.files import atomic_write
 
 STYLES = {"train": "--", "test": "-"}  # the paper's convention: dashed train, solid test
@@ -83,9 +83,9 @@ def figure6(
 
 
 def error_vs_depth(summary: pd.DataFrame) -> Figure:
-    """Final train (dashed) and test (solid) error vs depth per variant; bars: ± the SE of each
-    mean (`summaries.aggregate`, the numbers the verdict uses)."""
-    table = aggregate(summary)
+    """Final train (dashed) and test (solid) error vs depth per variant, finished runs; bars: ±
+    the SE of each mean (`summaries.by_depth`, the numbers the verdict uses)."""
+    table = by_depth(summary)
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
     for i, arch in enumerate(arch_order(table["variant"].unique())):

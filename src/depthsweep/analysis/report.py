@@ -1,5 +1,5 @@
-"""Write a sweep's report into its directory: summary.csv, summary.md, verdict.json and the
-figures."""
+"""Write a sweep's report into its directory: summary.csv, by_depth.csv, summary.md, verdict.json
+and the figures."""
 
 from __future__ import annotations
 
@@ -11,17 +11,24 @@ import pandas as pd
 
 from depthsweep.analysis import plots
 from depthsweep.analysis.plots import save_figure
-from depthsweep.analysis.summaries import decide, load_sweep, summarize, to_markdown
+from depthsweep.analysis.summaries import (
+    by_depth,
+    decide,
+    load_sweep,
+    summarize,
+    to_markdown,
+)
 from depthsweep.files import atomic_write_text
 
 
 def analyze(sweep_dir: str | os.PathLike, ylim: tuple[float, float] | None = None) -> pd.DataFrame:
-    """Summarise a sweep and write summary.csv, summary.md, verdict.json and the figures into
-    it."""
+    """Summarise a sweep and write summary.csv, by_depth.csv, summary.md, verdict.json and the
+    figures into it."""
     sweep_dir = Path(sweep_dir)
     runs, metrics = load_sweep(sweep_dir)
     summary = summarize(runs, metrics)
     atomic_write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))
+    atomic_write_text(sweep_dir / "by_depth.csv", by_depth(summary).to_csv(index=False))
     atomic_write_text(sweep_dir / "summary.md", to_markdown(summary))
     verdict = json.dumps(decide(summary).to_dict(), indent=2, ensure_ascii=False)
     atomic_write_text(sweep_dir / "verdict.json", verdict + "\n")

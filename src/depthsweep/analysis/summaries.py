@@ -18,7 +18,7 @@ from depthsweep.runs.metrics import (
     metrics_cut_off,
     read_metrics,
 )
-from depthsweep.runs.sweep import RUN_KEYS, runs_table
+from depthsweep.runs.sweep import NO_CONFIG, RUN_KEYS, UNSET, runs_table
 from depthsweep.training.data import OFFICIAL_TEST_MD5
 
 # Reference errors (%) shown beside ours in summary.md, as (train, test) display strings.
@@ -173,22 +173,40 @@ def test_set_label(runs: pd.DataFrame) -> str:
 
 
 def mixed_options(summary: pd.DataFrame) -> list[str]:
-    """The options in which the plain and resnet runs the verdict compares differ: the verdict
-    judges the two under one configuration only."""
+    """The options in which the plain and resnet runs the verdict compares differ, beyond what
+    an arch alone has (its arch.* node may differ between the archs, never within one), and
+    runs whose options are unknown: the verdict judges the two under one configuration only."""
     compared = summary[
         (summary["status"] == "done")
         & summary["arch"].isin(judge.ARCHS)
         & (summary["depth"] >= judge.MIN_DEPTH)
     ]
-    return [o for o in options_of(summary) if compared[o].astype(str).nunique() > 1]
+    mixed = []
+    for option in options_of(summary):
+        values = compared[option].fillna(UNSET)
+        if option.startswith("arch."):
+            differs = bool((values.groupby(compared["arch"]).nunique() > 1).any())
+        else:
+            differs = values.nunique() > 1
+        if option == NO_CONFIG and compared[option].notna().any():
+            mixed.append(f"{NO_CONFIG} (missing in some: their options are unknown)")
+        elif differs:
+            mixed.append(option)
+    return mixed
+
+
+def by_depth(summary: pd.DataFrame) -> pd.DataFrame:
+    """`aggregate` over the finished runs alone: the means and SEs the verdict judges,
+    error_vs_depth draws and by_depth.csv holds. An infinite error (which makes the verdict
+    undetermined anyway) is kept out of the means."""
+    done = summary[(summary["status"] == "done") & ~np.isinf(summary["final_train_error"])]
+    return aggregate(done)
 
 
 def decide(summary: pd.DataFrame) -> judge.Verdict:
     """The verdict on a sweep's summary, from its finished runs, with the numbers it used (see
     depthsweep.analysis.verdict)."""
-    # An infinite error makes the verdict undetermined anyway; kept out of the means.
-    done = summary[(summary["status"] == "done") & ~np.isinf(summary["final_train_error"])]
-    return judge.decide(summary, aggregate(done), mixed_options(summary))
+    return judge.decide(summary, by_depth(summary), mixed_options(summary))
 
 
 def verdict(summary: pd.DataFrame) -> str:

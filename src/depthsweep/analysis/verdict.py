@@ -1,8 +1,9 @@
 """The verdict: the paper's claim (He et al. 2016, Fig. 6) judged as a statistical test.
 
 The claim, as the project states it: on the same recipe, (1) plain nets' training error rises
-with depth, (2) ResNets' falls with depth, (3) at the deepest depth both were trained at, the
-ResNet's is below the plain net's. Each part is an estimate with a 95% interval:
+with depth, (2) ResNets' falls with depth, (3) at the deepest depth both were trained at, which
+must be >= DEEP_DEPTH, the ResNet's is below the plain net's. Each part is an estimate with a 95%
+interval:
 
 - (1) and (2): the exponent k of a power law, error ∝ depth^k, fitted over the depths >=
   MIN_DEPTH by weighted least squares of log(error) on log(depth), each depth weighted by 1 / its
@@ -15,7 +16,8 @@ ResNet's is below the plain net's. Each part is an estimate with a 95% interval:
   A trend needs >= MIN_DEPTHS depths including one >= DEEP_DEPTH, so no two points (one collapsed
   deep run) can carry it.
 - (3): the difference of the two means at that depth, SE sqrt(SE_plain^2 + SE_resnet^2), t with
-  n_plain + n_resnet - 2 degrees of freedom (normal where that is 0: one seed each).
+  Welch-Satterthwaite's degrees of freedom where both have >= 2 seeds (their SEs may differ), else
+  n_plain + n_resnet - 2 (normal where that is 0: one seed each).
 
 A part is supported when its interval lies on the claim's side of zero, refuted when it lies
 wholly on the other side (zero included), else open. Any part refuted: "NOT reproduced"; all
@@ -106,15 +108,15 @@ ERROR_FLOOR = 0.01
 
 def trend(points: pd.DataFrame) -> tuple[float, float, float]:
     """(k, low, high): the exponent of error ∝ depth^k fitted to `mean` (%) at `depth`, weighted
-    by 1 / (`se` / `mean`)^2, with its interval. A point whose se is 0 or unknown gets the smallest
-    known one of the others; with none known the weights are equal and the scatter alone sets the
-    interval."""
+    by 1 / (`se` / `mean`)^2, with its interval. A point whose se is 0 or unknown gets the largest
+    known one of the others (a point of unknown noise never weighs most); with none known the
+    weights are equal and the scatter alone sets the interval."""
     x = np.log(points["depth"].to_numpy(float))
     mean = np.maximum(points["mean"].to_numpy(float), ERROR_FLOOR)
     y = np.log(mean)
     se = points["se"].to_numpy(float) / mean
     known = se[np.isfinite(se) & (se > 0)]
-    se = np.where(np.isfinite(se) & (se > 0), se, known.min() if len(known) else 1.0)
+    se = np.where(np.isfinite(se) & (se > 0), se, known.max() if len(known) else 1.0)
     w = 1 / se**2
     xm = np.sum(w * x) / np.sum(w)
     sxx = np.sum(w * (x - xm) ** 2)
@@ -155,11 +157,25 @@ def _trend_part(arch: str, points: pd.DataFrame) -> Part:
     return Part(f"{arch} trend", state, slope, low, high, depths, reason)
 
 
+def _gap_dof(p: pd.Series, r: pd.Series) -> float:
+    """Degrees of freedom of the gap's t: Welch-Satterthwaite where both means have >= 2 seeds,
+    else the pooled n_plain + n_resnet - 2."""
+    a, b = p["se"] ** 2, r["se"] ** 2
+    if min(p["n"], r["n"]) < 2 or a + b == 0:
+        return p["n"] + r["n"] - 2
+    return (a + b) ** 2 / (a**2 / (p["n"] - 1) + b**2 / (r["n"] - 1))
+
+
 def _gap_part(plain: pd.DataFrame, resnet: pd.DataFrame) -> Part:
     shared = sorted(set(plain.index) & set(resnet.index))
-    if not shared:
-        return Part("resnet below plain", "untested", reason="plain and resnet share no depth")
-    d = shared[-1]
+    deep = [d for d in shared if d >= DEEP_DEPTH]
+    if not deep:  # at 20 both nets train well: the claim is about the deep ones
+        have = ", ".join(map(str, shared)) or "none"
+        return Part(
+            "resnet below plain", "untested", depths=shared,
+            reason=f"plain and resnet share no depth ≥ {DEEP_DEPTH} (shared: {have})",
+        )  # fmt: skip
+    d = deep[-1]
     p, r = plain.loc[d], resnet.loc[d]
     gap = p["mean"] - r["mean"]
     se = math.hypot(p["se"], r["se"])
@@ -168,7 +184,7 @@ def _gap_part(plain: pd.DataFrame, resnet: pd.DataFrame) -> Part:
             "resnet below plain", "untested", gap, depths=[d],
             reason=f"at depth {d} plain's or resnet's error has no noise estimate",
         )  # fmt: skip
-    half = _quantile(p["n"] + r["n"] - 2) * se
+    half = _quantile(_gap_dof(p, r)) * se
     state = _state(gap - half, gap + half, +1)
     interval = f"95% CI [{_fmt(gap - half)}, {_fmt(gap + half)}]"
     where = {"supported": "below", "refuted": "not below", "open": "not clearly below"}[state]
@@ -185,6 +201,14 @@ def _settle(parts: list[Part], points: pd.DataFrame) -> str:
                 f"train {p.name.split()[0]} at ≥ {MIN_DEPTHS} depths ≥ {MIN_DEPTH} "
                 f"including one ≥ {DEEP_DEPTH}"
             )
+    gap = parts[-1]
+    if gap.state == "untested" and math.isnan(gap.estimate):  # no shared depth deep enough
+        hints.append(f"train plain and resnet at one depth ≥ {DEEP_DEPTH}")
+    elif gap.state == "untested":  # a gap, but no noise estimate for it
+        hints.append(
+            f"at depth {gap.depths[0]}, more seeds or longer runs (an SE needs ≥ 3 windows "
+            "logged at the final learning rate)"
+        )
     if any(p.state == "open" for p in parts):
         seeds = int(points["n"].min()) if len(points) else 0
         hints.append(
@@ -296,6 +320,12 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
         sentence += (
             " One seed per depth: each SE is the run's own window-to-window noise, a floor that "
             "leaves out seed-to-seed variation."
+        )
+    elif (points["n"] == 1).any():
+        lone = [f"{r.arch}-{r.depth}" for r in points[points["n"] == 1].itertuples()]
+        sentence += (
+            f" One seed at {', '.join(lone)}: its SE is the run's own window-to-window noise, a "
+            "floor that leaves out seed-to-seed variation."
         )
     records = points.to_dict("records")
     return Verdict(outcome, f"{sentence} {_describe(points)}", parts, records)

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import warnings
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
+from depthsweep import CONF_DIR
 from depthsweep.runs.rundir import (
     CONFIG,
     RUN_JSON,
@@ -21,18 +24,33 @@ from depthsweep.runs.rundir import (
 )
 
 # How a run actually trained, from run.json, over the config's "auto" (a GPU run and a CPU run of
-# one config differ here).
+# one config differ here): run.json key -> config key.
 RESOLVED_KEYS = {"precision": "trainer.precision", "cuda_graph": "cuda_graph"}
-RUN_KEYS = [  # read from each run.json
+RUN_KEYS = [  # read from each run.json, columns of the runs table
     *["arch", "depth", "seed", "params", "macs", "iterations"],
     *["status", "error", "first_step_s", "warmup_end", "warmup_end_reason"],
-    *["train_images", "test_images", "test_md5", "test_official", *RESOLVED_KEYS],
+    *["train_images", "test_images", "test_md5", "test_official"],
 ]
 # Never options of their own: the tables' rows already are per arch, depth and seed.
 IDENTITY_KEYS = {"arch_name", "arch._target_", "depth", "seed"}
 # What choosing an arch sets besides the arch node itself (conf/arch/): its warm-up recipe. Plain
-# and resnet may differ here and still be one configuration for the verdict.
+# and resnet may differ here and still be one configuration for the verdict, as long as each
+# run has what its arch's file sets.
 ARCH_SET_KEYS = {"schedule.warmup.from_depth"}
+# The option column of runs that have no config.yaml (made by hand, or by an old version): their
+# options are unknown, so they are a variant of their own, and the verdict compares them with
+# nothing.
+NO_CONFIG = "config.yaml"
+UNSET = "<unset>"  # a key a run's config does not have (plain has no arch.shortcut)
+
+
+@cache  # read once per arch and key, not once per run
+def arch_sets(arch: str, key: str) -> str | None:
+    """What conf/arch/<arch>.yaml sets `key` to, as a run's config.yaml value reads as text; None
+    for an arch this checkout has no file for (not plain or resnet: the verdict never compares
+    it, so its runs are taken at their word)."""
+    path = CONF_DIR / "arch" / f"{arch}.yaml"
+    return str(OmegaConf.select(OmegaConf.load(path), key)) if path.is_file() else None
 
 
 class NoRunsError(ValueError):
@@ -43,7 +61,7 @@ def _read_run(run_dir: Path, sweep_dir: Path) -> dict | None:
     """The run's identity from run.json, or None (with a warning) if it can't be read."""
     try:
         info = read_info(run_dir)
-        row = {key: info.get(key) for key in RUN_KEYS}
+        row = {key: info.get(key) for key in [*RUN_KEYS, *RESOLVED_KEYS]}
         missing = [key for key in ("arch", "depth", "seed", "status") if row[key] is None]
         if missing:
             raise ValueError(f"missing {', '.join(missing)}")
@@ -69,8 +87,10 @@ def runs_table(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     rows = [row for run_dir in found if (row := _read_run(run_dir, sweep_dir)) is not None]
     if not rows:
         raise NoRunsError(f"no readable runs in {sweep_dir}; {expected}")
-    runs = pd.DataFrame(rows, columns=[*RUN_KEYS, "run_dir"]).astype({"depth": int, "seed": int})
+    runs = pd.DataFrame(rows, columns=[*RUN_KEYS, *RESOLVED_KEYS, "run_dir"])
+    runs = runs.astype({"depth": int, "seed": int})
     options = differing_options(sweep_dir, runs)
+    runs = runs.drop(columns=list(RESOLVED_KEYS))  # folded into the options they resolve
     runs = pd.concat([runs, options], axis=1)
     runs["variant"] = _variants(runs, list(options.columns))
     return runs
@@ -79,27 +99,48 @@ def runs_table(sweep_dir: str | os.PathLike) -> pd.DataFrame:
 def differing_options(sweep_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """One column per result-changing option whose value differs between runs of one arch (a
     schedule.iterations, an arch.zero_init_residual, a cuda_graph), as the runs' config.yaml
-    say, or between runs of different archs outside what the arch itself sets: the summaries
-    group by them, so that only seeds are ever averaged, and the verdict sees them."""
-    configs = []
+    say, or between runs of different archs outside the arch node (and outside ARCH_SET_KEYS
+    while every run has what its arch's file sets there): the summaries group by them, so that
+    only seeds are ever averaged, and the verdict sees them. Values as text, NaN where a run's
+    config lacks the key; a NO_CONFIG column ("missing") where some runs have no config.yaml."""
+    configs: list[dict | None] = []
     for name in runs["run_dir"]:
-        path = sweep_dir / name / CONFIG
+        recorded = (sweep_dir / name / CONFIG).is_file()
         configs.append(
-            flat_config(result_config(read_config(sweep_dir / name))) if path.is_file() else {}
+            flat_config(result_config(read_config(sweep_dir / name))) if recorded else None
         )
-    flat = pd.DataFrame(configs, index=runs.index).drop(columns=IDENTITY_KEYS, errors="ignore")
+    keys = [k for c in configs if c for k in c if k not in IDENTITY_KEYS]
+    # Compared as text, built from the dicts: a DataFrame of them would turn None into NaN (and
+    # ints into floats beside it), and astype(str) writes NaN as 'nan' in pandas 2 but keeps it
+    # in pandas 3. A run without config.yaml takes part in no comparison (None).
+    text = pd.DataFrame(
+        {k: [None if c is None else str(c[k]) if k in c else UNSET for c in configs] for k in keys},
+        index=runs.index,
+        dtype=object,
+    )
     for key, option in RESOLVED_KEYS.items():
-        if runs[key].notna().any():
-            flat[option] = runs[key].where(runs[key].notna(), flat.get(option))
-    text = flat.astype(str)  # lists and None compare as text
-    within = [k for k in flat.columns if (text[k].groupby(runs["arch"]).nunique() > 1).any()]
+        resolved = [None if pd.isna(v) else str(v) for v in runs[key]]
+        text[option] = [
+            r if r is not None else t
+            for r, t in zip(resolved, text.get(option, resolved), strict=True)
+        ]
+    arch_default = all(
+        text.at[i, k] is None or arch_sets(arch, k) in (None, text.at[i, k])
+        for k in ARCH_SET_KEYS & set(text.columns)
+        for i, arch in runs["arch"].items()
+    )
+    exempt = ARCH_SET_KEYS if arch_default else set()
+    within = [k for k in text.columns if (text[k].groupby(runs["arch"]).nunique() > 1).any()]
     across = [
         k
-        for k in flat.columns
-        if text[k].nunique() > 1 and not k.startswith("arch.") and k not in ARCH_SET_KEYS
+        for k in text.columns
+        if text[k].nunique() > 1 and not k.startswith("arch.") and k not in exempt
     ]
-    differing = [k for k in flat.columns if k in within or k in across]
-    return flat[differing].astype(str).where(flat[differing].notna())
+    options = text[[k for k in text.columns if k in within or k in across]]
+    options = options.where(options.notna() & (options != UNSET))
+    if any(c is None for c in configs):
+        options[NO_CONFIG] = ["missing" if c is None else None for c in configs]
+    return options
 
 
 def _variants(runs: pd.DataFrame, options: list[str]) -> pd.Series:

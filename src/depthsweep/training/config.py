@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+from depthsweep import CONF_DIR
 
 
 def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictConfig:
