@@ -5,9 +5,13 @@
     python -m experiments.bench --variants graph-bf16 --no-reference --depths 110
     python -m experiments.bench data.eval_batch_size=500   # any override, for every variant
 
+    python -m experiments.bench --variants graph-bf16,fused-4,fused-10 --depths 20,110
+
 Variants: default (the config as composed), eager-fp32, eager-bf16, graph-fp32, graph-bf16 (each
-step's forward and backward replayed as one CUDA graph). Default: the four eager/graph ones on a
-GPU, `default` on a CPU, where it picks tiny sizes by itself and says so.
+step's forward and backward replayed as one CUDA graph), fused-2/4/6/8/10 (K runs of the config
+as composed trained as one fused network: ms per group step, images/s summed over its members).
+Default: the four eager/graph ones on a GPU, `default` on a CPU, where it picks tiny sizes by
+itself and says so.
 Data: --data-root, else the config's data.root (downloaded there if missing and online).
 """
 

@@ -26,9 +26,14 @@ from experiments.exits import setup_error, unexpected_error
 
 def _runs(cfg: DictConfig, hc) -> list[tuple[DictConfig, Path]]:
     """The runs this job trains: its own, or a fused group's (`fused_group`, set by the sweeper)."""
+    own = Path(hc.runtime.output_dir)
     if cfg.get("fused_group") is None:
-        return [(cfg, Path(hc.runtime.output_dir))]
-    return [(m["config"], Path(m["run_dir"])) for m in group_members(hc.sweep.dir, cfg.fused_group)]
+        return [(cfg, own)]
+    try:
+        members = group_members(hc.sweep.dir, cfg.fused_group, own)
+    except UserError as e:
+        setup_error(e, [own], sweep=True)
+    return [(m["config"], Path(m["run_dir"])) for m in members]
 
 
 def run(runs: list[tuple[DictConfig, Path]], sweep: bool) -> str | float:

@@ -11,6 +11,7 @@ only a statistical agreement possible (tests/test_fused.py)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -86,6 +87,9 @@ def test_a_fused_sweep_writes_every_runs_own_numbers(alone, tmp_path):
         assert (
             info["params"] == json.loads((separate / name(*run) / "run.json").read_text())["params"]
         )
+        hparams = (tmp_path / name(*run) / "hparams.yaml").read_text()
+        assert hparams == (separate / name(*run) / "hparams.yaml").read_text()
+        assert f"depth: {run[1]}" in hparams  # the member's net, not the group's
     # Each member's checkpoint is an unfused run's: the zoo loads it, and its logged test error
     # comes back from the file alone.
     member = tmp_path / name("resnet", 14, 1)
@@ -168,6 +172,24 @@ def test_a_diverging_member_fails_alone(alone, tmp_path):
             pd.testing.assert_frame_equal(
                 metrics(tmp_path / name(*r)), metrics(separate / name(*r))
             )
+
+
+def test_a_group_whose_every_member_diverges_fails(alone, tmp_path, caplog):
+    data, _ = alone
+    runs = [
+        (config(data, "resnet", 8, seed, "schedule.optimizer.lr=1e12"), tmp_path / f"boom{seed}")
+        for seed in (0, 1)
+    ]
+    with caplog.at_level(logging.ERROR, logger="depthsweep"):
+        assert train_group(runs) == "failed"
+    for _, run_dir in runs:
+        info = json.loads((run_dir / "run.json").read_text())
+        assert info["status"] == "failed"
+        assert info["error"].startswith("FloatingPointError: training loss became")
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(lines) == 2 and lines[-1].endswith(
+        "the rest of its fused group has stopped: all failed"
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -7,9 +7,9 @@ import json
 import pytest
 from helpers import run_cli
 
-from depthsweep.errors import USER_ERROR
+from depthsweep.errors import USER_ERROR, UserError
 from depthsweep.training.config import compose_config
-from depthsweep.training.sweeper import PLAN, fuse, fusion_key
+from depthsweep.training.sweeper import PLAN, fuse, fusion_key, group_members
 
 
 def jobs(*sweeps: list[str]) -> list:
@@ -38,6 +38,18 @@ def test_fuse_1_and_other_schedules_train_alone():
     assert fusion_key(a) != fusion_key(b)  # differing shared options: never one group
     c, d = (compose_config(["fuse=2", f"arch.zero_init_residual={z}"]) for z in (True, False))
     assert fusion_key(c) == fusion_key(d)  # a member's own init
+    e, f = (compose_config(["fuse=2", "arch=resnet", f"arch.shortcut={o}"]) for o in "AB")
+    assert fusion_key(e) != fusion_key(f)  # one FusedNet holds one kind of shortcut
+    assert fusion_key(compose_config(["fuse=2", "arch=plain"])) == fusion_key(e)
+
+
+@pytest.mark.parametrize(
+    "coupling",
+    ["+trainer.gradient_clip_val=1.0", "trainer.precision=16-mixed"],  # one norm, one scaler
+)
+def test_what_would_couple_the_members_trains_alone(coupling):
+    assert fusion_key(compose_config(["fuse=2"])) is not None
+    assert fusion_key(compose_config(["fuse=2", coupling])) is None
 
 
 @pytest.mark.slow
@@ -75,3 +87,18 @@ def test_a_fused_group_is_one_job_writing_each_runs_directory(fake_cifar, tmp_pa
         info = json.loads((run / "run.json").read_text())
         assert info["status"] == "done"
     assert (sweep / "summary.csv").is_file()
+
+
+def test_a_job_reads_only_its_own_fused_group(tmp_path):
+    """A requeued job of an earlier launch finds the plan rewritten by a later launch into the
+    same sweep directory: refused, not trained as another group."""
+    members = [{"overrides": [], "run_dir": str(tmp_path / d), "config": {"seed": 0}} for d in "ab"]
+    (tmp_path / PLAN).parent.mkdir()
+    (tmp_path / PLAN).write_text(json.dumps([members]))
+    got = group_members(tmp_path, 0, tmp_path / "a")
+    assert [m["run_dir"] for m in got] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert got[0]["config"].seed == 0
+    with pytest.raises(UserError, match=r"fused group 0 of .* is not this job's"):
+        group_members(tmp_path, 0, tmp_path / "c")
+    with pytest.raises(UserError, match=r"fused group 1: cannot read it"):
+        group_members(tmp_path, 1, tmp_path / "a")

@@ -214,11 +214,15 @@ class MemberLRMonitor(pl.Callback):
 
 class MemberLogger(AppendingCSVLogger):
     """Member k's metrics.csv: the group's rows with member k's `name@k` as `name`, and what the
-    group shares (step, epoch, wall time). `active` False: nothing more is written."""
+    group shares (step, epoch, wall time); its hparams.yaml: the member's own (`hparams`, its
+    unfused Classifier's), not the group's. `active` False: nothing more is written."""
 
-    def __init__(self, run_dir: Path, k: int) -> None:
+    def __init__(self, run_dir: Path, k: int, hparams: dict[str, Any]) -> None:
         super().__init__(run_dir)
-        self.k, self.active = k, True
+        self.k, self.active, self.hparams = k, True, hparams
+
+    def log_hyperparams(self, params: Any = None, *args: Any, **kwargs: Any) -> None:
+        super().log_hyperparams(self.hparams, *args, **kwargs)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self.active:

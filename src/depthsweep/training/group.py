@@ -144,11 +144,10 @@ def _fit_fused(members: list[Member]) -> list[str]:
     except (UserError, Interrupted):
         raise
     except Exception as e:  # a fault no check foresaw: every member still training fails
-        return [
-            record_failure(m.record, m.label, e, run_identity(m.cfg))
-            for m in members
-            if not m.failed
-        ]
+        for m in members:
+            if not m.failed:
+                record_failure(m.record, m.label, e, run_identity(m.cfg))
+        return ["failed"] * len(members)
 
 
 def _train_fused(members: list[Member]) -> list[str]:
@@ -158,14 +157,17 @@ def _train_fused(members: list[Member]) -> list[str]:
     data.prepare_data()
     data.setup("fit")
     module = make_fused_module(cfgs, [m.net for m in members])
-    loggers = [MemberLogger(m.record.dir, k) for k, m in enumerate(members)]
+    loggers = [
+        MemberLogger(m.record.dir, k, module.member_hparams[k]) for k, m in enumerate(members)
+    ]
 
     def on_fail(k: int, error: str) -> None:  # the others go on
         m = members[k]
         m.failed = error
         loggers[k].active = False
         m.record.update(status="failed", error=error)
-        log.error(f"[{m.label}] FAILED: {error}; the rest of its fused group goes on")
+        rest = "goes on" if any(o.failed is None for o in members) else "has stopped: all failed"
+        log.error(f"[{m.label}] FAILED: {error}; the rest of its fused group {rest}")
 
     module.on_fail = on_fail
     for m in members:
@@ -233,7 +235,10 @@ def _train_fused(members: list[Member]) -> list[str]:
             log.warning(f"{group} interrupted by {signal} at iteration {step}: {kept}")
             raise Interrupted(signal) from None
         except Exception as e:  # every member still training fails with it, said in one line
-            return [record_failure(m.record, m.label, e) for m in members if not m.failed]
+            for m in members:  # (after the last member's own failure: FusedClassifier.fail)
+                if not m.failed:
+                    record_failure(m.record, m.label, e)
+            return ["failed"] * len(members)
         schedules = module.lr_schedulers().schedulers
         for m, sched in zip(members, schedules, strict=True):
             if m.failed is None:

@@ -27,6 +27,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+from depthsweep.errors import UserError
 from depthsweep.files import atomic_write_text
 from depthsweep.runs.rundir import flat_config, result_config
 
@@ -55,12 +56,16 @@ def expand(arguments: Sequence[str], parser: OverridesParser) -> list[list[str]]
 
 def fusion_key(cfg: DictConfig) -> str | None:
     """What a run must share with the others of its fused group (its config less its members'
-    own keys), or None if it trains alone: fuse <= 1, an arch that does not fuse, or extras that
-    expect one net per process (gradient-norm logging, added loggers or callbacks)."""
+    own keys, plus the shortcut type: FusedNet fuses one), or None if it trains alone: fuse <= 1,
+    an arch that does not fuse, extras that expect one net per process (gradient-norm logging,
+    added loggers or callbacks), or what would couple the members (one gradient-norm clip over
+    all of them; fp16's one loss scaler, whose skipped steps would skip every member's)."""
     fuse = cfg.get("fuse", 1)
     if not isinstance(fuse, int) or fuse <= 1 or cfg.get("arch_name") not in FUSABLE_ARCHS:
         return None
     if cfg.diagnostics.grad_norm_every or cfg.logger or cfg.callbacks:
+        return None
+    if cfg.trainer.get("gradient_clip_val") or str(cfg.trainer.precision).startswith("16"):
         return None
     optimizer = cfg.schedule.optimizer
     if optimizer.get("_target_") != "torch.optim.SGD" or set(optimizer) - SGD_OPTIONS:
@@ -69,6 +74,7 @@ def fusion_key(cfg: DictConfig) -> str | None:
         return None
     flat = flat_config(result_config(cfg))
     shared = {k: v for k, v in flat.items() if not k.startswith(MEMBER_KEYS)}
+    shared["arch.shortcut"] = flat.get("arch.shortcut", "A")  # plain's: the paper's A
     return json.dumps(shared, sort_keys=True, default=str)
 
 
@@ -121,7 +127,19 @@ def _member(overrides: list[str], cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def group_members(sweep_dir: str | Path, group: int) -> list[dict[str, Any]]:
-    """The members of fused group `group` of a sweep: overrides, run_dir, config (a DictConfig)."""
-    members = json.loads((Path(sweep_dir) / PLAN).read_text(encoding="utf-8"))[group]
+def group_members(sweep_dir: str | Path, group: int, run_dir: str | Path) -> list[dict[str, Any]]:
+    """The members of fused group `group` of a sweep: overrides, run_dir, config (a DictConfig).
+    `run_dir` is the job's own: the group's first member's, unless the plan was rewritten by a
+    later launch into the same sweep directory since this job was queued (a requeued job)."""
+    path = Path(sweep_dir) / PLAN
+    try:
+        members = json.loads(path.read_text(encoding="utf-8"))[group]
+    except (OSError, ValueError, IndexError, TypeError) as e:
+        raise UserError(f"fused group {group}: cannot read it from {path} ({e})") from None
+    if Path(members[0]["run_dir"]).absolute() != Path(run_dir).absolute():
+        raise UserError(
+            f"fused group {group} of {path} is not this job's ({run_dir}): the sweep directory "
+            "was launched again with other runs since this job was queued; run that sweep's "
+            "command again to train it"
+        )
     return [m | {"config": OmegaConf.create(m["config"])} for m in members]
