@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from depthsweep.errors import RUN_FAILED, UNEXPECTED, USER_ERROR
 from depthsweep.training.sweeper import expand
+from experiments.exits import full_error
 
 
 def _check_writable(directory: str) -> None:
@@ -68,6 +69,7 @@ class AnalyzeSweep(Callback):
         from depthsweep.analysis.summaries import console_table, verdict
 
         sweep_dir = config.hydra.sweep.dir
+        # Hydra turns a callback's exception into a warning and exits 0: say it here, exit 1.
         try:
             summary = analyze(sweep_dir)
         except OSError as e:  # a full disk: the runs are recorded, only their summary is missing
@@ -75,6 +77,15 @@ class AnalyzeSweep(Callback):
             print(
                 f"error: cannot write the summary into {sweep_dir}: {why}; the runs are recorded:"
                 f" make room, then python -m experiments.analyze {sweep_dir}",
+                file=sys.stderr,
+            )
+            raise SystemExit(UNEXPECTED) from None
+        except Exception as e:  # a bug in the analysis: the runs are recorded all the same
+            if full_error():
+                raise
+            print(
+                f"error: analysing {sweep_dir}: {type(e).__name__}: {e}; the runs are recorded"
+                f" (HYDRA_FULL_ERROR=1 python -m experiments.analyze {sweep_dir} shows where)",
                 file=sys.stderr,
             )
             raise SystemExit(UNEXPECTED) from None

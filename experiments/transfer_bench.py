@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from depthsweep.apps import transfer as tr
 from depthsweep.apps import zoo
+from depthsweep.errors import USER_ERROR, UserError
 from depthsweep.training.clocks import StepClock
 from depthsweep.training.config import CONF_DIR
 from depthsweep.training.console import quiet_libraries
@@ -53,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose("transfer", overrides)
     # Set, not overridden: Hydra's override grammar would need paths with = or , quoted.
     cfg.transfer.source, cfg.transfer.data_root = args.source, args.data_root
-    source = zoo.load(args.source)
-    data = tr.target_data(cfg, source)
+    try:
+        source = zoo.load(args.source)
+        data = tr.target_data(cfg, source)
+    except UserError as e:  # no such source, no checkpoint, no data: one line, as the zoo's
+        print(f"error: {e}", file=sys.stderr)
+        return USER_ERROR
     n, k = len(data.data.y_train), len(data.names)
     steps = max(1, n // args.batch_size)
     in_features = source.model.get_submodule(tr.HEAD).in_features

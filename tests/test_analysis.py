@@ -385,3 +385,23 @@ def test_a_metrics_csv_cut_off_mid_row_is_never_reported_as_done(tmp_path):
     assert analysis.aggregate(summary).set_index(["arch", "depth"]).loc[("plain", 20)].n == 1
     md = analysis.to_markdown(summary)
     assert "- arch=plain,depth=20,seed=1: metrics cut off" in md
+
+
+def test_console_rows_of_runs_that_differ_late_in_long_labels_stay_apart():
+    variants = [
+        f"plain (schedule.optimizer.lr=0.05, schedule.optimizer.weight_decay={wd})"
+        for wd in ("0.0001", "0.0005")
+    ]
+    summary = pd.DataFrame(
+        {
+            "variant": variants,
+            **{"depth": [20, 20], "seed": [0, 0], "status": ["done", "done"]},
+            **{"iterations": [100, 100], "final_train_error": [1.0, 2.0]},
+            **{"final_test_error": [3.0, 4.0], "wall_time_s": [5.0, 6.0]},
+        }
+    )
+    runs = [line.split("  ")[0].strip() for line in analysis.console_table(summary).splitlines()]
+    assert runs[1:] == [
+        "plain (lr=0.05, weight_decay=0.0001)",
+        "plain (lr=0.05, weight_decay=0.0005)",
+    ]

@@ -23,6 +23,7 @@ import experiments.analyze as analyze_cli
 import experiments.evaluate as evaluate_cli
 import experiments.zoo as zoo_cli
 from depthsweep import files
+from depthsweep.analysis import report
 from depthsweep.apps import zoo
 from depthsweep.errors import INTERRUPTED, RUN_FAILED, UNEXPECTED, USER_ERROR, UserError
 from depthsweep.runs.rundir import RunRecord
@@ -119,6 +120,28 @@ def test_a_summary_that_cannot_be_written_is_one_line_naming_the_fix(
         f" recorded: make room, then python -m experiments.analyze {sweep}\n"
     )
     assert not (sweep / "summary.csv").exists()
+
+
+def test_a_fault_in_the_sweeps_analysis_is_one_line_and_exit_1(
+    fake_cifar, tmp_path, capsys, monkeypatch
+):
+    """Not Hydra's warning and exit 0 (what it makes of a callback's exception)."""
+    sweep = tmp_path / "sweep"
+    assert train(tiny_config(fake_cifar), sweep / "resnet") == "done"
+
+    def broken(frame):
+        raise ValueError("The truth value of a Series is ambiguous")
+
+    monkeypatch.setattr(report, "to_markdown", broken)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    with pytest.raises(SystemExit) as exit_:
+        AnalyzeSweep().on_multirun_end(config)
+    assert exit_.value.code == UNEXPECTED
+    assert capsys.readouterr().err == (
+        f"error: analysing {sweep}: ValueError: The truth value of a Series is ambiguous; the"
+        f" runs are recorded (HYDRA_FULL_ERROR=1 python -m experiments.analyze {sweep} shows"
+        " where)\n"
+    )
 
 
 # --- resuming ------------------------------------------------------------------------------------

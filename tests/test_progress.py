@@ -110,3 +110,22 @@ def test_the_estimate_scales_the_measured_step_by_multiply_adds(per_mac, monkeyp
     expected = per_mac * 1000 * 128 * (macs["resnet-8"] + macs["resnet-56"])
     assert f"about {duration(expected)} of training steps" in line
     assert bool(warning) == (expected > sweep_size.LONG_S)
+
+
+@pytest.mark.parametrize(
+    "gpu, expected",
+    [
+        # 2 runs x 1000 iterations at depths 20 and 110: (2.3 + 11.5) ms x 1000 = 13.8 s
+        ("NVIDIA H200", "sweep: about 14s of training steps on this NVIDIA H200, one run after"),
+        ("Tesla T4", "sweep: no duration estimate for Tesla T4 on this path at launch"),
+    ],
+)
+def test_a_gpu_sweep_says_how_long_where_the_gpu_was_measured(gpu, expected, monkeypatch):
+    monkeypatch.setattr(sweep_size, "trains_on_gpu", lambda trainer: True)
+    monkeypatch.setattr(sweep_size, "resolve_cuda_graph", lambda cfg: True)
+    monkeypatch.setattr(sweep_size, "resolve_precision", lambda trainer: "bf16-mixed")
+    monkeypatch.setattr(sweep_size, "gpu_name", lambda: gpu)
+    jobs = [compose_config([f"depth={d}", "schedule.iterations=1000"]) for d in (20, 110)]
+    size, line = sweep_size.describe(jobs)
+    assert size == "sweep: 2 runs x 1,000 iterations (2,000 training steps)"
+    assert line.startswith(expected)

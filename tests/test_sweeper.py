@@ -7,9 +7,10 @@ import json
 import pytest
 from helpers import run_cli
 
-from depthsweep.errors import USER_ERROR, UserError
+from depthsweep.errors import USER_ERROR, OptionError, UserError
 from depthsweep.training.config import compose_config
 from depthsweep.training.sweeper import PLAN, fuse, fusion_key, group_members
+from depthsweep.training.train import preflight
 
 
 def jobs(*sweeps: list[str]) -> list:
@@ -102,3 +103,11 @@ def test_a_job_reads_only_its_own_fused_group(tmp_path):
         group_members(tmp_path, 0, tmp_path / "c")
     with pytest.raises(UserError, match=r"fused group 1: cannot read it"):
         group_members(tmp_path, 1, tmp_path / "a")
+
+
+@pytest.mark.parametrize("option", ["trainer.precision=fp7", "+trainer.foo=1"])
+def test_every_jobs_trainer_options_are_checked_before_the_first_trains(option):
+    """What the sweeper runs on every job: Lightning's own checks too, not only at training."""
+    assert preflight(compose_config(["trainer=cpu", "depth=8"])) is not None
+    with pytest.raises(OptionError, match="trainer: "):
+        preflight(compose_config(["trainer=cpu", "depth=8", option]))

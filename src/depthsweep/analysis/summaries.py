@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -231,7 +232,10 @@ def console_table(summary: pd.DataFrame) -> str:
     for col, fmt in [("train %", "{:.2f}"), ("test %", "{:.2f}"), ("time s", "{:.0f}")]:
         table[col] = [fmt.format(v) if pd.notna(v) else "—" for v in table[col]]
     table["iters"] = [f"{int(v):,}" if pd.notna(v) else "—" for v in table["iters"]]
-    table["run"] = [v if len(v) <= 40 else v[:39] + "…" for v in table["run"]]
+    # Options by their last name (schedule.optimizer.lr=0.05 -> lr=0.05), so that runs that differ
+    # late in a long label stay apart within 40 characters.
+    short = [re.sub(r"[\w.]+\.(\w+)=", r"\1=", v) for v in table["run"]]
+    table["run"] = [v if len(v) <= 40 else v[:39] + "…" for v in short]
     return table.to_string(index=False)
 
 

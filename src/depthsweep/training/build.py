@@ -123,7 +123,8 @@ def build(node: DictConfig, what: str, **kwargs) -> object:
         cause = e.__cause__
         if isinstance(cause, UserError):
             raise cause from None
-        if isinstance(cause, ValueError | TypeError | MisconfigurationException):
+        # ImportError: a setting whose package is missing (trainer.accelerator=tpu: torch_xla)
+        if isinstance(cause, ValueError | TypeError | MisconfigurationException | ImportError):
             raise OptionError(f"{what}: {cause}") from None
         raise
 

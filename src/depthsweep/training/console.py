@@ -17,6 +17,9 @@ NOISE = (
     "HPU available:",
     "CUDA_VISIBLE_DEVICES",
     "`Trainer.fit` stopped",
+    "Received SIGTERM",  # the run's own line says it was interrupted, and by what
+    # torch's weights-only reader on a file that is no checkpoint: the one line says what it is
+    "Detected pickle protocol",
     # Resuming: the run's start line says "resuming from <checkpoint> (iteration N)".
     "Restoring states from the checkpoint path",
     "Restored all states from the checkpoint",
@@ -28,6 +31,7 @@ NOISY_LOGGERS = (
     "pytorch_lightning.utilities.rank_zero",
     "pytorch_lightning.trainer.connectors.checkpoint_connector",
     "pytorch_lightning.accelerators.cuda",
+    "pytorch_lightning.trainer.connectors.signal_connector",
 )
 
 

@@ -30,11 +30,11 @@ PlainBlock nor BasicBlock anyway (functional_call runs one module's forward for 
 Explicit modules keep every kernel visible, hold the parameters in one flat buffer for a
 few-kernel optimizer, and mirror the member nets' names, so splitting back is a slice per tensor.
 
-What fusion does on the CPU (same benchmark, batch 128, 1 thread, a loaded 2-core machine): it is
-slower per member-step than K separate nets, 1.1x at K=2 to 1.9x at K=8, because oneDNN's
-grouped conv backward is slower than the ungrouped one and K-times-larger activations leave the
-caches; at small batches (8) it is faster (per-op overhead dominates). Its point is the GPU,
-where a ResNet of 16-64 channels leaves most of the device idle.
+What fusion does on the CPU (experiments.bench, batch 128, 1 thread, the idle 2-core VM;
+results/cpu_bench): it is slower per member-step than K separate nets, 1.1-1.3x at K=2 and
+1.4-1.9x at K=8 and 10, because oneDNN's grouped conv backward is slower than the ungrouped one
+and K-times-larger activations leave the caches. Its point is the GPU, where a ResNet of 16-64
+channels leaves most of the device idle.
 
 The optimizer (FusedSGD) is torch SGD (momentum, dampening 0, no Nesterov, weight decay added to
 the gradient, first momentum buffer = d_p) with a learning rate and a weight decay per member,

@@ -63,19 +63,25 @@ def check_options(cfg: DictConfig) -> None:
         ("seed", cfg.seed, 0, 2**32 - 1),  # what numpy's generator, seeded with it, accepts
         ("checkpoint_every", cfg.checkpoint_every, 1, None),
         ("schedule.iterations", cfg.schedule.iterations, 1, None),
+        ("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, 1, None),
     ]:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise OptionError(f"{name}={value!r}: must be an integer >= {minimum}")
         if maximum is not None and value > maximum:
             raise OptionError(f"{name}={value!r}: must be at most {maximum:,}")
+    if cfg.cuda_graph not in ("auto", True, False):
+        raise OptionError(f"cuda_graph={cfg.cuda_graph!r}: must be auto, true or false")
 
 
 def preflight(cfg: DictConfig) -> nn.Module:
     """What can be checked of a run's options without its data (a UserError where one is
-    invalid): the top-level options, the data module's, and the net (depth, classes), which is
-    returned. A sweep runs this on every job before the first one trains."""
+    invalid): the top-level options, the data module's, the trainer's (Lightning's own checks:
+    a precision, an accelerator), and the net (depth, classes), which is returned. A sweep runs
+    this on every job before the first one trains."""
     check_options(cfg)
     make_datamodule(cfg)  # its options; nothing is read yet
+    quiet_libraries()  # a Trainer says which devices it sees
+    make_trainer(cfg, [], logger=False, enable_checkpointing=False)  # nothing written yet
     try:
         return build_net(cfg)
     except TypeError as e:  # an option the arch's constructor does not take (+arch.foo=1)
