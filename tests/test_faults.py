@@ -147,10 +147,26 @@ def test_a_fault_in_the_sweeps_analysis_is_one_line_and_exit_1(
 # --- resuming ------------------------------------------------------------------------------------
 
 
-def test_a_resume_on_another_test_set_is_refused(fake_cifar, tmp_path):
+def _forget_test_set(run_dir: Path) -> None:
+    info = json.loads((run_dir / "run.json").read_text())
+    kept = {k: v for k, v in info.items() if k not in ("test_images", "test_md5")}
+    (run_dir / "run.json").write_text(json.dumps(kept))
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        lambda d: None,  # run.json says which test set: compared with it
+        _forget_test_set,  # run.json rebuilt without it: the checkpoint's record
+        lambda d: (d / "run.json").unlink(),  # run.json lost: the checkpoint's record
+    ],
+    ids=["kept", "forgotten", "lost"],
+)
+def test_a_resume_on_another_test_set_is_refused(fake_cifar, tmp_path, record):
     run_dir = tmp_path / "run"
     train_tiny(run_dir, fake_cifar)
     set_status(run_dir, "interrupted")
+    record(run_dir)
     other = write_random_cifar10(tmp_path / "other", n_train=100, n_test=40, seed=1)
     metrics = (run_dir / "metrics.csv").read_bytes()
     with pytest.raises(

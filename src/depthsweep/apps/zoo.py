@@ -4,7 +4,7 @@ alone, list the finished runs under some directories, evaluate one on its test s
 A checkpoint describes its net (`training.build.model_spec`, saved with the Lightning module's
 hyperparameters as `spec`): the arch's name, its node (`_target_` and constructor options), the
 depth, the class names in label order and the data config; and the inputs' normalisation as
-applied in training (`normalization`, training.callbacks.RecordNormalization: shift and scale
+applied in training (`normalization`, training.callbacks.RecordData: shift and scale
 tensors, x -> (x - shift) / scale, the mean image for `data.normalize=per_pixel_mean`).
 Checkpoints written before these records are loaded from their run directory's config.yaml.
 """

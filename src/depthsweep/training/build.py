@@ -15,7 +15,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 
 from depthsweep.errors import OptionError, UserError
-from depthsweep.training.callbacks import RecordNormalization
+from depthsweep.training.callbacks import RecordData
 from depthsweep.training.checkpoints import SafeCheckpointIO
 from depthsweep.training.config import (
     log_window,
@@ -171,7 +171,7 @@ def make_trainer(
         "log_every_n_steps": log_window(cfg),
         "callbacks": [
             window or TrainingWindow(cfg.schedule.warmup.until_train_error),
-            RecordNormalization(),
+            RecordData(),
             *callbacks,
         ],
     }

@@ -212,15 +212,18 @@ def last_checkpoint(path: Path, every: int) -> ModelCheckpoint:
     )
 
 
-class RecordNormalization(pl.Callback):
-    """Every checkpoint records the inputs' normalisation as training applied it, x -> (x - shift)
-    / scale with the data module's tensors (the mean image under per_pixel_mean), so that
-    depthsweep.apps.zoo can feed the net from the checkpoint alone."""
+class RecordData(pl.Callback):
+    """Every checkpoint records what its net was trained and tested on: the inputs' normalisation
+    as training applied it, x -> (x - shift) / scale with the data module's tensors (the mean
+    image under per_pixel_mean), so that depthsweep.apps.zoo can feed the net from the checkpoint
+    alone; and the test set (`test_images`, `test_md5`), so that a resume compares it even where
+    run.json has lost it (train.check_test_set)."""
 
     def on_save_checkpoint(self, trainer: pl.Trainer, module, checkpoint: dict) -> None:
         data = trainer.datamodule
         if data is not None:
             checkpoint["normalization"] = {"shift": data.shift.cpu(), "scale": data.scale.cpu()}
+            checkpoint["test_set"] = {k: data.test_set.get(k) for k in ("test_images", "test_md5")}
 
 
 def grad_norms(model: nn.Module) -> dict[str, float]:

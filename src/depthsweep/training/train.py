@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 from torch import nn
@@ -147,12 +148,19 @@ def record_failure(
 
 def check_test_set(record: RunRecord, test_set: dict) -> None:
     """A run resumed from its checkpoint keeps its test set: its test errors so far were measured
-    on the one its run.json records, and a series from two test sets is no series."""
+    on the one its run.json records (or, where run.json has lost it, its checkpoint: RecordData),
+    and a series from two test sets is no series."""
+    if not record.checkpoint.is_file():
+        return  # starting over: metrics.csv starts afresh
+    keys = ("test_images", "test_md5")
     earlier = record.read()
-    if not record.checkpoint.is_file() or not earlier.get("test_md5"):
-        return  # starting over (metrics.csv starts afresh), or nothing recorded to compare
-    before = {k: earlier.get(k) for k in ("test_images", "test_md5")}
-    now = {k: test_set[k] for k in before}
+    if not earlier.get("test_md5"):
+        saved = torch.load(record.checkpoint, map_location="cpu", weights_only=True)
+        earlier = saved.get("test_set") or {}
+    if not earlier.get("test_md5"):
+        return  # a checkpoint from before test sets were recorded: nothing to compare
+    before = {k: earlier.get(k) for k in keys}
+    now = {k: test_set[k] for k in keys}
     if before != now:
         raise TestSetChangedError(
             f"{record.dir} was tested on {before['test_images']} images (test_batch MD5 "
