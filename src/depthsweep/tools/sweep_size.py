@@ -16,6 +16,7 @@ estimate comes from those steps; elsewhere the line says how to measure them.
 from __future__ import annotations
 
 import statistics
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,7 +82,16 @@ def step_seconds(net: nn.Module, batch: int, classes: int = 10) -> float:
 
 
 def gpu_name() -> str:
-    return torch.cuda.get_device_name()
+    """The first GPU's name, from nvidia-smi: torch.cuda.get_device_name would create a CUDA
+    context in the process that launches the jobs, held for the whole sweep."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "this GPU"
+    return out.stdout.strip() or "this GPU"
 
 
 def _gpu_line(jobs: list[Job], configs: Sequence[DictConfig]) -> str:
