@@ -174,23 +174,32 @@ class RunRecord:
     def update(self, **fields: Any) -> None:
         atomic_write_text(self.json, json.dumps({**self.read(), **fields}, indent=2) + "\n")
 
+    def saved(self) -> dict[str, Any] | None:
+        """The run's checkpoint (None without one), read weights-only; one that cannot be read,
+        or that holds no `global_step`, is a UserError naming the fix."""
+        if not self.checkpoint.is_file():
+            return None
+        try:
+            ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            ckpt["global_step"]  # a KeyError if it is no Lightning checkpoint
+        except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as e:
+            raise UserError(
+                f"{self.checkpoint} cannot be read ({unreadable(e)}). Delete it to train "
+                "this run from the start, or put back a good copy to resume from it."
+            ) from None
+        return ckpt
+
     def resume_point(self) -> Path | None:
         """The checkpoint to resume from, with metrics.csv cut back to the checkpoint's step (or
         removed, with no checkpoint) so that iterations redone are not logged twice. Sets
         `resumed_at` (the checkpoint's step) and `evaluated_at` (the step of the last evaluation
         metrics.csv keeps; None if none)."""
         self.resumed_at = self.evaluated_at = None
-        if not self.checkpoint.is_file():  # starting over: what an earlier start logged goes
+        saved = self.saved()
+        if saved is None:  # starting over: what an earlier start logged goes
             self.metrics.unlink(missing_ok=True)
             return None
-        try:
-            ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-            step = ckpt["global_step"]
-        except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as e:
-            raise UserError(
-                f"{self.checkpoint} cannot be read ({unreadable(e)}). Delete it to train "
-                "this run from the start, or put back a good copy to resume from it."
-            ) from None
+        step = saved["global_step"]
         self.resumed_at = step
         if self.metrics.is_file():
             self._cut_metrics(step)

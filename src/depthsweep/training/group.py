@@ -15,13 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from depthsweep.errors import UserError
-from depthsweep.nets.models import conv_layers, count_macs, count_params
-from depthsweep.runs.provenance import provenance
 from depthsweep.runs.rundir import RunRecord
 from depthsweep.training.build import build, job_devices, make_module, make_trainer
 from depthsweep.training.callbacks import (
@@ -32,7 +29,6 @@ from depthsweep.training.callbacks import (
     last_checkpoint,
 )
 from depthsweep.training.clocks import RunClock, StepClock
-from depthsweep.training.config import resolve_cuda_graph, resolve_precision, trains_on_gpu
 from depthsweep.training.console import quiet_libraries
 from depthsweep.training.fused import FusedNet
 from depthsweep.training.fused_data import FusedData
@@ -51,10 +47,13 @@ from depthsweep.training.train import (
     check_options,
     check_test_set,
     fit_claimed,
+    how,
     preflight,
     record_done,
     record_failure,
     run_identity,
+    run_setting,
+    start_info,
 )
 
 log = logging.getLogger(__name__)
@@ -107,9 +106,8 @@ def train_group(runs: list[tuple[DictConfig, Path]]) -> str:
 
 
 def _checkpoint_step(record: RunRecord) -> int:
-    if not record.checkpoint.is_file():
-        return 0
-    return int(torch.load(record.checkpoint, map_location="cpu", weights_only=True)["global_step"])
+    saved = record.saved()
+    return 0 if saved is None else int(saved["global_step"])
 
 
 def make_fused_datamodule(cfgs: list[DictConfig]) -> FusedData:
@@ -198,26 +196,17 @@ def _train_fused(members: list[Member]) -> list[str]:
         default_root_dir=str(members[0].record.dir),
         **job_devices(cfg),
     )
-    shared = {
-        "iterations": cfg.schedule.iterations,
-        "train_images": data.train_images,
-        **data.test_set,
-        "precision": resolve_precision(cfg.trainer),
-        "cuda_graph": resolve_cuda_graph(cfg),
-        **provenance(trains_on_gpu(cfg.trainer)),
-    }
+    shared = run_setting(cfg, data)
     group = f"[fused: {', '.join(labels)}]"
-    how = f"{shared['device']}, {shared['precision']}"
-    how += (
-        f"{', CUDA graph' if shared['cuda_graph'] else ''}; {cfg.schedule.iterations:,} iterations"
-    )
     where = f"resuming at iteration {members[0].record.resumed_at}" if resume else "starting"
     # From `running` on, SIGTERM leaves a record of itself (train.fit_claimed's guard).
     with interrupt.guard():
         try:
             for m in members:
-                m.record.start(m.cfg, _info(m, shared, members))
-            log.info(f"{group} {where} as one network ({how})")
+                others = [str(o.record.dir) for o in members if o is not m]
+                m.record.start(m.cfg, start_info(m.cfg, m.net, shared) | {"fused_with": others})
+            iterations = f"{cfg.schedule.iterations:,} iterations"
+            log.info(f"{group} {where} as one network ({how(shared)}; {iterations})")
             trainer.fit(module, datamodule=data, ckpt_path=resume)
             if interrupt.signal:
                 trainer.save_checkpoint(paths[0])
@@ -244,21 +233,6 @@ def _train_fused(members: list[Member]) -> list[str]:
             if m.failed is None:
                 record_done(m.record, m.label, sched, trainer, clock, first_step.seconds())
     return ["failed" if m.failed else "done" for m in members]
-
-
-def _info(m: Member, shared: dict, members: list[Member]) -> dict:
-    """Member m's run.json at its start: its own identity and size, what the group shares, and
-    the run directories it trains with."""
-    return {
-        "arch": m.cfg.arch_name,
-        "depth": m.cfg.depth,
-        "seed": m.cfg.seed,
-        "params": count_params(m.net),
-        "macs": count_macs(m.net),
-        **shared,
-        "conv_layers": [name for name, _ in conv_layers(m.net)],
-        "fused_with": [str(o.record.dir) for o in members if o is not m],
-    }
 
 
 class FusedProgressPrinter(ProgressPrinter):

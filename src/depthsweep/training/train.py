@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 from torch import nn
@@ -129,6 +128,38 @@ def run_identity(cfg: DictConfig) -> dict:
     return {"arch": cfg.arch_name, "depth": cfg.depth, "seed": cfg.seed}
 
 
+def run_setting(cfg: DictConfig, data: pl.LightningDataModule) -> dict:
+    """What a run trains on and how, for its run.json (the same for every member of a fused
+    group): its length, the data (set up), the precision and CUDA graph as resolved here from
+    "auto", where and with what it runs."""
+    return {
+        "iterations": cfg.schedule.iterations,
+        "train_images": data.train_images,
+        **data.test_set,
+        "precision": resolve_precision(cfg.trainer),
+        "cuda_graph": resolve_cuda_graph(cfg),
+        **provenance(trains_on_gpu(cfg.trainer)),
+    }
+
+
+def start_info(cfg: DictConfig, net: nn.Module, setting: dict) -> dict:
+    """A run's run.json at its start: its identity and size, its `run_setting`, and the order of
+    the grad_norm/* columns' layers, which metrics.csv sorts by name."""
+    return {
+        **run_identity(cfg),
+        "params": count_params(net),
+        "macs": count_macs(net),
+        **setting,
+        "conv_layers": [name for name, _ in conv_layers(net)],
+    }
+
+
+def how(setting: dict) -> str:
+    """The device, precision and CUDA graph of a `run_setting`, for a start line."""
+    graph = ", CUDA graph" if setting["cuda_graph"] else ""
+    return f"{setting['device']}, {setting['precision']}{graph}"
+
+
 def record_failure(
     record: RunRecord, label: str, e: Exception, identity: dict | None = None
 ) -> str:
@@ -155,8 +186,7 @@ def check_test_set(record: RunRecord, test_set: dict) -> None:
     keys = ("test_images", "test_md5")
     earlier = record.read()
     if not earlier.get("test_md5"):
-        saved = torch.load(record.checkpoint, map_location="cpu", weights_only=True)
-        earlier = saved.get("test_set") or {}
+        earlier = record.saved().get("test_set") or {}
     if not earlier.get("test_md5"):
         return  # a checkpoint from before test sets were recorded: nothing to compare
     before = {k: earlier.get(k) for k in keys}
@@ -175,22 +205,7 @@ def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> 
     datamodule = make_datamodule(cfg)
     datamodule.prepare_data()  # a missing or malformed dataset is a setup error; reading it
     datamodule.setup("fit")  # here also says what the test set is
-    on_gpu = trains_on_gpu(cfg.trainer)
-    info = {
-        "arch": cfg.arch_name,
-        "depth": cfg.depth,
-        "seed": cfg.seed,
-        "params": count_params(model),
-        "macs": count_macs(model),
-        "iterations": cfg.schedule.iterations,
-        "train_images": datamodule.train_images,
-        **datamodule.test_set,
-        "precision": resolve_precision(cfg.trainer),  # as resolved here from "auto"
-        "cuda_graph": resolve_cuda_graph(cfg),
-        **provenance(on_gpu),
-        # The order of the grad_norm/* columns' layers, which metrics.csv sorts by name.
-        "conv_layers": [name for name, _ in conv_layers(model)],
-    }
+    info = start_info(cfg, model, run_setting(cfg, datamodule))
     module = make_module(cfg, model)
     check_test_set(record, datamodule.test_set)
     resume = record.resume_point()
@@ -219,7 +234,6 @@ def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> 
         default_root_dir=str(record.dir),
         **job_devices(cfg),
     )
-    how = f"{info['device']}, {info['precision']}{', CUDA graph' if info['cuda_graph'] else ''}"
     where = f"resuming from {resume} (iteration {record.resumed_at})" if resume else "starting"
     # From `running` on, SIGTERM leaves a record of itself, never a stale `running`: the guard
     # takes it while Lightning's own handler (fit's, to a step boundary) is not installed.
@@ -227,7 +241,8 @@ def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> 
         try:
             record.start(cfg, info)
             log.info(
-                f"[{label}] {where} in {record.dir} ({how}; {cfg.schedule.iterations:,} iterations)"
+                f"[{label}] {where} in {record.dir} ({how(info)}; {cfg.schedule.iterations:,} "
+                "iterations)"
             )
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
             if interrupt.signal:  # Ctrl-C: fit stopped after the step it was in
