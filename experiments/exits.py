@@ -4,22 +4,17 @@ and Hydra prints the traceback."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from depthsweep.errors import UNEXPECTED, USER_ERROR
+from depthsweep.errors import UNEXPECTED, USER_ERROR, full_error
 from depthsweep.runs.rundir import remove_empty_parents, remove_unstarted
 
 # What Hydra, a launcher and the sweeper write into a sweep directory before its first run.
 SWEEP_BEFORE_START = {"multirun.yaml", ".submitit", ".fused"}
-
-
-def full_error() -> bool:
-    return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
 def discard(run_dir: Path, sweep: bool) -> None:

@@ -9,14 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra import compose
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from depthsweep.errors import RUN_FAILED, UNEXPECTED, USER_ERROR
-from depthsweep.training.sweeper import expand
-from experiments.exits import full_error
+from depthsweep.errors import RUN_FAILED, UNEXPECTED, USER_ERROR, full_error
 
 
 def _check_writable(directory: str) -> None:
@@ -36,14 +32,6 @@ def _check_writable(directory: str) -> None:
         raise SystemExit(USER_ERROR)
 
 
-def _job_configs(config: DictConfig) -> list[DictConfig]:
-    """Every job of the sweep about to launch, composed as its run will see it: the command
-    line's and hydra.sweeper.params' lists expanded as the sweeper expands them."""
-    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-    jobs = expand([*params, *config.hydra.overrides.task], OverridesParser.create())
-    return [compose(config.hydra.job.config_name, overrides=job) for job in jobs]
-
-
 class AnalyzeSweep(Callback):
     def __init__(self, diagnose: Sequence[str] = ()) -> None:
         self.diagnose = list(diagnose)
@@ -53,13 +41,6 @@ class AnalyzeSweep(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check_writable(config.hydra.sweep.dir)
-        from depthsweep.tools.sweep_size import describe  # deferred: see on_multirun_end
-
-        try:
-            lines = describe(_job_configs(config))
-        except Exception:  # a job's bad option: the sweeper's check names it, in one line
-            return
-        print("\n".join(lines))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # Imported here, not at the top: Hydra loads this callback before launching the runs,

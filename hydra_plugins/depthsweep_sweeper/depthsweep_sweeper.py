@@ -5,7 +5,6 @@ there."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from depthsweep.errors import USER_ERROR, UserError
+from depthsweep.errors import USER_ERROR, UserError, full_error
+from depthsweep.tools.sweep_size import describe
 from depthsweep.training.sweeper import expand, plan, task_config
 from depthsweep.training.train import preflight
 
@@ -54,14 +54,16 @@ class DepthSweeper(Sweeper):
             (job, loader.load_sweep_config(master_config=self.config, sweep_overrides=job))
             for job in batch
         ]
+        configs = [task_config(cfg) for _, cfg in jobs]
         try:
-            for _, cfg in jobs:  # every job, before the first one trains
-                preflight(task_config(cfg))
+            for cfg in configs:  # every job, before the first one trains
+                preflight(cfg)
         except UserError as e:  # as experiments.run reports a run's: one line, exit 2
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            if full_error():
                 raise
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(USER_ERROR) from None
+        print("\n".join(describe(configs)))  # its size, and on a CPU how long it will take
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

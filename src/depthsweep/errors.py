@@ -7,11 +7,18 @@ else that goes wrong during training is recorded in the run's run.json as a fail
 
 from __future__ import annotations
 
+import os
+
 # Exit codes of experiments.run, documented in the README.
 UNEXPECTED = 1  # a fault no check foresaw, outside a run's record (a bug, an unwritable directory)
 USER_ERROR = 2  # bad data, option or directory: nothing trained
 RUN_FAILED = 3  # a run (or, in a sweep, any run) failed; the others went on
 INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal, as a shell reports it
+
+
+def full_error() -> bool:
+    """HYDRA_FULL_ERROR=1: a fault raised with its traceback, not said in one line."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
 class UserError(Exception):

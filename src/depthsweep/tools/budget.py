@@ -276,7 +276,7 @@ def figure_options(
         own["overhead_s"] = own.get("overhead_s", RUN_OVERHEAD_S) + extra
         pair: dict = {}
         if pair_depth is not None:
-            fp32, bf16 = pair_variants(variant)
+            bf16 = pair_variants(variant)[1]
             two = concurrency_gain(rows, bf16).get(2, 1.0)
             pair_jobs, pair_gain = best_jobs({1: 1.0, 2: two})
             ms_pair = pair_ms(rows, variant, pair_depth)

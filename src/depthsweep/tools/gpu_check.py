@@ -43,6 +43,7 @@ from depthsweep.tools.budget import (
     QUICK_DEPTH_SETS,
     RUN_OVERHEAD_S,
     QuickPlan,
+    choose_plan,
     fastest_variant,
     figure_options,
     plan_from_bench,
@@ -776,11 +777,10 @@ def _plan(check: Check, rows: list[dict], allowed: list[str], w: Window):
         budget = min(budget, w.figure_budget_s)
     check.say(f"planning the figure and the precision pair into {budget:.0f} s")
     options = dict(w.plan) | {"depth_sets": w.depth_sets}
-    variant, plan = plan_from_bench(
-        rows, budget, allowed, seeds=w.seeds, pair_depth=w.pair_depth,
-        more_seeds_worth=w.more_seeds_worth, **options,
-    )  # fmt: skip
     considered = figure_options(rows, budget, allowed, w.seeds, w.pair_depth, **options)
+    if not considered:  # plan_from_bench says why nothing fits
+        plan_from_bench(rows, budget, allowed, seeds=w.seeds, pair_depth=w.pair_depth, **options)
+    variant, plan = choose_plan(considered, w.more_seeds_worth)
     return variant, plan, considered
 
 

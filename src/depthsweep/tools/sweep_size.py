@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from depthsweep.nets.models import PlainNet, ResNet, count_macs
+from depthsweep.tools.budget import interpolate_ms
 from depthsweep.training.build import build_net
 from depthsweep.training.callbacks import duration
 from depthsweep.training.config import resolve_cuda_graph, resolve_precision, trains_on_gpu
@@ -110,8 +111,7 @@ def _gpu_line(jobs: list[Job], configs: Sequence[DictConfig]) -> str:
         )
     (d0, ms0), (d1, ms1) = sorted(measured.items())
     seconds = sum(
-        j.iterations * (ms0 + (j.depth - d0) * (ms1 - ms0) / (d1 - d0)) / 1000 * j.batch / 128
-        for j in jobs
+        j.iterations * interpolate_ms(measured, j.depth) / 1000 * j.batch / 128 for j in jobs
     )
     return (
         f"sweep: about {duration(seconds)} of training steps on this {name}, one run after "

@@ -8,7 +8,6 @@ reason) or `interrupted` (Ctrl-C or SIGTERM, with a checkpoint at the current st
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -16,7 +15,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 from torch import nn
 
-from depthsweep.errors import OptionError, UserError
+from depthsweep.errors import OptionError, UserError, full_error
 from depthsweep.nets.models import conv_layers, count_macs, count_params
 from depthsweep.runs.provenance import provenance
 from depthsweep.runs.rundir import RunRecord
@@ -168,7 +167,7 @@ def record_failure(
     message = f"[{label}] FAILED: {type(e).__name__}: {e}"
     if isinstance(e, CheckpointWriteError):  # says what happened and what is kept
         message = f"[{label}] FAILED: {e}"
-    log.error(message, exc_info=os.environ.get("HYDRA_FULL_ERROR") == "1")
+    log.error(message, exc_info=full_error())
     try:
         earlier = {} if record.json.is_file() else (identity or {})
         record.update(**earlier, status="failed", error=f"{type(e).__name__}: {e}")
