@@ -28,8 +28,9 @@ def arch_order(variants: Iterable[str]) -> list[str]:
     return sorted(set(variants), key=lambda v: (first.get(v.split(" ")[0], 2), v))
 
 
-def describe(summary: pd.DataFrame) -> str:
-    """What a sweep's runs trained on and for how long, and which test set: a figure's subtitle."""
+def describe(summary: pd.DataFrame, table: pd.DataFrame | None = None) -> str:
+    """What a sweep's runs trained on and for how long, and which test set: a figure's subtitle
+    (`table`: the summary's `aggregate`, if the caller has it)."""
 
     def span(values: pd.Series, unit: str) -> str:
         values = sorted({int(v) for v in values.dropna()})
@@ -38,7 +39,7 @@ def describe(summary: pd.DataFrame) -> str:
         low, high = values[0], values[-1]
         return f"{low:,} {unit}" if low == high else f"{low:,}–{high:,} {unit}"
 
-    sets = sorted(set(aggregate(summary)["test_set"]))
+    sets = sorted(set((aggregate(summary) if table is None else table)["test_set"]))
     test = sets[0] if len(sets) == 1 else "mixed test sets"
     trained = " on ".join(
         s
@@ -82,10 +83,13 @@ def figure6(
     return fig
 
 
-def error_vs_depth(summary: pd.DataFrame) -> Figure:
+def error_vs_depth(
+    summary: pd.DataFrame, table: pd.DataFrame | None = None, subtitle: str | None = None
+) -> Figure:
     """Final train (dashed) and test (solid) error vs depth per variant, finished runs; bars: ±
-    the SE of each mean (`summaries.by_depth`, the numbers the verdict uses)."""
-    table = by_depth(summary)
+    the SE of each mean (`summaries.by_depth`, the numbers the verdict uses; `table`, if the
+    caller has it). `subtitle`: what the runs are (`describe`)."""
+    table = by_depth(summary) if table is None else table
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
     for i, arch in enumerate(arch_order(table["variant"].unique())):
@@ -109,7 +113,7 @@ def error_vs_depth(summary: pd.DataFrame) -> Figure:
     if len(table):
         ax.legend()
     title = "Final error vs depth, ± its standard error"
-    sub = describe(summary) if len(summary) else ""
+    sub = subtitle if subtitle is not None else describe(summary) if len(summary) else ""
     ax.set_title(f"{title}\n{sub}" if sub else title, fontsize="small")
     return fig
 

@@ -12,6 +12,7 @@ import pandas as pd
 from depthsweep.analysis import plots
 from depthsweep.analysis.plots import save_figure
 from depthsweep.analysis.summaries import (
+    aggregate,
     by_depth,
     decide,
     load_sweep,
@@ -27,12 +28,15 @@ def analyze(sweep_dir: str | os.PathLike, ylim: tuple[float, float] | None = Non
     sweep_dir = Path(sweep_dir)
     runs, metrics = load_sweep(sweep_dir)
     summary = summarize(runs, metrics)
+    # Each table and the verdict computed once for every file that shows them.
+    table, finished = aggregate(summary), by_depth(summary)
+    judged = decide(summary, finished)
     atomic_write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))
-    atomic_write_text(sweep_dir / "by_depth.csv", by_depth(summary).to_csv(index=False))
-    atomic_write_text(sweep_dir / "summary.md", to_markdown(summary))
-    verdict = json.dumps(decide(summary).to_dict(), indent=2, ensure_ascii=False)
+    atomic_write_text(sweep_dir / "by_depth.csv", finished.to_csv(index=False))
+    atomic_write_text(sweep_dir / "summary.md", to_markdown(summary, table, judged))
+    verdict = json.dumps(judged.to_dict(), indent=2, ensure_ascii=False)
     atomic_write_text(sweep_dir / "verdict.json", verdict + "\n")
-    subtitle = plots.describe(summary)
+    subtitle = plots.describe(summary, table)
     save_figure(plots.figure6(metrics, ylim=ylim, subtitle=subtitle), sweep_dir / "figure6")
-    save_figure(plots.error_vs_depth(summary), sweep_dir / "error_vs_depth")
+    save_figure(plots.error_vs_depth(summary, finished, subtitle), sweep_dir / "error_vs_depth")
     return summary

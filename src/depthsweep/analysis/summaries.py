@@ -177,11 +177,7 @@ def mixed_options(summary: pd.DataFrame) -> list[str]:
     """The options in which the plain and resnet runs the verdict compares differ, beyond what
     an arch alone has (its arch.* node may differ between the archs, never within one), and
     runs whose options are unknown: the verdict judges the two under one configuration only."""
-    compared = summary[
-        (summary["status"] == "done")
-        & summary["arch"].isin(judge.ARCHS)
-        & (summary["depth"] >= judge.MIN_DEPTH)
-    ]
+    compared = summary[(summary["status"] == "done") & judge.judged(summary)]
     mixed = []
     for option in options_of(summary):
         values = compared[option].fillna(UNSET)
@@ -204,10 +200,11 @@ def by_depth(summary: pd.DataFrame) -> pd.DataFrame:
     return aggregate(done)
 
 
-def decide(summary: pd.DataFrame) -> judge.Verdict:
-    """The verdict on a sweep's summary, from its finished runs, with the numbers it used (see
-    depthsweep.analysis.verdict)."""
-    return judge.decide(summary, by_depth(summary), mixed_options(summary))
+def decide(summary: pd.DataFrame, table: pd.DataFrame | None = None) -> judge.Verdict:
+    """The verdict on a sweep's summary, from its finished runs (`table`: their `by_depth`, if
+    the caller has it), with the numbers it used (see depthsweep.analysis.verdict)."""
+    table = by_depth(summary) if table is None else table
+    return judge.decide(summary, table, mixed_options(summary))
 
 
 def verdict(summary: pd.DataFrame) -> str:
@@ -248,9 +245,12 @@ def _mean_pm(mean: float, spread: float) -> str:
 PAPER_ITERATIONS = 64_000  # the schedule the paper's numbers come from
 
 
-def to_markdown(summary: pd.DataFrame) -> str:
-    """summary.md: the per-(arch, depth) table, failed and running runs, the verdict."""
-    table = aggregate(summary)
+def to_markdown(
+    summary: pd.DataFrame, table: pd.DataFrame | None = None, judged: judge.Verdict | None = None
+) -> str:
+    """summary.md: the per-(arch, depth) table (`table`: the summary's `aggregate`, if the caller
+    has it), failed and running runs, the verdict (`judged`: `decide`'s, if the caller has it)."""
+    table = aggregate(summary) if table is None else table
     options = options_of(summary)
     shown = list(ERROR_COLUMNS)
     if table["test_error_at_best_val_mean"].isna().all():  # no run held out a validation split
@@ -316,4 +316,5 @@ def to_markdown(summary: pd.DataFrame) -> str:
             "nothing logged yet" if pd.isna(i) else f"at iteration {i}" for i in running.iterations
         ]
         lines += [f"- {name}: {s}" for name, s in zip(running.run_dir, steps, strict=True)]
-    return "\n".join([*lines, "", verdict(summary), ""])
+    sentence = (judged or decide(summary)).sentence
+    return "\n".join([*lines, "", sentence, ""])

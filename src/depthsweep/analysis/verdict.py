@@ -39,6 +39,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from depthsweep.files import plain_data
+
 # The claim is about depths 20 to 110; depth 8 is a smoke-test size, no evidence.
 MIN_DEPTH = 20
 MIN_DEPTHS = 3  # depths >= MIN_DEPTH an arch needs for its trend to be tested
@@ -77,17 +79,7 @@ class Verdict:
 
     def to_dict(self) -> dict:
         """As plain data for verdict.json: NaN (not estimated) becomes None."""
-
-        def clean(x):
-            if isinstance(x, dict):
-                return {k: clean(v) for k, v in x.items()}
-            if isinstance(x, list):
-                return [clean(v) for v in x]
-            if isinstance(x, float | np.floating):
-                return float(x) if math.isfinite(x) else None
-            return x.item() if isinstance(x, np.integer) else x
-
-        return clean(asdict(self))
+        return plain_data(asdict(self))
 
 
 def _quantile(dof: float) -> float:
@@ -118,11 +110,11 @@ def trend(points: pd.DataFrame) -> tuple[float, float, float]:
     known = se[np.isfinite(se) & (se > 0)]
     se = np.where(np.isfinite(se) & (se > 0), se, known.max() if len(known) else 1.0)
     w = 1 / se**2
-    xm = np.sum(w * x) / np.sum(w)
+    xm, ym = np.sum(w * x) / np.sum(w), np.sum(w * y) / np.sum(w)
     sxx = np.sum(w * (x - xm) ** 2)
-    slope = np.sum(w * (x - xm) * (y - np.sum(w * y) / np.sum(w))) / sxx
+    slope = np.sum(w * (x - xm) * (y - ym)) / sxx
     dof = len(x) - 2
-    chi2 = np.sum(w * (y - (np.sum(w * y) / np.sum(w) + slope * (x - xm))) ** 2)
+    chi2 = np.sum(w * (y - (ym + slope * (x - xm))) ** 2)
     scale = math.sqrt(max(1.0, chi2 / dof)) if len(known) else math.sqrt(chi2 / dof)
     half = _quantile(dof) * scale / math.sqrt(sxx)
     return float(slope), float(slope - half), float(slope + half)
@@ -235,14 +227,16 @@ def _describe(points: pd.DataFrame) -> str:
     )
 
 
+def judged(frame: pd.DataFrame) -> pd.Series:
+    """Which rows (runs, or a table's arch and depth) the claim is about: plain or resnet, at a
+    depth >= MIN_DEPTH."""
+    return frame["arch"].isin(ARCHS) & (frame["depth"] >= MIN_DEPTH)
+
+
 def bad_values(summary: pd.DataFrame) -> list[str]:
     """Finished plain/resnet runs at the verdict's depths whose final training error is no
     error rate at all (NaN, infinite, outside 0-100): named, never dropped."""
-    done = summary[
-        (summary["status"] == "done")
-        & summary["arch"].isin(ARCHS)
-        & (summary["depth"] >= MIN_DEPTH)
-    ]
+    done = summary[(summary["status"] == "done") & judged(summary)]
     error = done["final_train_error"].astype(float)
     bad = done[~(error.between(0, 100))]  # NaN and ±inf fall outside too
     return [f"{r.run_dir} ({r.final_train_error})" for r in bad.itertuples()]
@@ -265,8 +259,7 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
             f"{', '.join(mixed)}, not only in their arch; the verdict compares the two under one "
             "configuration (sweep them apart, or analyse each configuration's runs apart).",
         )
-    used = table[table["arch"].isin(ARCHS) & (table["depth"] >= MIN_DEPTH)]
-    used = used[used["n"] > 0]
+    used = table[judged(table)]  # groups of finished runs: n >= 1
     points = pd.DataFrame(
         {
             "arch": used["arch"],
@@ -308,11 +301,7 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
     if outcome != "reproduced":
         supported = [p.reason for p in parts if p.state == "supported"]
         sentence += f" Supported: {'; '.join(supported)}." if supported else ""
-    left_out = summary[
-        summary["arch"].isin(ARCHS)
-        & (summary["depth"] >= MIN_DEPTH)
-        & (summary["status"] != "done")
-    ]
+    left_out = summary[judged(summary) & (summary["status"] != "done")]
     if len(left_out):
         names = [f"{r.run_dir} ({r.status})" for r in left_out.itertuples()]
         sentence += f" Left out, not finished: {', '.join(names)}."

@@ -56,7 +56,7 @@ def read_metrics(run_dir: Path, numeric: list[str] = METRIC_COLUMNS) -> pd.DataF
         return None
     try:
         text = path.read_text(encoding="utf-8")
-        if metrics_cut_off(run_dir):
+        if text and not text.endswith("\n"):  # metrics_cut_off, on the text already read
             warnings.warn(f"{path}: its last row is cut off mid-line: dropped", stacklevel=3)
             text = text[: text.rfind("\n") + 1]
         frame = pd.read_csv(io.StringIO(text))

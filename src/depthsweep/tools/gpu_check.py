@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shlex
 import shutil
@@ -37,6 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
+from depthsweep.files import plain_data
 from depthsweep.runs.metrics import read_final_errors
 from depthsweep.tools.bench import GPU_VARIANTS, VARIANTS
 from depthsweep.tools.budget import (
@@ -726,20 +726,7 @@ def pair_iterations(plan: QuickPlan, left_s: float, round_to: int = 100) -> int:
 
 
 def _json(data: dict) -> str:
-    """JSON of plain data, numpy's numbers as Python's and NaN as null."""
-
-    def plain(x):
-        if isinstance(x, dict):
-            return {k: plain(v) for k, v in x.items()}
-        if isinstance(x, list | tuple):
-            return [plain(v) for v in x]
-        if hasattr(x, "item"):  # a numpy scalar
-            x = x.item()
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        return x
-
-    return json.dumps(plain(data), indent=2) + "\n"
+    return json.dumps(plain_data(data), indent=2) + "\n"
 
 
 def figure_command(variant: str, plan: QuickPlan, data: Path, sweep: Path, w: Window) -> list[str]:
