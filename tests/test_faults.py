@@ -129,7 +129,7 @@ def test_a_fault_in_the_sweeps_analysis_is_one_line_and_exit_1(
     sweep = tmp_path / "sweep"
     assert train(tiny_config(fake_cifar), sweep / "resnet") == "done"
 
-    def broken(frame):
+    def broken(*args):
         raise ValueError("The truth value of a Series is ambiguous")
 
     monkeypatch.setattr(report, "to_markdown", broken)
