@@ -361,13 +361,8 @@ def transfer(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     data = target_data(cfg, source)
     label = f"transfer freeze={t.freeze} labels_per_class={t.labels_per_class} seed={cfg.seed}"
     record = RunRecord(run_dir)
-    with record.claim() as held:
-        if not held:
-            log.warning(f"[{label}] running elsewhere (another process holds {run_dir}): skipped")
-            return record.read()
-        record.check_config(cfg)
-        if record.is_finished():
-            log.info(f"[{label}] already finished in {run_dir}: skipped")
+    with record.claimed(cfg, label) as not_ours:
+        if not_ours:
             return record.read()
         sha256 = zoo.file_sha256(source.checkpoint)
         record.start(

@@ -142,6 +142,26 @@ class RunRecord:
         finally:
             lock.release()
 
+    @contextlib.contextmanager
+    def claimed(self, cfg: DictConfig, label: str) -> Iterator[str | None]:
+        """`claim`, then the checks before training, for training and transfer runs alike: yields
+        None while the run is this process's to train, else why not, said in one line: 'busy'
+        (another process holds it) or 'skipped' (it finished before). A directory of another
+        configuration is refused (check_config)."""
+        with self.claim() as held:
+            if not held:
+                log.warning(
+                    f"[{label}] running elsewhere (another process holds {self.dir}): skipped"
+                )
+                yield "busy"
+                return
+            self.check_config(cfg)
+            if self.is_finished():
+                log.info(f"[{label}] already finished in {self.dir}: skipped")
+                yield "skipped"
+                return
+            yield None
+
     @property
     def status(self) -> str | None:
         return self.read().get("status")

@@ -83,16 +83,11 @@ def train_group(runs: list[tuple[DictConfig, Path]]) -> str:
             net = preflight(cfg)
             label = f"{cfg.arch_name}-{cfg.depth} seed={cfg.seed}"
             record = RunRecord(run_dir)
-            if not held.enter_context(record.claim()):
-                log.warning(f"[{label}] running elsewhere (another process holds {run_dir})")
-                statuses.append("busy")
-                continue
-            record.check_config(cfg)
-            if record.is_finished():
-                log.info(f"[{label}] already finished in {run_dir}: skipped")
-                statuses.append("skipped")
-                continue
-            members.append(Member(cfg, record, net, label))
+            not_ours = held.enter_context(record.claimed(cfg, label))
+            if not_ours:
+                statuses.append(not_ours)
+            else:
+                members.append(Member(cfg, record, net, label))
         by_step: dict[int, list[Member]] = {}
         for m in members:
             by_step.setdefault(_checkpoint_step(m.record), []).append(m)

@@ -98,14 +98,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
     model = preflight(cfg)  # an invalid depth or class fails here, before anything else
     label = f"{cfg.arch_name}-{cfg.depth} seed={cfg.seed}"
     record = RunRecord(run_dir)
-    with record.claim() as held:
-        if not held:
-            log.warning(f"[{label}] running elsewhere (another process holds {run_dir}): skipped")
-            return "busy"
-        record.check_config(cfg)
-        if record.is_finished():
-            log.info(f"[{label}] already finished in {run_dir}: skipped")
-            return "skipped"
+    with record.claimed(cfg, label) as not_ours:  # 'busy' or 'skipped', said
+        if not_ours:
+            return not_ours
         return fit_claimed(cfg, model, record, label)
 
 
