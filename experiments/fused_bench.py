@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from depthsweep.nets.models import PlainNet, ResNet
+from depthsweep.training.clocks import synchronize
 from depthsweep.training.fused import FusedNet, FusedSGD, fused_loss_and_error
 from depthsweep.training.graphed import GraphedStep
 
@@ -60,10 +61,6 @@ class Setup:
         return torch.autocast(
             self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False
         )
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
 
 def separate_step(setup: Setup, nets, x: Tensor, y: Tensor, graph: bool = False) -> Callable:
@@ -142,10 +139,10 @@ def timed(setup: Setup, steps: dict[str, Callable], warmup: int, repeats: int) -
     best = dict.fromkeys(steps, float("inf"))
     for _ in range(repeats):
         for name, step in steps.items():
-            setup.sync()
+            synchronize(setup.device)
             t0 = time.perf_counter()
             step()
-            setup.sync()
+            synchronize(setup.device)
             best[name] = min(best[name], (time.perf_counter() - t0) * 1e3)
     return best
 

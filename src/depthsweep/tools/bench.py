@@ -222,7 +222,7 @@ def time_sgd_loop(
         loss.backward()
         opt.step()
         clock.tick(device)
-    return Timing(clock.times[warmup], clock.times[warmup + steps], steps, clock.seconds(0, 1))
+    return Timing.of(clock, warmup, steps)
 
 
 def say(*lines: str) -> None:

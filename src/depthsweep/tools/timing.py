@@ -27,6 +27,12 @@ class Timing:
     def ms_per_step(self) -> float:
         return (self.t1 - self.t0) * 1000 / self.steps
 
+    @classmethod
+    def of(cls, clock: StepClock, warmup: int, steps: int) -> Timing:
+        """The `steps` timed after `warmup` steps by `clock`, which read the time after steps 1,
+        `warmup` and `warmup + steps`."""
+        return cls(clock.times[warmup], clock.times[warmup + steps], steps, clock.seconds(0, 1))
+
 
 def time_harness(
     cfg: DictConfig,
@@ -66,7 +72,7 @@ def time_harness(
         enable_progress_bar=False,
     )
     trainer.fit(module, datamodule=data)
-    return Timing(clock.times[warmup], clock.times[warmup + steps], steps, clock.seconds(0, 1))
+    return Timing.of(clock, warmup, steps)
 
 
 def quiet_lightning() -> None:
