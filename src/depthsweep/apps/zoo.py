@@ -187,13 +187,13 @@ def list_runs(paths: list[str | os.PathLike], unusable: list[str] | None = None)
         try:
             if not is_model(run_dir):
                 continue
-            load(run_dir)  # every model listed can be used: its checkpoint is read here
+            model = load(run_dir)  # every model listed can be used: its checkpoint is read here
         except UserError as e:  # a checkpoint that cannot be read, an arch not installed here
             if unusable is not None:
                 unusable.append(f"{run_dir}: {e}")
             continue
         info = RunRecord(run_dir).read()
-        classes = read_config(run_dir).data.get("classes")
+        classes = model.spec["data"].get("classes")  # the run's resolved data config
         rows.append(
             {
                 **{k: info.get(k) for k in ("arch", "depth", "seed", "params", "macs")},
