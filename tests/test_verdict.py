@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers import train_tiny
+from scipy import stats
 
 from depthsweep.analysis import summaries as analysis
 from depthsweep.analysis import verdict
@@ -65,21 +66,22 @@ CASES = {
         {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
         0.05,
         "reproduced",
-        "Degradation reproduced: plain's train error rises with depth",
+        "Degradation reproduced: plain's train error rises with depth (plain-56 − plain-20 = "
+        "+4.50 points",
     ),
-    "the paper's numbers, 1 seed": (
+    "the paper's numbers, 1 seed": (  # the runs' own noise alone judged nothing reliably
         PAPER_PLAIN,
         PAPER_RESNET,
         0.05,
-        "reproduced",
-        "One seed per depth: each SE is the run's own window-to-window noise",
+        "inconclusive",
+        "plain-56 vs plain-20 untested: one seed at plain-56 and plain-20",
     ),
-    "flat resnet, 3 identical seeds": (  # the old rule called this reproduced
+    "flat resnet, 3 identical seeds": (  # the old fixed-tolerance rule called this reproduced
         {d: seeds(e, 0.3) for d, e in RISING_PLAIN.items()},
         {d: [e] * 3 for d, e in FLAT.items()},
         0.2,
         "inconclusive",
-        "resnet's trend with depth is unclear (error ∝ depth^k, k = -0.00, 95% CI [-0.06, +0.06]",
+        "resnet's trend with depth is unclear (resnet-20 − resnet-56 = +0.00 points",
     ),
     "flat resnet with seed noise": (
         {d: seeds(e, 0.3) for d, e in RISING_PLAIN.items()},
@@ -93,9 +95,10 @@ CASES = {
         {d: seeds(5.0 + 0.05 * i, 0.01) for i, d in enumerate(DEPTHS)},
         0.005,
         "not reproduced",
-        "NOT reproduced: resnet's train error does not fall with depth",
+        "NOT reproduced: resnet's train error does not fall with depth (resnet-20 − resnet-56 = "
+        "-0.15 points",
     ),
-    "a 2-point rise under 1-point seed noise": (  # the old rule called this reproduced
+    "a 2-point rise under 1-point seed noise": (  # not significant the other way either
         {d: seeds(e, 1.0) for d, e in RISING_PLAIN.items()},
         {d: seeds(5.0 + 0.5 * i, 1.0) for i, d in enumerate(DEPTHS)},
         0.2,
@@ -113,39 +116,61 @@ CASES = {
         },
         0.2,
         "not reproduced",
-        "resnet's train error does not fall with depth",
+        "Seeds far from their depth's others (kept, and named): resnet-32 seed 2 (21.00; the "
+        "others 3.00, 3.20)",
     ),  # fmt: skip
     "two depths only, plain-110 collapsed": (
-        {20: 2.0, 110: 89.9},
-        {20: 1.8, 110: 1.0},
+        {20: seeds(2.0, 0.3), 110: seeds(89.9, 0.3)},
+        {20: seeds(1.8, 0.3), 110: seeds(1.0, 0.3)},
         0.2,
         "inconclusive",
-        "plain's trend is not tested: it needs ≥ 3 depths ≥ 20 including one ≥ 56 (has 20, 110)",
+        "plain's trend is not tested: it needs ≥ 3 depths ≥ 20, the deepest ≥ 56 (has 20, 110)",
     ),
     "a flat plain net whose deepest run collapsed": (  # one point must not carry the trend
         {20: seeds(2.0, 0.3), 56: seeds(2.1, 0.3), 110: seeds(80.0, 0.3)},
         {20: seeds(2.0, 0.3), 56: seeds(1.5, 0.3), 110: seeds(1.2, 0.3)},
         0.2,
         "inconclusive",
-        "plain's trend with depth is unclear",
+        "plain's trend with depth is unclear (plain-56 − plain-20 = +0.10 points",
     ),
-    "no resnet as deep as 56": (
-        PAPER_PLAIN,
-        {20: 1.3, 32: 0.9, 44: 0.7},
+    "the issue's flat plain 20-56 and collapsed 110, 2 seeds": (  # the power law said: rises
+        {20: [1.9, 2.1], 32: [2.0, 2.2], 44: [1.9, 2.1], 56: [2.1, 2.3], 110: [84.0, 86.0]},
+        {d: seeds(e, 0.1, n=2) for d, e in PAPER_RESNET.items()},
         0.05,
         "inconclusive",
-        "What would settle it: train resnet at ≥ 3 depths ≥ 20 including one ≥ 56",
+        "plain's trend with depth is unclear (plain-56 − plain-20 = +0.20 points",
+    ),
+    "plain falling from 20 to 56, then collapsed": (  # said to rise every time by the old rule
+        {
+            20: seeds(2.4, 0.05),
+            32: seeds(2.2, 0.05),
+            44: seeds(2.0, 0.05),
+            56: seeds(1.8, 0.05),
+            110: seeds(80.0, 0.5),
+        },
+        {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
+        0.02,
+        "not reproduced",
+        "NOT reproduced: plain's train error does not rise with depth (plain-56 − plain-20 = "
+        "-0.60 points",
+    ),  # fmt: skip
+    "no resnet as deep as 56": (
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {20: seeds(1.3, 0.1), 32: seeds(0.9, 0.1), 44: seeds(0.7, 0.1)},
+        0.05,
+        "inconclusive",
+        "What would settle it: train resnet at ≥ 3 depths ≥ 20, the deepest ≥ 56",
     ),
     "resnet above plain at the deepest depth": (
-        {20: 1.0, 56: 3.0, 110: 6.0},
-        {20: 9.0, 56: 8.0, 110: 7.0},
+        {20: seeds(1.0, 0.1), 56: seeds(3.0, 0.1), 110: seeds(6.0, 0.1)},
+        {20: seeds(9.0, 0.1), 56: seeds(8.0, 0.1), 110: seeds(7.0, 0.1)},
         0.05,
         "not reproduced",
-        "resnet's is not below plain's at depth 110 (plain − resnet -1.00",
+        "resnet's is not below plain's at depth 110 (plain-110 − resnet-110 = -1.00 points",
     ),
     "plain and resnet share only depth 20": (  # both train well there: no evidence of (3)
-        {20: 1.4, 32: 2.5, 56: 5.9},
-        {20: 1.3, 44: 0.7, 110: 0.2},
+        {20: seeds(1.4, 0.1), 32: seeds(2.5, 0.1), 56: seeds(5.9, 0.1)},
+        {20: seeds(1.3, 0.1), 44: seeds(0.7, 0.1), 110: seeds(0.2, 0.05)},
         0.05,
         "inconclusive",
         "plain and resnet share no depth ≥ 56 (shared: 20). What would settle it: train plain "
@@ -155,12 +180,19 @@ CASES = {
         {d: seeds(e, 0.2) if d != 110 else e for d, e in PAPER_PLAIN.items()},
         {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
         0.05,
-        "reproduced",
-        "One seed at plain-110: its SE is the run's own window-to-window noise",
+        "inconclusive",
+        "What would settle it: a second seed at plain-110 (seed=0,1)",
+    ),
+    "every resnet at 0.0": (  # a floor: nothing can fall below it, so nothing is refuted
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: [0.0] * 3 for d in DEPTHS},
+        0.0,
+        "inconclusive",
+        "resnet-20 vs resnet-56 untested: resnet-20 is at the floor (0.00% ≤ 0.1%)",
     ),
     "depth 8 is no evidence": (  # counting depth 8, resnet would rise from 8 to 20
-        {8: 1.0, **PAPER_PLAIN},
-        {8: 0.1, **PAPER_RESNET},
+        {8: seeds(1.0, 0.1), **{d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()}},
+        {8: seeds(0.1, 0.01), **{d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()}},
         0.05,
         "reproduced",
         "plain 20: 1.40",
@@ -195,12 +227,17 @@ def test_a_finished_run_with_no_error_rate_makes_the_verdict_undetermined(bad, s
 
 
 def test_unfinished_runs_are_named_not_used():
-    frame = summary(PAPER_PLAIN, PAPER_RESNET, se=0.05)
+    frame = summary(
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
+        se=0.05,
+    )
     frame.loc[frame.run_dir == "arch=plain,depth=110,seed=0", "status"] = "failed"
     got = analysis.decide(frame)
-    assert got.outcome == "reproduced"  # 20-56 still rise
+    assert got.outcome == "reproduced"  # plain-110's other two seeds still rise
     assert "Left out, not finished: arch=plain,depth=110,seed=0 (failed)." in got.sentence
-    assert [p["depth"] for p in got.points if p["arch"] == "plain"] == [20, 32, 44, 56]
+    plain110 = next(p for p in got.points if (p["arch"], p["depth"]) == ("plain", 110))
+    assert plain110["n"] == 2 and plain110["mean"] == pytest.approx(62.1)
 
 
 def test_mixed_options_make_the_verdict_undetermined():
@@ -212,51 +249,83 @@ def test_mixed_options_make_the_verdict_undetermined():
     assert "differ in schedule.iterations, not only in their arch" in got.sentence
 
 
-def test_decide_returns_its_numbers_as_data():
-    plain = {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()}
+def test_each_comparison_is_a_one_sided_welch_test_kept_as_data():
+    """plain-56 vs plain-20 by hand: the difference of the means, the SE from the two seed SEs,
+    Welch-Satterthwaite's dof, Student's t; every number in verdict.json."""
+    plain = {20: [1.2, 1.4, 1.9], 32: seeds(2.5, 0.2), 44: seeds(4.0, 0.2), 56: [5.0, 6.1, 6.6],
+             110: seeds(62.0, 2.0)}  # fmt: skip
     got = analysis.decide(summary(plain, {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()}, 0.05))
-    plain, resnet, gap = got.parts
-    assert (plain.name, resnet.name, gap.name) == (
-        "plain trend",
-        "resnet trend",
-        "resnet below plain",
+    assert [p.name for p in got.parts] == ["plain trend", "resnet trend", "resnet below plain"]
+    first = got.parts[0].tests[0]
+    assert (first.higher, first.lower) == ("plain-56", "plain-20")
+    a, b = np.var([5.0, 6.1, 6.6], ddof=1) / 3, np.var([1.2, 1.4, 1.9], ddof=1) / 3
+    dof = (a + b) ** 2 / (a**2 / 2 + b**2 / 2)
+    t = (np.mean([5.0, 6.1, 6.6]) - np.mean([1.2, 1.4, 1.9])) / math.sqrt(a + b)
+    assert first.se == pytest.approx(math.sqrt(a + b)) and first.dof == pytest.approx(dof)
+    assert first.p == pytest.approx(stats.t.sf(t, dof))
+    assert first.high - first.difference == pytest.approx(stats.t.ppf(0.975, dof) * first.se)
+    assert first.state == "supported" and got.parts[0].state == "supported"
+    gap = got.parts[2]
+    assert gap.depths == [110] and gap.estimate == pytest.approx(62.0 - 0.2)
+    data = got.to_dict()
+    assert data["alpha"] == 0.025 and data["parts"][0]["tests"][0]["p"] == pytest.approx(first.p)
+    assert {"higher", "lower", "difference", "se", "dof", "low", "high", "p", "p_against"} <= set(
+        data["parts"][1]["tests"][0]
     )
-    assert plain.depths == resnet.depths == list(DEPTHS) and gap.depths == [110]
-    # k: numpy's weighted fit of log(error) on log(depth), weights 1 / (SE / mean).
-    means = np.array(list(PAPER_RESNET.values()))
-    expected = np.polyfit(np.log(DEPTHS), np.log(means), 1, w=means / (0.1 / math.sqrt(3)))[0]
-    assert resnet.estimate == pytest.approx(expected)
-    assert resnet.low < resnet.estimate < resnet.high < 0 < plain.low
-    assert gap.estimate == pytest.approx(62.0 - 0.2)
-    resnet110 = next(p for p in got.points if (p["arch"], p["depth"]) == ("resnet", 110))
-    assert resnet110["n"] == 3 and resnet110["se"] == pytest.approx(0.1 / math.sqrt(3))
-    assert got.to_dict()["parts"][0]["state"] == "supported"
 
 
-def test_trend_interval_scales_with_scatter_about_the_line():
-    """An exact power law with 1% SEs: the interval is t(3 dof) times the SE of k. The same points
-    zig-zagging by far more than their SEs allow widen it by the scatter."""
+def test_refuting_takes_bonferroni_over_the_comparisons():
+    """A fall of resnet that is significant at 2.5% one-sided but not at 2.5% / 5 leaves the
+    part open, not refuted: 'NOT reproduced' is said of a true claim at most 2.5% of the time."""
+    plain = {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()}
+    cells = [verdict.Cell("plain", d, 3, float(np.mean(v)), 0.1) for d, v in plain.items()]
+    # resnet-20 below resnet-56 by 2.9 SEs (t with 4 dof: p ≈ 0.022 against the claim)
+    resnet = {20: 1.0, 32: 1.0, 44: 1.0, 56: 1.0 + 2.9 * 0.1 * math.sqrt(2), 110: 0.5}
+    cells += [verdict.Cell("resnet", d, 3, m, 0.1) for d, m in resnet.items()]
+    parts = verdict.judge_cells(cells)
+    first = parts[1].tests[0]
+    assert verdict.ALPHA / 5 < first.p_against < verdict.ALPHA
+    assert first.state == "open" and parts[1].state == "open"
+    assert verdict.outcome_of(parts) == "inconclusive"
+
+
+def test_power_law_is_an_unweighted_fit_with_t_on_depths_minus_two():
     depths = np.array(DEPTHS, dtype=float)
-    exact = pd.DataFrame({"depth": depths, "mean": 2 * depths**1.5})
-    exact["se"] = 0.01 * exact["mean"]
-    k, low, high = verdict.trend(exact)
-    x = np.log(depths)
-    se_k = 0.01 / math.sqrt(((x - x.mean()) ** 2).sum())
-    assert k == pytest.approx(1.5) and high - k == pytest.approx(3.182446 * se_k, rel=1e-5)
-    zigzag = exact.assign(mean=exact["mean"] * [1, 1.5, 0.67, 1.5, 1])
-    _, low2, high2 = verdict.trend(zigzag)
-    assert high2 - low2 > 20 * (high - low)
+    zigzag = 2 * depths**1.5 * np.array([1, 1.2, 0.9, 1.1, 1])
+    cells = [
+        verdict.Cell("plain", int(d), 3, float(m), 0.1) for d, m in zip(depths, zigzag, strict=True)
+    ]
+    k, low, high = verdict.power_law(cells)
+    x, y = np.log(depths), np.log(zigzag)
+    slope, intercept = np.polyfit(x, y, 1)
+    scatter = math.sqrt(np.sum((y - intercept - slope * x) ** 2) / 3)
+    se = scatter / math.sqrt(((x - x.mean()) ** 2).sum())
+    assert k == pytest.approx(slope) and high - k == pytest.approx(stats.t.ppf(0.975, 3) * se)
+    assert low < 1.5 < high
 
 
-def test_combined_se_is_floored_by_each_runs_own_noise():
-    values = pd.Series([5.0, 5.0, 5.0])
-    assert analysis.combined_se(values, pd.Series([0.3, 0.3, 0.3])) == pytest.approx(
-        0.3 / math.sqrt(3)
-    )  # identical seeds: the floor, not zero
-    spread = pd.Series([4.0, 5.0, 6.0])
-    assert analysis.combined_se(spread, pd.Series([0.1] * 3)) == pytest.approx(1 / math.sqrt(3))
-    assert analysis.combined_se(pd.Series([5.0]), pd.Series([0.25])) == 0.25
-    assert math.isnan(analysis.combined_se(pd.Series([5.0]), pd.Series([NAN])))
+def test_short_schedules_are_said():
+    plain = {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()}
+    frame = summary(plain, {d: [e] * 3 for d, e in FLAT.items()}, se=0.05)
+    frame["iterations"] = 6000
+    got = analysis.decide(frame)
+    assert got.iterations == 6000
+    assert "These runs trained 6,000 iterations, the paper 64,000" in got.sentence
+    frame = summary(plain, {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()}, se=0.05)
+    frame["iterations"] = 6000
+    got = analysis.decide(frame)
+    assert got.outcome == "reproduced"
+    assert "Shown on 6,000 iterations a run (the paper: 64,000)." in got.sentence
+    frame["iterations"] = 64000
+    assert "iterations a run" not in analysis.decide(frame).sentence
+
+
+def test_seed_se_is_floored_by_each_runs_own_noise():
+    assert verdict.seed_se([5.0, 5.0, 5.0], [0.3, 0.3, 0.3]) == pytest.approx(0.3 / math.sqrt(3))
+    assert verdict.seed_se([4.0, 5.0, 6.0], [0.1] * 3) == pytest.approx(1 / math.sqrt(3))
+    assert verdict.seed_se([5.0], [0.25]) == 0.25
+    assert math.isnan(verdict.seed_se([5.0], [NAN]))
+    assert verdict.seed_se([4.0, 6.0], [NAN, NAN]) == pytest.approx(1.0)  # spread alone
 
 
 @pytest.fixture(scope="module")
@@ -308,15 +377,3 @@ def test_plain_and_resnet_of_two_configurations_on_real_run_directories(
     assert got.outcome == "undetermined"
     assert f"differ in {named}" in got.sentence
     assert "not only in their arch" in got.sentence
-
-
-def test_a_depth_of_unknown_noise_never_weighs_most_in_a_trend():
-    """Its SE is taken as the largest of the others': here the fit with it unknown equals the fit
-    with it set to that largest SE."""
-    depths = [20, 32, 56, 110]
-    mean = [2.0, 3.0, 4.5, 20.0]
-    known = pd.DataFrame({"depth": depths, "mean": mean, "se": [0.1, 0.3, 0.2, 0.5]})
-    unknown = known.assign(se=[0.1, 0.3, 0.2, NAN])
-    largest = known.assign(se=[0.1, 0.3, 0.2, 0.3 / 3.0 * 20.0])  # relative SE 0.1: 32's
-    assert verdict.trend(unknown) == pytest.approx(verdict.trend(largest))
-    assert verdict.trend(unknown) != pytest.approx(verdict.trend(known))

@@ -120,24 +120,10 @@ def summarize(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     return summary[columns].sort_values(["variant", "depth", "seed"], ignore_index=True)
 
 
-def combined_se(values: pd.Series, within: pd.Series) -> float:
-    """The standard error of the mean of one (variant, depth)'s per-seed `values`: over seeds
-    (std / sqrt(n)) where there are two or more, but never below what the runs' own noise
-    (`within`, each run's SE; their root mean square where some are unknown) allows for a mean of
-    n runs; for one seed, that run's own SE. NaN where neither is known."""
-    values = values.dropna()
-    n = len(values)
-    own = within[values.index].dropna()
-    floor = math.sqrt((own**2).mean() / n) if len(own) else math.nan
-    spread = values.std() / math.sqrt(n) if n > 1 else math.nan
-    known = [x for x in (spread, floor) if not math.isnan(x)]
-    return float(max(known)) if known else math.nan
-
-
 def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and n over seeds of each error column per variant (arch and the options that
-    tell runs apart) and depth, and the SE of the final errors' means (`combined_se`): only seeds
-    are averaged. Failed and cut-off runs left out."""
+    tell runs apart) and depth, and the SE of the final errors' means (`verdict.seed_se`): only
+    seeds are averaged. Failed and cut-off runs left out."""
     options = options_of(summary)
     kept = summary[~summary["status"].isin(["failed", CUT_OFF])]
     grouped = kept.groupby(["variant", "depth"], sort=False)
@@ -145,7 +131,8 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
     table.columns = [f"{col}_{stat}" for col, stat in table.columns]
     for col in ("final_train_error", "final_test_error"):
         table[f"{col}_se"] = [
-            combined_se(g[col], g[f"{col}_se"]) for _, g in grouped[[col, f"{col}_se"]]
+            judge.seed_se(g[col].dropna(), g.loc[g[col].notna(), f"{col}_se"])
+            for _, g in grouped[[col, f"{col}_se"]]
         ]
     for i, col in enumerate(["arch", *options]):
         table.insert(i, col, grouped[col].first())

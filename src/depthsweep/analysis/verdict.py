@@ -1,53 +1,81 @@
-"""The verdict: the paper's claim (He et al. 2016, Fig. 6) judged as a statistical test.
+"""The verdict: the paper's claim (He et al. 2016, Fig. 6) judged by the paper's own comparisons.
 
-The claim, as the project states it: on the same recipe, (1) plain nets' training error rises
-with depth, (2) ResNets' falls with depth, (3) at the deepest depth both were trained at, which
-must be >= DEEP_DEPTH, the ResNet's is below the plain net's. Each part is an estimate with a 95%
-interval:
+The claim, as the project states it: on one recipe, (1) plain nets' training error rises with
+depth, (2) ResNets' falls with depth, (3) at the deepest depth both were trained at, which must be
+>= DEEP_DEPTH, the ResNet's is below the plain net's.
 
-- (1) and (2): the exponent k of a power law, error ∝ depth^k, fitted over the depths >=
-  MIN_DEPTH by weighted least squares of log(error) on log(depth), each depth weighted by 1 / its
-  SE^2 on that scale (SE / mean). A power law because errors grow and shrink by factors: plain's
-  run from 1.4% to over 60% between 20 and 110 layers in the paper, a straight line in points
-  fits neither that nor ResNets' 2% to 0.5%. If the points scatter about the line more than their
-  SEs allow (reduced chi-square above 1: seed-to-seed variation a single seed cannot show, or a
-  shape no power law has), the SE of k is scaled up by sqrt(chi2 / dof); the interval uses
-  Student's t with depths - 2 degrees of freedom, so three depths give a wide one.
-  A trend needs >= MIN_DEPTHS depths including one >= DEEP_DEPTH, so no two points (one collapsed
-  deep run) can carry it.
-- (3): the difference of the two means at that depth, SE sqrt(SE_plain^2 + SE_resnet^2), t with
-  Welch-Satterthwaite's degrees of freedom where both have >= 2 seeds (their SEs may differ), else
-  n_plain + n_resnet - 2 (normal where that is 0: one seed each).
+Why comparisons of depths, not a fitted trend. A power law fitted to the depth means (the earlier
+verdict) is carried by its most extreme point: a flat plain 20-56 with a collapsed plain-110 came
+out "rising" in 96-99.7% of draws, and weights taken from SEs that two seeds estimate swing ~100x,
+so its nominal 2.5% false rate was 6-7% at two seeds. A rank trend test (Jonckheere-Terpstra)
+needs no SE but is still carried by one collapsed depth (a flat 20-56 and a collapsed 110 "rise"
+in ~40% of draws at three seeds) and with two seeds at three depths it cannot reach 2.5% unless
+every seed is in order. So each part is the paper's own comparisons, each a one-sided Welch t-test
+of two depths' mean final training errors, combined as an intersection-union test (IUT): a part is
+supported only when every one of its comparisons is.
 
-A part is supported when its interval lies on the claim's side of zero, refuted when it lies
-wholly on the other side (zero included), else open. Any part refuted: "NOT reproduced"; all
-supported: "Degradation reproduced"; else "Inconclusive", saying what evidence would settle it.
-"Undetermined" where the input cannot be judged at all: a finished run with a training error that
-is NaN, infinite or outside 0-100, or plain and resnet runs whose configs differ in more than
-the arch (`mixed_options`, found by `analysis.load_sweep`).
+- (1) plain rises: plain-m > plain-s and plain-d > plain-m, with s the shallowest depth >=
+  MIN_DEPTH, d the deepest (>= DEEP_DEPTH) and m the deepest between them (the paper's 20, 56,
+  110). Each step must rise on its own, so no single depth, collapsed or not, carries the part.
+- (2) resnet falls: resnet-m < resnet-s and resnet-d < resnet-s: both deeper nets beat the
+  shallow one (the paper's claim; its ResNet-56 and -110 are within noise of each other).
+- (3) resnet-D < plain-D at the deepest depth D >= DEEP_DEPTH that both were trained at.
 
-The SE of each (arch, depth) mean comes from `analysis.aggregate`: over seeds, floored by the
-runs' own within-run noise (see `analysis.within_run_se`).
+Each comparison's difference is in points, its SE sqrt(SE_a^2 + SE_b^2) from the two means' SEs
+(`seed_se`: over seeds, never below the runs' own noise), with Welch-Satterthwaite's degrees of
+freedom; it needs >= 2 seeds on both sides (with one, the seed-to-seed noise is unknown, and the
+runs' own window noise alone made a true gap of 0 "significant" either way 90% of the time).
+
+- Supported: the one-sided p of the claim is below ALPHA (its 95% interval lies on the claim's
+  side). The IUT needs no correction: a part, and "reproduced", are falsely supported at most
+  ALPHA of the time (measured: `analysis.calibration`, tests/test_calibration.py).
+- Refuted: the one-sided p of the opposite is below ALPHA / K, K the comparisons tested
+  (Bonferroni), so "NOT reproduced" is said of a true claim at most ALPHA of the time however
+  many comparisons are made.
+- Untested: too few depths or seeds, or a floor effect: where the side that should be higher is
+  at the floor (error <= FLOOR_ERROR), nothing can fall below it, so the comparison is neither
+  supported nor refuted.
+- A part is refuted if any comparison is, supported if all are, untested if any is untested, else
+  open. Any part refuted: "NOT reproduced"; all supported: "Degradation reproduced"; else
+  "Inconclusive", saying what would settle it.
+
+The exponent k of error ∝ depth^k is kept as the effect size of (1) and (2): an unweighted fit of
+log(mean) on log(depth) over the arch's depths, with Student's t on depths - 2 degrees of freedom;
+it describes, it decides nothing. "Undetermined" where the input cannot be judged: a finished run
+whose training error is NaN, infinite or outside 0-100, or plain and resnet runs whose configs
+differ in more than the arch (`mixed_options`, found by `analysis.load_sweep`). The sentence says
+when the schedule was shorter than the paper's, and names seeds far from their depth's others.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import stdtr, stdtrit  # Student's t CDF and quantile: fast for Monte Carlo
 
 from depthsweep.files import plain_data
 
 # The claim is about depths 20 to 110; depth 8 is a smoke-test size, no evidence.
 MIN_DEPTH = 20
 MIN_DEPTHS = 3  # depths >= MIN_DEPTH an arch needs for its trend to be tested
-DEEP_DEPTH = 56  # ... one of them at least this deep
-LEVEL = 0.95  # of every interval
+DEEP_DEPTH = 56  # ... the deepest of them at least this deep
+ALPHA = 0.025  # one-sided: a comparison is supported at p < ALPHA
 ARCHS = ("plain", "resnet")
-DIRECTION = {"plain": +1, "resnet": -1}  # the claim: plain's error rises, resnet's falls
+PAPER_ITERATIONS = 64_000  # the schedule the paper's claim was shown on
+# An error (%) at or below this is at the floor: one mistake in a thousand images, where a
+# shallower net has left a deeper one nothing to improve on.
+FLOOR_ERROR = 0.1
+OUTLIER_Z = 5.0  # a seed this many seed SDs from the median of its depth's others is named
+
+# Why a comparison with a depth of one seed is untested, said once in a verdict that has one.
+ONE_SEED = (
+    "With one seed a depth's seed-to-seed noise is unknown, and the run's own window-to-window "
+    "noise leaves it out, so no comparison with such a depth is tested."
+)
 
 OUTCOMES = {
     "reproduced": "Degradation reproduced",
@@ -57,17 +85,50 @@ OUTCOMES = {
 }
 
 
+@dataclass(frozen=True)
+class Cell:
+    """The final training errors of one (arch, depth): their mean and its SE over n seeds."""
+
+    arch: str
+    depth: int
+    n: int
+    mean: float
+    se: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.arch}-{self.depth}"
+
+
+@dataclass
+class Comparison:
+    """One of the paper's comparisons: `higher`'s error above `lower`'s, as the claim says."""
+
+    higher: str  # the (arch-depth) whose error the claim puts above the other's
+    lower: str
+    state: str  # "supported", "refuted", "open", "untested"
+    difference: float = math.nan  # higher's mean - lower's mean, points: > 0 is the claim
+    se: float = math.nan
+    dof: float = math.nan
+    low: float = math.nan  # 95% interval of the difference
+    high: float = math.nan
+    p: float = math.nan  # one-sided p of the claim (null: difference <= 0)
+    p_against: float = math.nan  # one-sided p of the opposite (null: difference >= 0)
+    reason: str = ""  # why untested
+
+
 @dataclass
 class Part:
-    """One part of the claim: its estimate, interval and state."""
+    """One part of the claim: its state, its effect size with an interval, its comparisons."""
 
     name: str  # "plain trend", "resnet trend", "resnet below plain"
-    state: str  # "supported", "refuted", "open" (interval spans zero), "untested"
+    state: str  # "supported", "refuted", "open", "untested"
     estimate: float = math.nan  # the exponent k of error ∝ depth^k, or points (plain - resnet)
     low: float = math.nan
     high: float = math.nan
     depths: list[int] = field(default_factory=list)
     reason: str = ""  # the part in words, numbers included
+    tests: list[Comparison] = field(default_factory=list)
 
 
 @dataclass
@@ -76,133 +137,194 @@ class Verdict:
     sentence: str
     parts: list[Part] = field(default_factory=list)
     points: list[dict] = field(default_factory=list)  # arch, depth, n, mean, se of what was used
+    alpha: float = ALPHA  # each comparison's one-sided level; refuted at alpha / comparisons
+    iterations: int | None = None  # the runs' schedule (the paper: PAPER_ITERATIONS)
+    outliers: list[str] = field(default_factory=list)  # seeds far from their depth's others
 
     def to_dict(self) -> dict:
         """As plain data for verdict.json: NaN (not estimated) becomes None."""
         return plain_data(asdict(self))
 
 
-def _quantile(dof: float) -> float:
-    """The two-sided LEVEL quantile: Student's t with `dof`, normal where dof is 0 or less."""
-    tail = (1 + LEVEL) / 2
-    return float(stats.norm.ppf(tail) if dof < 1 else stats.t.ppf(tail, dof))
+def seed_se(values: Sequence[float], within: Sequence[float]) -> float:
+    """The SE of the mean of one (arch, depth)'s per-seed `values`: over seeds (std / sqrt(n))
+    where there are two or more, but never below what the runs' own noise (`within`, each run's
+    SE, NaN where unknown: their root mean square) allows for a mean of n runs; for one seed,
+    that run's own SE. NaN where neither is known."""
+    values, within = np.asarray(values, float), np.asarray(within, float)
+    n = len(values)
+    own = within[np.isfinite(within)]
+    floor = math.sqrt(np.mean(own**2) / n) if len(own) else math.nan
+    spread = float(np.std(values, ddof=1)) / math.sqrt(n) if n > 1 else math.nan
+    known = [x for x in (spread, floor) if not math.isnan(x)]
+    return float(max(known)) if known else math.nan
 
 
-def _state(low: float, high: float, sign: int) -> str:
-    """Where [low, high] lies relative to zero, in the claim's direction `sign`."""
-    low, high = (low, high) if sign > 0 else (-high, -low)
-    return "supported" if low > 0 else "refuted" if high <= 0 else "open"
-
-
-# Errors (%) below this are taken as this on the log scale: one mistake in 10,000 images.
-ERROR_FLOOR = 0.01
-
-
-def trend(points: pd.DataFrame) -> tuple[float, float, float]:
-    """(k, low, high): the exponent of error ∝ depth^k fitted to `mean` (%) at `depth`, weighted
-    by 1 / (`se` / `mean`)^2, with its interval. A point whose se is 0 or unknown gets the largest
-    known one of the others (a point of unknown noise never weighs most); with none known the
-    weights are equal and the scatter alone sets the interval."""
-    x = np.log(points["depth"].to_numpy(float))
-    mean = np.maximum(points["mean"].to_numpy(float), ERROR_FLOOR)
-    y = np.log(mean)
-    se = points["se"].to_numpy(float) / mean
-    known = se[np.isfinite(se) & (se > 0)]
-    se = np.where(np.isfinite(se) & (se > 0), se, known.max() if len(known) else 1.0)
-    w = 1 / se**2
-    xm, ym = np.sum(w * x) / np.sum(w), np.sum(w * y) / np.sum(w)
-    sxx = np.sum(w * (x - xm) ** 2)
-    slope = np.sum(w * (x - xm) * (y - ym)) / sxx
+def power_law(cells: Sequence[Cell]) -> tuple[float, float, float]:
+    """(k, low, high): the exponent of error ∝ depth^k, an unweighted least-squares fit of
+    log(mean) on log(depth) (a mean at 0 taken as 0.01%, one mistake in 10,000), with its 95%
+    interval (t, depths - 2 degrees of freedom; NaN with fewer than 3 depths)."""
+    x = np.log([c.depth for c in cells])
+    y = np.log(np.maximum([c.mean for c in cells], 0.01))
+    slope, intercept = np.polyfit(x, y, 1)
     dof = len(x) - 2
-    chi2 = np.sum(w * (y - (ym + slope * (x - xm))) ** 2)
-    scale = math.sqrt(max(1.0, chi2 / dof)) if len(known) else math.sqrt(chi2 / dof)
-    half = _quantile(dof) * scale / math.sqrt(sxx)
+    if dof < 1:
+        return float(slope), math.nan, math.nan
+    scatter = math.sqrt(np.sum((y - intercept - slope * x) ** 2) / dof)
+    half = stdtrit(dof, 1 - ALPHA) * scatter / math.sqrt(np.sum((x - x.mean()) ** 2))
     return float(slope), float(slope - half), float(slope + half)
+
+
+def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
+    """The one-sided Welch test of `higher`'s mean above `lower`'s. Supported at p < ALPHA,
+    refuted when the opposite has p < `refute_alpha`; untested with one seed on either side, an
+    unknown SE, or `higher` at the floor (nothing can be measured below it)."""
+    made = {"higher": higher.label, "lower": lower.label}
+    one = [c.label for c in (higher, lower) if c.n < 2]
+    if one:  # see ONE_SEED
+        return Comparison(**made, state="untested", reason=f"one seed at {' and '.join(one)}")
+    if higher.mean <= FLOOR_ERROR:
+        why = f"{higher.label} is at the floor ({higher.mean:.2f}% ≤ {FLOOR_ERROR}%)"
+        return Comparison(**made, state="untested", reason=why)
+    se = math.hypot(higher.se, lower.se)
+    if not math.isfinite(se) or se == 0:
+        why = f"no noise estimate for {higher.label} or {lower.label}"
+        return Comparison(**made, state="untested", reason=why)
+    a, b = higher.se**2, lower.se**2
+    dof = (a + b) ** 2 / (a**2 / (higher.n - 1) + b**2 / (lower.n - 1))
+    diff = higher.mean - lower.mean
+    t = diff / se
+    p, p_against = float(stdtr(dof, -t)), float(stdtr(dof, t))
+    half = float(stdtrit(dof, 1 - ALPHA)) * se
+    state = "supported" if p < ALPHA else "refuted" if p_against < refute_alpha else "open"
+    return Comparison(**made, state=state, difference=diff, se=se, dof=dof, low=diff - half,
+                      high=diff + half, p=p, p_against=p_against)  # fmt: skip
 
 
 def _fmt(x: float) -> str:
     return f"{x:+.2f}"
 
 
-def _trend_part(arch: str, points: pd.DataFrame) -> Part:
-    depths = [int(d) for d in points["depth"]]
-    need = f"≥ {MIN_DEPTHS} depths ≥ {MIN_DEPTH} including one ≥ {DEEP_DEPTH}"
-    if len(depths) < MIN_DEPTHS or max(depths, default=0) < DEEP_DEPTH:
-        have = ", ".join(map(str, depths)) or "none"
-        return Part(
-            f"{arch} trend", "untested", depths=depths,
-            reason=f"{arch}'s trend is not tested: it needs {need} (has {have})",
-        )  # fmt: skip
-    slope, low, high = trend(points)
-    state = _state(low, high, DIRECTION[arch])
-    word = {"supported": "rises" if DIRECTION[arch] > 0 else "falls"}.get(state)
-    if state == "refuted":
-        word = "does not rise" if DIRECTION[arch] > 0 else "does not fall"
-    fit = (
-        f"error ∝ depth^k, k = {_fmt(slope)}, 95% CI [{_fmt(low)}, {_fmt(high)}]; "
-        f"×{2**slope:.2f} per doubling of depth"
+def _said(c: Comparison) -> str:
+    """A comparison in words: the difference, its interval and p, or why it is untested."""
+    if c.state == "untested":
+        return f"{c.higher} vs {c.lower} untested: {c.reason}"
+    p = f"p = {c.p:.2g}" if c.state != "refuted" else f"p of the opposite = {c.p_against:.2g}"
+    return (
+        f"{c.higher} − {c.lower} = {_fmt(c.difference)} points, "
+        f"95% CI [{_fmt(c.low)}, {_fmt(c.high)}], {p}"
     )
-    if word is None:  # open
-        reason = f"{arch}'s trend with depth is unclear ({fit}; the interval includes 0)"
-    else:
-        reason = f"{arch}'s train error {word} with depth ({fit})"
-    return Part(f"{arch} trend", state, slope, low, high, depths, reason)
 
 
-def _gap_dof(p: pd.Series, r: pd.Series) -> float:
-    """Degrees of freedom of the gap's t: Welch-Satterthwaite where both means have >= 2 seeds,
-    else the pooled n_plain + n_resnet - 2."""
-    a, b = p["se"] ** 2, r["se"] ** 2
-    if min(p["n"], r["n"]) < 2 or a + b == 0:
-        return p["n"] + r["n"] - 2
-    return (a + b) ** 2 / (a**2 / (p["n"] - 1) + b**2 / (r["n"] - 1))
+def _combined(tests: list[Comparison]) -> str:
+    """The intersection-union state of a part from its comparisons'."""
+    states = {c.state for c in tests}
+    for state in ("refuted", "untested", "open"):
+        if state in states:
+            return state
+    return "supported"
 
 
-def _gap_part(plain: pd.DataFrame, resnet: pd.DataFrame) -> Part:
-    shared = sorted(set(plain.index) & set(resnet.index))
-    deep = [d for d in shared if d >= DEEP_DEPTH]
+def _anchors(cells: list[Cell]) -> tuple[Cell, Cell, Cell] | None:
+    """(s, m, d): the shallowest, the deepest below the deepest, and the deepest depth, or None
+    where there are fewer than MIN_DEPTHS depths or the deepest is below DEEP_DEPTH."""
+    if len(cells) < MIN_DEPTHS or cells[-1].depth < DEEP_DEPTH:
+        return None
+    return cells[0], cells[-2], cells[-1]
+
+
+def trend_part(arch: str, cells: list[Cell], refute_alpha: float) -> Part:
+    """Part (1) for plain (rising) or (2) for resnet (falling) from its `cells` by depth."""
+    depths = [c.depth for c in cells]
+    anchors = _anchors(cells)
+    if anchors is None:
+        have = ", ".join(map(str, depths)) or "none"
+        need = f"≥ {MIN_DEPTHS} depths ≥ {MIN_DEPTH}, the deepest ≥ {DEEP_DEPTH}"
+        reason = f"{arch}'s trend is not tested: it needs {need} (has {have})"
+        return Part(f"{arch} trend", "untested", depths=depths, reason=reason)
+    s, m, d = anchors
+    if arch == "plain":  # each step deeper is worse
+        tests = [compare(m, s, refute_alpha), compare(d, m, refute_alpha)]
+    else:  # both deeper nets beat the shallowest
+        tests = [compare(s, m, refute_alpha), compare(s, d, refute_alpha)]
+    state = _combined(tests)
+    k, low, high = power_law(cells)
+    words = {
+        "supported": "rises with depth" if arch == "plain" else "falls with depth",
+        "refuted": "does not rise with depth" if arch == "plain" else "does not fall with depth",
+        "open": "trend with depth is unclear",
+        "untested": "trend with depth is untested",
+    }[state]
+    fit = f"error ∝ depth^k, k = {_fmt(k)}, 95% CI [{_fmt(low)}, {_fmt(high)}]"
+    subject = f"{arch}'s train error" if state in ("supported", "refuted") else f"{arch}'s"
+    said = "; ".join(_said(c) for c in tests)
+    reason = f"{subject} {words} ({said}; {fit})"
+    return Part(f"{arch} trend", state, k, low, high, depths, reason, tests)
+
+
+def gap_part(plain: list[Cell], resnet: list[Cell], refute_alpha: float) -> Part:
+    """Part (3): resnet below plain at the deepest shared depth >= DEEP_DEPTH."""
+    by_depth = {c.depth: c for c in resnet}
+    shared = [c for c in plain if c.depth in by_depth]
+    deep = [c for c in shared if c.depth >= DEEP_DEPTH]
     if not deep:  # at 20 both nets train well: the claim is about the deep ones
-        have = ", ".join(map(str, shared)) or "none"
+        have = ", ".join(str(c.depth) for c in shared) or "none"
+        reason = f"plain and resnet share no depth ≥ {DEEP_DEPTH} (shared: {have})"
         return Part(
-            "resnet below plain", "untested", depths=shared,
-            reason=f"plain and resnet share no depth ≥ {DEEP_DEPTH} (shared: {have})",
-        )  # fmt: skip
-    d = deep[-1]
-    p, r = plain.loc[d], resnet.loc[d]
-    gap = p["mean"] - r["mean"]
-    se = math.hypot(p["se"], r["se"])
-    if not math.isfinite(se):
-        return Part(
-            "resnet below plain", "untested", gap, depths=[d],
-            reason=f"at depth {d} plain's or resnet's error has no noise estimate",
-        )  # fmt: skip
-    half = _quantile(_gap_dof(p, r)) * se
-    state = _state(gap - half, gap + half, +1)
-    interval = f"95% CI [{_fmt(gap - half)}, {_fmt(gap + half)}]"
-    where = {"supported": "below", "refuted": "not below", "open": "not clearly below"}[state]
-    reason = f"resnet's is {where} plain's at depth {d} (plain − resnet {_fmt(gap)}, {interval})"
-    return Part("resnet below plain", state, gap, gap - half, gap + half, [d], reason)
+            "resnet below plain", "untested", depths=[c.depth for c in shared], reason=reason
+        )
+    p = deep[-1]
+    test = compare(p, by_depth[p.depth], refute_alpha)
+    where = {"supported": "below", "refuted": "not below", "open": "not clearly below"}
+    if test.state == "untested":
+        reason = f"resnet below plain at depth {p.depth} untested: {test.reason}"
+    else:
+        reason = f"resnet's is {where[test.state]} plain's at depth {p.depth} ({_said(test)})"
+    return Part("resnet below plain", test.state, test.difference, test.low, test.high,
+                [p.depth], reason, [test])  # fmt: skip
 
 
-def _settle(parts: list[Part], points: pd.DataFrame) -> str:
+def judge_cells(cells: Sequence[Cell]) -> list[Part]:
+    """The three parts of the claim from the (arch, depth) cells at depths >= MIN_DEPTH; refuted
+    comparisons at ALPHA / the number of comparisons that could be tested (Bonferroni)."""
+    by_arch = {a: sorted((c for c in cells if c.arch == a), key=lambda c: c.depth) for a in ARCHS}
+    planned = sum(2 for a in ARCHS if _anchors(by_arch[a])) + 1
+    refute_alpha = ALPHA / planned
+    parts = [trend_part(a, by_arch[a], refute_alpha) for a in ARCHS]
+    return [*parts, gap_part(by_arch["plain"], by_arch["resnet"], refute_alpha)]
+
+
+def outcome_of(parts: Sequence[Part]) -> str:
+    states = [p.state for p in parts]
+    if "refuted" in states:
+        return "not reproduced"
+    return "reproduced" if all(s == "supported" for s in states) else "inconclusive"
+
+
+def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
     """What more evidence would settle an inconclusive verdict."""
     hints = []
     for p in parts:
-        if p.state == "untested" and p.name.endswith("trend"):
+        if p.state == "untested" and not p.tests and p.name.endswith("trend"):
             hints.append(
-                f"train {p.name.split()[0]} at ≥ {MIN_DEPTHS} depths ≥ {MIN_DEPTH} "
-                f"including one ≥ {DEEP_DEPTH}"
+                f"train {p.name.split()[0]} at ≥ {MIN_DEPTHS} depths ≥ {MIN_DEPTH}, "
+                f"the deepest ≥ {DEEP_DEPTH}"
             )
-    gap = parts[-1]
-    if gap.state == "untested" and math.isnan(gap.estimate):  # no shared depth deep enough
+    if parts[-1].state == "untested" and not parts[-1].tests:
         hints.append(f"train plain and resnet at one depth ≥ {DEEP_DEPTH}")
-    elif gap.state == "untested":  # a gap, but no noise estimate for it
+    tests = [c for p in parts for c in p.tests]
+    compared = {x for c in tests for x in (c.higher, c.lower)}
+    lone = [c.label for c in cells if c.n < 2 and c.label in compared]  # by arch, then depth
+    if lone:
+        hints.append(f"a second seed at {', '.join(lone)} (seed=0,1)")
+    floor = sorted({c.higher for c in tests if c.state == "untested" and "floor" in c.reason})
+    if floor:
         hints.append(
-            f"at depth {gap.depths[0]}, more seeds or longer runs (an SE needs ≥ 3 windows "
-            "logged at the final learning rate)"
+            f"a task the nets do not fit perfectly (fewer iterations or more training images): "
+            f"{', '.join(floor)} at the floor"
         )
-    if any(p.state == "open" for p in parts):
-        seeds = int(points["n"].min()) if len(points) else 0
+    if any(c.state == "open" for c in tests):
+        seeds = min(c.n for c in cells)
         hints.append(
             f"more seeds (now {seeds} at the fewest depth) to narrow the intervals, "
             "or a longer schedule, if the deeper nets are still catching up"
@@ -210,16 +332,15 @@ def _settle(parts: list[Part], points: pd.DataFrame) -> str:
     return "; ".join(hints)
 
 
-def _describe(points: pd.DataFrame) -> str:
+def _describe(cells: Sequence[Cell]) -> str:
     per_arch = []
     for arch in ARCHS:
-        rows = points[points["arch"] == arch]
-        cells = [
-            f"{r.depth}: {r.mean:.2f} ± {r.se:.2f} ({r.n})" if math.isfinite(r.se)
-            else f"{r.depth}: {r.mean:.2f} ± ? ({r.n})"
-            for r in rows.itertuples()
+        shown = [
+            f"{c.depth}: {c.mean:.2f} ± {c.se:.2f} ({c.n})" if math.isfinite(c.se)
+            else f"{c.depth}: {c.mean:.2f} ± ? ({c.n})"
+            for c in cells if c.arch == arch
         ]  # fmt: skip
-        per_arch.append(f"{arch} {', '.join(cells) or 'none'}")
+        per_arch.append(f"{arch} {', '.join(shown) or 'none'}")
     return (
         f"Final train error (%, mean ± SE (seeds), finished runs at depth ≥ {MIN_DEPTH}): "
         + "; ".join(per_arch)
@@ -242,9 +363,46 @@ def bad_values(summary: pd.DataFrame) -> list[str]:
     return [f"{r.run_dir} ({r.final_train_error})" for r in bad.itertuples()]
 
 
+def outliers(runs: pd.DataFrame) -> list[str]:
+    """Seeds of a depth with >= 3 seeds lying more than OUTLIER_Z seed SDs from the median of
+    the others (the SD: the others' own, or the arch's typical one, whichever is larger). `runs`:
+    finished runs with arch, depth, seed, final_train_error and its within-run SE."""
+    named = []
+    for arch, of_arch in runs.groupby("arch", sort=True):
+        typical = of_arch.groupby("depth")["final_train_error"].std().median()
+        for depth, cell in of_arch.groupby("depth", sort=True):
+            if len(cell) < 3:
+                continue
+            for i, row in cell.iterrows():
+                others = cell["final_train_error"].drop(i)
+                sd = np.nanmax([others.std(), typical, row["final_train_error_se"]])
+                far = abs(row["final_train_error"] - others.median())
+                if far > OUTLIER_Z * sd:
+                    rest = ", ".join(f"{v:.2f}" for v in others)
+                    named.append(
+                        f"{arch}-{depth} seed {row['seed']} ({row['final_train_error']:.2f}; "
+                        f"the others {rest})"
+                    )
+    return named
+
+
+def _schedule(iterations: int | None, outcome: str) -> str:
+    """What the schedule's length means for the verdict, where it is shorter than the paper's."""
+    if iterations is None or iterations >= PAPER_ITERATIONS:
+        return ""
+    if outcome == "reproduced":
+        return f" Shown on {iterations:,} iterations a run (the paper: {PAPER_ITERATIONS:,})."
+    return (
+        f" These runs trained {iterations:,} iterations, the paper {PAPER_ITERATIONS:,}: deeper "
+        "ResNets catch up late in training, so what is open or refuted here may hold on the "
+        "paper's schedule."
+    )
+
+
 def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verdict:
-    """The verdict on a sweep: `summary` (one row per run), `table` (analysis.aggregate: mean,
-    SE and n per variant and depth), `mixed` (options in which plain and resnet runs differ)."""
+    """The verdict on a sweep: `summary` (one row per run), `table` (analysis.by_depth: mean, SE
+    and n per variant and depth of the finished runs), `mixed` (options in which plain and resnet
+    runs differ)."""
     bad = bad_values(summary)
     if bad:
         return Verdict(
@@ -259,18 +417,14 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
             f"{', '.join(mixed)}, not only in their arch; the verdict compares the two under one "
             "configuration (sweep them apart, or analyse each configuration's runs apart).",
         )
-    used = table[judged(table)]  # groups of finished runs: n >= 1
-    points = pd.DataFrame(
-        {
-            "arch": used["arch"],
-            "depth": used["depth"].astype(int),
-            "n": used["n"].astype(int),
-            "mean": used["final_train_error_mean"].astype(float),
-            "se": used["final_train_error_se"].astype(float),
-        }
-    ).sort_values(["arch", "depth"], ignore_index=True)
-    by_arch = {a: points[points["arch"] == a].set_index("depth", drop=False) for a in ARCHS}
-    if any(by_arch[a].empty for a in ARCHS):
+    used = table[judged(table)].sort_values(["arch", "depth"])  # groups of finished runs
+    cells = [
+        Cell(r.arch, int(r.depth), int(r.n), float(r.final_train_error_mean),
+             float(r.final_train_error_se))
+        for r in used.itertuples()
+    ]  # fmt: skip
+    points = [asdict(c) for c in cells]
+    if any(not any(c.arch == a for c in cells) for a in ARCHS):
         have = "; ".join(
             f"{a} at {', '.join(map(str, sorted(set(summary.loc[summary.arch == a, 'depth']))))}"
             for a in ARCHS
@@ -283,38 +437,33 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
             f"there ({have or 'no plain or resnet runs'}). Smaller nets check the pipeline, "
             f"they are no evidence: sweep plain and resnet at ≥ {MIN_DEPTHS} depths from "
             f"{MIN_DEPTH}, one ≥ {DEEP_DEPTH} (experiment=figure6).",
-            points=points.to_dict("records"),
+            points=points,
         )
-    parts = [_trend_part(a, by_arch[a]) for a in ARCHS]
-    parts.append(_gap_part(by_arch["plain"], by_arch["resnet"]))
-    states = [p.state for p in parts]
-    if "refuted" in states:
-        outcome, shown = "not reproduced", [p for p in parts if p.state == "refuted"]
-    elif all(s == "supported" for s in states):
-        outcome, shown = "reproduced", parts
-    else:
-        outcome, shown = "inconclusive", [p for p in parts if p.state != "supported"]
+    parts = judge_cells(cells)
+    outcome = outcome_of(parts)
+    shown = {
+        "not reproduced": [p for p in parts if p.state == "refuted"],
+        "reproduced": parts,
+        "inconclusive": [p for p in parts if p.state != "supported"],
+    }[outcome]
     sentence = f"{OUTCOMES[outcome]}: " + "; ".join(p.reason for p in shown) + "."
     if outcome == "inconclusive":
-        settle = _settle(parts, points)
+        settle = _settle(parts, cells)
         sentence += f" What would settle it: {settle}." if settle else ""
     if outcome != "reproduced":
         supported = [p.reason for p in parts if p.state == "supported"]
         sentence += f" Supported: {'; '.join(supported)}." if supported else ""
+    done = summary[(summary["status"] == "done") & judged(summary)]
+    iterations = int(used["iterations"].max()) if used["iterations"].notna().any() else None
+    sentence += _schedule(iterations, outcome)
+    if any(c.reason.startswith("one seed") for p in parts for c in p.tests):
+        sentence += f" {ONE_SEED}"
+    far = outliers(done)
+    if far:
+        sentence += f" Seeds far from their depth's others (kept, and named): {'; '.join(far)}."
     left_out = summary[judged(summary) & (summary["status"] != "done")]
     if len(left_out):
         names = [f"{r.run_dir} ({r.status})" for r in left_out.itertuples()]
         sentence += f" Left out, not finished: {', '.join(names)}."
-    if len(points) and points["n"].max() == 1:
-        sentence += (
-            " One seed per depth: each SE is the run's own window-to-window noise, a floor that "
-            "leaves out seed-to-seed variation."
-        )
-    elif (points["n"] == 1).any():
-        lone = [f"{r.arch}-{r.depth}" for r in points[points["n"] == 1].itertuples()]
-        sentence += (
-            f" One seed at {', '.join(lone)}: its SE is the run's own window-to-window noise, a "
-            "floor that leaves out seed-to-seed variation."
-        )
-    records = points.to_dict("records")
-    return Verdict(outcome, f"{sentence} {_describe(points)}", parts, records)
+    return Verdict(outcome, f"{sentence} {_describe(cells)}", parts, points, ALPHA, iterations,
+                   far)  # fmt: skip

@@ -1,0 +1,111 @@
+"""How often the verdict errs, by Monte Carlo: sweeps drawn from a known truth and judged exactly
+as a real sweep is.
+
+A truth gives each (arch, depth) its true final training error (%); a draw gives each of `seeds`
+runs that error plus normal seed-to-seed noise of SD `seed_sd` (points; one SD for all, or one per
+depth), clipped to 0-100 as an error rate is, and a within-run SE `within_se` for every run. The
+cells (mean and `verdict.seed_se`, as `summaries.aggregate` computes them for by_depth.csv) go to
+`verdict.judge_cells`, the verdict's own decision. The rates: how often each part was supported or
+refuted, and each outcome. `experiments.calibrate` writes the table of SCENARIOS; the suite checks
+the false rates (tests/test_calibration.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from depthsweep.analysis.verdict import ARCHS, Cell, judge_cells, outcome_of, seed_se
+
+DEPTHS = (20, 32, 44, 56, 110)
+Truth = Mapping[str, Mapping[int, float]]  # arch -> depth -> true final training error (%)
+
+# He et al. 2016, Fig. 6 at 64k iterations: plain-20 ≈ 1.4% and plain-56 ≈ 5.9% read off the
+# figure, plain-110 "higher than 60%"; plain-32/-44 and resnet's are illustrative (resnet's curves
+# end below plain's and fall with depth), as the paper gives no numbers.
+PAPER: Truth = {
+    "plain": dict(zip(DEPTHS, [1.4, 2.5, 4.0, 5.9, 62.0], strict=True)),
+    "resnet": dict(zip(DEPTHS, [1.3, 0.9, 0.7, 0.5, 0.2], strict=True)),
+}
+FLAT: Truth = {arch: dict.fromkeys(DEPTHS, 2.0) for arch in ARCHS}
+# The issue's cases: one collapsed depth must not carry plain's trend.
+COLLAPSED: Truth = {
+    "plain": dict(zip(DEPTHS, [2.0, 2.0, 2.0, 2.0, 85.0], strict=True)),
+    "resnet": FLAT["resnet"],
+}
+FALLING_THEN_COLLAPSED: Truth = {
+    "plain": dict(zip(DEPTHS, [2.4, 2.2, 2.0, 1.8, 80.0], strict=True)),
+    "resnet": FLAT["resnet"],
+}
+# A claim that holds with effects of about one seed SD: what the verdict can see at few seeds.
+SMALL: Truth = {
+    "plain": dict(zip(DEPTHS, [2.0, 2.2, 2.4, 2.6, 3.0], strict=True)),
+    "resnet": dict(zip(DEPTHS, [2.0, 1.8, 1.6, 1.4, 1.2], strict=True)),
+}
+
+
+def draw_cells(
+    truth: Truth,
+    seeds: int,
+    seed_sd: float | Mapping[int, float],
+    within_se: float,
+    rng: np.random.Generator,
+) -> list[Cell]:
+    """One sweep drawn from `truth`: each (arch, depth)'s mean and SE over `seeds` runs."""
+    cells = []
+    for arch in ARCHS:
+        for depth, error in truth[arch].items():
+            sd = seed_sd[depth] if isinstance(seed_sd, Mapping) else seed_sd
+            values = np.clip(error + sd * rng.standard_normal(seeds), 0.0, 100.0)
+            se = seed_se(values, np.full(seeds, within_se))
+            cells.append(Cell(arch, depth, seeds, float(values.mean()), se))
+    return cells
+
+
+def rates(
+    truth: Truth,
+    seeds: int,
+    seed_sd: float | Mapping[int, float],
+    within_se: float = 0.05,
+    draws: int = 2000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The share of `draws` sweeps in which each part was supported and refuted, and each
+    outcome was reached: keys like 'plain trend supported', 'outcome reproduced'."""
+    rng = np.random.default_rng(seed)
+    counts: dict[str, int] = {}
+    for _ in range(draws):
+        parts = judge_cells(draw_cells(truth, seeds, seed_sd, within_se, rng))
+        for key in [f"{p.name} {p.state}" for p in parts] + [f"outcome {outcome_of(parts)}"]:
+            counts[key] = counts.get(key, 0) + 1
+    parts = ["plain trend", "resnet trend", "resnet below plain"]
+    keys = [f"{p} {s}" for p in parts for s in ("supported", "refuted")]
+    keys += [f"outcome {o}" for o in ("reproduced", "not reproduced", "inconclusive")]
+    return {key: counts.get(key, 0) / draws for key in keys}
+
+
+# name: (truth, what the rates are: the claim false (false supported) or true (power))
+SCENARIOS: dict[str, tuple[Truth, str]] = {
+    "flat": (FLAT, "all false: every 'supported' is a false one"),
+    "flat, seed SD 3x at 110": (FLAT, "all false, the deepest depth noisier"),
+    "plain 20-56 flat, 110 collapsed": (COLLAPSED, "plain's rise carried by one depth"),
+    "plain falling, 110 collapsed": (FALLING_THEN_COLLAPSED, "plain falls from 20 to 56"),
+    "paper's numbers": (PAPER, "all true: 'reproduced' is the power"),
+    "effects of one seed SD": (SMALL, "all true, small: 'reproduced' is the power"),
+}
+
+
+def table(
+    seeds: tuple[int, ...] = (2, 3, 5), sds: tuple[float, ...] = (0.2, 0.4), draws: int = 2000
+) -> pd.DataFrame:
+    """Every scenario at every number of seeds and seed SD: one row each, with its rates."""
+    rows = []
+    for name, (truth, meaning) in SCENARIOS.items():
+        for n in seeds:
+            for sd in sds:
+                noise = {**dict.fromkeys(DEPTHS, sd), 110: 3 * sd} if "3x" in name else sd
+                got = rates(truth, n, noise, draws=draws)
+                rows.append({"scenario": name, "seeds": n, "seed_sd": sd, **got, "what": meaning})
+    return pd.DataFrame(rows)
