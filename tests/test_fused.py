@@ -24,6 +24,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
 from depthsweep.nets.models import BottleneckResNet, PlainNet, ResNet
 from depthsweep.training.fused import (
@@ -140,6 +141,50 @@ def test_forward_and_gradients_float32_onednn_within_reordering_tolerance():
     for got, want in zip(fused_grads(fused, x, y), member_grads(nets, x, y), strict=True):
         worst = max(rel(got[n], want[n]) for n in want)
         assert worst < 3e-2, worst
+
+
+MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
+
+
+def matmul_calls(work) -> list[tuple]:
+    """Every matrix multiply `work()` runs, forward and backward, as torch's profiler records it:
+    the op and its operands' shapes and strides (what picks a BLAS kernel and its order of
+    summation)."""
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        work()
+    return sorted(
+        (e.name, str(e.input_shapes), str(e.structured_input_strides))
+        for e in prof.events()
+        if e.name in MATMULS
+    )
+
+
+def test_the_classifier_runs_each_members_own_linear_kernel():
+    """Equality with unfused runs on any CPU needs each fused op to run the unfused op's kernel
+    on the same shapes and strides: for the classifier that is checked here, not only on this
+    CPU's numbers (a batched matmul gave an AMD EPYC's fc.weight gradient a rounding step)."""
+    nets = make_nets(torch.float32)
+    fused = FusedNet(nets)
+    feats = torch.randn(8, len(nets), 64)  # (B, K, 64): how the fused net's pooling lays them out
+    grad_out = torch.randn(len(nets), 8, 10)
+    outs, out = [], []
+
+    def alone():
+        outs.extend(net.fc(feats[:, k].contiguous()) for k, net in enumerate(nets))
+        torch.autograd.backward(outs, list(grad_out))
+
+    def together():
+        out.append(fused.fc(feats.transpose(0, 1)))
+        out[0].backward(grad_out)
+
+    calls = matmul_calls(alone)
+    assert matmul_calls(together) == calls
+    assert {c[0] for c in calls} == {"aten::addmm", "aten::mm"} and len(calls) == 2 * len(nets)
+    out = out[0]
+    for k, net in enumerate(nets):
+        torch.testing.assert_close(out[k], outs[k], rtol=0, atol=0)
+        torch.testing.assert_close(fused.fc.weight.grad[k], net.fc.weight.grad, rtol=0, atol=0)
+        torch.testing.assert_close(fused.fc.bias.grad[k], net.fc.bias.grad, rtol=0, atol=0)
 
 
 def test_eval_mode_uses_each_members_running_statistics():

@@ -14,7 +14,8 @@ layer keeps the members apart by construction:
 - the residual add is a per-member switch: the shortcut is multiplied by a 0/1 mask per channel,
   so a plain member adds exactly +0.0 (its block computes what PlainBlock does, and its gradient
   through the shortcut is 0). A diverging member's inf*0 = NaN stays in its own channels;
-- the classifier is one batched matmul (K, B, 64) x (K, 64, classes).
+- the classifier is each member's own linear layer, on its own features (K small matmuls: one
+  batched matmul sums in another order on some CPUs).
 
 The loss is the *sum* of the members' mean cross-entropies, so each member's parameters get
 exactly the gradient of its own loss (and a NaN loss in one member leaves the others' gradients
@@ -236,7 +237,11 @@ _BLOCK_FORWARDS = (PlainBlock.forward, BasicBlock.forward)
 
 
 class FusedLinear(nn.Module):
-    """K linear layers of one shape as one batched matmul: (K, B, in) -> (K, B, out)."""
+    """K linear layers of one shape: (K, B, in) -> (K, B, out), each member's through the
+    kernel its own nn.Linear runs, on a contiguous (B, in) of its own. One batched matmul
+    (baddbmm) sums in another order than addmm on some CPUs (an AMD EPYC: fc.weight's gradient
+    one rounding step off), and the exact equality with unfused runs holds only where every op
+    runs the unfused op's kernel; K small matmuls cost nothing next to the convs."""
 
     def __init__(self, linears: Sequence[nn.Linear]) -> None:
         super().__init__()
@@ -247,7 +252,9 @@ class FusedLinear(nn.Module):
         self.bias = nn.Parameter(_stack([m.bias for m in linears]))  # (K, out)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+        return torch.stack(
+            [F.linear(x[k].contiguous(), self.weight[k], self.bias[k]) for k in range(len(x))]
+        )
 
 
 class FusedNet(nn.Module):
