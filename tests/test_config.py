@@ -3,14 +3,18 @@ plus one config file, with no change to the runner or the analysis."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+import torch
+from helpers import run_cli
 
 from depthsweep.analysis.report import analyze
-from depthsweep.errors import OptionError
+from depthsweep.errors import USER_ERROR, OptionError
 from depthsweep.nets.models import CifarNet, PlainBlock
 from depthsweep.training.build import make_trainer
-from depthsweep.training.config import compose_config
-from depthsweep.training.train import train
+from depthsweep.training.config import compose_config, use_threads
+from depthsweep.training.train import check_options, preflight, train
 
 
 class ThinBlock(PlainBlock):
@@ -78,3 +82,73 @@ def test_loggers_set_on_the_trainer_are_refused(tmp_path):
     cfg = compose_config(["+trainer.logger=false"])
     with pytest.raises(OptionError, match=r"trainer.logger would replace .* logger=NAME"):
         make_trainer(cfg, [])
+
+
+@pytest.mark.parametrize(
+    "added, meant",
+    [
+        ("+schedule.lr=0.05", "Did you mean schedule.optimizer.lr=0.05 (or schedule.warmup.lr)?"),
+        ("+depht=20", "Did you mean depth=20?"),
+        ("+schedule.warmup.lrr=0.1", "Did you mean schedule.warmup.lr=0.1?"),
+        ("+diagnostics.grad_norm=3", "Did you mean diagnostics.grad_norm_every=3?"),
+        ("+zzz.yyy=1", "(Hydra's + adds a key the config lacks)."),
+    ],
+)
+def test_an_added_key_that_nothing_reads_is_refused_naming_the_key_meant(added, meant):
+    cfg = compose_config([added])
+    with pytest.raises(OptionError) as error:
+        preflight(cfg, [added])
+    key = added[1:].partition("=")[0]
+    assert str(error.value).startswith(f"{added}: nothing reads {key}, so the run would train")
+    assert str(error.value).endswith(meant)
+
+
+@pytest.mark.parametrize(
+    "added", ["+schedule.optimizer.nesterov=true", "+fused_group=0", "++schedule.iterations=5"]
+)
+def test_keys_that_are_read_may_be_added(added, fake_cifar):
+    cfg = compose_config([f"data.root={fake_cifar}", added])
+    preflight(cfg, [added])  # an object's option (SGD's), the sweeper's own, ++ of a known key
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+schedule.optimizer.foo=1", "schedule: SGD.__init__() got an unexpected keyword"),
+        ("+schedule.scheduler.foo=1", "schedule: PaperLR.__init__() got an unexpected keyword"),
+        ("+arch.foo=1", "arch: ResNet.__init__() got an unexpected keyword argument 'foo'"),
+    ],
+)
+def test_an_objects_unknown_option_is_refused_before_training(override, message, fake_cifar):
+    cfg = compose_config([f"data.root={fake_cifar}", override])
+    with pytest.raises(OptionError, match=re.escape(message)):
+        preflight(cfg, [override])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sweep", [[], ["-m", "depth=8,14"]], ids=["run", "sweep"])
+def test_hydras_own_suggestion_of_a_plus_is_refused_before_anything_trains(sweep, tmp_path):
+    """Hydra refuses schedule.lr=0.05 and suggests +schedule.lr=0.05, which trained at 0.1."""
+    out = tmp_path / "out"
+    where = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    done = run_cli("experiments.run", *sweep, "+schedule.lr=0.05", f"{where}={out}", cwd=tmp_path)
+    assert done.returncode == USER_ERROR, done.stderr
+    assert done.stderr.count("\n") == 1 and "schedule.optimizer.lr=0.05" in done.stderr
+    assert not out.exists()
+
+
+def test_threads_sets_torchs_threads_for_a_run_on_the_cpu():
+    before = torch.get_num_threads()
+    try:
+        use_threads(compose_config(["trainer=cpu", "threads=3"]))
+        assert torch.get_num_threads() == 3
+        use_threads(compose_config(["trainer=cpu"]))  # null: left as it is
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [0, "two", 1.5])
+def test_a_thread_count_that_is_no_count_is_refused(threads):
+    with pytest.raises(OptionError, match=f"threads={threads!r}: an integer >= 1"):
+        check_options(compose_config([f"threads={threads}"]))

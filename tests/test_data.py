@@ -142,6 +142,22 @@ def test_datamodule_batches_split_and_normalise(fake_cifar):
     assert x.dtype == torch.float32
 
 
+def test_resolution_downsamples_every_image_by_the_mean_of_the_pixels_it_covers(fake_cifar):
+    full = CIFAR10DataModule(root=str(fake_cifar), download=False)
+    half = CIFAR10DataModule(root=str(fake_cifar), download=False, resolution=16, pad=2)
+    full.setup(), half.setup()
+    for big, small in [
+        (full.data.x_train, half.data.x_train),
+        (full.data.x_test, half.data.x_test),
+    ]:
+        assert small.shape == (len(big), 3, 16, 16) and small.dtype == torch.uint8
+        blocks = big.double().reshape(len(big), 3, 16, 2, 16, 2).mean((3, 5))
+        assert (small.double() - blocks).abs().max() <= 0.5  # rounded to the nearest level
+    x, _ = half.on_after_batch_transfer(next(iter(half.val_dataloader()[0])), 0)
+    assert x.shape[1:] == (3, 16, 16)
+    assert torch.equal(half.data.y_train, full.data.y_train)
+
+
 def test_per_pixel_mean_subtracts_the_mean_image_of_the_training_images_in_use(fake_cifar):
     dm = CIFAR10DataModule(
         root=str(fake_cifar), download=False, val_split=20, normalize="per_pixel_mean"
@@ -276,6 +292,8 @@ def test_a_missing_batch_file_is_named(fake_cifar):
         ({"limit": -5}, r"data.limit=-5: must be an integer >= 1"),
         ({"batch_size": 0}, r"data.batch_size=0: must be an integer >= 1$"),
         ({"val_split": -1}, r"data.val_split=-1: must be an integer >= 0"),
+        ({"resolution": 0}, r"data.resolution=0: must be an integer >= 1"),
+        ({"resolution": 64}, r"data.resolution=64: at most 32, CIFAR-10's own size"),
     ],
 )
 def test_data_options_out_of_range_are_refused(fake_cifar, option, message):

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from depthsweep.errors import OptionError
 from depthsweep.nets.models import (
     BasicBlock,
     Block,
@@ -70,6 +71,29 @@ def test_forward_shapes_and_stage_resolutions():
         stage.register_forward_hook(lambda m, i, o: maps.append(tuple(o.shape[1:])))
     assert net(x).shape == (2, 10)
     assert maps == [(16, 32, 32), (32, 16, 16), (64, 8, 8)]
+
+
+@pytest.mark.parametrize("net", [PlainNet, ResNet])
+def test_width_scales_every_stage_and_the_cost_by_its_square(net):
+    """arch.width=8: stem 8, stages 8/16/32 filters; params and MACs about a quarter (the
+    BN and the classifier's bias scale linearly)."""
+    narrow, paper = net(20, width=8), net(20)
+    convs = [m.out_channels for m in narrow.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0] == 8 and sorted(set(convs)) == [8, 16, 32] and narrow.fc.in_features == 32
+    assert count_params(paper) == PAPER_PARAMS[20]  # the default is the paper's 16
+    assert 0.24 < count_params(narrow) / count_params(paper) < 0.26
+    assert count_macs(narrow) == pytest.approx(count_macs(paper) / 4, rel=0.02)  # stem: 3 in
+
+
+@pytest.mark.parametrize("width", [0, -8, 8.5, True])
+def test_a_width_that_is_no_count_of_filters_is_refused(width):
+    with pytest.raises(OptionError, match=f"arch.width={width!r}: the stem's filters"):
+        ResNet(20, width=width)
+
+
+def test_macs_scale_with_the_images_size():
+    net = ResNet(20)
+    assert count_macs(net, (3, 16, 16)) == pytest.approx(count_macs(net) / 4, rel=0.01)
 
 
 def test_option_a_subsamples_and_zero_pads_without_parameters():

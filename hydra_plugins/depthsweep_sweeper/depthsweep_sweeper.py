@@ -56,8 +56,8 @@ class DepthSweeper(Sweeper):
         ]
         configs = [task_config(cfg) for _, cfg in jobs]
         try:
-            for cfg in configs:  # every job, before the first one trains
-                preflight(cfg)
+            for (_, job), cfg in zip(jobs, configs, strict=True):  # before the first one trains
+                preflight(cfg, job.hydra.overrides.task)
         except UserError as e:  # as experiments.run reports a run's: one line, exit 2
             if full_error():
                 raise

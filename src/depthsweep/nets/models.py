@@ -180,18 +180,21 @@ class Bottleneck(nn.Module):
 
 
 class CifarNet(nn.Module):
-    """Stem (3x3 conv, 16 filters, BN, ReLU), 3 stages of blocks on 32/16/8 maps, GAP, linear.
-    `block_options` go to every block (a residual block's shortcut option)."""
+    """Stem (3x3 conv, `width` filters, BN, ReLU), 3 stages of blocks with width, 2 width and
+    4 width filters (the paper's 16/32/64) on 32/16/8 maps, GAP, linear. `block_options` go to
+    every block (a residual block's shortcut option). `width` scales the net's cost by about its
+    square at every depth, keeping the paper's shape: the knob for a CPU-sized Figure 6."""
 
     block: type[nn.Module] = PlainBlock
-    widths = (16, 32, 64)
 
-    def __init__(self, depth: int, num_classes: int = 10, **block_options) -> None:
+    def __init__(self, depth: int, num_classes: int = 10, width: int = 16, **block_options) -> None:
         super().__init__()
         n = blocks_per_stage(depth, self.block.layers)  # fails before anything is built
-        self.depth = depth
-        self.stem = nn.Sequential(conv3x3(3, 16), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
-        self.in_planes = 16
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise OptionError(f"arch.width={width!r}: the stem's filters, a positive integer (16)")
+        self.depth, self.widths = depth, (width, 2 * width, 4 * width)
+        self.stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.in_planes = width
         self.layer1 = self._make_layer(self.widths[0], n, 1, block_options)
         self.layer2 = self._make_layer(self.widths[1], n, 2, block_options)
         self.layer3 = self._make_layer(self.widths[2], n, 2, block_options)
@@ -227,10 +230,11 @@ class ResNet(CifarNet):
         self,
         depth: int,
         num_classes: int = 10,
+        width: int = 16,
         shortcut: str = "A",
         zero_init_residual: bool = False,
     ) -> None:
-        super().__init__(depth, num_classes, shortcut=shortcut)
+        super().__init__(depth, num_classes, width, shortcut=shortcut)
         if zero_init_residual:  # every residual block starts as the identity
             for b in self.blocks():
                 nn.init.zeros_(b.last_bn.weight)

@@ -44,6 +44,12 @@ def build_net(cfg: DictConfig) -> nn.Module:
     return build_model(cfg.arch, cfg.depth, len(class_indices(cfg.data.get("classes"))))
 
 
+def input_shape(cfg: DictConfig) -> tuple[int, int, int]:
+    """(C, H, W) of the images the run's net sees: RGB at data.resolution (32 unless set)."""
+    size = int(cfg.data.get("resolution", 32))
+    return (3, size, size)
+
+
 def model_spec(cfg: DictConfig) -> dict:
     """What a checkpoint says about its net, enough to rebuild it and feed it (depthsweep.apps.zoo):
     the arch's name and node (its class and constructor options), depth, the class names in label

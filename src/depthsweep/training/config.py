@@ -3,15 +3,19 @@ the CUDA graph, the logging window."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Sequence
 
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 from depthsweep import CONF_DIR
+from depthsweep.errors import OptionError
+from depthsweep.runs.rundir import flat_config
 
 
 def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictConfig:
@@ -68,3 +72,58 @@ def resolve_cuda_graph(cfg: DictConfig) -> bool:
 def log_window(cfg: DictConfig) -> int:
     """Iterations per logged training-metrics row: at most log_every_n_steps, >= 10 rows a run."""
     return max(1, min(cfg.trainer.log_every_n_steps, cfg.schedule.iterations // 10))
+
+
+def use_threads(cfg: DictConfig) -> None:
+    """torch's intra-op threads for a run on a CPU: `threads` (null: torch's default, a thread per
+    core). One per run with runs at once on as many cores (hydra/launcher=joblib)."""
+    if cfg.get("threads") and not trains_on_gpu(cfg.trainer):
+        torch.set_num_threads(cfg.threads)
+
+
+def job_overrides() -> list[str]:
+    """The overrides of the Hydra job running now, as typed (none outside a Hydra app)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+# What the harness adds to a job with + itself: the sweeper's fused group (training.sweeper.plan).
+HARNESS_ADDED = {"fused_group"}
+
+
+def check_added_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Refuse `+KEY=VALUE` where nothing reads KEY. Hydra's + adds a key the config lacks, and
+    Hydra suggests it for a key it does not know; an object's node (one with `_target_`) refuses
+    an option its constructor does not take, but a key anywhere else is never looked at, and the
+    run would train as if it were not there (+schedule.lr=0.05 trains at lr 0.1). The message
+    names the key meant: one whose last name is the same, or the closest."""
+    for override in overrides:
+        typed, sep, value = override.partition("=")
+        if not sep or not typed.startswith("+") or typed.startswith("++"):
+            continue  # ++ sets a key whether or not it exists: the config's own, here
+        key = typed[1:]
+        if key in HARNESS_ADDED or key.startswith("hydra") or "@" in key or "/" in key:
+            continue  # the harness's own; Hydra's; a config group added to the defaults
+        if (CONF_DIR / key).is_dir():
+            continue
+        node, read = cfg, False
+        for part in key.split(".")[:-1]:
+            node = node.get(part) if isinstance(node, DictConfig) else None
+            read = isinstance(node, DictConfig) and "_target_" in node
+            if read or not isinstance(node, DictConfig):
+                break
+        if read:
+            continue  # an object's option: its constructor takes it or refuses it
+        known = [k for k in flat_config(OmegaConf.to_container(cfg)) if k != key]
+        parent, _, last = key.rpartition(".")
+        meant = [k for k in known if k.rpartition(".")[2] == last]  # +schedule.lr: its lr
+        siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+        close = difflib.get_close_matches(last, list(siblings), n=2, cutoff=0.6)  # a typo
+        meant = meant or [siblings[name] for name in close]
+        hint = ""
+        if meant:
+            others = f" (or {', '.join(meant[1:])})" if len(meant) > 1 else ""
+            hint = f" Did you mean {meant[0]}={value}{others}?"
+        raise OptionError(
+            f"{override}: nothing reads {key}, so the run would train as if it were not given "
+            f"(Hydra's + adds a key the config lacks).{hint}"
+        )

@@ -145,6 +145,15 @@ def read_cifar10(root: str | Path, download: bool = True, limit: int | None = No
     return Cifar10(x_train, y_train, x_test, y_test)
 
 
+def downsample(x: Tensor, resolution: int) -> Tensor:
+    """uint8 images (N, 3, 32, 32) at `resolution` x `resolution`, each pixel the rounded mean of
+    the pixels it covers (area interpolation), still uint8; unchanged at 32."""
+    if resolution == x.shape[-1]:
+        return x
+    small = F.interpolate(x.float(), size=(resolution, resolution), mode="area")
+    return small.round_().to(torch.uint8)
+
+
 def class_indices(classes: Sequence[str | int] | None, key: str = "data.classes") -> list[int]:
     """The CIFAR-10 labels of `classes` (names or labels 0-9), in the order given; all ten for
     None. A run on a subset relabels them 0..k-1 in this order. Errors name the option `key`."""
@@ -272,6 +281,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         limit: int | None = None,
         val_split: int = 0,
         pad: int = 4,
+        resolution: int = 32,
         normalize: str = "per_channel",
         mean: tuple[float, float, float] = (125.307, 122.950, 113.865),
         std: tuple[float, float, float] = (62.993, 62.089, 66.705),
@@ -286,10 +296,14 @@ class CIFAR10DataModule(pl.LightningDataModule):
         _check_count("data.eval_batch_size", eval_batch_size, minimum=1)
         _check_count("data.val_split", val_split, minimum=0)
         _check_count("data.pad", pad, minimum=0)
+        _check_count("data.resolution", resolution, minimum=1)
+        if resolution > 32:
+            raise OptionError(f"data.resolution={resolution}: at most 32, CIFAR-10's own size")
         root = str(Path(root).expanduser())  # once, for reading and downloading alike
         self.classes = None if classes is None else class_indices(classes)  # fails before reading
         self.root, self.download, self.limit, self.val_split = root, download, limit, val_split
         self.batch_size, self.eval_batch_size, self.pad = batch_size, eval_batch_size, pad
+        self.resolution = resolution
         self.normalize = normalize
         # x -> (x - shift) / scale; per_pixel_mean replaces both once the training images are read
         self.shift = torch.tensor(mean).view(1, 3, 1, 1)
@@ -314,6 +328,8 @@ class CIFAR10DataModule(pl.LightningDataModule):
         data = read_cifar10(self.root, self.download, self.limit)
         if self.classes is not None:  # after data.limit: a subset of the first `limit` images
             data = select_classes(data, self.classes)
+        x_train, x_test = (downsample(x, self.resolution) for x in (data.x_train, data.x_test))
+        data = data._replace(x_train=x_train, x_test=x_test)
         if not len(data.x_train):
             subset = f" of data.classes={list(self.classes)}" if self.classes is not None else ""
             raise DataError(f"{self.root}: no training images{subset} to train on")

@@ -29,6 +29,7 @@ from depthsweep.training.callbacks import (
     last_checkpoint,
 )
 from depthsweep.training.clocks import RunClock, StepClock
+from depthsweep.training.config import use_threads
 from depthsweep.training.console import quiet_libraries
 from depthsweep.training.fused import FusedNet
 from depthsweep.training.fused_data import FusedData
@@ -74,6 +75,7 @@ def train_group(runs: list[tuple[DictConfig, Path]]) -> str:
     """Train a fused group's runs (config, run directory). Returns 'failed' if any failed, else
     'done'; raises UserError (setup) and Interrupted (a signal) as `train.train` does."""
     quiet_libraries()
+    use_threads(runs[0][0])
     statuses = []
     with contextlib.ExitStack() as held:
         members = []

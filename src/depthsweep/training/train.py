@@ -8,6 +8,7 @@ reason) or `interrupted` (Ctrl-C or SIGTERM, with a checkpoint at the current st
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -21,10 +22,12 @@ from depthsweep.runs.provenance import provenance
 from depthsweep.runs.rundir import RunRecord
 from depthsweep.training.build import (
     build_net,
+    input_shape,
     job_devices,
     make_datamodule,
     make_extras,
     make_module,
+    make_schedule,
     make_trainer,
 )
 from depthsweep.training.callbacks import (
@@ -37,7 +40,14 @@ from depthsweep.training.callbacks import (
 )
 from depthsweep.training.checkpoints import CheckpointWriteError
 from depthsweep.training.clocks import RunClock, StepClock
-from depthsweep.training.config import resolve_cuda_graph, resolve_precision, trains_on_gpu
+from depthsweep.training.config import (
+    check_added_keys,
+    job_overrides,
+    resolve_cuda_graph,
+    resolve_precision,
+    trains_on_gpu,
+    use_threads,
+)
 from depthsweep.training.console import quiet_libraries
 from depthsweep.training.metrics_log import AppendingCSVLogger
 
@@ -68,23 +78,35 @@ def check_options(cfg: DictConfig) -> None:
             raise OptionError(f"{name}={value!r}: must be an integer >= {minimum}")
         if maximum is not None and value > maximum:
             raise OptionError(f"{name}={value!r}: must be at most {maximum:,}")
+    threads = cfg.get("threads")
+    if threads is not None and (type(threads) is not int or threads < 1):
+        raise OptionError(f"threads={threads!r}: an integer >= 1, or null for torch's default")
     if cfg.cuda_graph not in ("auto", True, False):
         raise OptionError(f"cuda_graph={cfg.cuda_graph!r}: must be auto, true or false")
 
 
-def preflight(cfg: DictConfig) -> nn.Module:
+def preflight(cfg: DictConfig, overrides: Sequence[str] = ()) -> nn.Module:
     """What can be checked of a run's options without its data (a UserError where one is
-    invalid): the top-level options, the data module's, the trainer's (Lightning's own checks:
-    a precision, an accelerator), and the net (depth, classes), which is returned. A sweep runs
-    this on every job before the first one trains."""
+    invalid): the top-level options, keys added with + that nothing reads (`overrides`, the
+    job's command line), the data module's, the trainer's (Lightning's own checks: a precision,
+    an accelerator), the net (depth, classes), which is returned, and its optimizer and lr
+    schedule (partial nodes, called only once training starts). A sweep runs this on every job
+    before the first one trains."""
     check_options(cfg)
+    check_added_keys(cfg, overrides)
     make_datamodule(cfg)  # its options; nothing is read yet
     quiet_libraries()  # a Trainer says which devices it sees
     make_trainer(cfg, [], logger=False, enable_checkpointing=False)  # nothing written yet
     try:
-        return build_net(cfg)
+        net = build_net(cfg)
     except TypeError as e:  # an option the arch's constructor does not take (+arch.foo=1)
         raise OptionError(f"arch: {e}") from None
+    optimizer, scheduler = make_schedule(cfg.schedule)
+    try:  # partial nodes, called only once training starts: +schedule.optimizer.foo=1, lr=abc
+        scheduler(optimizer(net.parameters()))
+    except (TypeError, ValueError) as e:
+        raise OptionError(f"schedule: {e}") from None
+    return net
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> str:
@@ -94,8 +116,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
     quiet_libraries()
     run_dir = Path(run_dir)
     check_options(cfg)
+    use_threads(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model: its init uses it
-    model = preflight(cfg)  # an invalid depth or class fails here, before anything else
+    model = preflight(cfg, job_overrides())  # a bad option fails here, before anything else
     label = f"{cfg.arch_name}-{cfg.depth} seed={cfg.seed}"
     record = RunRecord(run_dir)
     with record.claimed(cfg, label) as not_ours:  # 'busy' or 'skipped', said
@@ -142,7 +165,7 @@ def start_info(cfg: DictConfig, net: nn.Module, setting: dict) -> dict:
     return {
         **run_identity(cfg),
         "params": count_params(net),
-        "macs": count_macs(net),
+        "macs": count_macs(net, input_shape(cfg)),
         **setting,
         "conv_layers": [name for name, _ in conv_layers(net)],
     }
