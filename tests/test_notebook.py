@@ -69,11 +69,18 @@ def test_notebook_redraws_the_figures(tmp_path, monkeypatch):
 
 
 def test_notebook_draws_the_diagnostics_of_real_runs(fake_cifar, tmp_path, monkeypatch):
-    sweep = tmp_path / "sweep"
-    train_tiny(sweep / "plain-8", fake_cifar, "arch=plain", "depth=8")
-    train_tiny(sweep / "resnet-8", fake_cifar, "arch=resnet", "depth=8")
-    train_tiny(sweep / "resnet-8-zi", fake_cifar, "depth=8", "arch.zero_init_residual=true")
-    nb = execute(sweep, tmp_path, monkeypatch, data_root=fake_cifar)
+    """As the README has it: runs trained from the repository root with the default, relative
+    data.root, the notebook's kernel in notebooks/ and no DEPTHSWEEP_DATA_ROOT (the runs record
+    the folder they read, absolute)."""
+    monkeypatch.chdir(tmp_path)  # where `data/` is: the fake "repository root"
+    relative = fake_cifar.relative_to(tmp_path)
+    sweep = tmp_path / "multirun" / "sweep"
+    train_tiny(sweep / "plain-8", relative, "arch=plain", "depth=8")
+    train_tiny(sweep / "resnet-8", relative, "arch=resnet", "depth=8")
+    train_tiny(sweep / "resnet-8-zi", relative, "depth=8", "arch.zero_init_residual=true")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.delenv("DEPTHSWEEP_DATA_ROOT", raising=False)
+    nb = execute(sweep, tmp_path / "notebooks", monkeypatch)
     cells = [
         c for c in nb.cells if c.cell_type == "code" and "display(diagnostic_plots." in c.source
     ]

@@ -7,6 +7,7 @@ import difflib
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -79,6 +80,13 @@ def use_threads(cfg: DictConfig) -> None:
     core). One per run with runs at once on as many cores (hydra/launcher=joblib)."""
     if cfg.get("threads") and not trains_on_gpu(cfg.trainer):
         torch.set_num_threads(cfg.threads)
+
+
+def pin_data_root(cfg: DictConfig) -> None:
+    """data.root as the absolute folder it names where the run starts (a relative root is
+    relative to there), so that its config.yaml and checkpoint name the data it read wherever
+    they are used from: a notebook's kernel runs in notebooks/, the zoo anywhere."""
+    cfg.data.root = str(Path(cfg.data.root).expanduser().absolute())
 
 
 def job_overrides() -> list[str]:

@@ -29,7 +29,7 @@ from depthsweep.training.callbacks import (
     last_checkpoint,
 )
 from depthsweep.training.clocks import RunClock, StepClock
-from depthsweep.training.config import use_threads
+from depthsweep.training.config import pin_data_root, use_threads
 from depthsweep.training.console import quiet_libraries
 from depthsweep.training.fused import FusedNet
 from depthsweep.training.fused_data import FusedData
@@ -81,6 +81,7 @@ def train_group(runs: list[tuple[DictConfig, Path]]) -> str:
         members = []
         for cfg, run_dir in runs:
             check_options(cfg)
+            pin_data_root(cfg)
             pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the member's own init
             net = preflight(cfg)
             label = f"{cfg.arch_name}-{cfg.depth} seed={cfg.seed}"

@@ -43,6 +43,7 @@ from depthsweep.training.clocks import RunClock, StepClock
 from depthsweep.training.config import (
     check_added_keys,
     job_overrides,
+    pin_data_root,
     resolve_cuda_graph,
     resolve_precision,
     trains_on_gpu,
@@ -117,6 +118,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     check_options(cfg)
     use_threads(cfg)
+    pin_data_root(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model: its init uses it
     model = preflight(cfg, job_overrides())  # a bad option fails here, before anything else
     label = f"{cfg.arch_name}-{cfg.depth} seed={cfg.seed}"
