@@ -72,6 +72,11 @@ class AnalyzeSweep(Callback):
             raise SystemExit(UNEXPECTED) from None
         print(console_table(summary))
         print(verdict(summary))
+        print(
+            f"in {Path(sweep_dir).absolute()}: summary.md, summary.csv, by_depth.csv, verdict.json,"
+            " figure6.png and error_vs_depth.png (and .svg); python -m experiments.analyze "
+            f"{sweep_dir} writes them again"
+        )
         if self.diagnose:
             diagnose(sweep_dir, what=self.diagnose)
         bad = summary[summary["status"].isin(["failed", "interrupted"])]

@@ -8,6 +8,8 @@ import logging
 import re
 
 import pytest
+import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
 from depthsweep.tools import sweep_size
@@ -76,17 +78,17 @@ def test_a_sweep_says_its_size_and_on_a_cpu_how_long_it_takes(monkeypatch):
         for a in ("plain", "resnet")
         for d in (8, 20)
     ]
-    size, estimate = sweep_size.describe(smoke)
+    size, estimate, *note = sweep_size.describe(smoke)
     assert size == "sweep: 4 runs x 200 iterations (800 training steps)"
     assert re.fullmatch(
         r"sweep: about \S+ of training steps on this CPU, one run after another \(a step of "
-        r"plain-8 at batch 128 took \d+ ms here; scaled by each run's multiply-adds and batch; "
-        r"evaluations add to it\)",
+        r"plain-8 \d+ ms and plain-20 \d+ ms here, batch 128, 32x32 images, 32-true, \d threads?; "
+        r"the others' by multiply-adds x batch; evaluations add to it\)",
         estimate,
     )
-    # The paper's sweep on a CPU: days, and what to run instead (a step of plain-20 as fast as
-    # 0.1 s here, which no 2-core CPU reaches).
-    monkeypatch.setattr(sweep_size, "step_seconds", lambda net, batch: 0.1)
+    # The paper's sweep on a CPU: days, and what to run instead (steps as fast as 0.1 s here,
+    # which no 2-core CPU reaches).
+    monkeypatch.setattr(sweep_size, "step_seconds", lambda cfg: 0.1)
     figure6 = [
         compose_config(["experiment=figure6", f"arch={a}", f"depth={d}"])
         for a in ("plain", "resnet")
@@ -94,22 +96,93 @@ def test_a_sweep_says_its_size_and_on_a_cpu_how_long_it_takes(monkeypatch):
     ]
     lines = sweep_size.describe(figure6)
     assert lines[0] == "sweep: 10 runs x 64,000 iterations (640,000 training steps)"
-    assert lines[2].startswith("warning: this sweep is sized for a GPU (about ")
-    assert "run `python -m experiments.run -m experiment=smoke`" in lines[2]
+    assert lines[-1].startswith("warning: this sweep is sized for a GPU (about ")
+    assert "`python -m experiments.run -m experiment=figure6_cpu` shows Figure 6" in lines[-1]
+
+
+def affine_steps(monkeypatch, fixed: float, per_mac: float) -> dict[str, int]:
+    """step_seconds as a CPU whose steps cost `fixed` s plus `per_mac` s a multiply-add x image;
+    returns each net's multiply-adds by label."""
+    cost = {}
+
+    def step(cfg):
+        (job,) = sweep_size.jobs_of([cfg])
+        cost[job.label] = job.macs
+        return fixed + per_mac * job.macs * job.batch
+
+    monkeypatch.setattr(sweep_size, "step_seconds", step)
+    monkeypatch.setattr(sweep_size.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # an idle CPU
+    return cost
 
 
 @pytest.mark.parametrize("per_mac", [1e-12, 1e-9])
-def test_the_estimate_scales_the_measured_step_by_multiply_adds(per_mac, monkeypatch):
-    """The one measured step stands for every run in proportion to its multiply-adds and batch."""
-    jobs = [compose_config([f"depth={d}", "schedule.iterations=1000"]) for d in (8, 56)]
-    macs = {j.label: j.macs for j in sweep_size.jobs_of(jobs)}
-    monkeypatch.setattr(
-        sweep_size, "step_seconds", lambda net, batch: per_mac * macs["resnet-8"] * batch
-    )
+def test_the_estimate_draws_a_line_through_the_cheapest_and_the_dearest_step(per_mac, monkeypatch):
+    """Steps cost a fixed part besides their multiply-adds (small nets cost more per
+    multiply-add): measured at both ends, the line through them gives the nets in between."""
+    jobs = [compose_config([f"depth={d}", "schedule.iterations=1000"]) for d in (8, 20, 56)]
+    timed = affine_steps(monkeypatch, 0.05, per_mac)
     (_, line, *warning) = sweep_size.describe(jobs)
-    expected = per_mac * 1000 * 128 * (macs["resnet-8"] + macs["resnet-56"])
+    assert set(timed) == {"resnet-8", "resnet-56"}  # only the ends are timed
+    macs = {j.label: j.macs for j in sweep_size.jobs_of(jobs)}
+    expected = sum(1000 * (0.05 + per_mac * m * 128) for m in macs.values())
     assert f"about {duration(expected)} of training steps" in line
     assert bool(warning) == (expected > sweep_size.LONG_S)
+
+
+def test_runs_at_once_share_the_steps_and_finished_runs_are_not_counted(monkeypatch):
+    jobs = [compose_config([f"depth={d}", "schedule.iterations=1000"]) for d in (8, 20, 56)]
+    timed = affine_steps(monkeypatch, 0.1, 0.0)  # every step 0.1 s
+    assert (
+        "about 5m00s of training steps on this CPU, one run after" in sweep_size.describe(jobs)[1]
+    )
+    assert (
+        "about 2m30s of training steps on this CPU, 2 runs at once"
+        in (sweep_size.describe(jobs, at_once=2)[1])
+    )
+    timed.clear()
+    line = sweep_size.describe(jobs, finished=[True, False, True])[1]
+    assert "about 1m40s of training steps on this CPU, 1 run to train, one run after" in line
+    assert set(timed) == {"resnet-20"}
+    timed.clear()
+    done = sweep_size.describe(jobs, at_once=2, finished=[True, True, True])
+    assert done[1] == "sweep: every run finished before: nothing to train, only the analysis"
+    assert not timed  # nothing timed for a sweep that only re-analyses
+
+
+def test_a_busy_cpu_is_said_beside_the_estimate(monkeypatch):
+    affine_steps(monkeypatch, 0.1, 0.0)
+    monkeypatch.setattr(sweep_size.os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    monkeypatch.setattr(sweep_size.os, "cpu_count", lambda: 2)
+    lines = sweep_size.describe([compose_config(["depth=8", "schedule.iterations=10"])])
+    assert lines[2] == (
+        "note: the CPU was busy while the steps were timed (load 5.0 on 2 cores): on an idle "
+        "one the sweep takes less"
+    )
+
+
+@pytest.mark.parametrize(
+    "launcher, at_once",
+    [
+        ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 1),
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.JoblibLauncher", "n_jobs": 3}, 3),
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.JoblibLauncher", "n_jobs": -1}, 8),
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.JoblibLauncher", "n_jobs": -2}, 7),
+    ],
+)
+def test_runs_at_once_are_the_launchers(launcher, at_once, monkeypatch):
+    monkeypatch.setattr(sweep_size.os, "cpu_count", lambda: 8)
+    assert sweep_size.runs_at_once(OmegaConf.create(launcher)) == at_once
+
+
+def test_a_step_is_timed_as_the_run_takes_it():
+    """In the run's precision and threads, on images of its size; torch's threads put back."""
+    cfg = compose_config(
+        ["trainer=cpu", "depth=8", "arch.width=4", "data.resolution=16", "data.batch_size=8"]
+        + ["trainer.precision=bf16-mixed", "threads=1"]
+    )
+    threads = torch.get_num_threads()
+    assert sweep_size.step_seconds(cfg) > 0 and torch.get_num_threads() == threads
+    assert sweep_size._path(cfg) == "batch 8, 16x16 images, bf16-mixed, 1 thread"
 
 
 @pytest.mark.parametrize(

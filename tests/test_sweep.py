@@ -183,6 +183,9 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(fake_cifar, tmp_path):
     assert "1 run(s) failed or were interrupted" in res.stdout
     assert res.stdout.startswith("sweep: 2 runs x 20 iterations (40 training steps)\nsweep: about ")
     assert "of training steps on this CPU" in res.stdout
+    assert (
+        f"in {sweep.absolute()}: summary.md, summary.csv, by_depth.csv, verdict.json" in res.stdout
+    )
     assert "FAILED: FloatingPointError: training loss became" in res.stdout
     assert "Traceback" not in res.stdout + res.stderr
     status = {d.name: json.loads((d / "run.json").read_text()) for d in run_dirs(sweep)}

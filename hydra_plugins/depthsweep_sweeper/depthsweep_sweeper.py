@@ -16,7 +16,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from depthsweep.errors import USER_ERROR, UserError, full_error
-from depthsweep.tools.sweep_size import describe
+from depthsweep.runs.rundir import RunRecord
+from depthsweep.tools.sweep_size import describe, runs_at_once
 from depthsweep.training.sweeper import expand, plan, task_config
 from depthsweep.training.train import preflight
 
@@ -63,7 +64,10 @@ class DepthSweeper(Sweeper):
                 raise
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(USER_ERROR) from None
-        print("\n".join(describe(configs)))  # its size, and on a CPU how long it will take
+        run_dirs = [Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir for _, cfg in jobs]
+        finished = [RunRecord(d).is_finished() for d in run_dirs]  # skipped: not timed
+        # its size, and on a CPU how long it will take
+        print("\n".join(describe(configs, runs_at_once(self.config.hydra.launcher), finished)))
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

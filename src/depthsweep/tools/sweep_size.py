@@ -2,11 +2,14 @@
 trains on a CPU, an estimate of its duration from a quick measurement on this machine, with what
 to run instead when that is hours.
 
-The estimate is rough by design, so that it costs about a second: a training step (forward,
-backward, SGD) of the sweep's cheapest net on random images at its batch size, the median of
-three timed after an untimed one (one step alone varies several-fold on a busy machine), then
-scaled to every run by its net's multiply-adds and its batch size. Evaluations, checkpoints and
-start-up come on top; a CPU busy with other work makes every step slower, the measured ones too.
+The estimate costs about a second: a training step as the runs take it (their net, batch, image
+size, precision, memory format and torch threads) on random images, the median of five timed
+after two untimed ones, for the cheapest and the dearest net of the runs still to train; the
+others' steps in between, by multiply-adds x batch (a straight line through the two: small nets
+cost more per multiply-add). Runs already finished are not timed or counted; with runs at once
+(hydra/launcher=joblib) the steps are shared out over them. Evaluations, checkpoints and
+start-up come on top; a CPU busy with other work makes every step slower, the measured ones too,
+and the line says so when the load was high.
 
 On a GPU nothing is timed at launch (the fast path's first steps capture a CUDA graph and tune
 cuDNN: seconds, not a quick measurement): where the GPU is one the README's bench measured, the
@@ -15,6 +18,7 @@ estimate comes from those steps; elsewhere the line says how to measure them.
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import time
@@ -25,17 +29,17 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from depthsweep.nets.models import PlainNet, ResNet, count_macs
+from depthsweep.nets.models import count_macs
 from depthsweep.tools.budget import interpolate_ms
-from depthsweep.training.build import build_net
+from depthsweep.training.build import build_net, input_shape
 from depthsweep.training.callbacks import duration
 from depthsweep.training.config import resolve_cuda_graph, resolve_precision, trains_on_gpu
 
 LONG_S = 3600.0  # a CPU sweep estimated beyond this gets the warning and what to run instead
-# What the warning offers instead: the README's CPU check (conf/experiment/smoke.yaml).
+# What the warning offers instead: the README's CPU sweeps (conf/experiment/).
 SMOKE = "python -m experiments.run -m experiment=smoke"
-SMOKE_RUNS = [("plain", 8), ("resnet", 8), ("plain", 20), ("resnet", 20)]
-SMOKE_ITERATIONS, SMOKE_BATCH = 200, 128
+FIGURE6_CPU = "python -m experiments.run -m experiment=figure6_cpu"
+BUSY_LOAD = 0.5  # load average per core above which the timed steps are said to be slowed
 
 
 @dataclass
@@ -52,9 +56,9 @@ def jobs_of(configs: Sequence[DictConfig]) -> list[Job]:
     macs: dict[str, int] = {}
     jobs = []
     for cfg in configs:
-        key = repr((cfg.arch, cfg.depth, cfg.data.get("classes")))
+        key = repr((cfg.arch, cfg.depth, cfg.data.get("classes"), input_shape(cfg)))
         if key not in macs:
-            macs[key] = count_macs(build_net(cfg))
+            macs[key] = count_macs(build_net(cfg), input_shape(cfg))
         label = f"{cfg.arch_name}-{cfg.depth}"
         jobs.append(Job(label, cfg.depth, cfg.schedule.iterations, cfg.data.batch_size, macs[key]))
     return jobs
@@ -65,21 +69,34 @@ def jobs_of(configs: Sequence[DictConfig]) -> list[Job]:
 MEASURED_GPU_MS = {"H200": {20: 2.3, 110: 11.5}}
 
 
-def step_seconds(net: nn.Module, batch: int, classes: int = 10) -> float:
-    """Seconds of a training step of `net` on `batch` random images on the CPU: the median of
-    three, timed after an untimed one (first calls pay for allocations)."""
+def step_seconds(cfg: DictConfig) -> float:
+    """Seconds of a training step of `cfg`'s run on this CPU as the run takes it: its net on
+    random images of its batch and size, in its precision (bf16 autocast) and memory format,
+    with its torch threads; the median of five, timed after two untimed ones (first calls pay
+    for allocations and oneDNN's kernel choice)."""
+    net = build_net(cfg).train()
+    bf16 = resolve_precision(cfg.trainer).startswith("bf16")
+    channels_last = bf16 if cfg.channels_last == "auto" else bool(cfg.channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.to(memory_format=fmt)
+    x = torch.randn(cfg.data.batch_size, *input_shape(cfg)).contiguous(memory_format=fmt)
+    y = torch.randint(0, net.fc.out_features, (cfg.data.batch_size,))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch, 3, 32, 32)
-    y = torch.randint(0, classes, (batch,))
-    net.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.get("threads") or threads)
     times = []
-    for _ in range(4):
-        start = time.perf_counter()
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(net(x), y).backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+    try:
+        for _ in range(7):
+            start = time.perf_counter()
+            optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = nn.functional.cross_entropy(net(x), y)
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(times[2:])
 
 
 def gpu_name() -> str:
@@ -120,40 +137,83 @@ def _gpu_line(jobs: list[Job], configs: Sequence[DictConfig]) -> str:
     )
 
 
-def describe(configs: Sequence[DictConfig]) -> list[str]:
+def describe(
+    configs: Sequence[DictConfig], at_once: int = 1, finished: Sequence[bool] | None = None
+) -> list[str]:
     """The lines a sweep prints at its launch: its size; on a CPU, its estimated duration, and
-    past LONG_S a warning with what to run instead. `configs`: every job's composed config."""
+    past LONG_S a warning with what to run instead. `configs`: every job's composed config;
+    `at_once`: how many runs the launcher trains at a time; `finished`: which runs finished
+    before (neither timed nor counted)."""
     jobs = jobs_of(configs)
     total = sum(j.iterations for j in jobs)
     sizes = sorted({j.iterations for j in jobs})
     each = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,} to {sizes[-1]:,}"
     runs = f"{len(jobs)} run{'s' if len(jobs) != 1 else ''}"
     lines = [f"sweep: {runs} x {each} iterations ({total:,} training steps)"]
+    todo = [i for i in range(len(jobs)) if not (finished and finished[i])]
     if not configs:
         return lines
+    if not todo:
+        return [*lines, "sweep: every run finished before: nothing to train, only the analysis"]
     if trains_on_gpu(configs[0].trainer):
-        return [*lines, _gpu_line(jobs, configs)]
-    cheapest = min(range(len(jobs)), key=lambda i: jobs[i].macs)
-    batch = jobs[cheapest].batch
-    seconds = step_seconds(build_net(configs[cheapest]), batch)
-    per_mac_image = seconds / (jobs[cheapest].macs * batch)  # CPU seconds per multiply-add
-    estimate = sum(j.iterations * j.batch * j.macs for j in jobs) * per_mac_image
-    lines.append(
-        f"sweep: about {duration(estimate)} of training steps on this CPU, one run after another "
-        f"(a step of {jobs[cheapest].label} at batch {batch} took {1000 * seconds:.0f} ms here; "
-        "scaled by each run's multiply-adds and batch; evaluations add to it)"
+        return [*lines, _gpu_line([jobs[i] for i in todo], [configs[i] for i in todo])]
+    cost = {i: jobs[i].macs * jobs[i].batch for i in todo}
+    ends = sorted({min(cost, key=cost.get), max(cost, key=cost.get)}, key=cost.get)
+    timed = {i: step_seconds(configs[i]) for i in ends}
+    if len(ends) == 1:  # one size of net: in proportion to multiply-adds x batch
+        per = timed[ends[0]] / cost[ends[0]]
+        step = {i: per * cost[i] for i in todo}
+    else:  # a straight line through the cheapest and the dearest
+        (a, b) = ends
+        slope = (timed[b] - timed[a]) / (cost[b] - cost[a])
+        step = {i: max(0.0, timed[a] + slope * (cost[i] - cost[a])) for i in todo}
+    steps = sum(jobs[i].iterations * step[i] for i in todo)
+    parallel = min(at_once, len(todo))
+    estimate = steps / parallel
+    how = "one run after another" if parallel == 1 else f"{parallel} runs at once"
+    measured = " and ".join(f"{jobs[i].label} {1000 * timed[i]:.0f} ms" for i in ends)
+    path = _path(configs[ends[0]])
+    left = (
+        f"{len(todo)} run{'s' if len(todo) != 1 else ''} to train, "
+        if len(todo) < len(jobs)
+        else ""
     )
-    if estimate > LONG_S:
-        smoke = sum(SMOKE_ITERATIONS * SMOKE_BATCH * _macs(*run) for run in SMOKE_RUNS)
+    lines.append(
+        f"sweep: about {duration(estimate)} of training steps on this CPU, {left}{how} (a step "
+        f"of {measured} here, {path}; the others' by multiply-adds x batch; evaluations add "
+        "to it)"
+    )
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > BUSY_LOAD * cores:
         lines.append(
-            f"warning: this sweep is sized for a GPU (about {duration(estimate)} here). To check "
-            f"the pipeline on this CPU run `{SMOKE}` (plain and resnet at 8 and 20 layers, "
-            f"{SMOKE_ITERATIONS} iterations: about {duration(smoke * per_mac_image)} of steps "
-            "here); for Figure 6, a GPU (see the README's Speed section)."
+            f"note: the CPU was busy while the steps were timed (load {load:.1f} on {cores} "
+            "cores): on an idle one the sweep takes less"
+        )
+    if estimate > LONG_S:
+        lines.append(
+            f"warning: this sweep is sized for a GPU (about {duration(estimate)} here). On this "
+            f"CPU, `{FIGURE6_CPU}` shows Figure 6's claim at a CPU's scale (about an hour on 2 "
+            f"cores), `{SMOKE}` checks the pipeline in minutes; for the paper's scale, a GPU "
+            "(see the README's Speed section)."
         )
     return lines
 
 
-def _macs(arch: str, depth: int) -> int:
-    """Multiply-adds per image of a smoke run's net (conf/arch/plain.yaml, resnet.yaml)."""
-    return count_macs((PlainNet if arch == "plain" else ResNet)(depth=depth, num_classes=10))
+def runs_at_once(launcher: DictConfig) -> int:
+    """How many runs the sweep's launcher trains at a time: joblib's n_jobs (negative: counted
+    back from the cores, as joblib does), one for the others (the basic launcher, and clusters,
+    whose jobs run elsewhere)."""
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return 1
+    jobs = int(launcher.get("n_jobs") or 1)
+    return max(1, jobs if jobs > 0 else (os.cpu_count() or 1) + 1 + jobs)
+
+
+def _path(cfg: DictConfig) -> str:
+    """How the runs take a step, as timed: batch, image size, precision, torch threads."""
+    _, h, w = input_shape(cfg)
+    threads = cfg.get("threads") or torch.get_num_threads()
+    return (
+        f"batch {cfg.data.batch_size}, {h}x{w} images, {resolve_precision(cfg.trainer)}, "
+        f"{threads} thread{'s' if threads != 1 else ''}"
+    )
