@@ -12,7 +12,8 @@ from helpers import run_cli
 from depthsweep.analysis.report import analyze
 from depthsweep.errors import USER_ERROR, OptionError
 from depthsweep.nets.models import CifarNet, PlainBlock
-from depthsweep.training.build import make_trainer
+from depthsweep.training import config
+from depthsweep.training.build import make_schedule, make_trainer
 from depthsweep.training.config import compose_config, use_threads
 from depthsweep.training.train import check_options, preflight, train
 
@@ -152,3 +153,50 @@ def test_threads_sets_torchs_threads_for_a_run_on_the_cpu():
 def test_a_thread_count_that_is_no_count_is_refused(threads):
     with pytest.raises(OptionError, match=f"threads={threads!r}: an integer >= 1"):
         check_options(compose_config([f"threads={threads}"]))
+
+
+@pytest.mark.parametrize(
+    "flags, native", [("fpu avx512f amx_bf16 amx_tile", True), ("fpu avx2 fma", False)]
+)
+def test_bf16_where_native_reads_the_cpus_flags(flags, native, tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n"
+    )
+    assert config.cpu_has_native_bf16(cpuinfo) == native
+    assert not config.cpu_has_native_bf16(tmp_path / "none")  # no /proc: not known, fp32
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: native)
+    cfg = compose_config(["trainer=cpu", "trainer.precision=bf16-where-native"])
+    assert config.resolve_precision(cfg.trainer) == ("bf16-mixed" if native else "32-true")
+
+
+@pytest.mark.parametrize(
+    "batch, scales, lr", [(64, True, 0.05), (256, True, 0.2), (64, False, 0.1)]
+)
+def test_the_lr_scales_with_the_batch_when_asked(batch, scales, lr):
+    cfg = compose_config([f"schedule.lr_scales_with_batch={scales}"])
+    optimizer, scheduler = make_schedule(cfg.schedule, warmup_lr=0.01, batch=batch)
+    sgd = optimizer([torch.zeros(1, requires_grad=True)])
+    warm = scheduler(sgd)
+    assert sgd.param_groups[0]["initial_lr"] == pytest.approx(lr)
+    assert warm.warmup_lr == pytest.approx(0.01 * lr / 0.1)
+
+
+def test_figure6_cpu_is_the_cpu_grid_one_run_per_core():
+    cfg = compose_config(["experiment=figure6_cpu"], hydra=True)
+    assert cfg.name == "figure6_cpu"
+    assert dict(cfg.hydra.sweeper.params) == {
+        "depth": "56,32,20",
+        "arch": "plain,resnet",
+        "seed": "0,1",
+    }
+    assert (
+        cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == -1
+    )
+    assert (cfg.arch.width, cfg.data.limit, cfg.schedule.iterations, cfg.threads) == (
+        4,
+        2000,
+        3000,
+        1,
+    )
+    assert cfg.trainer.precision == "bf16-where-native" and cfg.data.batch_size == 128

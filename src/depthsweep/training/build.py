@@ -64,18 +64,25 @@ def model_spec(cfg: DictConfig) -> dict:
     }
 
 
+PAPER_BATCH = 128  # the batch the paper's lr is for
+
+
 def make_schedule(
-    schedule: DictConfig, warmup_lr: float | None = None
+    schedule: DictConfig, warmup_lr: float | None = None, batch: int = PAPER_BATCH
 ) -> tuple[OptimizerFactory, SchedulerFactory]:
     """The optimizer and the lr scheduler of `schedule` (conf/schedule/), as factories:
     optimizer(parameters), scheduler(optimizer). The scheduler gets the run's length and, with
-    `warmup_lr`, a warm-up capped at the fraction schedule.warmup.max_fraction of the run."""
-    optimizer = build(schedule.optimizer, "schedule.optimizer")
+    `warmup_lr`, a warm-up capped at the fraction schedule.warmup.max_fraction of the run. With
+    schedule.lr_scales_with_batch, the lr and warm-up lr are for a batch of PAPER_BATCH and
+    scale linearly with `batch` (Goyal et al. 2017)."""
+    scale = batch / PAPER_BATCH if schedule.get("lr_scales_with_batch") else 1.0
+    lr = {"lr": schedule.optimizer.lr * scale} if scale != 1.0 else {}
+    optimizer = build(schedule.optimizer, "schedule.optimizer", **lr)
     scheduler = build(
         schedule.scheduler,
         "schedule.scheduler",
         iterations=schedule.iterations,
-        warmup_lr=warmup_lr,
+        warmup_lr=None if warmup_lr is None else warmup_lr * scale,
         warmup_max_fraction=schedule.warmup.max_fraction,
     )
     return optimizer, scheduler
@@ -92,7 +99,7 @@ def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
         )
     warmup = cfg.schedule.warmup
     optimizer, scheduler = make_schedule(
-        cfg.schedule, warmup_lr_for(cfg.depth, warmup.lr, warmup.from_depth)
+        cfg.schedule, warmup_lr_for(cfg.depth, warmup.lr, warmup.from_depth), cfg.data.batch_size
     )
     auto_cl = cfg.channels_last == "auto"
     return build(

@@ -102,7 +102,7 @@ def preflight(cfg: DictConfig, overrides: Sequence[str] = ()) -> nn.Module:
         net = build_net(cfg)
     except TypeError as e:  # an option the arch's constructor does not take (+arch.foo=1)
         raise OptionError(f"arch: {e}") from None
-    optimizer, scheduler = make_schedule(cfg.schedule)
+    optimizer, scheduler = make_schedule(cfg.schedule, batch=cfg.data.batch_size)
     try:  # partial nodes, called only once training starts: +schedule.optimizer.foo=1, lr=abc
         scheduler(optimizer(net.parameters()))
     except (TypeError, ValueError) as e:

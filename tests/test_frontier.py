@@ -1,0 +1,29 @@
+"""experiments.frontier: the configurations tried for a CPU Figure 6, one row per sweep, every
+number from the sweep's own files."""
+
+from __future__ import annotations
+
+from fakesweep import write_sweep
+
+from experiments import frontier
+
+
+def test_a_sweep_becomes_a_row_of_its_knobs_minutes_errors_and_verdict(tmp_path, capsys):
+    runs = [
+        {"arch": arch, "depth": depth, "seed": seed, "train": train + seed * 0.15}
+        for arch, errors in [("plain", [2.0, 6.0, 20.0]), ("resnet", [4.0, 3.0, 1.0])]
+        for depth, train in zip((20, 32, 56), errors, strict=True)
+        for seed in (0, 1, 2)
+    ]
+    sweep = write_sweep(tmp_path / "w4_2k", runs)
+    (sweep / "time.txt").write_text("$ time python -m ...\n\nreal\t41m30.000s\nuser\t1m\n")
+    assert frontier.main([str(sweep), "--out", str(tmp_path / "frontier.md")]) == 0
+    header, rule, line = (tmp_path / "frontier.md").read_text().splitlines()
+    assert header.startswith("| sweep | width | size | images | iterations | batch | precision |")
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:2] == ["w4_2k", "16"]  # the fake runs' config predates arch.width: the paper's
+    assert cells[7:10] == ["3", "20/32/56", "41.5"]  # seeds, depths, minutes from time.txt
+    assert cells[10:12] == ["2.9 / 6.9 / 20.9", "4.9 / 3.9 / 1.9"]  # train + 0.75 + 0.15
+    assert cells[12].startswith("supported, k +") and cells[13].startswith("supported, k -")
+    assert cells[14] == "reproduced"
+    assert capsys.readouterr().out == (tmp_path / "frontier.md").read_text()
