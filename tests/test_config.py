@@ -186,7 +186,7 @@ def test_figure6_cpu_is_the_cpu_grid_one_run_per_core():
     cfg = compose_config(["experiment=figure6_cpu"], hydra=True)
     assert cfg.name == "figure6_cpu"
     assert dict(cfg.hydra.sweeper.params) == {
-        "depth": "56,32,20",
+        "depth": "56,44,20",
         "arch": "plain,resnet",
         "seed": "0,1",
     }
