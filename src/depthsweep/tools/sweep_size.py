@@ -9,7 +9,8 @@ others' steps in between, by multiply-adds x batch (a straight line through the 
 cost more per multiply-add). Runs already finished are not timed or counted; with runs at once
 (hydra/launcher=joblib) the steps are shared out over them. Evaluations, checkpoints and
 start-up come on top; a CPU busy with other work makes every step slower, the measured ones too,
-and the line says so when the load was high.
+and the line says so when the load was high (over half a core's worth per core besides this
+process).
 
 On a GPU nothing is timed at launch (the fast path's first steps capture a CUDA graph and tune
 cuDNN: seconds, not a quick measurement): where the GPU is one the README's bench measured, the
@@ -39,7 +40,9 @@ LONG_S = 3600.0  # a CPU sweep estimated beyond this gets the warning and what t
 # What the warning offers instead: the README's CPU sweeps (conf/experiment/).
 SMOKE = "python -m experiments.run -m experiment=smoke"
 FIGURE6_CPU = "python -m experiments.run -m experiment=figure6_cpu"
-BUSY_LOAD = 0.5  # load average per core above which the timed steps are said to be slowed
+# Load average per core, besides the launching process's own, above which the timed steps are
+# said to be slowed by other work.
+BUSY_LOAD = 0.5
 
 
 @dataclass
@@ -184,7 +187,7 @@ def describe(
         "to it)"
     )
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load > BUSY_LOAD * cores:
+    if load > BUSY_LOAD * cores + 1:  # + 1: this process, timing the steps
         lines.append(
             f"note: the CPU was busy while the steps were timed (load {load:.1f} on {cores} "
             "cores): on an idle one the sweep takes less"
