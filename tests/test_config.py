@@ -186,9 +186,9 @@ def test_figure6_cpu_is_the_cpu_grid_one_run_per_core():
     cfg = compose_config(["experiment=figure6_cpu"], hydra=True)
     assert cfg.name == "figure6_cpu"
     assert dict(cfg.hydra.sweeper.params) == {
-        "depth": "56,44,20",
+        "depth": "56,38,20",
         "arch": "plain,resnet",
-        "seed": "0,1",
+        "seed": "0,1,2",
     }
     assert (
         cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == -1
@@ -196,7 +196,7 @@ def test_figure6_cpu_is_the_cpu_grid_one_run_per_core():
     assert (cfg.arch.width, cfg.data.limit, cfg.schedule.iterations, cfg.threads) == (
         4,
         2000,
-        3000,
+        2500,
         1,
     )
     assert cfg.trainer.precision == "bf16-where-native" and cfg.data.batch_size == 128
