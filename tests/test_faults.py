@@ -66,7 +66,7 @@ def test_an_unexpected_fault_fails_its_run_at_once_and_the_sweep_goes_on(
     """Any fault no check foresaw, before training (here the multiply-add count), is said when it
     happens, in one line, and recorded: not kept for Hydra to raise at the sweep's end."""
 
-    def broken(model):
+    def broken(model, shape):
         raise RuntimeError("the flop counter broke")
 
     monkeypatch.setattr(train_module, "count_macs", broken)
