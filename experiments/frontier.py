@@ -2,7 +2,8 @@
 `python -m experiments.frontier SWEEP_DIR... [--out FILE]`.
 
 One row per sweep: its knobs (arch.width, data.resolution, data.limit, schedule.iterations,
-data.batch_size, trainer.precision as trained, from its runs' config.yaml and run.json), its
+data.batch_size, trainer.precision as trained, resnet's schedule.warmup.from_depth, from its runs'
+config.yaml and run.json), its
 seeds and depths, its minutes (from the sweep's `time.txt`, the wall time of its command), each
 arch's final training error by depth (mean over seeds), each trend's state and effect size with
 its interval, and the verdict: all from the verdict of `experiments.analyze` on the sweep's files.
@@ -48,6 +49,12 @@ def row(sweep: Path) -> list[str]:
     cfg = read_config(first)
     knobs = [str(OmegaConf.select(cfg, key, default=old)) for key, old in KNOBS.values()]
     precision = json.loads((first / "run.json").read_text()).get("precision", "?")
+    resnet = summary.loc[summary["arch"] == "resnet", "run_dir"]
+    warmup = (
+        str(OmegaConf.select(read_config(sweep / resnet.iloc[0]), "schedule.warmup.from_depth"))
+        if len(resnet)
+        else "—"
+    )
     seeds = summary.groupby(["arch", "depth"])["seed"].nunique().min()
     cells = []
     for arch in ("plain", "resnet"):
@@ -59,13 +66,14 @@ def row(sweep: Path) -> list[str]:
         ci = "" if math.isnan(part.low) else f" [{part.low:+.2f}, {part.high:+.2f}]"
         parts.append(f"{part.state}{k}{ci}")
     depths = "/".join(str(d) for d in sorted(summary["depth"].unique()))
-    return [sweep.name, *knobs, precision, str(seeds), depths, minutes(sweep), *cells, *parts,
-            verdict.outcome]  # fmt: skip
+    return [sweep.name, *knobs, precision, warmup, str(seeds), depths, minutes(sweep), *cells,
+            *parts, verdict.outcome]  # fmt: skip
 
 
 HEADER = [
-    "sweep", *KNOBS, "precision", "seeds", "depths", "minutes", "plain train error by depth",
-    "resnet train error by depth", "plain rises", "resnet falls", "verdict",
+    "sweep", *KNOBS, "precision", "resnet warm-up from depth", "seeds", "depths", "minutes",
+    "plain train error by depth", "resnet train error by depth", "plain rises", "resnet falls",
+    "verdict",
 ]  # fmt: skip
 
 
