@@ -200,3 +200,10 @@ def test_figure6_cpu_is_the_cpu_grid_one_run_per_core():
         1,
     )
     assert cfg.trainer.precision == "bf16-where-native" and cfg.data.batch_size == 128
+
+
+@pytest.mark.parametrize("arch", ["plain", "resnet"])
+def test_figure6_cpu_warms_both_archs_up_from_depth_56(arch):
+    # the experiment is merged after the arch group, which sets 110 (resnet) or null (plain)
+    cfg = compose_config(["experiment=figure6_cpu", f"arch={arch}"])
+    assert cfg.schedule.warmup.from_depth == 56
