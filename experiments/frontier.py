@@ -65,6 +65,7 @@ def row(sweep: Path) -> list[str]:
         k = "" if math.isnan(part.estimate) else f", k {part.estimate:+.2f}"
         ci = "" if math.isnan(part.low) else f" [{part.low:+.2f}, {part.high:+.2f}]"
         parts.append(f"{part.state}{k}{ci}")
+    parts += ["—"] * (2 - len(parts))  # an undetermined verdict judges no trend
     depths = "/".join(str(d) for d in sorted(summary["depth"].unique()))
     return [sweep.name, *knobs, precision, warmup, str(seeds), depths, minutes(sweep), *cells,
             *parts, verdict.outcome]  # fmt: skip

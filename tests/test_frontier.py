@@ -31,3 +31,18 @@ def test_a_sweep_becomes_a_row_of_its_knobs_minutes_errors_and_verdict(tmp_path,
     assert cells[13].startswith("supported, k +") and cells[14].startswith("supported, k -")
     assert cells[15] == "reproduced"
     assert capsys.readouterr().out == (tmp_path / "frontier.md").read_text()
+
+
+def test_a_sweep_without_both_archs_at_judged_depths_keeps_every_column(tmp_path):
+    # plain alone: the verdict is undetermined and judges no trend, yet the row keeps its cells
+    runs = [
+        {"arch": "plain", "depth": depth, "seed": seed, "train": 2.0 + depth / 10}
+        for depth in (20, 56)
+        for seed in (0, 1)
+    ]
+    sweep = write_sweep(tmp_path / "plain_only", runs)
+    assert frontier.main([str(sweep), "--out", str(tmp_path / "frontier.md")]) == 0
+    header, rule, line = (tmp_path / "frontier.md").read_text().splitlines()
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert len(cells) == len(frontier.HEADER) == header.count("|") - 1
+    assert cells[-3:] == ["—", "—", "undetermined"]
