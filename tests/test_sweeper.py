@@ -42,6 +42,9 @@ def test_fuse_1_and_other_schedules_train_alone():
     e, f = (compose_config(["fuse=2", "arch=resnet", f"arch.shortcut={o}"]) for o in "AB")
     assert fusion_key(e) != fusion_key(f)  # one FusedNet holds one kind of shortcut
     assert fusion_key(compose_config(["fuse=2", "arch=plain"])) == fusion_key(e)
+    g, h = (compose_config(["fuse=2", f"arch.width={w}"]) for w in (4, 16))
+    assert fusion_key(g) != fusion_key(h)  # members of one FusedNet share its channels
+    assert fusion_key(compose_config(["fuse=2", "arch=resnet", "arch.width=4"])) == fusion_key(g)
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,7 @@ def fusion_key(cfg: DictConfig) -> str | None:
     flat = flat_config(result_config(cfg))
     shared = {k: v for k, v in flat.items() if not k.startswith(MEMBER_KEYS)}
     shared["arch.shortcut"] = flat.get("arch.shortcut", "A")  # plain's: the paper's A
+    shared["arch.width"] = flat.get("arch.width", 16)  # one FusedNet: one shape for every member
     return json.dumps(shared, sort_keys=True, default=str)
 
 
