@@ -29,9 +29,9 @@ runs' own window noise alone made a true gap of 0 "significant" either way 90% o
 - Supported: the one-sided p of the claim is below ALPHA (its 95% interval lies on the claim's
   side). The IUT needs no correction: a part, and "reproduced", are falsely supported at most
   ALPHA of the time (measured: `analysis.calibration`, tests/test_calibration.py).
-- Refuted: the one-sided p of the opposite is below ALPHA / K, K the comparisons tested
-  (Bonferroni), so "NOT reproduced" is said of a true claim at most ALPHA of the time however
-  many comparisons are made.
+- Refuted: the one-sided p of the opposite is below ALPHA / K, K the comparisons planned (two
+  per arch with enough depths, plus the gap; Bonferroni, counted before any is tested), so "NOT
+  reproduced" is said of a true claim at most ALPHA of the time however many are made.
 - Untested: too few depths or seeds, or a floor effect: where the side that should be higher is
   at the floor (error <= FLOOR_ERROR), nothing can fall below it, so the comparison is neither
   supported nor refuted.
@@ -286,7 +286,8 @@ def gap_part(plain: list[Cell], resnet: list[Cell], refute_alpha: float) -> Part
 
 def judge_cells(cells: Sequence[Cell]) -> list[Part]:
     """The three parts of the claim from the (arch, depth) cells at depths >= MIN_DEPTH; refuted
-    comparisons at ALPHA / the number of comparisons that could be tested (Bonferroni)."""
+    comparisons at ALPHA / the number planned: two per arch with enough depths, plus the gap
+    (Bonferroni)."""
     by_arch = {a: sorted((c for c in cells if c.arch == a), key=lambda c: c.depth) for a in ARCHS}
     planned = sum(2 for a in ARCHS if _anchors(by_arch[a])) + 1
     refute_alpha = ALPHA / planned

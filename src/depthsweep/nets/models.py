@@ -181,9 +181,10 @@ class Bottleneck(nn.Module):
 
 class CifarNet(nn.Module):
     """Stem (3x3 conv, `width` filters, BN, ReLU), 3 stages of blocks with width, 2 width and
-    4 width filters (the paper's 16/32/64) on 32/16/8 maps, GAP, linear. `block_options` go to
-    every block (a residual block's shortcut option). `width` scales the net's cost by about its
-    square at every depth, keeping the paper's shape: the knob for a CPU-sized Figure 6."""
+    4 width filters (the paper's 16/32/64) on maps of the input's size, 1/2 and 1/4 (32/16/8 for
+    CIFAR), GAP, linear. `block_options` go to every block (a residual block's shortcut option).
+    `width` scales the net's cost by about its square at every depth, keeping the paper's shape:
+    the knob for a CPU-sized Figure 6."""
 
     block: type[nn.Module] = PlainBlock
 

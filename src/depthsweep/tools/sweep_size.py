@@ -2,7 +2,7 @@
 trains on a CPU, an estimate of its duration from a quick measurement on this machine, with what
 to run instead when that is hours.
 
-The estimate costs about a second: a training step as the runs take it (their net, batch, image
+The estimate costs a few seconds: a training step as the runs take it (their net, batch, image
 size, precision, memory format and torch threads) on random images, the median of five timed
 after two untimed ones, for the cheapest and the dearest net of the runs still to train; the
 others' steps in between, by multiply-adds x batch (a straight line through the two: small nets

@@ -314,7 +314,7 @@ class FusedNet(nn.Module):
         x = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])
         x = x.contiguous(memory_format=self.memory_format)
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))
-        x = F.adaptive_avg_pool2d(x, 1).view(b, self.k, -1).transpose(0, 1)  # (K, B, 64)
+        x = F.adaptive_avg_pool2d(x, 1).view(b, self.k, -1).transpose(0, 1)  # (K, B, 4 width)
         return self.fc(x)
 
     # ---- splitting back --------------------------------------------------------------------
