@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +43,7 @@ def step_ms(
     compiled: bool,
     threads: int,
     steps: int,
-    barrier=None,
+    barrier: Barrier | None = None,
 ) -> float:
     """The median ms of `steps` training steps after five untimed ones (compilation, oneDNN's
     kernel choice), all in this process with `threads` torch threads."""
@@ -51,6 +52,9 @@ def step_ms(
     fmt = torch.channels_last if nhwc else torch.contiguous_format
     net = PlainNet(depth, width=width).to(memory_format=fmt)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    # a fresh compile for each path: Dynamo's cache would otherwise count each new net as a
+    # recompile of the last and, past its limit (8), silently run the rest eagerly
+    torch.compiler.reset()
     forward = torch.compile(net) if compiled else net
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,))
