@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
 from depthsweep.tools import sweep_size
+from depthsweep.training.build import build_net
 from depthsweep.training.callbacks import duration
 from depthsweep.training.config import compose_config
 from depthsweep.training.train import train
@@ -174,15 +175,37 @@ def test_runs_at_once_are_the_launchers(launcher, at_once, monkeypatch):
     assert sweep_size.runs_at_once(OmegaConf.create(launcher)) == at_once
 
 
-def test_a_step_is_timed_as_the_run_takes_it():
-    """In the run's precision and threads, on images of its size; torch's threads put back."""
+@pytest.mark.parametrize(
+    "precision, dtype, contiguous",  # channels_last auto: channels-last in a reduced precision
+    [("bf16-mixed", torch.bfloat16, False), ("32-true", torch.float32, True)],
+)
+def test_a_step_is_timed_as_the_run_takes_it(precision, dtype, contiguous, monkeypatch):
+    """In the run's precision, memory format and threads, on images of its batch and size, as
+    the net itself sees them in the timed steps; torch's threads put back."""
     cfg = compose_config(
         ["trainer=cpu", "depth=8", "arch.width=4", "data.resolution=16", "data.batch_size=8"]
-        + ["trainer.precision=bf16-mixed", "threads=1"]
+        + [f"trainer.precision={precision}", "threads=1"]
     )
+    seen = []
+
+    def net_that_records(cfg):
+        net = build_net(cfg)
+        net.register_forward_hook(
+            lambda _, args, out: seen.append(
+                (args[0].shape, out.dtype, torch.get_num_threads(), args[0].is_contiguous())
+            )
+        )
+        return net
+
+    monkeypatch.setattr(sweep_size, "build_net", net_that_records)
     threads = torch.get_num_threads()
-    assert sweep_size.step_seconds(cfg) > 0 and torch.get_num_threads() == threads
-    assert sweep_size._path(cfg) == "batch 8, 16x16 images, bf16-mixed, 1 thread"
+    torch.set_num_threads(max(2, threads))  # not the run's 1, so that the run's setting shows
+    try:
+        assert sweep_size.step_seconds(cfg) > 0 and torch.get_num_threads() == max(2, threads)
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [(torch.Size([8, 3, 16, 16]), dtype, 1, contiguous)] * 7
+    assert sweep_size._path(cfg) == f"batch 8, 16x16 images, {precision}, 1 thread"
 
 
 @pytest.mark.parametrize(
