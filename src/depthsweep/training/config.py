@@ -74,7 +74,7 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 def resolve_precision(trainer_cfg: DictConfig) -> str:
     """'auto': bf16-mixed where a GPU trains (with the CUDA graph, the fastest measured), fp32 on
-    a CPU. NATIVE_BF16: bf16-mixed on a GPU or a CPU with native bf16 (2.4x faster than fp32 on
+    a CPU. NATIVE_BF16: bf16-mixed on a GPU or a CPU with native bf16 (2.2x faster than fp32 on
     the project's Xeon at figure6_cpu's sizes, results/cpu_paths), fp32 on other CPUs."""
     precision = str(trainer_cfg.precision)
     if precision == NATIVE_BF16:
