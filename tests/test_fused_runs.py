@@ -131,6 +131,8 @@ def test_with_the_default_kernels_a_fused_group_agrees_within_rounding(
     worst = 0.0
     for r in runs:
         alone, fused = (metrics(tmp_path / kind / name(*r)) for kind in ("alone", "fused"))
+        for column in ("train_loss", "test_loss", "train_error", "test_error"):
+            assert alone[column].isna().equals(fused[column].isna()), column  # same rows logged
         for column in ("train_loss", "test_loss"):
             a, f = alone[column].dropna().to_numpy(), fused[column].dropna().to_numpy()
             worst = max(worst, float(np.max(np.abs(a - f) / np.abs(a))))
