@@ -75,12 +75,13 @@ def train_group(runs: list[tuple[DictConfig, Path]]) -> str:
     """Train a fused group's runs (config, run directory). Returns 'failed' if any failed, else
     'done'; raises UserError (setup) and Interrupted (a signal) as `train.train` does."""
     quiet_libraries()
+    for cfg, _ in runs:
+        check_options(cfg)  # every member's options, before anything else reads them
     use_threads(runs[0][0])
     statuses = []
     with contextlib.ExitStack() as held:
         members = []
         for cfg, run_dir in runs:
-            check_options(cfg)
             pin_data_root(cfg)
             pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the member's own init
             net = preflight(cfg)
