@@ -13,7 +13,7 @@ from depthsweep.analysis.report import analyze
 from depthsweep.errors import USER_ERROR, OptionError
 from depthsweep.nets.models import CifarNet, PlainBlock
 from depthsweep.training import config
-from depthsweep.training.build import make_schedule, make_trainer
+from depthsweep.training.build import make_module, make_schedule, make_trainer
 from depthsweep.training.config import compose_config, use_threads
 from depthsweep.training.train import check_options, preflight, train
 
@@ -168,6 +168,29 @@ def test_bf16_where_native_reads_the_cpus_flags(flags, native, tmp_path, monkeyp
     monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: native)
     cfg = compose_config(["trainer=cpu", "trainer.precision=bf16-where-native"])
     assert config.resolve_precision(cfg.trainer) == ("bf16-mixed" if native else "32-true")
+
+
+@pytest.mark.parametrize(
+    "option, precision, channels_last",
+    [
+        ("auto", "32-true", False),
+        ("auto", "bf16-mixed", True),
+        ("auto", "16-mixed", True),
+        ("auto", "bf16-where-native", False),  # on a CPU without native bf16: fp32
+        ("true", "32-true", True),
+        ("false", "bf16-mixed", False),
+    ],
+)
+def test_channels_last_auto_follows_the_precision_the_run_trains_in(
+    option, precision, channels_last, monkeypatch
+):
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: False)
+    cfg = compose_config(
+        ["trainer=cpu", f"trainer.precision={precision}", f"channels_last={option}"]
+    )
+    assert config.resolve_channels_last(cfg) is channels_last
+    module = make_module(cfg, preflight(cfg))  # what the run trains with, the estimate's too
+    assert module.hparams.channels_last is channels_last
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,12 @@ from depthsweep.nets.models import count_macs
 from depthsweep.tools.budget import interpolate_ms
 from depthsweep.training.build import build_net, input_shape
 from depthsweep.training.callbacks import duration
-from depthsweep.training.config import resolve_cuda_graph, resolve_precision, trains_on_gpu
+from depthsweep.training.config import (
+    resolve_channels_last,
+    resolve_cuda_graph,
+    resolve_precision,
+    trains_on_gpu,
+)
 
 LONG_S = 3600.0  # a CPU sweep estimated beyond this gets the warning and what to run instead
 # What the warning offers instead: the README's CPU sweeps (conf/experiment/).
@@ -79,8 +84,7 @@ def step_seconds(cfg: DictConfig) -> float:
     for allocations and oneDNN's kernel choice)."""
     net = build_net(cfg).train()
     bf16 = resolve_precision(cfg.trainer).startswith("bf16")
-    channels_last = bf16 if cfg.channels_last == "auto" else bool(cfg.channels_last)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fmt = torch.channels_last if resolve_channels_last(cfg) else torch.contiguous_format
     net = net.to(memory_format=fmt)
     x = torch.randn(cfg.data.batch_size, *input_shape(cfg)).contiguous(memory_format=fmt)
     y = torch.randint(0, net.fc.out_features, (cfg.data.batch_size,))

@@ -19,6 +19,7 @@ from depthsweep.training.callbacks import RecordData
 from depthsweep.training.checkpoints import SafeCheckpointIO
 from depthsweep.training.config import (
     log_window,
+    resolve_channels_last,
     resolve_cuda_graph,
     resolve_precision,
     trains_on_gpu,
@@ -101,14 +102,13 @@ def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
     optimizer, scheduler = make_schedule(
         cfg.schedule, warmup_lr_for(cfg.depth, warmup.lr, warmup.from_depth), cfg.data.batch_size
     )
-    auto_cl = cfg.channels_last == "auto"
     return build(
         cfg.module,
         "module",
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
-        channels_last=precision != "32-true" if auto_cl else bool(cfg.channels_last),
+        channels_last=resolve_channels_last(cfg),
         spec=model_spec(cfg),
         **({"_target_": GRAPHED} if graphed else {}),
         _recursive_=False,  # spec's arch node is the net's description, not an object to build

@@ -85,6 +85,13 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
     return "bf16-mixed" if trains_on_gpu(trainer_cfg) else "32-true"
 
 
+def resolve_channels_last(cfg: DictConfig) -> bool:
+    """'auto': channels-last wherever the run trains in a reduced precision (bf16 or fp16)."""
+    if cfg.channels_last == "auto":
+        return resolve_precision(cfg.trainer) != "32-true"
+    return bool(cfg.channels_last)
+
+
 def resolve_cuda_graph(cfg: DictConfig) -> bool:
     """'auto': on where a GPU trains in fp32 or bf16 (the measured winner, tested against eager
     training); a CPU, or fp16 (whose loss scaler cannot be graphed), trains eagerly."""
