@@ -174,7 +174,10 @@ def test_bf16_where_native_reads_the_cpus_flags(flags, native, tmp_path, monkeyp
     "option, precision, channels_last",
     [
         ("auto", "32-true", False),
+        ("auto", "32", False),
+        ("auto", "64-true", False),
         ("auto", "bf16-mixed", True),
+        ("auto", "bf16-true", True),
         ("auto", "16-mixed", True),
         ("auto", "bf16-where-native", False),  # on a CPU without native bf16: fp32
         ("true", "32-true", True),
@@ -189,7 +192,7 @@ def test_channels_last_auto_follows_the_precision_the_run_trains_in(
         ["trainer=cpu", f"trainer.precision={precision}", f"channels_last={option}"]
     )
     assert config.resolve_channels_last(cfg) is channels_last
-    module = make_module(cfg, preflight(cfg))  # what the run trains with, the estimate's too
+    module = make_module(cfg, preflight(cfg))  # what the run trains with
     assert module.hparams.channels_last is channels_last
 
 

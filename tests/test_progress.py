@@ -177,7 +177,11 @@ def test_runs_at_once_are_the_launchers(launcher, at_once, monkeypatch):
 
 @pytest.mark.parametrize(
     "precision, dtype, contiguous",  # channels_last auto: channels-last in a reduced precision
-    [("bf16-mixed", torch.bfloat16, False), ("32-true", torch.float32, True)],
+    [
+        ("bf16-mixed", torch.bfloat16, False),
+        ("16-mixed", torch.float32, False),  # timed without autocast, in the run's format
+        ("32-true", torch.float32, True),
+    ],
 )
 def test_a_step_is_timed_as_the_run_takes_it(precision, dtype, contiguous, monkeypatch):
     """In the run's precision, memory format and threads, on images of its batch and size, as

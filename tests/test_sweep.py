@@ -267,6 +267,7 @@ def run_in_process(args: list[str], run_dir: Path, sweep: bool = False):
         (["data.batch_size=0"], "data.batch_size=0: must be an integer >= 1"),
         (["trainer.precision=fp7"], "trainer: Precision 'fp7' is invalid"),
         (["cuda_graph=bogus"], "cuda_graph='bogus': must be auto, true or false"),
+        (["channels_last=off"], "channels_last='off': must be auto, true or false"),
         (["trainer.log_every_n_steps=-3"], "trainer.log_every_n_steps=-3: must be an integer >= 1"),
         (["data.download=false", "data.root=/nonexistent"], "/nonexistent/cifar-10-batches-py"),
     ],

@@ -86,9 +86,10 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
 
 
 def resolve_channels_last(cfg: DictConfig) -> bool:
-    """'auto': channels-last wherever the run trains in a reduced precision (bf16 or fp16)."""
+    """'auto': channels-last wherever the run trains in a reduced precision (bf16 or fp16, mixed
+    or true), contiguous in fp32 or fp64."""
     if cfg.channels_last == "auto":
-        return resolve_precision(cfg.trainer) != "32-true"
+        return resolve_precision(cfg.trainer).startswith(("bf16", "16"))
     return bool(cfg.channels_last)
 
 

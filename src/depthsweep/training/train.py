@@ -84,6 +84,8 @@ def check_options(cfg: DictConfig) -> None:
         raise OptionError(f"threads={threads!r}: an integer >= 1, or null for torch's default")
     if cfg.cuda_graph not in ("auto", True, False):
         raise OptionError(f"cuda_graph={cfg.cuda_graph!r}: must be auto, true or false")
+    if cfg.channels_last not in ("auto", True, False):
+        raise OptionError(f"channels_last={cfg.channels_last!r}: must be auto, true or false")
 
 
 def preflight(cfg: DictConfig, overrides: Sequence[str] = ()) -> nn.Module:
