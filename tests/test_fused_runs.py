@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from helpers import write_random_cifar10
 
 from depthsweep.apps import zoo
+from depthsweep.errors import OptionError
 from depthsweep.training import group as group_module
 from depthsweep.training.config import compose_config
 from depthsweep.training.fused import FusedPadShortcut
@@ -260,3 +261,16 @@ def test_a_graphed_fused_group_trains_like_an_eager_one(
     for eager, graphed in zip(curves[False], curves[True], strict=True):
         for column in ("train_loss", "train_error"):
             pd.testing.assert_series_equal(eager[column], graphed[column], rtol=1e-4)
+
+
+def test_a_member_with_a_bad_option_stops_the_group_before_anything_is_set(tmp_path):
+    """Every member's options are checked before the group sets torch's threads (from its
+    first member) or claims any run directory."""
+    data = write_random_cifar10(tmp_path / "data", n_train=32, n_test=16)
+    threads = torch.get_num_threads()
+    first = config(data, "plain", 8, 0, f"threads={threads + 1}")
+    bad = config(data, "resnet", 8, 0, "threads=0")
+    with pytest.raises(OptionError, match="threads=0: an integer >= 1"):
+        train_group([(first, tmp_path / "a"), (bad, tmp_path / "b")])
+    assert torch.get_num_threads() == threads
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

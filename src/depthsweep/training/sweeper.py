@@ -56,10 +56,11 @@ def expand(arguments: Sequence[str], parser: OverridesParser) -> list[list[str]]
 
 def fusion_key(cfg: DictConfig) -> str | None:
     """What a run must share with the others of its fused group (its config less its members'
-    own keys, plus the shortcut type: FusedNet fuses one), or None if it trains alone: fuse <= 1,
-    an arch that does not fuse, extras that expect one net per process (gradient-norm logging,
-    added loggers or callbacks), or what would couple the members (one gradient-norm clip over
-    all of them; fp16's one loss scaler, whose skipped steps would skip every member's)."""
+    own keys, plus the shortcut type and the width: a FusedNet has one of each), or None if it
+    trains alone: fuse <= 1, an arch that does not fuse, extras that expect one net per process
+    (gradient-norm logging, added loggers or callbacks), or what would couple the members (one
+    gradient-norm clip over all of them; fp16's one loss scaler, whose skipped steps would skip
+    every member's)."""
     fuse = cfg.get("fuse", 1)
     if not isinstance(fuse, int) or fuse <= 1 or cfg.get("arch_name") not in FUSABLE_ARCHS:
         return None
