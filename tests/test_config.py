@@ -156,14 +156,20 @@ def test_a_thread_count_that_is_no_count_is_refused(threads):
 
 
 @pytest.mark.parametrize(
-    "flags, native", [("fpu avx512f amx_bf16 amx_tile", True), ("fpu avx2 fma", False)]
+    "flags, native, amx",
+    [
+        ("fpu avx512f amx_bf16 amx_tile", True, True),  # an Intel Xeon since Sapphire Rapids
+        ("fpu avx512f avx512_bf16", True, False),  # an AMD EPYC since Zen 4
+        ("fpu avx2 fma", False, False),
+    ],
 )
-def test_bf16_where_native_reads_the_cpus_flags(flags, native, tmp_path, monkeypatch):
+def test_bf16_where_native_reads_the_cpus_flags(flags, native, amx, tmp_path, monkeypatch):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(
         f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n"
     )
     assert config.cpu_has_native_bf16(cpuinfo) == native
+    assert config.cpu_has_amx(cpuinfo) == amx
     assert not config.cpu_has_native_bf16(tmp_path / "none")  # no /proc: not known, fp32
     monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: native)
     cfg = compose_config(["trainer=cpu", "trainer.precision=bf16-where-native"])
@@ -171,23 +177,26 @@ def test_bf16_where_native_reads_the_cpus_flags(flags, native, tmp_path, monkeyp
 
 
 @pytest.mark.parametrize(
-    "option, precision, channels_last",
+    "option, precision, amx, channels_last",
     [
-        ("auto", "32-true", False),
-        ("auto", "32", False),
-        ("auto", "64-true", False),
-        ("auto", "bf16-mixed", True),
-        ("auto", "bf16-true", True),
-        ("auto", "16-mixed", True),
-        ("auto", "bf16-where-native", False),  # on a CPU without native bf16: fp32
-        ("true", "32-true", True),
-        ("false", "bf16-mixed", False),
+        ("auto", "32-true", False, False),
+        ("auto", "32", False, False),
+        ("auto", "64-true", False, False),
+        ("auto", "bf16-mixed", False, True),
+        ("auto", "bf16-true", False, True),
+        ("auto", "16-mixed", False, True),
+        ("auto", "bf16-mixed", True, False),  # with AMX, contiguous bf16 was faster
+        ("auto", "bf16-where-native", False, False),  # on a CPU without native bf16: fp32
+        ("true", "32-true", False, True),
+        ("true", "bf16-mixed", True, True),
+        ("false", "bf16-mixed", False, False),
     ],
 )
-def test_channels_last_auto_follows_the_precision_the_run_trains_in(
-    option, precision, channels_last, monkeypatch
+def test_channels_last_auto_follows_the_precision_and_the_cpu(
+    option, precision, amx, channels_last, monkeypatch
 ):
     monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(config, "cpu_has_amx", lambda: amx)
     cfg = compose_config(
         ["trainer=cpu", f"trainer.precision={precision}", f"channels_last={option}"]
     )

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
 from depthsweep.tools import sweep_size
+from depthsweep.training import config
 from depthsweep.training.build import build_net
 from depthsweep.training.callbacks import duration
 from depthsweep.training.config import compose_config
@@ -176,16 +177,18 @@ def test_runs_at_once_are_the_launchers(launcher, at_once, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "precision, dtype, contiguous",  # channels_last auto: channels-last in a reduced precision
-    [
-        ("bf16-mixed", torch.bfloat16, False),
-        ("16-mixed", torch.float32, False),  # timed without autocast, in the run's format
-        ("32-true", torch.float32, True),
+    "precision, amx, dtype, contiguous",  # channels_last auto: channels-last in bf16 or fp16
+    [  # on a CPU without AMX
+        ("bf16-mixed", False, torch.bfloat16, False),
+        ("bf16-mixed", True, torch.bfloat16, True),
+        ("16-mixed", False, torch.float32, False),  # timed without autocast, in the run's format
+        ("32-true", False, torch.float32, True),
     ],
 )
-def test_a_step_is_timed_as_the_run_takes_it(precision, dtype, contiguous, monkeypatch):
+def test_a_step_is_timed_as_the_run_takes_it(precision, amx, dtype, contiguous, monkeypatch):
     """In the run's precision, memory format and threads, on images of its batch and size, as
     the net itself sees them in the timed steps; torch's threads put back."""
+    monkeypatch.setattr(config, "cpu_has_amx", lambda: amx)
     cfg = compose_config(
         ["trainer=cpu", "depth=8", "arch.width=4", "data.resolution=16", "data.batch_size=8"]
         + [f"trainer.precision={precision}", "threads=1"]
