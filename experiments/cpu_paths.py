@@ -21,12 +21,14 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from depthsweep.nets.models import PlainNet
 
@@ -44,13 +46,18 @@ def step_ms(
     threads: int,
     steps: int,
     barrier: Barrier | None = None,
+    arch: Callable[..., nn.Module] = PlainNet,
+    prepare: Callable[[nn.Module], object] | None = None,
 ) -> float:
     """The median ms of `steps` training steps after five untimed ones (compilation, oneDNN's
-    kernel choice), all in this process with `threads` torch threads."""
+    kernel choice), all in this process with `threads` torch threads; `prepare` (hooks, say) is
+    applied to the net once it is in its memory format."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     fmt = torch.channels_last if nhwc else torch.contiguous_format
-    net = PlainNet(depth, width=width).to(memory_format=fmt)
+    net = arch(depth, width=width).to(memory_format=fmt)
+    if prepare is not None:
+        prepare(net)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     # a fresh compile for each path: Dynamo's cache would otherwise count each new net as a
     # recompile of the last and, past its limit (8), silently run the rest eagerly
