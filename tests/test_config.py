@@ -231,7 +231,7 @@ def test_figure6_cpu_is_the_cpu_grid_one_run_per_core():
     assert (cfg.arch.width, cfg.data.limit, cfg.schedule.iterations, cfg.threads) == (
         4,
         2000,
-        2000,
+        2250,
         1,
     )
     assert cfg.trainer.precision == "bf16-where-native" and cfg.data.batch_size == 128
