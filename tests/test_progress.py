@@ -102,6 +102,24 @@ def test_a_sweep_says_its_size_and_on_a_cpu_how_long_it_takes(monkeypatch):
     assert "`python -m experiments.run -m experiment=figure6_cpu` shows Figure 6" in lines[-1]
 
 
+def test_a_sweep_sized_for_a_cpu_is_not_told_to_run_itself_instead(monkeypatch):
+    """figure6_cpu on a CPU slower than the README's (or timed while it was slow) is estimated
+    past LONG_S: it says how long, but not that it is sized for a GPU nor to run itself."""
+    monkeypatch.setattr(sweep_size, "step_seconds", lambda cfg: 1.0)
+    sweep = [
+        compose_config(["experiment=figure6_cpu", f"arch={a}", f"depth={d}"])
+        for a in ("plain", "resnet")
+        for d in (20, 56)
+    ]
+    lines = sweep_size.describe(sweep, at_once=2)
+    # 4 runs x 2,250 steps of 1 s, 2 at once
+    assert "about 1h15m of training steps on this CPU, 2 runs at once" in lines[1]
+    assert not [line for line in lines if line.startswith("warning")], lines
+    # the same runs under another name are not CPU-sized: warned, and offered figure6_cpu
+    renamed = [OmegaConf.merge(cfg, {"name": "mine"}) for cfg in sweep]
+    assert "experiment=figure6_cpu` shows" in sweep_size.describe(renamed, at_once=2)[-1]
+
+
 def affine_steps(monkeypatch, fixed: float, per_mac: float) -> dict[str, int]:
     """step_seconds as a CPU whose steps cost `fixed` s plus `per_mac` s a multiply-add x image;
     returns each net's multiply-adds by label."""

@@ -42,9 +42,11 @@ from depthsweep.training.config import (
 )
 
 LONG_S = 3600.0  # a CPU sweep estimated beyond this gets the warning and what to run instead
-# What the warning offers instead: the README's CPU sweeps (conf/experiment/).
+# What the warning offers instead: the README's CPU sweeps (conf/experiment/), which are sized
+# for a CPU and so never get it themselves, however long a slow CPU takes.
 SMOKE = "python -m experiments.run -m experiment=smoke"
 FIGURE6_CPU = "python -m experiments.run -m experiment=figure6_cpu"
+CPU_SIZED = ("smoke", "figure6_cpu")  # their `name`s
 # Load average per core, besides the launching process's own, above which the timed steps are
 # said to be slowed by other work.
 BUSY_LOAD = 0.5
@@ -148,7 +150,8 @@ def describe(
     configs: Sequence[DictConfig], at_once: int = 1, finished: Sequence[bool] | None = None
 ) -> list[str]:
     """The lines a sweep prints at its launch: its size; on a CPU, its estimated duration, and
-    past LONG_S a warning with what to run instead. `configs`: every job's composed config;
+    past LONG_S, unless it is one of the CPU_SIZED sweeps, a warning with what to run instead.
+    `configs`: every job's composed config;
     `at_once`: how many runs the launcher trains at a time; `finished`: which runs finished
     before (neither timed nor counted)."""
     jobs = jobs_of(configs)
@@ -196,7 +199,7 @@ def describe(
             f"note: the CPU was busy while the steps were timed (load {load:.1f} on {cores} "
             "cores): on an idle one the sweep takes less"
         )
-    if estimate > LONG_S:
+    if estimate > LONG_S and configs[0].get("name") not in CPU_SIZED:
         lines.append(
             f"warning: this sweep is sized for a GPU (about {duration(estimate)} here). On this "
             f"CPU, `{FIGURE6_CPU}` shows Figure 6's claim at a CPU's scale (about an hour on 2 "
