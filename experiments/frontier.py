@@ -2,8 +2,8 @@
 `python -m experiments.frontier SWEEP_DIR... [--out FILE]`.
 
 One row per sweep: its knobs (arch.width, data.resolution, data.limit, schedule.iterations,
-data.batch_size, trainer.precision as trained, resnet's schedule.warmup.from_depth, from its runs'
-config.yaml and run.json), its seeds and depths, its minutes (from the sweep's `time.txt`, the
+data.batch_size, fuse, trainer.precision as trained, resnet's schedule.warmup.from_depth, from its
+runs' config.yaml and run.json), its seeds and depths, its minutes (from the sweep's `time.txt`, the
 wall time of its command), each arch's final training error by depth (mean over seeds), each
 trend's state and effect size with its interval, and the verdict: all from the verdict of
 `experiments.analyze` on the sweep's files.
@@ -30,6 +30,7 @@ KNOBS = {
     "images": ("data.limit", None),
     "iterations": ("schedule.iterations", None),
     "batch": ("data.batch_size", None),
+    "fuse": ("fuse", 1),  # runs trained as one network (fuse=K), 1 before it existed
 }
 
 

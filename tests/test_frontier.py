@@ -20,16 +20,17 @@ def test_a_sweep_becomes_a_row_of_its_knobs_minutes_errors_and_verdict(tmp_path,
     assert frontier.main([str(sweep), "--out", str(tmp_path / "frontier.md")]) == 0
     header, rule, line = (tmp_path / "frontier.md").read_text().splitlines()
     assert header.startswith(
-        "| sweep | width | size | images | iterations | batch | precision"
+        "| sweep | width | size | images | iterations | batch | fuse | precision"
         " | resnet warm-up from depth |"
     )
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[:2] == ["w4_2k", "16"]  # the fake runs' config predates arch.width: the paper's
-    assert cells[7] == "110"  # resnet's warm-up depth, from its runs' config (conf/arch/resnet)
-    assert cells[8:11] == ["3", "20/32/56", "41.5"]  # seeds, depths, minutes from time.txt
-    assert cells[11:13] == ["2.9 / 6.9 / 20.9", "4.9 / 3.9 / 1.9"]  # train + 0.75 + 0.15
-    assert cells[13].startswith("supported, k +") and cells[14].startswith("supported, k -")
-    assert cells[15] == "reproduced"
+    assert cells[6] == "1"  # not fused
+    assert cells[8] == "110"  # resnet's warm-up depth, from its runs' config (conf/arch/resnet)
+    assert cells[9:12] == ["3", "20/32/56", "41.5"]  # seeds, depths, minutes from time.txt
+    assert cells[12:14] == ["2.9 / 6.9 / 20.9", "4.9 / 3.9 / 1.9"]  # train + 0.75 + 0.15
+    assert cells[14].startswith("supported, k +") and cells[15].startswith("supported, k -")
+    assert cells[16] == "reproduced"
     assert capsys.readouterr().out == (tmp_path / "frontier.md").read_text()
 
 

@@ -179,9 +179,9 @@ def test_a_group_resumes_from_its_members_checkpoints(alone, tmp_path, monkeypat
         )
 
 
-def test_a_warm_up_ends_per_member(alone, tmp_path):
+def test_a_warm_up_ends_per_member(alone, tmp_path, caplog):
     """resnet members warm up (their own schedule.warmup), plain members do not: each member's
-    lr trace and warm-up end are its unfused run's."""
+    lr trace and warm-up end are its unfused run's, and the console line names the member."""
     data, _ = alone
     warm = ["schedule.warmup.from_depth=8", "schedule.warmup.until_train_error=101"]
     warm += ["schedule.warmup.max_fraction=0.5"]  # ended by the first check, not by the cap
@@ -189,7 +189,8 @@ def test_a_warm_up_ends_per_member(alone, tmp_path):
     for where, fused in ((tmp_path / "alone", False), (tmp_path / "fused", True)):
         cfgs = [(config(data, a, d, s, *w), where / name(a, d, s)) for a, d, s, w in runs]
         if fused:
-            assert train_group(cfgs) == "done"
+            with caplog.at_level(logging.INFO, logger="depthsweep"):
+                assert train_group(cfgs) == "done"
         else:
             assert all(train(c, p) == "done" for c, p in cfgs)
     for a, d, s, w in runs:
@@ -198,6 +199,8 @@ def test_a_warm_up_ends_per_member(alone, tmp_path):
         ends = [json.loads((p / "run.json").read_text())["warmup_end"] for p in (fused, separate)]
         # 12 iterations log (and check) every iteration: the first check ends it.
         assert ends[0] == ends[1] == (1 if w else None)
+    said = [r.getMessage() for r in caplog.records if "warm-up over" in r.getMessage()]
+    assert sorted(line.split("]")[0] for line in said) == ["[resnet-8 seed=0", "[resnet-8 seed=1"]
 
 
 def test_a_diverging_member_fails_alone(alone, tmp_path):

@@ -17,6 +17,7 @@ from depthsweep.training import config
 from depthsweep.training.build import build_net
 from depthsweep.training.callbacks import duration
 from depthsweep.training.config import compose_config
+from depthsweep.training.sweeper import fuse
 from depthsweep.training.train import train
 
 
@@ -90,7 +91,7 @@ def test_a_sweep_says_its_size_and_on_a_cpu_how_long_it_takes(monkeypatch):
     )
     # The paper's sweep on a CPU: days, and what to run instead (steps as fast as 0.1 s here,
     # which no 2-core CPU reaches).
-    monkeypatch.setattr(sweep_size, "step_seconds", lambda cfg: 0.1)
+    monkeypatch.setattr(sweep_size, "step_seconds", lambda cfg, members=1: 0.1)
     figure6 = [
         compose_config(["experiment=figure6", f"arch={a}", f"depth={d}"])
         for a in ("plain", "resnet")
@@ -105,7 +106,7 @@ def test_a_sweep_says_its_size_and_on_a_cpu_how_long_it_takes(monkeypatch):
 def test_a_sweep_sized_for_a_cpu_is_not_told_to_run_itself_instead(monkeypatch):
     """figure6_cpu on a CPU slower than the README's (or timed while it was slow) is estimated
     past LONG_S: it says how long, but not that it is sized for a GPU nor to run itself."""
-    monkeypatch.setattr(sweep_size, "step_seconds", lambda cfg: 1.0)
+    monkeypatch.setattr(sweep_size, "step_seconds", lambda cfg, members=1: 1.0)
     sweep = [
         compose_config(["experiment=figure6_cpu", f"arch={a}", f"depth={d}"])
         for a in ("plain", "resnet")
@@ -120,12 +121,46 @@ def test_a_sweep_sized_for_a_cpu_is_not_told_to_run_itself_instead(monkeypatch):
     assert "experiment=figure6_cpu` shows" in sweep_size.describe(renamed, at_once=2)[-1]
 
 
+def test_a_fused_sweep_is_estimated_by_its_jobs(monkeypatch):
+    """fuse=3: a job is a group of three runs, timed as one step of a FusedNet of
+    three, and the jobs are shared out over the runs at once."""
+    members = []
+
+    def step(cfg, k=1):
+        members.append(k)
+        return 0.5
+
+    monkeypatch.setattr(sweep_size, "step_seconds", step)
+    sweep = [
+        compose_config(["experiment=figure6_cpu", "fuse=3", f"arch={a}", f"depth={d}", f"seed={s}"])
+        for d in (56, 20)
+        for a in ("plain", "resnet")
+        for s in range(3)
+    ]
+    groups = fuse([([], cfg) for cfg in sweep])
+    assert groups == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    line = sweep_size.describe(sweep, at_once=2, groups=groups)[1]
+    assert members == [3, 3]  # the cheapest job and the dearest, each a fused step of three
+    # 4 jobs x 2,250 steps of 0.5 s, 2 at once
+    assert line.startswith(
+        "sweep: about 37m30s of training steps on this CPU, 12 runs as 4 jobs (fused groups), "
+        "2 jobs at once (a step of 3 fused plain-20 500 ms and 3 fused plain-56 500 ms here"
+    ), line
+
+
+def test_a_fused_step_is_timed_on_a_fused_net():
+    cfg = compose_config(["trainer=cpu", "depth=8", "data.batch_size=64", "threads=1"])
+    alone, fused = sweep_size.step_seconds(cfg), sweep_size.step_seconds(cfg, members=3)
+    assert 0 < alone < fused < 10 * 3 * alone  # three nets' work, in one network
+
+
 def affine_steps(monkeypatch, fixed: float, per_mac: float) -> dict[str, int]:
     """step_seconds as a CPU whose steps cost `fixed` s plus `per_mac` s a multiply-add x image;
     returns each net's multiply-adds by label."""
     cost = {}
 
-    def step(cfg):
+    def step(cfg, members=1):
+        assert members == 1
         (job,) = sweep_size.jobs_of([cfg])
         cost[job.label] = job.macs
         return fixed + per_mac * job.macs * job.batch

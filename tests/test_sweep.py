@@ -215,7 +215,7 @@ def test_warmup_lr_trace_and_validation_split(fake_cifar, tmp_path, caplog):
     )
     with caplog.at_level(logging.INFO, logger="depthsweep"):
         assert train(cfg, run_dir) == "done"
-    assert "warm-up over at iteration 5 (training error" in caplog.text
+    assert "[resnet-8 seed=0] warm-up over at iteration 5 (training error" in caplog.text
     info = json.loads((run_dir / "run.json").read_text())
     assert info["warmup_end"] == 5 and info["warmup_end_reason"].startswith("training error")
     assert (info["test_images"], info["test_official"]) == (40, False)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from depthsweep.errors import USER_ERROR, UserError, full_error
 from depthsweep.runs.rundir import RunRecord
 from depthsweep.tools.sweep_size import describe, runs_at_once
-from depthsweep.training.sweeper import expand, plan, task_config
+from depthsweep.training.sweeper import expand, fuse, plan, task_config
 from depthsweep.training.train import preflight
 
 
@@ -67,7 +67,8 @@ class DepthSweeper(Sweeper):
         run_dirs = [Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir for _, cfg in jobs]
         finished = [RunRecord(d).is_finished() for d in run_dirs]  # skipped: not timed
         # its size, and on a CPU how long it will take
-        print("\n".join(describe(configs, runs_at_once(self.config.hydra.launcher), finished)))
+        at_once = runs_at_once(self.config.hydra.launcher)
+        print("\n".join(describe(configs, at_once, finished, fuse(jobs))))
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

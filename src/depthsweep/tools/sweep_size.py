@@ -6,7 +6,9 @@ The estimate costs a few seconds: a training step as the runs take it (their net
 size, precision, memory format and torch threads) on random images, the median of five timed
 after two untimed ones, for the cheapest and the dearest net of the runs still to train; the
 others' steps in between, by multiply-adds x batch (a straight line through the two: small nets
-cost more per multiply-add). Runs already finished are not timed or counted; with runs at once
+cost more per multiply-add). A fused group (fuse=K) is one job: a step of its K nets as one
+FusedNet is timed and counted, not K steps alone (at a quarter width, three fused cost 1.5-1.8x
+less per run). Runs already finished are not timed or counted; with jobs at once
 (hydra/launcher=joblib) the steps are shared out over them. Evaluations, checkpoints and
 start-up come on top; a CPU busy with other work makes every step slower, the measured ones too,
 and the line says so when the load was high (over half a core's worth per core besides this
@@ -40,6 +42,8 @@ from depthsweep.training.config import (
     resolve_precision,
     trains_on_gpu,
 )
+from depthsweep.training.data import class_indices
+from depthsweep.training.fused import FusedNet
 
 LONG_S = 3600.0  # a CPU sweep estimated beyond this gets the warning and what to run instead
 # What the warning offers instead: the README's CPU sweeps (conf/experiment/), which are sized
@@ -79,17 +83,24 @@ def jobs_of(configs: Sequence[DictConfig]) -> list[Job]:
 MEASURED_GPU_MS = {"H200": {20: 2.3, 110: 11.5}}
 
 
-def step_seconds(cfg: DictConfig) -> float:
+def step_seconds(cfg: DictConfig, members: int = 1) -> float:
     """Seconds of a training step of `cfg`'s run on this CPU as the run takes it: its net on
     random images of its batch and size, in its precision (bf16 autocast) and memory format,
-    with its torch threads; the median of five, timed after two untimed ones (first calls pay
-    for allocations and oneDNN's kernel choice)."""
-    net = build_net(cfg).train()
+    with its torch threads; with `members` > 1, that many of its nets as one FusedNet, each on
+    its own batch (a group's plain and resnet members cost alike: the shortcut is an add). The
+    median of five, timed after two untimed ones (first calls pay for allocations and oneDNN's
+    kernel choice)."""
     bf16 = resolve_precision(cfg.trainer).startswith("bf16")
     fmt = torch.channels_last if resolve_channels_last(cfg) else torch.contiguous_format
-    net = net.to(memory_format=fmt)
-    x = torch.randn(cfg.data.batch_size, *input_shape(cfg)).contiguous(memory_format=fmt)
-    y = torch.randint(0, net.fc.out_features, (cfg.data.batch_size,))
+    shape = (cfg.data.batch_size, *input_shape(cfg))
+    if members > 1:
+        net = FusedNet([build_net(cfg) for _ in range(members)]).train()
+        net.memory_format = fmt
+        x = torch.randn(members, *shape)
+    else:
+        net = build_net(cfg).train().to(memory_format=fmt)
+        x = torch.randn(shape).contiguous(memory_format=fmt)
+    y = torch.randint(0, len(class_indices(cfg.data.get("classes"))), x.shape[:-3])
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.get("threads") or threads)
@@ -99,7 +110,7 @@ def step_seconds(cfg: DictConfig) -> float:
             start = time.perf_counter()
             optimizer.zero_grad()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = nn.functional.cross_entropy(net(x), y)
+                loss = nn.functional.cross_entropy(net(x).flatten(0, -2), y.flatten())
             loss.backward()
             optimizer.step()
             times.append(time.perf_counter() - start)
@@ -147,13 +158,16 @@ def _gpu_line(jobs: list[Job], configs: Sequence[DictConfig]) -> str:
 
 
 def describe(
-    configs: Sequence[DictConfig], at_once: int = 1, finished: Sequence[bool] | None = None
+    configs: Sequence[DictConfig],
+    at_once: int = 1,
+    finished: Sequence[bool] | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> list[str]:
     """The lines a sweep prints at its launch: its size; on a CPU, its estimated duration, and
     past LONG_S, unless it is one of the CPU_SIZED sweeps, a warning with what to run instead.
-    `configs`: every job's composed config;
-    `at_once`: how many runs the launcher trains at a time; `finished`: which runs finished
-    before (neither timed nor counted)."""
+    `configs`: every run's composed config; `at_once`: how many jobs the launcher trains at a
+    time; `finished`: which runs finished before (neither timed nor counted); `groups`: the
+    jobs, as lists of run indices (a fused group's runs train as one job; default: one each)."""
     jobs = jobs_of(configs)
     total = sum(j.iterations for j in jobs)
     sizes = sorted({j.iterations for j in jobs})
@@ -167,25 +181,35 @@ def describe(
         return [*lines, "sweep: every run finished before: nothing to train, only the analysis"]
     if trains_on_gpu(configs[0].trainer):
         return [*lines, _gpu_line([jobs[i] for i in todo], [configs[i] for i in todo])]
-    cost = {i: jobs[i].macs * jobs[i].batch for i in todo}
+    # the jobs still to train, each a run or the unfinished members of a fused group
+    units = [tuple(i for i in g if i in todo) for g in groups or [[i] for i in range(len(jobs))]]
+    units = [u for u in units if u]
+    cost = {u: sum(jobs[i].macs * jobs[i].batch for i in u) for u in units}
     ends = sorted({min(cost, key=cost.get), max(cost, key=cost.get)}, key=cost.get)
-    timed = {i: step_seconds(configs[i]) for i in ends}
-    if len(ends) == 1:  # one size of net: in proportion to multiply-adds x batch
+    timed = {u: step_seconds(configs[u[0]], len(u)) for u in ends}
+    if len(ends) == 1:  # one size of job: in proportion to multiply-adds x batch
         per = timed[ends[0]] / cost[ends[0]]
-        step = {i: per * cost[i] for i in todo}
+        step = {u: per * cost[u] for u in units}
     else:  # a straight line through the cheapest and the dearest
         (a, b) = ends
         slope = (timed[b] - timed[a]) / (cost[b] - cost[a])
-        step = {i: max(0.0, timed[a] + slope * (cost[i] - cost[a])) for i in todo}
-    steps = sum(jobs[i].iterations * step[i] for i in todo)
-    parallel = min(at_once, len(todo))
+        step = {u: max(0.0, timed[a] + slope * (cost[u] - cost[a])) for u in units}
+    steps = sum(jobs[u[0]].iterations * step[u] for u in units)
+    parallel = min(at_once, len(units))
     estimate = steps / parallel
-    how = "one run after another" if parallel == 1 else f"{parallel} runs at once"
-    measured = " and ".join(f"{jobs[i].label} {1000 * timed[i]:.0f} ms" for i in ends)
-    path = _path(configs[ends[0]])
+    fused = len(units) < len(todo)
+    kind = "job" if fused else "run"
+    how = f"one {kind} after another" if parallel == 1 else f"{parallel} {kind}s at once"
+    if fused:
+        how = f"{len(todo)} runs as {len(units)} jobs (fused groups), {how}"
+    measured = " and ".join(
+        f"{f'{len(u)} fused ' if len(u) > 1 else ''}{jobs[u[0]].label} {1000 * timed[u]:.0f} ms"
+        for u in ends
+    )
+    path = _path(configs[ends[0][0]])
     left = (
         f"{len(todo)} run{'s' if len(todo) != 1 else ''} to train, "
-        if len(todo) < len(jobs)
+        if len(todo) < len(jobs) and not fused
         else ""
     )
     lines.append(

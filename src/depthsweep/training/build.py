@@ -22,6 +22,7 @@ from depthsweep.training.config import (
     resolve_channels_last,
     resolve_cuda_graph,
     resolve_precision,
+    run_label,
     trains_on_gpu,
 )
 from depthsweep.training.data import CLASSES, class_indices
@@ -183,7 +184,7 @@ def make_trainer(
         "max_epochs": -1,
         "log_every_n_steps": log_window(cfg),
         "callbacks": [
-            window or TrainingWindow(cfg.schedule.warmup.until_train_error),
+            window or TrainingWindow(cfg.schedule.warmup.until_train_error, run_label(cfg)),
             RecordData(),
             *callbacks,
         ],

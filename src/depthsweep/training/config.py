@@ -180,3 +180,8 @@ def check_added_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
             f"{override}: nothing reads {key}, so the run would train as if it were not given "
             f"(Hydra's + adds a key the config lacks).{hint}"
         )
+
+
+def run_label(cfg: DictConfig) -> str:
+    """How a run names itself in its console lines: `plain-56 seed=0`."""
+    return f"{cfg.arch_name}-{cfg.depth} seed={cfg.seed}"

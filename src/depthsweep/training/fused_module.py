@@ -153,9 +153,12 @@ class FusedTrainingWindow(TrainingWindow):
     `until_train_error[k]`. Its checkpoint state keeps the unfused name, so a member's slice of it
     is an unfused run's."""
 
-    def __init__(self, until_train_error: Sequence[float]) -> None:
+    def __init__(
+        self, until_train_error: Sequence[float], labels: Sequence[str] | None = None
+    ) -> None:
         super().__init__()
         self.thresholds = list(until_train_error)
+        self.labels = list(labels or (f"member {k}" for k in range(len(self.thresholds))))
 
     @property
     def state_key(self) -> str:
@@ -190,7 +193,7 @@ class FusedTrainingWindow(TrainingWindow):
                 sched.end_warmup(f"training error {error[k]:.1f}% < {threshold}%")
             if sched.warmup_end is not None and step - self.window < sched.warmup_end <= step:
                 log.info(
-                    f"member {k}: warm-up over at iteration {sched.warmup_end} "
+                    f"[{self.labels[k]}] warm-up over at iteration {sched.warmup_end} "
                     f"({sched.warmup_end_reason}), lr back to the schedule's "
                     f"{sched.get_last_lr()[0]:g}"
                 )

@@ -29,7 +29,7 @@ from depthsweep.training.callbacks import (
     last_checkpoint,
 )
 from depthsweep.training.clocks import RunClock, StepClock
-from depthsweep.training.config import pin_data_root, use_threads
+from depthsweep.training.config import pin_data_root, run_label, use_threads
 from depthsweep.training.console import quiet_libraries
 from depthsweep.training.fused import FusedNet
 from depthsweep.training.fused_data import FusedData
@@ -85,7 +85,7 @@ def train_group(runs: list[tuple[DictConfig, Path]]) -> str:
             pin_data_root(cfg)
             pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the member's own init
             net = preflight(cfg)
-            label = f"{cfg.arch_name}-{cfg.depth} seed={cfg.seed}"
+            label = run_label(cfg)
             record = RunRecord(run_dir)
             not_ours = held.enter_context(record.claimed(cfg, label))
             if not_ours:
@@ -130,7 +130,8 @@ def make_fused_module(cfgs: list[DictConfig], nets: list[nn.Module]) -> FusedCla
 
 
 def fused_window(cfgs: list[DictConfig]) -> FusedTrainingWindow:
-    return FusedTrainingWindow([c.schedule.warmup.until_train_error for c in cfgs])
+    thresholds = [c.schedule.warmup.until_train_error for c in cfgs]
+    return FusedTrainingWindow(thresholds, [run_label(c) for c in cfgs])
 
 
 def _fit_fused(members: list[Member]) -> list[str]:

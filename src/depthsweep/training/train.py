@@ -46,6 +46,7 @@ from depthsweep.training.config import (
     pin_data_root,
     resolve_cuda_graph,
     resolve_precision,
+    run_label,
     trains_on_gpu,
     use_threads,
 )
@@ -123,7 +124,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
     pin_data_root(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model: its init uses it
     model = preflight(cfg, job_overrides())  # a bad option fails here, before anything else
-    label = f"{cfg.arch_name}-{cfg.depth} seed={cfg.seed}"
+    label = run_label(cfg)
     record = RunRecord(run_dir)
     with record.claimed(cfg, label) as not_ours:  # 'busy' or 'skipped', said
         if not_ours:

@@ -43,8 +43,9 @@ class TrainingWindow(pl.Callback):
     are kept in checkpoints, so that a resumed run logs what the uninterrupted one would have.
     """
 
-    def __init__(self, until_train_error: float = 80.0) -> None:
+    def __init__(self, until_train_error: float = 80.0, label: str | None = None) -> None:
         self.until_train_error = until_train_error
+        self.label = label  # the run's, which its console lines start with (runs share a console)
         self.recent: Tensor | None = None  # (loss and error %, window, *shape) on the device
         self.epoch_sum: Tensor | None = None  # (loss and error %, *shape), summed this epoch
         self.seen = self.epoch_steps = 0  # steps in `recent` so far, and this epoch
@@ -106,6 +107,7 @@ class TrainingWindow(pl.Callback):
         # Said once, in the window it ended in, whether here or at the scheduler's cap.
         if sched.warmup_end is not None and step - self.window < sched.warmup_end <= step:
             log.info(
+                f"{f'[{self.label}] ' if self.label else ''}"
                 f"warm-up over at iteration {sched.warmup_end} ({sched.warmup_end_reason}), "
                 f"lr back to the schedule's {sched.get_last_lr()[0]:g}"
             )
