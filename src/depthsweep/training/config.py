@@ -182,6 +182,9 @@ def check_added_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
         )
 
 
-def run_label(cfg: DictConfig) -> str:
-    """How a run names itself in its console lines: `plain-56 seed=0`."""
+def run_label(cfg: DictConfig) -> str | None:
+    """How a run names itself in its console lines: `plain-56 seed=0`; None for a config that
+    names no arch (a transfer run's, which says its own)."""
+    if cfg.get("arch_name") is None:
+        return None
     return f"{cfg.arch_name}-{cfg.depth} seed={cfg.seed}"
