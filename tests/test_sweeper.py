@@ -45,6 +45,7 @@ def test_fuse_1_and_other_schedules_train_alone():
     g, h = (compose_config(["fuse=2", f"arch.width={w}"]) for w in (4, 16))
     assert fusion_key(g) != fusion_key(h)  # members of one FusedNet share its channels
     assert fusion_key(compose_config(["fuse=2", "arch=resnet", "arch.width=4"])) == fusion_key(g)
+    assert fusion_key(compose_config(["fuse=2", "~arch.width"])) == fusion_key(h)  # the nets' 16
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ must happen between expanding the lists and launching, which it has no hook for:
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 from collections import OrderedDict
@@ -29,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from depthsweep.errors import UserError
 from depthsweep.files import atomic_write_text
+from depthsweep.nets.models import CifarNet
 from depthsweep.runs.rundir import flat_config, result_config
 
 PLAN = Path(".fused") / "groups.json"
@@ -37,6 +39,7 @@ MEMBER_KEYS = ("seed", "arch_name", "arch.", "schedule.optimizer.lr")
 MEMBER_KEYS += ("schedule.optimizer.weight_decay", "schedule.warmup.")
 SGD_OPTIONS = {"_target_", "_partial_", "lr", "momentum", "weight_decay"}
 FUSABLE_ARCHS = {"plain", "resnet"}  # PlainBlock/BasicBlock nets (depthsweep.training.fused)
+DEFAULT_WIDTH = inspect.signature(CifarNet).parameters["width"].default  # an arch without one
 
 
 def expand(arguments: Sequence[str], parser: OverridesParser) -> list[list[str]]:
@@ -76,7 +79,7 @@ def fusion_key(cfg: DictConfig) -> str | None:
     flat = flat_config(result_config(cfg))
     shared = {k: v for k, v in flat.items() if not k.startswith(MEMBER_KEYS)}
     shared["arch.shortcut"] = flat.get("arch.shortcut", "A")  # plain's: the paper's A
-    shared["arch.width"] = flat.get("arch.width", 16)  # one FusedNet: one shape for every member
+    shared["arch.width"] = flat.get("arch.width", DEFAULT_WIDTH)  # one FusedNet: one shape
     return json.dumps(shared, sort_keys=True, default=str)
 
 
