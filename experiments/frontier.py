@@ -3,8 +3,11 @@
 
 One row per sweep: its knobs (arch.width, data.resolution, data.limit, schedule.iterations,
 data.batch_size, fuse, trainer.precision as trained, resnet's schedule.warmup.from_depth, from its
-runs' config.yaml and run.json), its seeds and depths, its minutes (from the sweep's `time.txt`, the
-wall time of its command), each arch's final training error by depth (mean over seeds), each
+runs' config.yaml and run.json), its seeds and depths, what its nets and training cost (params
+and multiply-adds per image by depth, from `torch.utils.flop_counter` via summary.csv, and the
+forward multiply-adds of all its training steps: each run's per-image count x batch x iterations,
+summed; a backward pass costs about twice its forward), its minutes (from the sweep's `time.txt`,
+the wall time of its command), each arch's final training error by depth (mean over seeds), each
 trend's state and effect size with its interval, and the verdict: all from the verdict of
 `experiments.analyze` on the sweep's files.
 """
@@ -41,6 +44,18 @@ def minutes(sweep: Path) -> str:
     return f"{int(found[1]) + float(found[2]) / 60:.1f}" if found else "—"
 
 
+def costs(summary, batch: object) -> list[str]:
+    """Params (thousands) and multiply-adds per image (millions) by depth, and the forward
+    multiply-adds of every run's training steps, summed (10^12; "—" without a batch size)."""
+    per_depth = summary.groupby("depth")[["params", "macs"]].first().sort_index()
+    params = " / ".join(f"{p / 1e3:.1f}" for p in per_depth["params"])
+    macs = " / ".join(f"{m / 1e6:.1f}" for m in per_depth["macs"])
+    if not isinstance(batch, int):
+        return [params, macs, "—"]
+    total = (summary["macs"] * summary["iterations"]).sum() * batch
+    return [params, macs, f"{total / 1e12:.1f}"]
+
+
 def row(sweep: Path) -> list[str]:
     """One sweep as the table's cells."""
     summary = summarize(*load_sweep(sweep))
@@ -68,12 +83,15 @@ def row(sweep: Path) -> list[str]:
         parts.append(f"{part.state}{k}{ci}")
     parts += ["—"] * (2 - len(parts))  # an undetermined verdict judges no trend
     depths = "/".join(str(d) for d in sorted(summary["depth"].unique()))
-    return [sweep.name, *knobs, precision, warmup, str(seeds), depths, minutes(sweep), *cells,
-            *parts, verdict.outcome]  # fmt: skip
+    batch = OmegaConf.select(cfg, "data.batch_size", default=None)
+    return [sweep.name, *knobs, precision, warmup, str(seeds), depths, *costs(summary, batch),
+            minutes(sweep), *cells, *parts, verdict.outcome]  # fmt: skip
 
 
 HEADER = [
-    "sweep", *KNOBS, "precision", "resnet warm-up from depth", "seeds", "depths", "minutes",
+    "sweep", *KNOBS, "precision", "resnet warm-up from depth", "seeds", "depths",
+    "params by depth (k)", "MACs per image by depth (M)", "training MACs, forward (10^12)",
+    "minutes",
     "plain train error by depth", "resnet train error by depth", "plain rises", "resnet falls",
     "verdict",
 ]  # fmt: skip

@@ -19,18 +19,19 @@ from omegaconf import DictConfig
 
 from depthsweep.apps.transfer import transfer
 from depthsweep.errors import UserError
-from depthsweep.training.config import home_expanded
+from depthsweep.training.config import check_added_keys, home_expanded
 from experiments.exits import setup_error, unexpected_error
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="transfer")
 def main(cfg: DictConfig) -> dict:
     """Exit codes as experiments.run's: 2 a setup error (a source that is missing, no
-    checkpoint, or unreadable; a bad option: one line, nothing left behind), 1 a failure (said at
-    once; a run that started records it in its run.json)."""
+    checkpoint, or unreadable; a bad option, or a +KEY that nothing reads: one line, nothing left
+    behind), 1 a failure (said at once; a run that started records it in its run.json)."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
+        check_added_keys(cfg, hc.overrides.task)
         return transfer(cfg, run_dir)
     except UserError as e:
         setup_error(e, [run_dir], sweep=hc.mode == RunMode.MULTIRUN)

@@ -127,12 +127,20 @@ def test_an_objects_unknown_option_is_refused_before_training(override, message,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sweep", [[], ["-m", "depth=8,14"]], ids=["run", "sweep"])
-def test_hydras_own_suggestion_of_a_plus_is_refused_before_anything_trains(sweep, tmp_path):
+@pytest.mark.parametrize(
+    "entry, sweep",
+    [
+        ("experiments.run", []),
+        ("experiments.run", ["-m", "depth=8,14"]),
+        ("experiments.transfer", ["transfer.source=any"]),  # refused before the source is read
+    ],
+    ids=["run", "sweep", "transfer"],
+)
+def test_hydras_own_suggestion_of_a_plus_is_refused_before_anything_trains(entry, sweep, tmp_path):
     """Hydra refuses schedule.lr=0.05 and suggests +schedule.lr=0.05, which trained at 0.1."""
     out = tmp_path / "out"
-    where = "hydra.sweep.dir" if sweep else "hydra.run.dir"
-    done = run_cli("experiments.run", *sweep, "+schedule.lr=0.05", f"{where}={out}", cwd=tmp_path)
+    where = "hydra.sweep.dir" if "-m" in sweep else "hydra.run.dir"
+    done = run_cli(entry, *sweep, "+schedule.lr=0.05", f"{where}={out}", cwd=tmp_path)
     assert done.returncode == USER_ERROR, done.stderr
     assert done.stderr.count("\n") == 1 and "schedule.optimizer.lr=0.05" in done.stderr
     assert not out.exists()
@@ -228,11 +236,12 @@ def test_figure6_cpu_is_the_cpu_grid_one_run_per_core():
     assert (
         cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == -1
     )
-    assert (cfg.arch.width, cfg.data.limit, cfg.schedule.iterations, cfg.threads) == (
+    assert (cfg.arch.width, cfg.data.limit, cfg.schedule.iterations, cfg.threads, cfg.fuse) == (
         4,
         2000,
-        2250,
+        2500,
         1,
+        3,  # each arch and depth's three seeds as one fused network
     )
     assert cfg.trainer.precision == "bf16-where-native" and cfg.data.batch_size == 128
 
