@@ -113,8 +113,8 @@ def test_a_sweep_sized_for_a_cpu_is_not_told_to_run_itself_instead(monkeypatch):
         for d in (20, 56)
     ]
     lines = sweep_size.describe(sweep, at_once=2)
-    # 4 runs x 2,250 steps of 1 s, 2 at once
-    assert "about 1h15m of training steps on this CPU, 2 runs at once" in lines[1]
+    # 4 runs x 2,500 steps of 1 s, 2 at once
+    assert "about 1h23m of training steps on this CPU, 2 runs at once" in lines[1]
     assert not [line for line in lines if line.startswith("warning")], lines
     # the same runs under another name are not CPU-sized: warned, and offered figure6_cpu
     renamed = [OmegaConf.merge(cfg, {"name": "mine"}) for cfg in sweep]
@@ -141,9 +141,9 @@ def test_a_fused_sweep_is_estimated_by_its_jobs(monkeypatch):
     assert groups == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
     line = sweep_size.describe(sweep, at_once=2, groups=groups)[1]
     assert members == [3, 3]  # the cheapest job and the dearest, each a fused step of three
-    # 4 jobs x 2,250 steps of 0.5 s, 2 at once
+    # 4 jobs x 2,500 steps of 0.5 s, 2 at once
     assert line.startswith(
-        "sweep: about 37m30s of training steps on this CPU, 12 runs as 4 jobs (fused groups), "
+        "sweep: about 41m40s of training steps on this CPU, 12 runs as 4 jobs (fused groups), "
         "2 jobs at once (a step of 3 fused plain-20 500 ms and 3 fused plain-56 500 ms here"
     ), line
 
