@@ -190,6 +190,13 @@ CASES = {
         "inconclusive",
         "resnet-20 vs resnet-56 untested: resnet-20 is at the floor (0.00% ≤ 0.1%)",
     ),
+    "identical seeds, no run's own noise known": (  # SE 0: no test can be made, nor passed
+        {d: [e] * 3 for d, e in PAPER_PLAIN.items()},
+        {d: [e] * 3 for d, e in PAPER_RESNET.items()},
+        NAN,
+        "inconclusive",
+        "plain-56 vs plain-20 untested: no noise estimate for plain-56 or plain-20",
+    ),
     "depth 8 is no evidence": (  # counting depth 8, resnet would rise from 8 to 20
         {8: seeds(1.0, 0.1), **{d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()}},
         {8: seeds(0.1, 0.01), **{d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()}},

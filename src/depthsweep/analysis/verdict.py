@@ -69,6 +69,9 @@ PAPER_ITERATIONS = 64_000  # the schedule the paper's claim was shown on
 # An error (%) at or below this is at the floor: one mistake in a thousand images, where a
 # shallower net has left a deeper one nothing to improve on.
 FLOOR_ERROR = 0.1
+# An SE below this (points) is no noise estimate: equal seeds give 1e-17 by rounding, not 0, and
+# one image in 2,000 is 0.05 points.
+NO_NOISE = 1e-9
 OUTLIER_Z = 5.0  # a seed this many seed SDs from the median of its depth's others is named
 
 # Why a comparison with a depth of one seed is untested, said once in a verdict that has one.
@@ -187,7 +190,7 @@ def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
         why = f"{higher.label} is at the floor ({higher.mean:.2f}% ≤ {FLOOR_ERROR}%)"
         return Comparison(**made, state="untested", reason=why)
     se = math.hypot(higher.se, lower.se)
-    if not math.isfinite(se) or se == 0:
+    if not math.isfinite(se) or se < NO_NOISE:
         why = f"no noise estimate for {higher.label} or {lower.label}"
         return Comparison(**made, state="untested", reason=why)
     a, b = higher.se**2, lower.se**2
