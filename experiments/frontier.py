@@ -21,6 +21,7 @@ import re
 import sys
 from pathlib import Path
 
+import pandas as pd
 from omegaconf import OmegaConf
 
 from depthsweep.analysis.summaries import by_depth, decide, load_sweep, summarize
@@ -44,7 +45,7 @@ def minutes(sweep: Path) -> str:
     return f"{int(found[1]) + float(found[2]) / 60:.1f}" if found else "—"
 
 
-def costs(summary, batch: object) -> list[str]:
+def costs(summary: pd.DataFrame, batch: object) -> list[str]:
     """Params (thousands) and multiply-adds per image (millions) by depth, and the forward
     multiply-adds of every run's training steps, summed (10^12; "—" without a batch size)."""
     per_depth = summary.groupby("depth")[["params", "macs"]].first().sort_index()

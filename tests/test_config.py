@@ -225,7 +225,7 @@ def test_the_lr_scales_with_the_batch_when_asked(batch, scales, lr):
     assert warm.warmup_lr == pytest.approx(0.01 * lr / 0.1)
 
 
-def test_figure6_cpu_is_the_cpu_grid_one_run_per_core():
+def test_figure6_cpu_is_the_cpu_grid_fused_one_job_per_core():
     cfg = compose_config(["experiment=figure6_cpu"], hydra=True)
     assert cfg.name == "figure6_cpu"
     assert dict(cfg.hydra.sweeper.params) == {
