@@ -64,7 +64,7 @@ def row(sweep: Path) -> list[str]:
     verdict = decide(summary, table)
     first = sweep / summary["run_dir"].iloc[0]
     cfg = read_config(first)
-    knobs = [str(OmegaConf.select(cfg, key, default=old)) for key, old in KNOBS.values()]
+    knobs = {col: OmegaConf.select(cfg, key, default=old) for col, (key, old) in KNOBS.items()}
     precision = json.loads((first / "run.json").read_text()).get("precision", "?")
     resnet = summary.loc[summary["arch"] == "resnet", "run_dir"]
     warmup = (
@@ -84,9 +84,9 @@ def row(sweep: Path) -> list[str]:
         parts.append(f"{part.state}{k}{ci}")
     parts += ["—"] * (2 - len(parts))  # an undetermined verdict judges no trend
     depths = "/".join(str(d) for d in sorted(summary["depth"].unique()))
-    batch = OmegaConf.select(cfg, "data.batch_size", default=None)
-    return [sweep.name, *knobs, precision, warmup, str(seeds), depths, *costs(summary, batch),
-            minutes(sweep), *cells, *parts, verdict.outcome]  # fmt: skip
+    return [sweep.name, *map(str, knobs.values()), precision, warmup, str(seeds), depths,
+            *costs(summary, knobs["batch"]), minutes(sweep), *cells, *parts,
+            verdict.outcome]  # fmt: skip
 
 
 HEADER = [

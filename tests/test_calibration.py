@@ -42,14 +42,14 @@ def test_one_collapsed_depth_does_not_carry_plains_trend(seeds):
 # README says. Bounded at 3.5%: a verdict on
 # the normal quantile instead of Student's t supports such a false trend in 9-13% of sweeps.
 WELCH_BOUND = 0.035 + 3 * math.sqrt(0.035 * (1 - 0.035) / DRAWS)
+UNEQUAL = {**dict.fromkeys(DEPTHS, 0.2), 56: 1.2}  # the null step's deeper side 6x noisier
 
 
 @pytest.mark.parametrize("seeds", [2, 3])
 def test_a_trend_false_by_one_comparison_of_unequal_noise_stays_near_its_level(seeds):
     """The least favourable case: one step null, the other clearly true, and the null step's
     deeper side 6x noisier (Welch's test at its hardest, as on the CPU Figure 6's plain-56)."""
-    noise = {**dict.fromkeys(DEPTHS, 0.2), 56: 1.2}
-    got = calibration.rates(ONE_STEP_NULL, seeds, noise, draws=DRAWS, seed=30 + seeds)
+    got = calibration.rates(ONE_STEP_NULL, seeds, UNEQUAL, draws=DRAWS, seed=30 + seeds)
     assert got["plain trend supported"] <= WELCH_BOUND, got
     assert got["resnet trend supported"] <= WELCH_BOUND, got
 
@@ -58,8 +58,7 @@ def test_the_bound_catches_a_verdict_on_the_normal_quantile(monkeypatch):
     """The bound above can fail: the normal quantile in place of Student's t, which ignores that
     two or three seeds estimate each SE, supports the false trend far more often."""
     monkeypatch.setattr(verdict, "stdtr", lambda dof, x: ndtr(x))
-    noise = {**dict.fromkeys(DEPTHS, 0.2), 56: 1.2}
-    got = calibration.rates(ONE_STEP_NULL, 3, noise, draws=1000, seed=1)
+    got = calibration.rates(ONE_STEP_NULL, 3, UNEQUAL, draws=1000, seed=1)
     assert got["plain trend supported"] > 2 * WELCH_BOUND, got
 
 
