@@ -28,7 +28,9 @@ runs' own window noise alone made a true gap of 0 "significant" either way 90% o
 
 - Supported: the one-sided p of the claim is below ALPHA (its 95% interval lies on the claim's
   side). The IUT needs no correction: a part, and "reproduced", are falsely supported at most
-  ALPHA of the time (measured: `analysis.calibration`, tests/test_calibration.py).
+  ALPHA of the time with equal seed noise, and up to ~3.2% with two or three seeds a side and
+  one side's seed SD 6-20x the other's, where Welch's degrees of freedom are too many (measured:
+  `analysis.calibration`, tests/test_calibration.py, results/verdict_calibration/).
 - Refuted: the one-sided p of the opposite is below ALPHA / K, K the comparisons planned (two
   per arch with enough depths, plus the gap; Bonferroni, counted before any is tested), so "NOT
   reproduced" is said of a true claim at most ALPHA of the time however many are made.
