@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import run_cli, write_random_cifar10
+from helpers import Killed, run_cli, write_random_cifar10
 from omegaconf import OmegaConf
 
 import experiments.analyze as analyze_cli
@@ -27,6 +27,7 @@ from depthsweep.analysis import report
 from depthsweep.apps import zoo
 from depthsweep.errors import INTERRUPTED, RUN_FAILED, UNEXPECTED, USER_ERROR, UserError
 from depthsweep.runs.rundir import RunRecord
+from depthsweep.training import metrics_log as files_log
 from depthsweep.training import train as train_module
 from depthsweep.training.config import compose_config, home_expanded
 from depthsweep.training.console import NOISY_LOGGERS
@@ -216,6 +217,66 @@ def test_a_metrics_row_that_is_no_row_stops_the_resume_in_one_line(fake_cifar, t
     assert exit_.value.code == USER_ERROR
     err = one_error_line(capsys.readouterr().err)
     assert "metrics.csv, line 4, is not a row of the log ('garbage'). Delete that line" in err
+
+
+def killed_and_whole(cfg, tmp_path: Path, monkeypatch, at: int) -> None:
+    """`cfg` trained whole into tmp_path/whole, and into tmp_path/killed killed just before the
+    row of iteration `at` (after its checkpoint, where it has one)."""
+    assert train(cfg, tmp_path / "whole") == "done"
+    write = files_log.AppendingCSVLogger.log_metrics
+
+    def killed_before_the_row(self, metrics, step=None):
+        if step == at - 1 and "train_error" in metrics:  # Lightning's index of iteration `at`
+            raise Killed
+        write(self, metrics, step)
+
+    monkeypatch.setattr(files_log.AppendingCSVLogger, "log_metrics", killed_before_the_row)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "killed")
+    monkeypatch.setattr(files_log.AppendingCSVLogger, "log_metrics", write)
+
+
+def both_logs(tmp_path: Path, *ignored: str) -> list[pd.DataFrame]:
+    """The whole and the resumed run's metrics.csv, wall time (and `ignored`) aside."""
+    return [
+        pd.read_csv(tmp_path / d / "metrics.csv").drop(columns=["wall_time", *ignored])
+        for d in ("whole", "killed")
+    ]
+
+
+@pytest.mark.parametrize("at", [4, 8], ids=["mid-run", "at the last step"])
+def test_a_run_killed_between_a_checkpoint_and_its_row_resumes_to_the_uninterrupted_log(
+    fake_cifar, tmp_path, monkeypatch, caplog, at
+):
+    """Lightning writes a step's row after the step's checkpoint; killed between the two, the
+    resumed run writes the lost rows again, from the checkpoint, as the uninterrupted run had."""
+    # 3 batches an epoch: iterations 4 and 8 end no epoch, 8 ends the run.
+    options = [*TINY[:3], f"data.root={fake_cifar}", "diagnostics.grad_norm_every=2"]
+    cfg = compose_config([*options, "schedule.iterations=8", "checkpoint_every=4"])
+    killed_and_whole(cfg, tmp_path, monkeypatch, at)
+    cut = pd.read_csv(tmp_path / "killed" / "metrics.csv")
+    assert at not in set(cut.dropna(subset=["train_error"]).step)  # the row is lost
+    with caplog.at_level(logging.WARNING, logger="depthsweep"):
+        assert train(cfg, tmp_path / "killed") == "done"
+    assert f"iteration {at}'s train_error, lost (killed after its checkpoint)" in caplog.text
+    whole, resumed = both_logs(tmp_path)
+    pd.testing.assert_frame_equal(resumed, whole)
+
+
+def test_a_run_resumed_from_an_epochs_last_iteration_logs_that_epoch_once(
+    fake_cifar, tmp_path, monkeypatch
+):
+    """A checkpoint of an epoch's last iteration is written before the epoch ends, and
+    Lightning's restart ends that epoch again: its row, logged before the kill, is not written
+    twice. Lightning then counts the epoch twice, so later training rows' `epoch` is one higher
+    than an uninterrupted run's (the evaluation rows' is computed from the step)."""
+    options = [*TINY[:2], f"data.root={fake_cifar}"]  # 100 images, batch 128: an epoch a batch
+    cfg = compose_config([*options, "schedule.iterations=8", "checkpoint_every=4"])
+    killed_and_whole(cfg, tmp_path, monkeypatch, at=6)  # after the checkpoint of 4 and its rows
+    assert train(cfg, tmp_path / "killed") == "done"
+    whole, resumed = both_logs(tmp_path, "epoch")
+    assert resumed.dropna(subset=["train_error_epoch"]).step.tolist() == list(range(1, 9))
+    pd.testing.assert_frame_equal(resumed, whole)
 
 
 @pytest.mark.parametrize("lost", ["missing", "running"])

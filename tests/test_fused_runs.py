@@ -21,13 +21,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from helpers import write_random_cifar10
+from helpers import Killed, write_random_cifar10
 
 from depthsweep.apps import zoo
 from depthsweep.errors import OptionError
 from depthsweep.training import group as group_module
 from depthsweep.training.config import compose_config
 from depthsweep.training.fused import FusedPadShortcut
+from depthsweep.training.fused_module import MemberLogger
 from depthsweep.training.group import train_group
 from depthsweep.training.train import TestSetChangedError, train
 
@@ -173,6 +174,37 @@ def test_a_group_resumes_from_its_members_checkpoints(alone, tmp_path, monkeypat
     # fourth resumes alone.
     assert train_group(group[:3]) == "done"
     assert train(*group[3]) == "done"
+    for run in runs:
+        pd.testing.assert_frame_equal(
+            metrics(tmp_path / name(*run)), metrics(separate / name(*run))
+        )
+
+
+def test_a_group_killed_between_a_checkpoint_and_a_members_row_resumes_to_its_runs_logs(
+    alone, tmp_path, monkeypatch, caplog
+):
+    """Killed after the group's checkpoint of iteration 4 and member 0's row of it, before
+    member 1's: resumed, the group writes the row again for members 1 to 3, not for member 0."""
+    data, separate = alone
+    runs = [r for r in RUNS if r[1] == 8]
+    group = [(config(data, *r), tmp_path / name(*r)) for r in runs]
+    write = MemberLogger.log_metrics
+
+    def killed_before_the_row(self, metrics, step=None):
+        if self.k == 1 and step == 3 and any(k.startswith("train_error") for k in metrics):
+            raise Killed
+        write(self, metrics, step)
+
+    monkeypatch.setattr(MemberLogger, "log_metrics", killed_before_the_row)
+    with pytest.raises(Killed):
+        train_group(group)
+    monkeypatch.setattr(MemberLogger, "log_metrics", write)
+    with caplog.at_level(logging.WARNING, logger="depthsweep"):
+        assert train_group(group) == "done"
+    lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+    assert [line.split("/: iteration 4's train_error, lost")[0] for line in lost] == [
+        str(run_dir) for _, run_dir in group[1:]
+    ]
     for run in runs:
         pd.testing.assert_frame_equal(
             metrics(tmp_path / name(*run)), metrics(separate / name(*run))

@@ -26,18 +26,15 @@ class RunClock(Timer):
     def __init__(self) -> None:
         super().__init__()
         self.evaluated_at = -1
-        self.batches_per_epoch = 1  # set when training starts
-
-    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        super().on_train_start(trainer, module)
-        self.batches_per_epoch = trainer.num_training_batches
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         # Lightning hands the logger the 0-based index of the last iteration for in-fit
         # evaluations but one more for a validate() after fit: pin Lightning's own in-fit value,
         # so that metrics_log turns both into iterations done alike.
         last = trainer.global_step - 1
-        epoch = last // self.batches_per_epoch  # that iteration's epoch, also after fit ends
+        # That iteration's epoch, also after fit ends and where fit trained nothing (resumed from
+        # the last step's checkpoint): fit sets the batch count before it decides to skip.
+        epoch = last // trainer.num_training_batches
         wall_time = self.time_elapsed()
         module.log_dict({"wall_time": wall_time, "step": float(last), "epoch": float(epoch)})
         self.evaluated_at = trainer.global_step

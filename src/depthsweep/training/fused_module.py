@@ -167,15 +167,13 @@ class FusedTrainingWindow(TrainingWindow):
     def values(self, outputs: Any) -> Tensor:
         return torch.stack([outputs["losses"], outputs["error"]])
 
-    def log_means(self, module: pl.LightningModule, values: dict[str, Tensor]) -> None:
-        module.log_dict(
-            {
-                member_key(name, k): v[k]
-                for name, v in values.items()
-                for k in range(len(v))
-                if module.active[k]
-            }
-        )
+    def named(self, module: pl.LightningModule, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {
+            member_key(name, k): v[k]
+            for name, v in values.items()
+            for k in range(len(v))
+            if module.active[k]
+        }
 
     def check(self, trainer: pl.Trainer, module: pl.LightningModule, loss, error) -> None:
         step = trainer.global_step

@@ -31,6 +31,14 @@ class AppendingCSVLogger(CSVLogger):
             self._experiment = _AppendingWriter(self.log_dir)
         return self._experiment
 
+    def has_value(self, step: int, column: str) -> bool:
+        """Whether metrics.csv has a row at `step` (iterations done) with a value in `column`."""
+        path = Path(self.experiment.metrics_file_path)
+        if not path.is_file():
+            return False
+        with open(path, newline="") as f:
+            return any(r.get("step") == str(step) and r.get(column) for r in csv.DictReader(f))
+
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         # The one place the step convention changes: Lightning passes the 0-based index of the
         # current batch; `step` in our CSV counts the iterations done, like the paper's x axis and

@@ -24,6 +24,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from depthsweep.training.metrics_log import AppendingCSVLogger
+
 log = logging.getLogger(__name__)
 
 
@@ -49,17 +51,67 @@ class TrainingWindow(pl.Callback):
         self.recent: Tensor | None = None  # (loss and error %, window, *shape) on the device
         self.epoch_sum: Tensor | None = None  # (loss and error %, *shape), summed this epoch
         self.seen = self.epoch_steps = 0  # steps in `recent` so far, and this epoch
+        self.restored: dict[str, int] | None = None  # the checkpoint's step and epoch, if any
 
-    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    def on_load_checkpoint(self, trainer: pl.Trainer, module, checkpoint: dict[str, Any]) -> None:
+        self.restored = {"step": checkpoint["global_step"], "epoch": checkpoint["epoch"]}
+
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # Here, not in on_train_start, which fit skips when the checkpoint is the last step's.
         self.window = trainer.log_every_n_steps
+        if self.restored is None:
+            return
+        # Every checkpoint is written in on_train_batch_end (ModelCheckpoint's), before Lightning
+        # writes the step's row and, where the step ends an epoch, before on_train_epoch_end: a
+        # process killed in between resumes from a checkpoint whose rows are lost. The window
+        # and the epoch's sums in the checkpoint are what those rows held the means of.
+        step = self.restored["step"]
+        logs = [lg for lg in trainer.loggers if isinstance(lg, AppendingCSVLogger)]
+        if step % self.window == 0:
+            loss, error = self._means()
+            self._log_again(module, logs, step, {"train_loss": loss, "train_error": error})
+        if not self.epoch_steps:
+            return
+        if all(lg.has_value(step, "train_error_epoch") for lg in logs):
+            # The epoch ended here and was logged: closed as on_train_epoch_end closes it, so
+            # that Lightning's restart, which ends the finished epoch again, logs nothing twice.
+            self.epoch_sum.zero_()
+            self.epoch_steps = 0
+        elif step >= trainer.max_steps:  # the last epoch's end, which fit will not reach again
+            loss, error = self.epoch_sum / self.epoch_steps
+            self._log_again(
+                module, logs, step, {"train_loss_epoch": loss, "train_error_epoch": error}
+            )
+
+    def _log_again(
+        self,
+        module: pl.LightningModule,
+        logs: list[AppendingCSVLogger],
+        step: int,
+        means: dict[str, Tensor],
+    ) -> None:
+        """`means`, logged at `step` to each log without a value in its last column there."""
+        named = {k: float(v) for k, v in self.named(module, means).items()}
+        column = list(means)[-1]
+        for logger in logs:
+            if not logger.has_value(step, column):
+                log.warning(
+                    f"{logger.log_dir}: iteration {step}'s {column}, lost (killed after its "
+                    "checkpoint), written again from the checkpoint"
+                )
+                logger.log_metrics(named | {"epoch": self.restored["epoch"]}, step - 1)
+                logger.save()
 
     def values(self, outputs: Any) -> Tensor:
         """A step's (loss, error %) from what `training_step` returned."""
         return torch.stack([outputs["loss"].detach(), outputs["error"]])
 
+    def named(self, module: pl.LightningModule, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Means under their names in the logs: here as in metrics.csv (`train_loss`...)."""
+        return values
+
     def log_means(self, module: pl.LightningModule, values: dict[str, Tensor]) -> None:
-        """Log means named as in metrics.csv (`train_loss`...), one value each here."""
-        module.log_dict(values)
+        module.log_dict(self.named(module, values))
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch, batch_idx: int
