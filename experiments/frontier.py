@@ -2,14 +2,15 @@
 `python -m experiments.frontier SWEEP_DIR... [--out FILE]`.
 
 One row per sweep: its knobs (arch.width, data.resolution, data.limit, schedule.iterations,
-data.batch_size, fuse, trainer.precision as trained, resnet's schedule.warmup.from_depth, from its
-runs' config.yaml and run.json), its seeds and depths, what its nets and training cost (params
-and multiply-adds per image by depth, from `torch.utils.flop_counter` via summary.csv, and the
-forward multiply-adds of all its training steps: each run's per-image count x batch x iterations,
-summed; a backward pass costs about twice its forward), its minutes (from the sweep's `time.txt`,
-the wall time of its command), each arch's final training error by depth (mean over seeds), each
-trend's state and effect size with its interval, and the verdict: all from the verdict of
-`experiments.analyze` on the sweep's files.
+data.batch_size, fuse, the peak lr as trained (metrics.csv: with schedule.lr_scales_with_batch it
+follows the batch), trainer.precision as trained, resnet's schedule.warmup.from_depth, from its
+runs' config.yaml, metrics.csv and run.json), its seeds and depths, what its nets and training cost
+(params and multiply-adds per image by depth, from `torch.utils.flop_counter` via summary.csv, and
+the forward multiply-adds of all its training steps: each run's per-image count x batch x
+iterations, summed; a backward pass costs about twice its forward), its minutes (from the sweep's
+`time.txt`, the wall time of its command), each arch's final training error by depth (mean over
+seeds), each trend's state and effect size with its interval, and the verdict: all from the verdict
+of `experiments.analyze` on the sweep's files.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def minutes(sweep: Path) -> str:
     path = sweep / "time.txt"
     found = re.search(r"real\s+(\d+)m([\d.]+)s", path.read_text()) if path.is_file() else None
     return f"{int(found[1]) + float(found[2]) / 60:.1f}" if found else "—"
+
+
+def peak_lr(run_dir: Path) -> str:
+    """The highest lr a run trained at (its metrics.csv's `lr` column), "—" where none is logged."""
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    return f"{metrics['lr'].max():g}" if "lr" in metrics and metrics["lr"].notna().any() else "—"
 
 
 def costs(summary: pd.DataFrame, batch: object) -> list[str]:
@@ -84,13 +91,14 @@ def row(sweep: Path) -> list[str]:
         parts.append(f"{part.state}{k}{ci}")
     parts += ["—"] * (2 - len(parts))  # an undetermined verdict judges no trend
     depths = "/".join(str(d) for d in sorted(summary["depth"].unique()))
-    return [sweep.name, *map(str, knobs.values()), precision, warmup, str(seeds), depths,
+    return [sweep.name, *map(str, knobs.values()), peak_lr(first), precision, warmup,
+            str(seeds), depths,
             *costs(summary, knobs["batch"]), minutes(sweep), *cells, *parts,
             verdict.outcome]  # fmt: skip
 
 
 HEADER = [
-    "sweep", *KNOBS, "precision", "resnet warm-up from depth", "seeds", "depths",
+    "sweep", *KNOBS, "peak lr", "precision", "resnet warm-up from depth", "seeds", "depths",
     "params by depth (k)", "MACs per image by depth (M)", "training MACs, forward (10^12)",
     "minutes",
     "plain train error by depth", "resnet train error by depth", "plain rises", "resnet falls",

@@ -22,21 +22,21 @@ def test_a_sweep_becomes_a_row_of_its_knobs_minutes_errors_and_verdict(tmp_path,
     assert frontier.main([str(sweep), "--out", str(tmp_path / "frontier.md")]) == 0
     header, rule, line = (tmp_path / "frontier.md").read_text().splitlines()
     assert header.startswith(
-        "| sweep | width | size | images | iterations | batch | fuse | precision"
+        "| sweep | width | size | images | iterations | batch | fuse | peak lr | precision"
         " | resnet warm-up from depth |"
     )
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[:2] == ["w4_2k", "16"]  # the fake runs' config predates arch.width: the paper's
-    assert cells[5:7] == ["128", "1"]  # batch; not fused
-    assert cells[8] == "110"  # resnet's warm-up depth, from its runs' config (conf/arch/resnet)
-    assert cells[9:11] == ["3", "20/32/56"]  # seeds, depths
+    assert cells[5:8] == ["128", "1", "0.1"]  # batch; not fused; the lr its metrics.csv logs
+    assert cells[9] == "110"  # resnet's warm-up depth, from its runs' config (conf/arch/resnet)
+    assert cells[10:12] == ["3", "20/32/56"]  # seeds, depths
     # the fake runs' params (1000 x depth) and multiply-adds (50,000 x depth) per image; training:
     # 50,000 x (20 + 32 + 56) x 6 runs at each depth x 1,000 iterations x batch 128 = 4.15e12
-    assert cells[11:14] == ["20.0 / 32.0 / 56.0", "1.0 / 1.6 / 2.8", "4.1"]
-    assert cells[14] == "41.5"  # minutes, from time.txt
-    assert cells[15:17] == ["2.9 / 6.9 / 20.9", "4.9 / 3.9 / 1.9"]  # train + 0.75 + 0.15
-    assert cells[17].startswith("supported, k +") and cells[18].startswith("supported, k -")
-    assert cells[19] == "reproduced"
+    assert cells[12:15] == ["20.0 / 32.0 / 56.0", "1.0 / 1.6 / 2.8", "4.1"]
+    assert cells[15] == "41.5"  # minutes, from time.txt
+    assert cells[16:18] == ["2.9 / 6.9 / 20.9", "4.9 / 3.9 / 1.9"]  # train + 0.75 + 0.15
+    assert cells[18].startswith("supported, k +") and cells[19].startswith("supported, k -")
+    assert cells[20] == "reproduced"
     assert capsys.readouterr().out == (tmp_path / "frontier.md").read_text()
 
 
@@ -53,4 +53,4 @@ def test_a_sweep_without_both_archs_at_judged_depths_keeps_every_column(tmp_path
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert len(cells) == len(frontier.HEADER) == header.count("|") - 1
     assert cells[-3:] == ["—", "—", "undetermined"]
-    assert cells[13] == "—"  # no batch size in its config: no training cost
+    assert cells[14] == "—"  # no batch size in its config: no training cost

@@ -59,7 +59,7 @@ class TrainingWindow(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         # Here, not in on_train_start, which fit skips when the checkpoint is the last step's.
         self.window = trainer.log_every_n_steps
-        if self.restored is None:
+        if self.restored is None or not self.seen:  # not resumed, or before the first step
             return
         # Every checkpoint is written in on_train_batch_end (ModelCheckpoint's), before Lightning
         # writes the step's row and, where the step ends an epoch, before on_train_epoch_end: a
