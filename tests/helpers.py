@@ -7,14 +7,18 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 import pytorch_lightning as pl
 import torch
 
 from depthsweep.training.config import compose_config
 from depthsweep.training.data import FOLDER, TEST_FILE, TRAIN_FILES
+from depthsweep.training.metrics_log import AppendingCSVLogger
 from depthsweep.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,4 +113,36 @@ class FillDisk(pl.Callback):
 
 
 class Killed(BaseException):
-    """SIGKILL, as the process meets it: no handler runs, nothing more is written."""
+    """SIGKILL, as the process meets it (with `killed_before_the_row`: nothing more written)."""
+
+
+@contextmanager
+def killed_before_the_row(
+    monkeypatch, at: int, member: int | None = None, column: str = "train_error"
+) -> Iterator[None]:
+    """Training in the block is killed just before the row of iteration `at` with `column` (the
+    training window's; `train_error_epoch`: the epoch's) is written (a group's: member `member`'s),
+    after that iteration's checkpoint where it has one.
+    As after a SIGKILL, no log writes anything more: not Lightning's flush of its buffers on the
+    way out, which would save rows a killed process loses."""
+    write, save = AppendingCSVLogger.log_metrics, AppendingCSVLogger.save
+    killed = False
+
+    def log_metrics(self, metrics, step=None):
+        nonlocal killed
+        own = getattr(self, "k", None) == member  # MemberLogger: the member's own keys here
+        if own and step == at - 1 and column in metrics:  # Lightning's index of `at`
+            killed = True
+            raise Killed
+        if not killed:
+            write(self, metrics, step)
+
+    def save_unless_killed(self):
+        if not killed:
+            save(self)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(AppendingCSVLogger, "log_metrics", log_metrics)
+        patched.setattr(AppendingCSVLogger, "save", save_unless_killed)
+        with pytest.raises(Killed):
+            yield

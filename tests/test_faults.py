@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import Killed, run_cli, write_random_cifar10
+import pytorch_lightning as pl
+from helpers import killed_before_the_row, run_cli, write_random_cifar10
 from omegaconf import OmegaConf
 
 import experiments.analyze as analyze_cli
@@ -27,7 +28,6 @@ from depthsweep.analysis import report
 from depthsweep.apps import zoo
 from depthsweep.errors import INTERRUPTED, RUN_FAILED, UNEXPECTED, USER_ERROR, UserError
 from depthsweep.runs.rundir import RunRecord
-from depthsweep.training import metrics_log as files_log
 from depthsweep.training import train as train_module
 from depthsweep.training.config import compose_config, home_expanded
 from depthsweep.training.console import NOISY_LOGGERS
@@ -223,17 +223,8 @@ def killed_and_whole(cfg, tmp_path: Path, monkeypatch, at: int) -> None:
     """`cfg` trained whole into tmp_path/whole, and into tmp_path/killed killed just before the
     row of iteration `at` (after its checkpoint, where it has one)."""
     assert train(cfg, tmp_path / "whole") == "done"
-    write = files_log.AppendingCSVLogger.log_metrics
-
-    def killed_before_the_row(self, metrics, step=None):
-        if step == at - 1 and "train_error" in metrics:  # Lightning's index of iteration `at`
-            raise Killed
-        write(self, metrics, step)
-
-    monkeypatch.setattr(files_log.AppendingCSVLogger, "log_metrics", killed_before_the_row)
-    with pytest.raises(Killed):
+    with killed_before_the_row(monkeypatch, at):
         train(cfg, tmp_path / "killed")
-    monkeypatch.setattr(files_log.AppendingCSVLogger, "log_metrics", write)
 
 
 def both_logs(tmp_path: Path, *ignored: str) -> list[pd.DataFrame]:
@@ -276,6 +267,33 @@ def test_a_run_resumed_from_an_epochs_last_iteration_logs_that_epoch_once(
     assert train(cfg, tmp_path / "killed") == "done"
     whole, resumed = both_logs(tmp_path, "epoch")
     assert resumed.dropna(subset=["train_error_epoch"]).step.tolist() == list(range(1, 9))
+    pd.testing.assert_frame_equal(resumed, whole)
+
+
+def test_ctrl_c_before_the_first_step_writes_no_checkpoint_and_the_run_starts_over(
+    fake_cifar, tmp_path, monkeypatch, caplog
+):
+    """Ctrl-C the instant training starts: nothing trained, no checkpoint (one of iteration 0,
+    written outside any step, resumed an iteration off); the same command trains the run from
+    the start to the whole run's log."""
+
+    class CtrlC(pl.Callback):  # after CheckpointOnInterrupt's on_train_start: its handler
+        def on_train_start(self, trainer, module) -> None:
+            signal.raise_signal(signal.SIGINT)
+
+    make_trainer = train_module.make_trainer
+    cfg = compose_config([*TINY[:3], f"data.root={fake_cifar}", "schedule.iterations=8"])
+    assert train(cfg, tmp_path / "whole") == "done"
+    monkeypatch.setattr(
+        train_module, "make_trainer", lambda c, cbs, **kw: make_trainer(c, [*cbs, CtrlC()], **kw)
+    )
+    with caplog.at_level(logging.WARNING, logger="depthsweep"), pytest.raises(Interrupted):
+        train(cfg, tmp_path / "killed")
+    assert "interrupted by SIGINT at iteration 0: no checkpoint yet" in caplog.text
+    assert not (tmp_path / "killed" / "checkpoints" / "last.ckpt").exists()
+    monkeypatch.setattr(train_module, "make_trainer", make_trainer)
+    assert train(cfg, tmp_path / "killed") == "done"
+    whole, resumed = both_logs(tmp_path)
     pd.testing.assert_frame_equal(resumed, whole)
 
 

@@ -21,14 +21,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from helpers import Killed, write_random_cifar10
+from helpers import killed_before_the_row, write_random_cifar10
 
 from depthsweep.apps import zoo
 from depthsweep.errors import OptionError
 from depthsweep.training import group as group_module
 from depthsweep.training.config import compose_config
 from depthsweep.training.fused import FusedPadShortcut
-from depthsweep.training.fused_module import MemberLogger
 from depthsweep.training.group import train_group
 from depthsweep.training.train import TestSetChangedError, train
 
@@ -188,17 +187,8 @@ def test_a_group_killed_between_a_checkpoint_and_a_members_row_resumes_to_its_ru
     data, separate = alone
     runs = [r for r in RUNS if r[1] == 8]
     group = [(config(data, *r), tmp_path / name(*r)) for r in runs]
-    write = MemberLogger.log_metrics
-
-    def killed_before_the_row(self, metrics, step=None):
-        if self.k == 1 and step == 3 and any(k.startswith("train_error") for k in metrics):
-            raise Killed
-        write(self, metrics, step)
-
-    monkeypatch.setattr(MemberLogger, "log_metrics", killed_before_the_row)
-    with pytest.raises(Killed):
+    with killed_before_the_row(monkeypatch, at=4, member=1):
         train_group(group)
-    monkeypatch.setattr(MemberLogger, "log_metrics", write)
     with caplog.at_level(logging.WARNING, logger="depthsweep"):
         assert train_group(group) == "done"
     lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
@@ -209,6 +199,26 @@ def test_a_group_killed_between_a_checkpoint_and_a_members_row_resumes_to_its_ru
         pd.testing.assert_frame_equal(
             metrics(tmp_path / name(*run)), metrics(separate / name(*run))
         )
+
+
+def test_a_group_killed_between_two_members_epoch_rows_writes_each_once(
+    alone, tmp_path, monkeypatch
+):
+    """At an epoch's last iteration (6 batches an epoch), checkpointed there, killed after
+    member 0's epoch row and before member 1's: resumed, every member has the row once."""
+    data, separate = alone
+    runs = [r for r in RUNS if r[1] == 8]
+    group = [(config(data, *r, "checkpoint_every=6"), tmp_path / name(*r)) for r in runs]
+    with killed_before_the_row(monkeypatch, at=6, member=1, column="train_error_epoch"):
+        train_group(group)
+    assert train_group(group) == "done"
+    for run in runs:
+        resumed, whole = (
+            metrics(d / name(*run)).dropna(subset=["train_error_epoch"])
+            for d in (tmp_path, separate)
+        )
+        assert resumed.step.tolist() == whole.step.tolist() == [6, 12]
+        assert resumed.train_error_epoch.tolist() == whole.train_error_epoch.tolist()
 
 
 def test_a_warm_up_ends_per_member(alone, tmp_path, caplog):

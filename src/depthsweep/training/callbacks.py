@@ -143,11 +143,14 @@ class CheckpointOnInterrupt(pl.Callback):
     run at a step boundary with a checkpoint of that step, so that the next invocation resumes
     there with every logged step logged once. Lightning turns SIGTERM into a SIGTERMException at
     the next boundary (saved here); Ctrl-C, which Python raises wherever the code is, is caught
-    while training and turned into `trainer.should_stop` (train.py saves after fit returns); a
-    second Ctrl-C stops at once. `signal` says which one stopped the run."""
+    while training and turned into `trainer.should_stop` (train.py saves after fit returns:
+    `save_after_fit`); a second Ctrl-C stops at once. `signal` says which one stopped the run,
+    `saved` whether a checkpoint was written for it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.saved = False
+        self.started_at = 0  # the iteration this fit started from
         self.signal: str | None = None
         self._previous = None
         self._guarding = False  # guard(): SIGTERM is ours to take, not Lightning's
@@ -179,6 +182,7 @@ class CheckpointOnInterrupt(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, module) -> None:
         self._guarding = False  # Lightning's handler is installed now (it calls ours too)
+        self.started_at = trainer.global_step
 
         def stop_after_this_step(signum, frame) -> None:
             if self.signal:  # asked twice: now
@@ -201,13 +205,39 @@ class CheckpointOnInterrupt(pl.Callback):
         self._restore()
         if isinstance(exception, KeyboardInterrupt | SIGTERMException):
             self.signal = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
+            self.save_after_fit(trainer)
+
+    def save_after_fit(self, trainer: pl.Trainer) -> None:
+        """The checkpoint of the step fit stopped after, where this fit trained one. Where it
+        trained none, the checkpoint it resumed from (if any) holds that step already, and one
+        written again, outside any step, resumes an iteration off (Lightning's restart counts
+        one more step: measured at iteration 0)."""
+        if trainer.global_step > self.started_at:
             trainer.save_checkpoint(self.path)
+            self.saved = True
 
 
-def last_checkpoint(path: Path, every: int) -> ModelCheckpoint:
-    """Lightning's ModelCheckpoint writing only `path` (checkpoints/last.ckpt), every `every`
-    iterations and at the end of training."""
-    return ModelCheckpoint(
+class LastCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint writing only checkpoints/last.ckpt, every `every_n_train_steps`
+    iterations and at the end of training, but not at the end of a fit that trained no step
+    (Ctrl-C before its first): one written there, outside any step, resumes an iteration off
+    (Lightning's restart counts one more step: measured at iteration 0), and the checkpoint
+    the fit resumed from, if any, holds that step already."""
+
+    started_at = 0  # the iteration this fit started from (on_train_start)
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, module)
+        self.started_at = trainer.global_step
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.global_step > self.started_at:
+            super().on_train_end(trainer, module)
+
+
+def last_checkpoint(path: Path, every: int) -> LastCheckpoint:
+    """A LastCheckpoint writing `path` (checkpoints/last.ckpt) every `every` iterations."""
+    return LastCheckpoint(
         dirpath=path.parent, save_top_k=0, save_last=True, every_n_train_steps=every
     )
 

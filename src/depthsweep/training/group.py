@@ -209,18 +209,20 @@ def _train_fused(members: list[Member]) -> list[str]:
             log.info(f"{group} {where} as one network ({how(shared)}; {iterations})")
             trainer.fit(module, datamodule=data, ckpt_path=resume)
             if interrupt.signal:
-                trainer.save_checkpoint(paths[0])
+                interrupt.save_after_fit(trainer)
                 raise Interrupted(interrupt.signal)
             if clock.evaluated_at != trainer.global_step:
                 trainer.validate(module, datamodule=data, verbose=False)
             trainer.save_checkpoint(paths[0])
-        except (KeyboardInterrupt, SystemExit, Interrupted, Terminated) as e:
+        except (KeyboardInterrupt, SystemExit, Interrupted, Terminated):
             signal = interrupt.signal or "SIGINT"
             step = trainer.global_step
             for m in members:
                 if m.failed is None and not m.record.is_finished():
                     m.record.update(status="interrupted", error=f"{signal} at iteration {step}")
-            kept = "last checkpoints kept" if isinstance(e, Terminated) else "checkpoints saved"
+            kept = "checkpoints saved" if interrupt.saved else "last checkpoints kept"
+            if not (interrupt.saved or paths[0].is_file()):
+                kept = "no checkpoints yet: the next start trains them from the beginning"
             log.warning(f"{group} interrupted by {signal} at iteration {step}: {kept}")
             raise Interrupted(signal) from None
         except Exception as e:  # every member still training fails with it, said in one line

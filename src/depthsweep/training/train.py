@@ -268,20 +268,22 @@ def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> 
             )
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
             if interrupt.signal:  # Ctrl-C: fit stopped after the step it was in
-                trainer.save_checkpoint(record.checkpoint)
+                interrupt.save_after_fit(trainer)
                 raise Interrupted(interrupt.signal)
             if clock.evaluated_at != trainer.global_step:  # the run ended between evaluations
                 trainer.validate(module, datamodule=datamodule, verbose=False)
             trainer.save_checkpoint(record.checkpoint)
             record_done(record, label, module.lr_schedulers(), trainer, clock, first_step.seconds())
             return "done"
-        except (KeyboardInterrupt, SystemExit, Interrupted, Terminated) as e:
+        except (KeyboardInterrupt, SystemExit, Interrupted, Terminated):
             if record.is_finished():  # the signal came after the record said done: it is
                 raise Interrupted(interrupt.signal or "SIGINT") from None
             signal = interrupt.signal or "SIGINT"
             step = trainer.global_step
             record.update(status="interrupted", error=f"{signal} at iteration {step}")
-            kept = "its last checkpoint kept" if isinstance(e, Terminated) else "checkpoint saved"
+            kept = "checkpoint saved" if interrupt.saved else "its last checkpoint kept"
+            if not (interrupt.saved or record.checkpoint.is_file()):
+                kept = "no checkpoint yet: the next start trains it from the beginning"
             log.warning(f"[{label}] interrupted by {signal} at iteration {step}: {kept}")
             raise Interrupted(signal) from None
         except Exception as e:  # recorded, not swallowed: run.json and the summary show it

@@ -70,18 +70,25 @@ class TrainingWindow(pl.Callback):
         if step % self.window == 0:
             loss, error = self._means()
             self._log_again(module, logs, step, {"train_loss": loss, "train_error": error})
-        if not self.epoch_steps:
-            return
-        if all(lg.has_value(step, "train_error_epoch") for lg in logs):
-            # The epoch ended here and was logged: closed as on_train_epoch_end closes it, so
-            # that Lightning's restart, which ends the finished epoch again, logs nothing twice.
-            self.epoch_sum.zero_()
-            self.epoch_steps = 0
-        elif step >= trainer.max_steps:  # the last epoch's end, which fit will not reach again
+        # The epoch's row: where a log has it, the epoch ended here (a group's members' rows are
+        # written one after another); at the last step, fit will not reach the epoch's end again.
+        ended = any(lg.has_value(step, "train_error_epoch") for lg in logs)
+        if self.epoch_steps and (ended or step >= trainer.max_steps):
             loss, error = self.epoch_sum / self.epoch_steps
             self._log_again(
                 module, logs, step, {"train_loss_epoch": loss, "train_error_epoch": error}
             )
+            # Closed as on_train_epoch_end closes it, so that Lightning's restart, which ends the
+            # finished epoch again, logs nothing twice.
+            self.epoch_sum.zero_()
+            self.epoch_steps = 0
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, module, checkpoint: dict[str, Any]) -> None:
+        # Rows logged straight to the loggers (the lr, gradient norms) wait in their buffers
+        # until the step's own row is written, after this checkpoint: written first, so that a
+        # kill after the checkpoint loses only the rows on_fit_start writes back.
+        for logger in trainer.loggers:
+            logger.save()
 
     def _log_again(
         self,
