@@ -122,9 +122,9 @@ def killed_before_the_row(
 ) -> Iterator[None]:
     """Training in the block is killed just before the row of iteration `at` with `column` (the
     training window's; `train_error_epoch`: the epoch's) is written (a group's: member `member`'s),
-    after that iteration's checkpoint where it has one.
-    As after a SIGKILL, no log writes anything more: not Lightning's flush of its buffers on the
-    way out, which would save rows a killed process loses."""
+    after that iteration's checkpoint where it has one. As after a SIGKILL, no log writes
+    anything more, not even Lightning's flush of its buffers on the way out, which would save
+    rows a killed process loses."""
     write, save = AppendingCSVLogger.log_metrics, AppendingCSVLogger.save
     killed = False
 

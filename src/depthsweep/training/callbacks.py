@@ -144,7 +144,7 @@ class CheckpointOnInterrupt(pl.Callback):
     there with every logged step logged once. Lightning turns SIGTERM into a SIGTERMException at
     the next boundary (saved here); Ctrl-C, which Python raises wherever the code is, is caught
     while training and turned into `trainer.should_stop` (train.py saves after fit returns:
-    `save_after_fit`); a second Ctrl-C stops at once. `signal` says which one stopped the run,
+    `save_if_trained`); a second Ctrl-C stops at once. `signal` says which one stopped the run,
     `saved` whether a checkpoint was written for it."""
 
     def __init__(self, path: Path) -> None:
@@ -205,11 +205,11 @@ class CheckpointOnInterrupt(pl.Callback):
         self._restore()
         if isinstance(exception, KeyboardInterrupt | SIGTERMException):
             self.signal = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
-            self.save_after_fit(trainer)
+            self.save_if_trained(trainer)
 
-    def save_after_fit(self, trainer: pl.Trainer) -> None:
-        """The checkpoint of the step fit stopped after, where this fit trained one. Where it
-        trained none, the checkpoint it resumed from (if any) holds that step already, and one
+    def save_if_trained(self, trainer: pl.Trainer) -> None:
+        """The checkpoint of the step training stopped after, where this fit trained one. Where
+        it trained none, the checkpoint it resumed from (if any) holds that step already, and one
         written again, outside any step, resumes an iteration off (Lightning's restart counts
         one more step: measured at iteration 0)."""
         if trainer.global_step > self.started_at:

@@ -209,7 +209,7 @@ def _train_fused(members: list[Member]) -> list[str]:
             log.info(f"{group} {where} as one network ({how(shared)}; {iterations})")
             trainer.fit(module, datamodule=data, ckpt_path=resume)
             if interrupt.signal:
-                interrupt.save_after_fit(trainer)
+                interrupt.save_if_trained(trainer)
                 raise Interrupted(interrupt.signal)
             if clock.evaluated_at != trainer.global_step:
                 trainer.validate(module, datamodule=data, verbose=False)

@@ -268,7 +268,7 @@ def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> 
             )
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
             if interrupt.signal:  # Ctrl-C: fit stopped after the step it was in
-                interrupt.save_after_fit(trainer)
+                interrupt.save_if_trained(trainer)
                 raise Interrupted(interrupt.signal)
             if clock.evaluated_at != trainer.global_step:  # the run ended between evaluations
                 trainer.validate(module, datamodule=datamodule, verbose=False)
