@@ -46,10 +46,11 @@ def minutes(sweep: Path) -> str:
     return f"{int(found[1]) + float(found[2]) / 60:.1f}" if found else "—"
 
 
-def peak_lr(run_dir: Path) -> str:
-    """The highest lr a run trained at (its metrics.csv's `lr` column), "—" where none is logged."""
-    metrics = pd.read_csv(run_dir / "metrics.csv")
-    return f"{metrics['lr'].max():g}" if "lr" in metrics and metrics["lr"].notna().any() else "—"
+def peak_lr(metrics: pd.DataFrame, run_dir: str) -> str:
+    """The highest lr a run trained at (`load_sweep`'s metrics rows of `run_dir`), "—" where
+    none is logged."""
+    lr = metrics.loc[metrics["run_dir"] == run_dir, "lr"]
+    return f"{lr.max():g}" if lr.notna().any() else "—"
 
 
 def costs(summary: pd.DataFrame, batch: object) -> list[str]:
@@ -66,10 +67,12 @@ def costs(summary: pd.DataFrame, batch: object) -> list[str]:
 
 def row(sweep: Path) -> list[str]:
     """One sweep as the table's cells."""
-    summary = summarize(*load_sweep(sweep))
+    runs, metrics = load_sweep(sweep)
+    summary = summarize(runs, metrics)
     table = by_depth(summary)
     verdict = decide(summary, table)
-    first = sweep / summary["run_dir"].iloc[0]
+    first_run = summary["run_dir"].iloc[0]
+    first = sweep / first_run
     cfg = read_config(first)
     knobs = {col: OmegaConf.select(cfg, key, default=old) for col, (key, old) in KNOBS.items()}
     precision = json.loads((first / "run.json").read_text()).get("precision", "?")
@@ -91,7 +94,7 @@ def row(sweep: Path) -> list[str]:
         parts.append(f"{part.state}{k}{ci}")
     parts += ["—"] * (2 - len(parts))  # an undetermined verdict judges no trend
     depths = "/".join(str(d) for d in sorted(summary["depth"].unique()))
-    return [sweep.name, *map(str, knobs.values()), peak_lr(first), precision, warmup,
+    return [sweep.name, *map(str, knobs.values()), peak_lr(metrics, first_run), precision, warmup,
             str(seeds), depths,
             *costs(summary, knobs["batch"]), minutes(sweep), *cells, *parts,
             verdict.outcome]  # fmt: skip

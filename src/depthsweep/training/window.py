@@ -68,16 +68,18 @@ class TrainingWindow(pl.Callback):
         step = self.restored["step"]
         logs = [lg for lg in trainer.loggers if isinstance(lg, AppendingCSVLogger)]
         if step % self.window == 0:
+            missing = [lg for lg in logs if not lg.has_value(step, "train_error")]
             loss, error = self._means()
-            self._log_again(module, logs, step, {"train_loss": loss, "train_error": error})
+            self._log_again(module, missing, step, {"train_loss": loss, "train_error": error})
+        if not self.epoch_steps:
+            return
         # The epoch's row: where a log has it, the epoch ended here (a group's members' rows are
         # written one after another); at the last step, fit will not reach the epoch's end again.
-        ended = any(lg.has_value(step, "train_error_epoch") for lg in logs)
-        if self.epoch_steps and (ended or step >= trainer.max_steps):
+        missing = [lg for lg in logs if not lg.has_value(step, "train_error_epoch")]
+        if len(missing) < len(logs) or step >= trainer.max_steps:
             loss, error = self.epoch_sum / self.epoch_steps
-            self._log_again(
-                module, logs, step, {"train_loss_epoch": loss, "train_error_epoch": error}
-            )
+            means = {"train_loss_epoch": loss, "train_error_epoch": error}
+            self._log_again(module, missing, step, means)
             # Closed as on_train_epoch_end closes it, so that Lightning's restart, which ends the
             # finished epoch again, logs nothing twice.
             self.epoch_sum.zero_()
@@ -93,21 +95,20 @@ class TrainingWindow(pl.Callback):
     def _log_again(
         self,
         module: pl.LightningModule,
-        logs: list[AppendingCSVLogger],
+        missing: list[AppendingCSVLogger],
         step: int,
         means: dict[str, Tensor],
     ) -> None:
-        """`means`, logged at `step` to each log without a value in its last column there."""
+        """`means` logged at `step` to the logs `missing` them, each with a warning."""
         named = {k: float(v) for k, v in self.named(module, means).items()}
         column = list(means)[-1]
-        for logger in logs:
-            if not logger.has_value(step, column):
-                log.warning(
-                    f"{logger.log_dir}: iteration {step}'s {column}, lost (killed after its "
-                    "checkpoint), written again from the checkpoint"
-                )
-                logger.log_metrics(named | {"epoch": self.restored["epoch"]}, step - 1)
-                logger.save()
+        for logger in missing:
+            log.warning(
+                f"{logger.log_dir}: iteration {step}'s {column}, lost (killed after its "
+                "checkpoint), written again from the checkpoint"
+            )
+            logger.log_metrics(named | {"epoch": self.restored["epoch"]}, step - 1)
+            logger.save()
 
     def values(self, outputs: Any) -> Tensor:
         """A step's (loss, error %) from what `training_step` returned."""
