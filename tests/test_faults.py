@@ -490,6 +490,19 @@ def test_evaluate_prints_its_numbers_without_lightnings_noise(fake_cifar, tmp_pa
     assert "GPU available" not in logs.getvalue() and "litlogger" not in logs.getvalue()
 
 
+def test_a_sweeps_checks_print_no_precision_notice_per_run(monkeypatch):
+    """A sweep checks every job's options (preflight builds its Trainer) before the first trains:
+    Lightning's "Using bfloat16 Automatic Mixed Precision" once per job, before the sweep's own
+    lines, is noise; the run's start line names its precision."""
+    for name in NOISY_LOGGERS:  # as in a fresh process: nothing filtered yet
+        monkeypatch.setattr(logging.getLogger(name), "filters", [])
+    cfg = compose_config(["trainer=cpu", "trainer.precision=bf16-mixed"])
+    with capture_logs() as logs:
+        train_module.preflight(cfg)
+        train_module.preflight(cfg)
+    assert "Automatic Mixed Precision" not in logs.getvalue()
+
+
 def test_a_source_that_is_no_checkpoint_is_the_users_error_in_one_line(tmp_path):
     """experiments.transfer reports a UserError as a setup error (one line, exit 2)."""
     (tmp_path / "noise.ckpt").write_bytes(b"garbage\n")
