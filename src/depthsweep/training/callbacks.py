@@ -138,7 +138,24 @@ class Terminated(BaseException):
     KeyboardInterrupt is, so that no `except Exception` mistakes it for a failure."""
 
 
-class CheckpointOnInterrupt(pl.Callback):
+class TrainedThisFit(pl.Callback):
+    """Whether this fit trained a step, for the callbacks that checkpoint when it ends: a
+    checkpoint written at the end of a fit that trained none (Ctrl-C before its first step) lies
+    outside any step and resumes an iteration off (Lightning's restart counts one more step:
+    measured at iteration 0), and the checkpoint the fit resumed from, if any, holds that step
+    already. So none is written there."""
+
+    started_at = 0  # the iteration this fit started from
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, module)
+        self.started_at = trainer.global_step
+
+    def trained(self, trainer: pl.Trainer) -> bool:
+        return trainer.global_step > self.started_at
+
+
+class CheckpointOnInterrupt(TrainedThisFit):
     """Ctrl-C (SIGINT) or SIGTERM (what SLURM sends on preemption or at its time limit) stops the
     run at a step boundary with a checkpoint of that step, so that the next invocation resumes
     there with every logged step logged once. Lightning turns SIGTERM into a SIGTERMException at
@@ -150,7 +167,6 @@ class CheckpointOnInterrupt(pl.Callback):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.saved = False
-        self.started_at = 0  # the iteration this fit started from
         self.signal: str | None = None
         self._previous = None
         self._guarding = False  # guard(): SIGTERM is ours to take, not Lightning's
@@ -181,8 +197,8 @@ class CheckpointOnInterrupt(pl.Callback):
             signal.signal(signal.SIGTERM, previous)
 
     def on_train_start(self, trainer: pl.Trainer, module) -> None:
+        super().on_train_start(trainer, module)
         self._guarding = False  # Lightning's handler is installed now (it calls ours too)
-        self.started_at = trainer.global_step
 
         def stop_after_this_step(signum, frame) -> None:
             if self.signal:  # asked twice: now
@@ -208,30 +224,19 @@ class CheckpointOnInterrupt(pl.Callback):
             self.save_if_trained(trainer)
 
     def save_if_trained(self, trainer: pl.Trainer) -> None:
-        """The checkpoint of the step training stopped after, where this fit trained one. Where
-        it trained none, the checkpoint it resumed from (if any) holds that step already, and one
-        written again, outside any step, resumes an iteration off (Lightning's restart counts
-        one more step: measured at iteration 0)."""
-        if trainer.global_step > self.started_at:
+        """The checkpoint of the step training stopped after, where this fit trained one."""
+        if self.trained(trainer):
             trainer.save_checkpoint(self.path)
             self.saved = True
 
 
-class LastCheckpoint(ModelCheckpoint):
+class LastCheckpoint(TrainedThisFit, ModelCheckpoint):
     """Lightning's ModelCheckpoint writing only checkpoints/last.ckpt, every `every_n_train_steps`
     iterations and at the end of training, but not at the end of a fit that trained no step
-    (Ctrl-C before its first): one written there, outside any step, resumes an iteration off
-    (Lightning's restart counts one more step: measured at iteration 0), and the checkpoint
-    the fit resumed from, if any, holds that step already."""
-
-    started_at = 0  # the iteration this fit started from (on_train_start)
-
-    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        super().on_train_start(trainer, module)
-        self.started_at = trainer.global_step
+    (TrainedThisFit)."""
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if trainer.global_step > self.started_at:
+        if self.trained(trainer):
             super().on_train_end(trainer, module)
 
 
