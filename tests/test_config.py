@@ -93,13 +93,15 @@ def test_loggers_set_on_the_trainer_are_refused(tmp_path):
         ("+schedule.warmup.lrr=0.1", "Did you mean schedule.warmup.lr=0.1?"),
         ("+diagnostics.grad_norm=3", "Did you mean diagnostics.grad_norm_every=3?"),
         ("+zzz.yyy=1", "(Hydra's + adds a key the config lacks)."),
+        ("++schedule.lr=0.05", "Did you mean schedule.optimizer.lr=0.05 (or schedule.warmup.lr)?"),
+        ("++zzz.yyy=1", "(Hydra's ++ adds a key the config lacks)."),
     ],
 )
 def test_an_added_key_that_nothing_reads_is_refused_naming_the_key_meant(added, meant):
     cfg = compose_config([added])
     with pytest.raises(OptionError) as error:
         preflight(cfg, [added])
-    key = added[1:].partition("=")[0]
+    key = added.lstrip("+").partition("=")[0]
     assert str(error.value).startswith(f"{added}: nothing reads {key}, so the run would train")
     assert str(error.value).endswith(meant)
 
@@ -118,6 +120,7 @@ def test_keys_that_are_read_may_be_added(added, fake_cifar):
         ("+schedule.optimizer.foo=1", "schedule: SGD.__init__() got an unexpected keyword"),
         ("+schedule.scheduler.foo=1", "schedule: PaperLR.__init__() got an unexpected keyword"),
         ("+arch.foo=1", "arch: ResNet.__init__() got an unexpected keyword argument 'foo'"),
+        ("+module.foo=1", "module: Classifier.__init__() got an unexpected keyword argument"),
     ],
 )
 def test_an_objects_unknown_option_is_refused_before_training(override, message, fake_cifar):
@@ -128,19 +131,23 @@ def test_an_objects_unknown_option_is_refused_before_training(override, message,
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "entry, sweep",
+    "entry, sweep, plus",
     [
-        ("experiments.run", []),
-        ("experiments.run", ["-m", "depth=8,14"]),
-        ("experiments.transfer", ["transfer.source=any"]),  # refused before the source is read
+        ("experiments.run", [], "+"),
+        ("experiments.run", ["-m", "depth=8,14"], "++"),  # checked by the sweeper's own Hydra
+        ("experiments.transfer", ["transfer.source=any"], "++"),  # before the source is read
     ],
     ids=["run", "sweep", "transfer"],
 )
-def test_hydras_own_suggestion_of_a_plus_is_refused_before_anything_trains(entry, sweep, tmp_path):
-    """Hydra refuses schedule.lr=0.05 and suggests +schedule.lr=0.05, which trained at 0.1."""
+def test_hydras_own_suggestion_of_a_plus_is_refused_before_anything_trains(
+    entry, sweep, plus, tmp_path
+):
+    """Hydra refuses schedule.lr=0.05 and suggests +schedule.lr=0.05, which trained at 0.1; ++,
+    which sets a key whether or not the config has it, did the same (both prefixes in this
+    process: the tests above)."""
     out = tmp_path / "out"
     where = "hydra.sweep.dir" if "-m" in sweep else "hydra.run.dir"
-    done = run_cli(entry, *sweep, "+schedule.lr=0.05", f"{where}={out}", cwd=tmp_path)
+    done = run_cli(entry, *sweep, f"{plus}schedule.lr=0.05", f"{where}={out}", cwd=tmp_path)
     assert done.returncode == USER_ERROR, done.stderr
     assert done.stderr.count("\n") == 1 and "schedule.optimizer.lr=0.05" in done.stderr
     assert not out.exists()

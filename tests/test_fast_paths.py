@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
+from depthsweep.errors import OptionError
 from depthsweep.training.build import build_model, make_module, make_trainer
 from depthsweep.training.clocks import StepClock
 from depthsweep.training.config import compose_config, resolve_cuda_graph
@@ -135,5 +136,5 @@ def test_graphed_path_resumes_from_a_checkpoint(fake_cifar, tmp_path):
 )
 def test_graphed_path_refuses_what_it_cannot_capture(overrides, message):
     cfg = compose_config(["depth=8", "cuda_graph=true", *overrides])
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(OptionError, match=message):
         make_module(cfg, build_model(cfg.arch, cfg.depth))

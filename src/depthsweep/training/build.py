@@ -96,7 +96,7 @@ def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
     precision = resolve_precision(cfg.trainer)
     graphed = resolve_cuda_graph(cfg)
     if graphed and precision.startswith("16"):  # fp16's loss scaling is not graphed
-        raise ValueError(
+        raise OptionError(
             f"cuda_graph=true trains in fp32 or bf16, not trainer.precision={precision}"
         )
     warmup = cfg.schedule.warmup

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -139,8 +140,24 @@ def job_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+_ABSENT = object()
+
 # What the harness adds to a job with + itself: the sweeper's fused group (training.sweeper.plan).
 HARNESS_ADDED = {"fused_group"}
+
+
+def _config_without(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """The job's config composed without the `++` overrides: in a Hydra app (a job, or the
+    sweeper checking a job's config, which holds its `hydra` node) by the app's own Hydra and
+    config name; outside one, as experiments.run's."""
+    others = [o for o in overrides if not o.startswith("++")]
+    if not GlobalHydra.instance().is_initialized():
+        return compose_config(others)
+    if HydraConfig.initialized():
+        name = HydraConfig.get().job.config_name
+    else:
+        name = OmegaConf.select(cfg, "hydra.job.config_name", default="config")
+    return compose(name, overrides=others)
 
 
 def check_added_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
@@ -148,16 +165,23 @@ def check_added_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
     Hydra suggests it for a key it does not know; an object's node (one with `_target_`) refuses
     an option its constructor does not take, but a key anywhere else is never looked at, and the
     run would train as if it were not there (+schedule.lr=0.05 trains at lr 0.1). The message
-    names the key meant: one whose last name is the same, or the closest."""
+    names the key meant: one whose last name is the same, or the closest. `++KEY` sets KEY
+    whether or not the config has it: where it has (the job's config composed without the `++`
+    overrides), the value is the config's own; where not, it was added like `+KEY`."""
+    base = None
     for override in overrides:
         typed, sep, value = override.partition("=")
-        if not sep or not typed.startswith("+") or typed.startswith("++"):
-            continue  # ++ sets a key whether or not it exists: the config's own, here
-        key = typed[1:]
+        if not sep or not typed.startswith("+"):
+            continue
+        key = typed.lstrip("+")
         if key in HARNESS_ADDED or key.startswith("hydra") or "@" in key or "/" in key:
             continue  # the harness's own; Hydra's; a config group added to the defaults
         if (CONF_DIR / key).is_dir():
             continue
+        if typed.startswith("++"):
+            base = _config_without(cfg, overrides) if base is None else base
+            if OmegaConf.select(base, key, default=_ABSENT) is not _ABSENT:
+                continue  # the config's own key, set
         node, read = cfg, False
         for part in key.split(".")[:-1]:
             node = node.get(part) if isinstance(node, DictConfig) else None
@@ -178,7 +202,7 @@ def check_added_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
             hint = f" Did you mean {meant[0]}={value}{others}?"
         raise OptionError(
             f"{override}: nothing reads {key}, so the run would train as if it were not given "
-            f"(Hydra's + adds a key the config lacks).{hint}"
+            f"(Hydra's {typed[: -len(key)]} adds a key the config lacks).{hint}"
         )
 
 

@@ -93,9 +93,9 @@ def preflight(cfg: DictConfig, overrides: Sequence[str] = ()) -> nn.Module:
     """What can be checked of a run's options without its data (a UserError where one is
     invalid): the top-level options, keys added with + that nothing reads (`overrides`, the
     job's command line), the data module's, the trainer's (Lightning's own checks: a precision,
-    an accelerator), the net (depth, classes), which is returned, and its optimizer and lr
-    schedule (partial nodes, called only once training starts). A sweep runs this on every job
-    before the first one trains."""
+    an accelerator), the net (depth, classes), which is returned, its optimizer and lr schedule
+    (partial nodes, called only once training starts) and the Lightning module's. A sweep runs
+    this on every job before the first one trains."""
     check_options(cfg)
     check_added_keys(cfg, overrides)
     make_datamodule(cfg)  # its options; nothing is read yet
@@ -110,6 +110,7 @@ def preflight(cfg: DictConfig, overrides: Sequence[str] = ()) -> nn.Module:
         scheduler(optimizer(net.parameters()))
     except (TypeError, ValueError) as e:
         raise OptionError(f"schedule: {e}") from None
+    make_module(cfg, net)  # +module.foo=1; cuda_graph with fp16
     return net
 
 
