@@ -23,8 +23,9 @@ from omegaconf import OmegaConf
 
 from depthsweep.errors import RUN_FAILED, USER_ERROR
 from depthsweep.nets.models import InvalidDepthError
+from depthsweep.runs.provenance import FEATURES, cpu_model
 from depthsweep.runs.rundir import ConfigMismatchError, CorruptRecordError, RunRecord
-from depthsweep.training.config import compose_config
+from depthsweep.training.config import compose_config, cpu_flags
 from depthsweep.training.train import train
 from experiments.hydra_callbacks import AnalyzeSweep
 from experiments.run import run as run_entry
@@ -363,13 +364,23 @@ def test_every_run_records_where_it_came_from(fake_cifar, tmp_path):
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert (info["torch"], info["lightning"]) == (torch.__version__, pl.__version__)
     assert info["hydra"] == hydra.__version__ and info["cuda"] == torch.version.cuda
-    assert info["device"].startswith("CPU")
+    assert info["device"].startswith("CPU") and info["channels_last"] in (True, False)
+    assert info["cpu"] == cpu_model()  # the model name, where Linux says it
+    assert info["cpu_features"] == [f for f in FEATURES if f in cpu_flags()]
+    assert info["aten_cpu"] in ("DEFAULT", "AVX2", "AVX512", "ZVECTOR", "SVE256")
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True)
     if head.returncode == 0:  # a git checkout: the commit, and whether it had local changes
         assert info["git_commit"] == head.stdout.decode().strip()
         assert isinstance(info["git_dirty"], bool)
     else:
         assert info["git_commit"] is None and info["git_dirty"] is None
+
+
+def test_the_cpus_model_is_read_from_linuxs_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu avx2\n")
+    assert cpu_model(cpuinfo) == "AMD EPYC 9B14"
+    assert cpu_model(tmp_path / "none") is None
 
 
 @pytest.mark.parametrize("text", ['{"status": "runn', "[1, 2]", "\xff\xfe"])

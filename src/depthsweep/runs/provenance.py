@@ -10,7 +10,11 @@ import hydra
 import pytorch_lightning as pl
 import torch
 
+from depthsweep.training.config import cpu_flags
+
 SOURCE = Path(__file__).resolve().parent
+# The CPU features the fast paths depend on (bf16 autocast, channels-last; README, Speed).
+FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def _git(*args: str) -> str | None:
@@ -23,9 +27,21 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """This CPU's model name, from Linux's /proc/cpuinfo (None where there is no such file)."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return None
+    names = (line.partition(":")[2].strip() for line in lines if line.startswith("model name"))
+    return next(names, None)
+
+
 def provenance(on_gpu: bool) -> dict[str, object]:
     """run.json's record of the code and the machine; None where unknown (no git checkout, no
-    CUDA). `git_dirty`: the checkout had uncommitted changes to tracked files."""
+    CUDA, no /proc/cpuinfo). `git_dirty`: the checkout had uncommitted changes to tracked files.
+    The CPU (a GPU run's host too): its model, which of FEATURES it has, and the kernels' level
+    ATen picked (AVX512, AVX2, DEFAULT), which fix its numbers' rounding (README, Fused runs)."""
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     cpu = platform.processor() or platform.machine()
@@ -38,4 +54,7 @@ def provenance(on_gpu: bool) -> dict[str, object]:
         "lightning": pl.__version__,
         "hydra": hydra.__version__,
         "device": torch.cuda.get_device_name() if on_gpu else f"CPU {cpu}",
+        "cpu": cpu_model(),
+        "cpu_features": [f for f in FEATURES if f in cpu_flags()],
+        "aten_cpu": torch.backends.cpu.get_cpu_capability(),
     }

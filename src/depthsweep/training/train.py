@@ -44,6 +44,7 @@ from depthsweep.training.config import (
     check_added_keys,
     job_overrides,
     pin_data_root,
+    resolve_channels_last,
     resolve_cuda_graph,
     resolve_precision,
     run_label,
@@ -153,14 +154,15 @@ def run_identity(cfg: DictConfig) -> dict:
 
 def run_setting(cfg: DictConfig, data: pl.LightningDataModule) -> dict:
     """What a run trains on and how, for its run.json (the same for every member of a fused
-    group): its length, the data (set up), the precision and CUDA graph as resolved here from
-    "auto", where and with what it runs."""
+    group): its length, the data (set up), the precision, CUDA graph and memory format as
+    resolved here from "auto", where and with what it runs."""
     return {
         "iterations": cfg.schedule.iterations,
         "train_images": data.train_images,
         **data.test_set,
         "precision": resolve_precision(cfg.trainer),
         "cuda_graph": resolve_cuda_graph(cfg),
+        "channels_last": resolve_channels_last(cfg),
         **provenance(trains_on_gpu(cfg.trainer)),
     }
 
