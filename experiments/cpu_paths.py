@@ -4,7 +4,7 @@ Times a training step (forward, backward, SGD) of the paper's plain net at the s
 Figure 6 on random images, for every combination of: fp32 or bf16 autocast, contiguous or
 channels-last, eager or torch.compile, 1 or 2 torch threads; then 1 thread in each of 2
 processes at once (joblib's way: one run per core), whose images/s count both. Writes
-OUT/cpu_paths.csv and prints it (default OUT: results/cpu_paths).
+OUT/cpu_paths.csv (`--out FILE.csv`: that file) and prints it (default OUT: results/cpu_paths).
 
     python -m experiments.cpu_paths --depths 20,56 --width 4 --resolution 32 --batch 128
 
@@ -103,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, default=32, help="data.resolution (32)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=20, help="timed steps per path (20)")
-    p.add_argument("--out", type=Path, default=Path("results/cpu_paths"))
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/cpu_paths"),
+        help="a folder for cpu_paths.csv, or a file name ending in .csv (results/cpu_paths)",
+    )
     args = p.parse_args(argv)
     cores = os.cpu_count() or 1
     rows = []
@@ -126,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.DataFrame(rows, columns=COLUMNS)
     # all processes' images: two at once each train a batch per step
     table["images_per_s"] = table["processes"] * args.batch * 1000 / table["ms_per_step"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "cpu_paths.csv", index=False)
+    out = args.out if args.out.suffix == ".csv" else args.out / "cpu_paths.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
     print(table.to_string(index=False))
     return 0
 
