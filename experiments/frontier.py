@@ -9,8 +9,12 @@ runs' config.yaml, metrics.csv and run.json), its seeds and depths, what its net
 the forward multiply-adds of all its training steps: each run's per-image count x batch x
 iterations, summed; a backward pass costs about twice its forward), its minutes (from the sweep's
 `time.txt`, the wall time of its command), each arch's final training error by depth (mean over
-seeds), each trend's state and effect size with its interval, and the verdict: all from the verdict
-of `experiments.analyze` on the sweep's files.
+seeds), each part of the claim (plain rises, resnet falls, resnet below plain) as the verdict
+decides it, and the verdict: all from the verdict of `experiments.analyze` on the sweep's files.
+A part's cell is its state, then the comparisons that decide it (each a difference of mean final
+training errors in points, the claim's side positive, its 95% interval and one-sided p: a part is
+supported when every one is), then, for a trend, the exponent k of error ∝ depth^k with its
+interval, an effect size that decides nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from depthsweep.analysis.summaries import by_depth, decide, load_sweep, summarize
+from depthsweep.analysis.verdict import Part
 from depthsweep.runs.rundir import read_config
 
 # column: (option, its value where a run's config predates it)
@@ -65,6 +70,24 @@ def costs(summary: pd.DataFrame, batch: object) -> list[str]:
     return [params, macs, f"{total / 1e12:.1f}"]
 
 
+def decided(part: Part) -> str:
+    """A part of the verdict as a cell: its state, its comparisons, and a trend's k."""
+    shown = []
+    for test in part.tests:
+        higher, lower = test.higher.rpartition("-"), test.lower.rpartition("-")
+        same_arch = higher[0] == lower[0]
+        name = f"{higher[2]}−{lower[2]}" if same_arch else f"{test.higher} − {test.lower}"
+        if math.isnan(test.difference):  # untested: why
+            shown.append(f"{name} ({test.reason or test.state})")
+        else:
+            ci = f"[{test.low:+.1f}, {test.high:+.1f}]"
+            shown.append(f"{name} {test.difference:+.1f} {ci} p {test.p:.2g}")
+    if part.name != "resnet below plain" and not math.isnan(part.estimate):
+        ci = "" if math.isnan(part.low) else f" [{part.low:+.2f}, {part.high:+.2f}]"
+        shown.append(f"k {part.estimate:+.2f}{ci}")
+    return f"{part.state}: {'; '.join(shown)}" if shown else part.state
+
+
 def row(sweep: Path) -> list[str]:
     """One sweep as the table's cells."""
     runs, metrics = load_sweep(sweep)
@@ -87,12 +110,8 @@ def row(sweep: Path) -> list[str]:
     for arch in ("plain", "resnet"):
         rows = table[table["arch"] == arch].sort_values("depth")
         cells.append(" / ".join(f"{r.final_train_error_mean:.1f}" for r in rows.itertuples()))
-    parts = []
-    for part in verdict.parts[:2]:  # each trend: its state, and k with its interval if known
-        k = "" if math.isnan(part.estimate) else f", k {part.estimate:+.2f}"
-        ci = "" if math.isnan(part.low) else f" [{part.low:+.2f}, {part.high:+.2f}]"
-        parts.append(f"{part.state}{k}{ci}")
-    parts += ["—"] * (2 - len(parts))  # an undetermined verdict judges no trend
+    parts = [decided(part) for part in verdict.parts]
+    parts += ["—"] * (3 - len(parts))  # an undetermined verdict judges no part
     depths = "/".join(str(d) for d in sorted(summary["depth"].unique()))
     return [sweep.name, *map(str, knobs.values()), peak_lr(metrics, first_run), precision, warmup,
             str(seeds), depths,
@@ -105,7 +124,7 @@ HEADER = [
     "params by depth (k)", "MACs per image by depth (M)", "training MACs, forward (10^12)",
     "minutes",
     "plain train error by depth", "resnet train error by depth", "plain rises", "resnet falls",
-    "verdict",
+    "resnet below plain", "verdict",
 ]  # fmt: skip
 
 

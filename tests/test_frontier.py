@@ -35,8 +35,14 @@ def test_a_sweep_becomes_a_row_of_its_knobs_minutes_errors_and_verdict(tmp_path,
     assert cells[12:15] == ["20.0 / 32.0 / 56.0", "1.0 / 1.6 / 2.8", "4.1"]
     assert cells[15] == "41.5"  # minutes, from time.txt
     assert cells[16:18] == ["2.9 / 6.9 / 20.9", "4.9 / 3.9 / 1.9"]  # train + 0.75 + 0.15
-    assert cells[18].startswith("supported, k +") and cells[19].startswith("supported, k -")
-    assert cells[20] == "reproduced"
+    # each part's comparisons: seeds 0.15 apart at every depth, so each difference is exact, its
+    # SE 0.15 x sqrt(2/3) and its interval +-2.78 (t, 4 dof) x 0.122 = +-0.34 points
+    assert cells[18].startswith("supported: 32−20 +4.0 [+3.7, +4.3] p ")
+    assert "; 56−32 +14.0 [+13.7, +14.3] p " in cells[18] and "; k +" in cells[18]
+    assert cells[19].startswith("supported: 20−32 +1.0 [+0.7, +1.3] p ")
+    assert "; 20−56 +3.0 [+2.7, +3.3] p " in cells[19] and "; k -" in cells[19]
+    assert cells[20].startswith("supported: plain-56 − resnet-56 +19.0 [+18.7, +19.3] p ")
+    assert cells[21] == "reproduced"
     assert capsys.readouterr().out == (tmp_path / "frontier.md").read_text()
 
 
@@ -52,5 +58,18 @@ def test_a_sweep_without_both_archs_at_judged_depths_keeps_every_column(tmp_path
     header, rule, line = (tmp_path / "frontier.md").read_text().splitlines()
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert len(cells) == len(frontier.HEADER) == header.count("|") - 1
-    assert cells[-3:] == ["—", "—", "undetermined"]
+    assert cells[-4:] == ["—", "—", "—", "undetermined"]
     assert cells[14] == "—"  # no batch size in its config: no training cost
+
+
+def test_an_untested_comparison_says_why(tmp_path):
+    # one seed a depth (a screening sweep): no comparison can be tested, and the cell says so
+    runs = [
+        {"arch": arch, "depth": depth, "seed": 0, "train": train}
+        for arch, errors in [("plain", [2.0, 20.0]), ("resnet", [4.0, 1.0])]
+        for depth, train in zip((20, 56), errors, strict=True)
+    ]
+    sweep = write_sweep(tmp_path / "screen", runs)
+    assert frontier.main([str(sweep), "--out", str(tmp_path / "frontier.md")]) == 0
+    cells = [c.strip() for c in (tmp_path / "frontier.md").read_text().splitlines()[2].split("|")]
+    assert "untested: plain-56 − resnet-56 (one seed at plain-56 and resnet-56)" in cells
