@@ -1,9 +1,10 @@
 """How often the verdict errs: `python -m experiments.calibrate [OUT_DIR]`.
 
 Draws sweeps from known truths (depthsweep.analysis.calibration.SCENARIOS: a flat truth, one
-collapsed depth, the paper's numbers, effects of one seed SD) at 2, 3 and 5 seeds and seed SDs of
-0.2 and 0.4 points, judges each with the verdict's own decision and writes the rates of each part
-and outcome to OUT_DIR/calibration.csv and calibration.md (default: results/verdict_calibration).
+collapsed depth, a truth shaped like the paper's, effects of one seed SD) at 2, 3 and 5 seeds and
+seed SDs of 0.2 and 0.4 points, judges each with the verdict's own decision and writes the rates
+of each part and outcome to OUT_DIR/calibration.csv and calibration.md (default:
+results/verdict_calibration).
 """
 
 from __future__ import annotations

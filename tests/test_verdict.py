@@ -188,7 +188,21 @@ CASES = {
         {d: [0.0] * 3 for d in DEPTHS},
         0.0,
         "inconclusive",
-        "resnet-20 vs resnet-56 untested: resnet-20 is at the floor (0.00% ≤ 0.1%)",
+        "resnet-20 vs resnet-56 untested: resnet-20 is at the floor (0.00% ≤ 0.5%)",
+    ),
+    "every resnet near the floor, rising": (  # a few mistakes' order, not the claim's
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.02) for d, e in zip(DEPTHS, (0.15, 0.2, 0.3, 0.35, 0.4), strict=True)},
+        0.01,
+        "inconclusive",
+        "resnet-20 vs resnet-56 untested: resnet-20 is at the floor (0.15% ≤ 0.5%)",
+    ),
+    "every resnet rising just above the floor": (  # ... while a clear rise there is refuted
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.02) for d, e in zip(DEPTHS, (0.6, 0.7, 0.8, 0.9, 1.0), strict=True)},
+        0.01,
+        "not reproduced",
+        "NOT reproduced: resnet's train error does not fall with depth",
     ),
     "identical seeds, no run's own noise known": (  # SE 0: no test can be made, nor passed
         {d: [e] * 3 for d, e in PAPER_PLAIN.items()},
@@ -325,6 +339,13 @@ def test_short_schedules_are_said():
     assert "Shown on 6,000 iterations a run (the paper: 64,000)." in got.sentence
     frame["iterations"] = 64000
     assert "iterations a run" not in analysis.decide(frame).sentence
+    rising = {d: seeds(1.0 + d / 50, 0.1) for d in DEPTHS}  # deeper resnets still behind
+    frame = summary(plain, rising, se=0.05)
+    frame["iterations"] = 6000
+    got = analysis.decide(frame)
+    assert got.outcome == "not reproduced"
+    assert "These runs trained 6,000 iterations, the paper 64,000" in got.sentence
+    assert "what is open or refuted here may hold" in got.sentence
 
 
 def test_seed_se_is_floored_by_each_runs_own_noise():

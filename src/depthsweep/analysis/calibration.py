@@ -106,7 +106,7 @@ SCENARIOS: dict[str, tuple[Truth, str, Mapping[int, float]]] = {
         "both trends false by one comparison, Welch's hardest case: the gap alone is true",
         {56: 6},
     ),
-    "paper's numbers": (PAPER, "all true: 'reproduced' is the power", {}),
+    "paper-like (resnet illustrative)": (PAPER, "all true: 'reproduced' is the power", {}),
     "effects of one seed SD": (SMALL, "all true, small: 'reproduced' is the power", {}),
 }
 

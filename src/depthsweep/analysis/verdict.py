@@ -8,11 +8,11 @@ Why comparisons of depths, not a fitted trend. A power law fitted to the depth m
 verdict) is carried by its most extreme point: a flat plain 20-56 with a collapsed plain-110 came
 out "rising" in 96-99.7% of draws, and weights taken from SEs that two seeds estimate swing ~100x,
 so its nominal 2.5% false rate was 6-7% at two seeds. A rank trend test (Jonckheere-Terpstra)
-needs no SE but is still carried by one collapsed depth (a flat 20-56 and a collapsed 110 "rise"
-in ~40% of draws at three seeds) and with two seeds at three depths it cannot reach 2.5% unless
-every seed is in order. So each part is the paper's own comparisons, each a one-sided Welch t-test
-of two depths' mean final training errors, combined as an intersection-union test (IUT): a part is
-supported only when every one of its comparisons is.
+needs no SE but still lets one collapsed depth weigh in every pair it is part of (a flat 20-56
+and a collapsed 110 are in order in all of 110's pairs) and with two seeds at three depths it
+cannot reach 2.5% unless every seed is in order. So each part is the paper's own comparisons,
+each a one-sided Welch t-test of two depths' mean final training errors, combined as an
+intersection-union test (IUT): a part is supported only when every one of its comparisons is.
 
 - (1) plain rises: plain-m > plain-s and plain-d > plain-m, with s the shallowest depth >=
   MIN_DEPTH, d the deepest (>= DEEP_DEPTH) and m the deepest between them (the paper's 20, 56,
@@ -68,9 +68,12 @@ DEEP_DEPTH = 56  # ... the deepest of them at least this deep
 ALPHA = 0.025  # one-sided: a comparison is supported at p < ALPHA
 ARCHS = ("plain", "resnet")
 PAPER_ITERATIONS = 64_000  # the schedule the paper's claim was shown on
-# An error (%) at or below this is at the floor: one mistake in a thousand images, where a
-# shallower net has left a deeper one nothing to improve on.
-FLOOR_ERROR = 0.1
+# An error (%) at or below this is at the floor: one mistake in two hundred images, where a
+# shallower net has left a deeper one next to nothing to improve on, and the order of two nets is
+# that of their last few mistakes on images augmentation makes ambiguous, not of how well they
+# train (0.15% against 0.35%, with small SEs, would otherwise refute "resnet falls"). The claim's
+# numbers are far above it: plain-20's 1.4% and every CPU sweep's errors above 10%.
+FLOOR_ERROR = 0.5
 # An SE below this (points) is no noise estimate: equal seeds give 1e-17 by rounding, not 0, and
 # one image in 2,000 is 0.05 points.
 NO_NOISE = 1e-9

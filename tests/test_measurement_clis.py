@@ -1,0 +1,58 @@
+"""The measuring commands behind the README's numbers, run through their real command lines:
+experiments.cpu_paths (the fastest CPU path; its timings faked here, since torch.compile alone
+takes minutes) and experiments.calibrate (the verdict's rates, on a few draws)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from experiments import calibrate, cpu_paths
+
+
+@pytest.fixture
+def fake_steps(monkeypatch):
+    """step_ms as a lookup: bf16 channels-last eager the fastest path, 1 thread; two processes
+    at once each 1.5x slower than that path alone."""
+
+    def step_ms(depth, width, size, batch, bf16, nhwc, compiled, threads, steps, barrier=None):
+        return depth * (3 - bf16 - nhwc + 0.5 * compiled + 0.25 * (threads - 1))
+
+    def at_once(args, processes):
+        return [1.5 * step_ms(*args)] * processes
+
+    monkeypatch.setattr(cpu_paths, "step_ms", step_ms)
+    monkeypatch.setattr(cpu_paths, "at_once", at_once)
+    monkeypatch.setattr(cpu_paths.os, "cpu_count", lambda: 2)
+
+
+@pytest.mark.parametrize("out", ["folder", "table.csv"])
+def test_cpu_paths_times_every_path_and_two_processes_on_the_fastest(fake_steps, tmp_path, out):
+    assert cpu_paths.main(["--depths", "20,56", "--batch", "64", "--out", str(tmp_path / out)]) == 0
+    written = tmp_path / out if out.endswith(".csv") else tmp_path / out / "cpu_paths.csv"
+    table = pd.read_csv(written)
+    alone, together = table[table.processes == 1], table[table.processes == 2]
+    assert len(alone) == 2 * 16  # per depth: fp32/bf16 x layout x eager/compiled x 1/2 threads
+    # the two at once train on the fastest eager path alone: bf16, channels-last, 1 thread
+    assert together[["depth", "precision", "memory", "compile", "threads"]].values.tolist() == [
+        [20, "bf16", "channels_last", False, 1],
+        [56, "bf16", "channels_last", False, 1],
+    ]
+    assert together.ms_per_step.tolist() == [1.5 * 20, 1.5 * 56]
+    # both processes' images count: 2 x 64 images a step each
+    assert together.images_per_s.tolist() == pytest.approx([2 * 64 * 1000 / 30, 2 * 64 * 1000 / 84])
+    assert (alone.images_per_s == 64 * 1000 / alone.ms_per_step).all()
+
+
+def test_calibrate_writes_each_truths_rates(tmp_path, capsys):
+    assert calibrate.main([str(tmp_path), "--draws", "20"]) == 0
+    rates = pd.read_csv(tmp_path / "calibration.csv")
+    assert set(rates.seeds) == {2, 3, 5} and set(rates.seed_sd) == {0.2, 0.4}
+    shares = rates.filter(like=" supported").join(rates.filter(like="outcome "))
+    assert ((shares >= 0) & (shares <= 1)).all().all()
+    paper = rates[rates.scenario == "paper-like (resnet illustrative)"]
+    assert (paper["outcome not reproduced"] == 0).all()  # a true claim, loud effects: never
+    md = (tmp_path / "calibration.md").read_text()
+    assert md.startswith("# The verdict's rates by Monte Carlo (20 sweeps a row)")
+    assert md.count("\n| ") == len(rates) + 1  # the header and one row per truth and size
+    assert capsys.readouterr().out == md
