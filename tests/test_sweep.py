@@ -23,9 +23,9 @@ from omegaconf import OmegaConf
 
 from depthsweep.errors import RUN_FAILED, USER_ERROR
 from depthsweep.nets.models import InvalidDepthError
-from depthsweep.runs.provenance import FEATURES, cpu_model
+from depthsweep.runs.provenance import FEATURES, cpu_flags, cpu_model
 from depthsweep.runs.rundir import ConfigMismatchError, CorruptRecordError, RunRecord
-from depthsweep.training.config import compose_config, cpu_flags
+from depthsweep.training.config import compose_config
 from depthsweep.training.train import train
 from experiments.hydra_callbacks import AnalyzeSweep
 from experiments.run import run as run_entry

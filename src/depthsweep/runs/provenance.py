@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from pathlib import Path
@@ -9,8 +10,6 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
-
-from depthsweep.training.config import cpu_flags
 
 SOURCE = Path(__file__).resolve().parent
 # The CPU features the fast paths depend on (bf16 autocast, channels-last; README, Speed).
@@ -25,6 +24,18 @@ def _git(*args: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+@functools.cache
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """This CPU's feature flags, from Linux's /proc/cpuinfo (none where there is no such file)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    return frozenset(
+        f for line in text.splitlines() if line.startswith("flags") for f in line.split()
+    )
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:

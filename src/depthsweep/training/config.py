@@ -4,7 +4,6 @@ the CUDA graph, the logging window."""
 from __future__ import annotations
 
 import difflib
-import functools
 import os
 import re
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from depthsweep import CONF_DIR
 from depthsweep.errors import OptionError
+from depthsweep.runs.provenance import cpu_flags
 from depthsweep.runs.rundir import flat_config
 
 
@@ -59,18 +59,6 @@ def trains_on_gpu(trainer_cfg: DictConfig) -> bool:
 # trainer.precision: bf16-mixed where the hardware computes bf16 natively (a GPU; a CPU with AMX
 # or AVX512-BF16), fp32 elsewhere, where bf16 is emulated and slower.
 NATIVE_BF16 = "bf16-where-native"
-
-
-@functools.cache
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """This CPU's feature flags, from Linux's /proc/cpuinfo (none where there is no such file)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return frozenset()
-    return frozenset(
-        f for line in text.splitlines() if line.startswith("flags") for f in line.split()
-    )
 
 
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
