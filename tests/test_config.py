@@ -8,13 +8,15 @@ import re
 import pytest
 import torch
 from helpers import run_cli
+from hydra import compose, initialize_config_dir
 
+from depthsweep import CONF_DIR
 from depthsweep.analysis.report import analyze
 from depthsweep.errors import USER_ERROR, OptionError
 from depthsweep.nets.models import CifarNet, PlainBlock
 from depthsweep.training import config
 from depthsweep.training.build import make_module, make_schedule, make_trainer
-from depthsweep.training.config import compose_config, use_threads
+from depthsweep.training.config import check_added_keys, compose_config, use_threads
 from depthsweep.training.train import check_options, preflight, train
 
 
@@ -112,6 +114,19 @@ def test_an_added_key_that_nothing_reads_is_refused_naming_the_key_meant(added, 
 def test_keys_that_are_read_may_be_added(added, fake_cifar):
     cfg = compose_config([f"data.root={fake_cifar}", added])
     preflight(cfg, [added])  # an object's option (SGD's), the sweeper's own, ++ of a known key
+
+
+def test_plus_plus_is_checked_against_the_named_config_a_sweeper_gives(tmp_path):
+    """In a Hydra app that has set no HydraConfig (the sweeper), the job's config is composed by
+    the name given: experiments.transfer's has transfer.batch_size, and transfer.source is ???
+    there (given on the command line), so ++ of either sets the config's own key."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for given in ["++transfer.batch_size=64", f"++transfer.source={tmp_path}"]:
+            check_added_keys(compose("transfer", overrides=[given]), [given], "transfer")
+        with pytest.raises(OptionError, match="nothing reads transfer.zzz"):
+            check_added_keys(
+                compose("transfer", ["++transfer.zzz=1"]), ["++transfer.zzz=1"], "transfer"
+            )
 
 
 @pytest.mark.parametrize(

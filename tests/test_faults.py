@@ -516,8 +516,10 @@ def test_a_source_that_is_no_checkpoint_is_the_users_error_in_one_line(tmp_path)
 
 
 @pytest.mark.slow
-def test_transfer_from_a_missing_source_is_one_line_and_leaves_nothing(tmp_path):
-    res = run_cli("experiments.transfer", f"transfer.source={tmp_path / 'none'}", cwd=tmp_path)
+@pytest.mark.parametrize("plus", ["", "++"])  # ++ sets the config's own ??? key, as = does
+def test_transfer_from_a_missing_source_is_one_line_and_leaves_nothing(tmp_path, plus):
+    given = f"{plus}transfer.source={tmp_path / 'none'}"
+    res = run_cli("experiments.transfer", given, cwd=tmp_path)
     assert res.returncode == USER_ERROR
     assert res.stderr == f"error: {tmp_path / 'none'}: no such run directory or checkpoint file\n"
     assert list(tmp_path.iterdir()) == []  # no runs/transfer/.hydra

@@ -148,6 +148,7 @@ def test_a_transfer_run_is_a_run_record_skipped_once_done(source, tmp_path, monk
     first = tr.transfer(transfer_cfg(source, cache, "transfer.freeze=none"), run)
     assert first["status"] == "done" and first["freeze"] == "none"
     assert first["torch"] == torch.__version__  # provenance, as a training run records it
+    assert first["precision"] == "32-true"  # trainer=cpu: precision auto is 32-true on a CPU
     assert (run / "config.yaml").is_file()
     written = (run / "run.json").stat().st_mtime_ns
 

@@ -58,7 +58,7 @@ class DepthSweeper(Sweeper):
         configs = [task_config(cfg) for _, cfg in jobs]
         try:
             for (_, job), cfg in zip(jobs, configs, strict=True):  # before the first one trains
-                preflight(cfg, job.hydra.overrides.task)
+                preflight(cfg, job.hydra.overrides.task, job.hydra.job.config_name)
         except UserError as e:  # as experiments.run reports a run's: one line, exit 2
             if full_error():
                 raise

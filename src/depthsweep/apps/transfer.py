@@ -47,7 +47,7 @@ from depthsweep.nets.models import count_params
 from depthsweep.runs.provenance import provenance
 from depthsweep.runs.rundir import RunRecord
 from depthsweep.training.build import build_model, make_schedule, make_trainer
-from depthsweep.training.config import device_for
+from depthsweep.training.config import device_for, resolve_precision
 from depthsweep.training.console import quiet_libraries
 from depthsweep.training.data import CLASSES, CIFAR10DataModule, class_indices
 from depthsweep.training.module import Classifier
@@ -377,6 +377,7 @@ def transfer(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
                 "source_depth": source.spec["depth"],
                 "source_classes": source.classes,
                 "target_classes": data.names,
+                "precision": resolve_precision(cfg.trainer),
                 **provenance(device.type == "cuda"),
             },
         )

@@ -39,7 +39,8 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
-    """This CPU's model name, from Linux's /proc/cpuinfo (None where there is no such file)."""
+    """This CPU's model name, from Linux's /proc/cpuinfo (None where there is no such file, or
+    no such line in it: ARM's has none)."""
     try:
         lines = cpuinfo.read_text().splitlines()
     except OSError:

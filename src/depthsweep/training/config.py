@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from depthsweep import CONF_DIR
 from depthsweep.errors import OptionError
@@ -134,21 +134,29 @@ _ABSENT = object()
 HARNESS_ADDED = {"fused_group"}
 
 
-def _config_without(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """The job's config composed without the `++` overrides: in a Hydra app (a job, or the
-    sweeper checking a job's config, which holds its `hydra` node) by the app's own Hydra and
-    config name; outside one, as experiments.run's."""
+def _config_without(overrides: Sequence[str], config_name: str | None) -> DictConfig:
+    """The job's config composed without its `++` overrides: in a Hydra app (a job, or the
+    sweeper checking one, which names the job's `config_name`: Hydra sets no HydraConfig there)
+    by the app's own Hydra; outside one, as experiments.run's."""
     others = [o for o in overrides if not o.startswith("++")]
     if not GlobalHydra.instance().is_initialized():
         return compose_config(others)
-    if HydraConfig.initialized():
-        name = HydraConfig.get().job.config_name
-    else:
-        name = OmegaConf.select(cfg, "hydra.job.config_name", default="config")
-    return compose(name, overrides=others)
+    if config_name is None:
+        config_name = HydraConfig.get().job.config_name if HydraConfig.initialized() else "config"
+    return compose(config_name, overrides=others)
 
 
-def check_added_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
+def _has(cfg: DictConfig, key: str) -> bool:
+    """Whether `cfg` has `key`, its value null or ??? (a value the user must give) included."""
+    try:
+        return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True) is not _ABSENT
+    except MissingMandatoryValue:
+        return True
+
+
+def check_added_keys(
+    cfg: DictConfig, overrides: Sequence[str], config_name: str | None = None
+) -> None:
     """Refuse `+KEY=VALUE` where nothing reads KEY. Hydra's + adds a key the config lacks, and
     Hydra suggests it for a key it does not know; an object's node (one with `_target_`) refuses
     an option its constructor does not take, but a key anywhere else is never looked at, and the
@@ -167,8 +175,8 @@ def check_added_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
         if (CONF_DIR / key).is_dir():
             continue
         if typed.startswith("++"):
-            base = _config_without(cfg, overrides) if base is None else base
-            if OmegaConf.select(base, key, default=_ABSENT) is not _ABSENT:
+            base = _config_without(overrides, config_name) if base is None else base
+            if _has(base, key):
                 continue  # the config's own key, set
         node, read = cfg, False
         for part in key.split(".")[:-1]:

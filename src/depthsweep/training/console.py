@@ -17,7 +17,7 @@ NOISE = (
     "HPU available:",
     "CUDA_VISIBLE_DEVICES",
     "`Trainer.fit` stopped",
-    "Automatic Mixed Precision (AMP)",  # ... and its precision: bf16-mixed
+    "Automatic Mixed Precision (AMP)",  # ... and its precision (a transfer run's: its run.json)
     "Received SIGTERM",  # the run's own line says it was interrupted, and by what
     # torch's weights-only reader on a file that is no checkpoint: the one line says what it is
     "Detected pickle protocol",

@@ -90,15 +90,18 @@ def check_options(cfg: DictConfig) -> None:
         raise OptionError(f"channels_last={cfg.channels_last!r}: must be auto, true or false")
 
 
-def preflight(cfg: DictConfig, overrides: Sequence[str] = ()) -> nn.Module:
+def preflight(
+    cfg: DictConfig, overrides: Sequence[str] = (), config_name: str | None = None
+) -> nn.Module:
     """What can be checked of a run's options without its data (a UserError where one is
-    invalid): the top-level options, keys added with + that nothing reads (`overrides`, the
-    job's command line), the data module's, the trainer's (Lightning's own checks: a precision,
+    invalid): the top-level options, keys added with + or ++ that nothing reads (`overrides`,
+    the job's command line; `config_name`, its config's, where Hydra sets no HydraConfig: the
+    sweeper), the data module's, the trainer's (Lightning's own checks: a precision,
     an accelerator), the net (depth, classes), which is returned, its optimizer and lr schedule
     (partial nodes, called only once training starts) and the Lightning module's. A sweep runs
     this on every job before the first one trains."""
     check_options(cfg)
-    check_added_keys(cfg, overrides)
+    check_added_keys(cfg, overrides, config_name)
     make_datamodule(cfg)  # its options; nothing is read yet
     quiet_libraries()  # a Trainer says which devices it sees
     make_trainer(cfg, [], logger=False, enable_checkpointing=False)  # nothing written yet
