@@ -71,7 +71,8 @@ def costs(summary: pd.DataFrame, batch: object) -> list[str]:
 
 
 def decided(part: Part) -> str:
-    """A part of the verdict as a cell: its state, its comparisons, and a trend's k."""
+    """A part of the verdict as a cell: its state, its comparisons (or why it has none), and a
+    trend's k."""
     shown = []
     for test in part.tests:
         higher, lower = test.higher.rpartition("-"), test.lower.rpartition("-")
@@ -85,6 +86,8 @@ def decided(part: Part) -> str:
     if part.name != "resnet below plain" and not math.isnan(part.estimate):
         ci = "" if math.isnan(part.low) else f" [{part.low:+.2f}, {part.high:+.2f}]"
         shown.append(f"k {part.estimate:+.2f}{ci}")
+    if not shown and part.reason:  # a part with no comparison (too few depths): why
+        shown.append(part.reason.partition(": ")[2] or part.reason)
     return f"{part.state}: {'; '.join(shown)}" if shown else part.state
 
 

@@ -73,3 +73,5 @@ def test_an_untested_comparison_says_why(tmp_path):
     assert frontier.main([str(sweep), "--out", str(tmp_path / "frontier.md")]) == 0
     cells = [c.strip() for c in (tmp_path / "frontier.md").read_text().splitlines()[2].split("|")]
     assert "untested: plain-56 − resnet-56 (one seed at plain-56 and resnet-56)" in cells
+    # two depths: no trend can be tested at all
+    assert "untested: it needs ≥ 3 depths ≥ 20, the deepest ≥ 56 (has 20, 56)" in cells
