@@ -27,25 +27,30 @@ def _git(*args: str) -> str | None:
 
 
 @functools.cache
+def _cpuinfo(cpuinfo: Path) -> tuple[str, ...]:
+    """The lines of Linux's /proc/cpuinfo (none where there is no such file)."""
+    try:
+        return tuple(cpuinfo.read_text().splitlines())
+    except OSError:
+        return ()
+
+
+@functools.cache
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     """This CPU's feature flags, from Linux's /proc/cpuinfo (none where there is no such file)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return frozenset()
     return frozenset(
-        f for line in text.splitlines() if line.startswith("flags") for f in line.split()
+        f for line in _cpuinfo(cpuinfo) if line.startswith("flags") for f in line.split()
     )
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     """This CPU's model name, from Linux's /proc/cpuinfo (None where there is no such file, or
     no such line in it: ARM's has none)."""
-    try:
-        lines = cpuinfo.read_text().splitlines()
-    except OSError:
-        return None
-    names = (line.partition(":")[2].strip() for line in lines if line.startswith("model name"))
+    names = (
+        line.partition(":")[2].strip()
+        for line in _cpuinfo(cpuinfo)
+        if line.startswith("model name")
+    )
     return next(names, None)
 
 
