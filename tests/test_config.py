@@ -181,8 +181,32 @@ def test_threads_sets_torchs_threads_for_a_run_on_the_cpu():
 
 @pytest.mark.parametrize("threads", [0, "two", 1.5])
 def test_a_thread_count_that_is_no_count_is_refused(threads):
-    with pytest.raises(OptionError, match=f"threads={threads!r}: an integer >= 1"):
+    with pytest.raises(OptionError, match=f"threads={threads!r}: must be an integer >= 1"):
         check_options(compose_config([f"threads={threads}"]))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("fuse=0", "fuse=0: must be an integer >= 1"),
+        ("fuse=2.5", "fuse=2.5: must be an integer >= 1"),
+        ("fuse='3'", "fuse='3': must be an integer >= 1"),
+        ("diagnostics.grad_norm_every=-1", "grad_norm_every=-1: must be an integer >= 0"),
+        ("progress_every=-1", r"progress_every=-1: seconds >= 0 \(0: at evaluations only\)"),
+        ("progress_every=soon", "progress_every='soon': seconds >= 0"),
+        ("progress_every=true", "progress_every=True: seconds >= 0"),
+        ("optimized_metric=final_eror", "optimized_metric='final_eror': null or one of final_tra"),
+    ],
+)
+def test_an_option_no_run_could_use_is_refused_before_anything_is_built(override, message):
+    """Options read only during or after training (a progress line, a gradient-norm logger, the
+    metric a search returns, the sweeper's group size) are checked with the others."""
+    with pytest.raises(OptionError, match=message):
+        check_options(compose_config([override]))
+
+
+def test_the_options_defaults_pass_their_checks():
+    check_options(compose_config(["progress_every=0.5", "optimized_metric=final_test_error"]))
 
 
 @pytest.mark.parametrize(

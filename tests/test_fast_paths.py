@@ -132,6 +132,9 @@ def test_graphed_path_resumes_from_a_checkpoint(fake_cifar, tmp_path):
     ("overrides", "message"),
     [
         (["trainer.precision=16-mixed"], "fp32 or bf16"),  # its loss scaler is not graphed
+        # Lightning's manual optimization refuses both, but only once fit starts
+        (["+trainer.gradient_clip_val=1.0"], "cannot take trainer.gradient_clip_val=1.0"),
+        (["+trainer.accumulate_grad_batches=2"], "cannot take trainer.accumulate_grad_batches=2"),
     ],
 )
 def test_graphed_path_refuses_what_it_cannot_capture(overrides, message):

@@ -315,7 +315,7 @@ def test_a_member_with_a_bad_option_stops_the_group_before_anything_is_set(tmp_p
     threads = torch.get_num_threads()
     first = config(data, "plain", 8, 0, f"threads={threads + 1}")
     bad = config(data, "resnet", 8, 0, "threads=0")
-    with pytest.raises(OptionError, match="threads=0: an integer >= 1"):
+    with pytest.raises(OptionError, match="threads=0: must be an integer >= 1"):
         train_group([(first, tmp_path / "a"), (bad, tmp_path / "b")])
     assert torch.get_num_threads() == threads
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

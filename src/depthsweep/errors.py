@@ -31,3 +31,17 @@ class OptionError(UserError, ValueError):
 
 class DataError(UserError, ValueError):
     """The data set is missing, incomplete or not in the official format."""
+
+
+def check_count(
+    name: str, value: object, minimum: int, maximum: int | None = None, none: str | None = None
+) -> None:
+    """An integer option `name` from `minimum` to `maximum` (or None, where `none` says what None
+    means): an OptionError naming it otherwise. bool is refused: YAML's true is not a count."""
+    if value is None and none:
+        return
+    also = f", or {none}" if none else ""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise OptionError(f"{name}={value!r}: must be an integer >= {minimum}{also}")
+    if maximum is not None and value > maximum:
+        raise OptionError(f"{name}={value!r}: must be at most {maximum:,}")

@@ -12,13 +12,9 @@ import numpy as np
 import pandas as pd
 
 from depthsweep.analysis import verdict as judge
-from depthsweep.runs.metrics import (
-    ERROR_COLUMNS,
-    METRIC_COLUMNS,
-    final_errors,
-    metrics_cut_off,
-    read_metrics,
-)
+from depthsweep.paper import PAPER_ITERATIONS
+from depthsweep.runs.metrics import METRIC_COLUMNS, final_errors, metrics_cut_off, read_metrics
+from depthsweep.runs.rundir import ERROR_COLUMNS
 from depthsweep.runs.sweep import NO_CONFIG, RUN_KEYS, UNSET, runs_table
 from depthsweep.training.data import OFFICIAL_TEST_MD5
 
@@ -227,9 +223,6 @@ def _mean_pm(mean: float, spread: float) -> str:
     if pd.isna(mean):
         return "—"
     return f"{mean:.2f}" if pd.isna(spread) else f"{mean:.2f} ± {spread:.2f}"
-
-
-PAPER_ITERATIONS = 64_000  # the schedule the paper's numbers come from
 
 
 def to_markdown(

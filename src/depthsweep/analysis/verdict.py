@@ -60,6 +60,7 @@ import pandas as pd
 from scipy.special import stdtr, stdtrit  # Student's t CDF and quantile: fast for Monte Carlo
 
 from depthsweep.files import plain_data
+from depthsweep.paper import PAPER_ITERATIONS
 
 # The claim is about depths 20 to 110; depth 8 is a smoke-test size, no evidence.
 MIN_DEPTH = 20
@@ -67,7 +68,6 @@ MIN_DEPTHS = 3  # depths >= MIN_DEPTH an arch needs for its trend to be tested
 DEEP_DEPTH = 56  # ... the deepest of them at least this deep
 ALPHA = 0.025  # one-sided: a comparison is supported at p < ALPHA
 ARCHS = ("plain", "resnet")
-PAPER_ITERATIONS = 64_000  # the schedule the paper's claim was shown on
 # An error (%) at or below this is at the floor: one mistake in two hundred images, where a
 # shallower net has left a deeper one next to nothing to improve on, and the order of two nets is
 # that of their last few mistakes on images augmentation makes ambiguous, not of how well they

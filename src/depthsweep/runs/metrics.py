@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from depthsweep.runs.rundir import METRICS
+from depthsweep.runs.rundir import ERROR_COLUMNS, METRICS
 
 # Written by training (training.window, training.clocks, Lightning's LearningRateMonitor and
 # validation; metrics_log): sparse rows, each holding what was logged together.
@@ -29,11 +29,6 @@ METRIC_COLUMNS = [
     "val_error",
     "val_loss",
     "wall_time",
-]
-# best_test_error is the minimum over evaluations, so chosen on the test set itself (optimistic);
-# test_error_at_best_val is chosen on the validation split, where there is one.
-ERROR_COLUMNS = [
-    *["final_train_error", "final_test_error", "best_test_error", "test_error_at_best_val"],
 ]
 
 

@@ -37,6 +37,12 @@ from depthsweep.files import atomic_write_text
 RUN_JSON, CONFIG, METRICS, LOCK = "run.json", "config.yaml", "metrics.csv", ".lock"
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 GRAD_PREFIX = "grad_norm/"  # metrics.csv columns grad_norm/<conv name>: training.callbacks
+# A run's results, from metrics.csv (runs.metrics; a search's `optimized_metric`). best_test_error
+# is the minimum over evaluations, so chosen on the test set itself (optimistic);
+# test_error_at_best_val is chosen on the validation split, where there is one.
+ERROR_COLUMNS = [
+    *["final_train_error", "final_test_error", "best_test_error", "test_error_at_best_val"],
+]
 
 
 log = logging.getLogger(__name__)

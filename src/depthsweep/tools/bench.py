@@ -27,13 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from depthsweep.errors import OptionError
-from depthsweep.tools.budget import (
-    PAPER_DEPTHS,
-    PAPER_ITERATIONS,
-    fastest_variant,
-    ms_by_depth,
-    project_sweep_s,
-)
+from depthsweep.paper import PAPER_BATCH, PAPER_DEPTHS, PAPER_ITERATIONS
+from depthsweep.tools.budget import fastest_variant, ms_by_depth, project_sweep_s
 from depthsweep.tools.concurrency import time_concurrent
 from depthsweep.tools.timing import Timing, quiet_lightning, time_harness
 from depthsweep.training.build import build_model, make_schedule
@@ -46,7 +41,6 @@ from depthsweep.training.config import (
 )
 from depthsweep.training.data import ensure_cifar10, read_cifar10
 
-PAPER_BATCH = 128
 COLUMNS = [
     *["device", "torch_version", "arch", "depth", "variant", "batch", "ms_per_step"],
     *["images_per_s", "steps_timed", "precision", "cuda_graph", "jobs", "first_step_s"],

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-PAPER_DEPTHS = (20, 32, 44, 56, 110)
-PAPER_ITERATIONS = 64_000
+from depthsweep.paper import PAPER_DEPTHS, PAPER_ITERATIONS
+
 QUICK_DEPTH_SETS = (PAPER_DEPTHS, (20, 56, 110))  # the paper's, else its three telling depths
 # A run's cost beyond its steps (process start, data, graph capture, evaluations, checkpoints):
 # 10 runs of 6,000 iterations, 4 at once under MPS, took 229 s on an H200 against 171 s of

@@ -15,6 +15,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 
 from depthsweep.errors import OptionError, UserError
+from depthsweep.paper import PAPER_BATCH
 from depthsweep.training.callbacks import RecordData
 from depthsweep.training.checkpoints import SafeCheckpointIO
 from depthsweep.training.config import (
@@ -66,9 +67,6 @@ def model_spec(cfg: DictConfig) -> dict:
     }
 
 
-PAPER_BATCH = 128  # the batch the paper's lr is for
-
-
 def make_schedule(
     schedule: DictConfig, warmup_lr: float | None = None, batch: int = PAPER_BATCH
 ) -> tuple[OptimizerFactory, SchedulerFactory]:
@@ -99,6 +97,13 @@ def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
         raise OptionError(
             f"cuda_graph=true trains in fp32 or bf16, not trainer.precision={precision}"
         )
+    # The graphed step optimizes by hand, where Lightning refuses both (but only once fit starts)
+    unsupported = {
+        "gradient_clip_val": cfg.trainer.get("gradient_clip_val") not in (None, 0),
+        "accumulate_grad_batches": cfg.trainer.get("accumulate_grad_batches", 1) != 1,
+    }
+    for key in [k for k, set_ in unsupported.items() if graphed and set_]:
+        raise OptionError(f"cuda_graph=true cannot take trainer.{key}={cfg.trainer[key]}")
     warmup = cfg.schedule.warmup
     optimizer, scheduler = make_schedule(
         cfg.schedule, warmup_lr_for(cfg.depth, warmup.lr, warmup.from_depth), cfg.data.batch_size

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from depthsweep.errors import DataError, OptionError
+from depthsweep.errors import DataError, OptionError, check_count
 
 FOLDER = "cifar-10-batches-py"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -260,15 +260,6 @@ class DeviceBatches:
         self.epoch_state, self._resume_at = state["epoch_state"], state["trained"]
 
 
-def _check_count(name: str, value: object, minimum: int, none: str | None = None) -> None:
-    """An integer option at least `minimum` (or None where `none` says what None means)."""
-    if value is None and none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        also = f", or {none}" if none else ""
-        raise OptionError(f"{name}={value!r}: must be an integer >= {minimum}{also}")
-
-
 class CIFAR10DataModule(pl.LightningDataModule):
     """CIFAR-10 on the training device; crop+flip+normalise happen there after transfer."""
 
@@ -291,12 +282,12 @@ class CIFAR10DataModule(pl.LightningDataModule):
         super().__init__()
         if normalize not in NORMALIZATIONS:
             raise OptionError(f"data.normalize={normalize!r}: choose one of {NORMALIZATIONS}")
-        _check_count("data.limit", limit, minimum=1, none="null for all images")
-        _check_count("data.batch_size", batch_size, minimum=1)
-        _check_count("data.eval_batch_size", eval_batch_size, minimum=1)
-        _check_count("data.val_split", val_split, minimum=0)
-        _check_count("data.pad", pad, minimum=0)
-        _check_count("data.resolution", resolution, minimum=1)
+        check_count("data.limit", limit, minimum=1, none="null for all images")
+        check_count("data.batch_size", batch_size, minimum=1)
+        check_count("data.eval_batch_size", eval_batch_size, minimum=1)
+        check_count("data.val_split", val_split, minimum=0)
+        check_count("data.pad", pad, minimum=0)
+        check_count("data.resolution", resolution, minimum=1)
         if resolution > 32:
             raise OptionError(f"data.resolution={resolution}: at most 32, CIFAR-10's own size")
         root = str(Path(root).expanduser())  # once, for reading and downloading alike

@@ -8,6 +8,7 @@ reason) or `interrupted` (Ctrl-C or SIGTERM, with a checkpoint at the current st
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,10 +17,10 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 from torch import nn
 
-from depthsweep.errors import OptionError, UserError, full_error
+from depthsweep.errors import OptionError, UserError, check_count, full_error
 from depthsweep.nets.models import conv_layers, count_macs, count_params
 from depthsweep.runs.provenance import provenance
-from depthsweep.runs.rundir import RunRecord
+from depthsweep.runs.rundir import ERROR_COLUMNS, RunRecord
 from depthsweep.training.build import (
     build_net,
     input_shape,
@@ -53,6 +54,7 @@ from depthsweep.training.config import (
 )
 from depthsweep.training.console import quiet_libraries
 from depthsweep.training.metrics_log import AppendingCSVLogger
+from depthsweep.training.schedule import PaperLR
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +73,19 @@ class Interrupted(Exception):
 
 def check_options(cfg: DictConfig) -> None:
     """The top-level options a run needs, before anything is built."""
-    for name, value, minimum, maximum in [
-        ("seed", cfg.seed, 0, 2**32 - 1),  # what numpy's generator, seeded with it, accepts
-        ("checkpoint_every", cfg.checkpoint_every, 1, None),
-        ("schedule.iterations", cfg.schedule.iterations, 1, None),
-        ("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, 1, None),
-    ]:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise OptionError(f"{name}={value!r}: must be an integer >= {minimum}")
-        if maximum is not None and value > maximum:
-            raise OptionError(f"{name}={value!r}: must be at most {maximum:,}")
-    threads = cfg.get("threads")
-    if threads is not None and (type(threads) is not int or threads < 1):
-        raise OptionError(f"threads={threads!r}: an integer >= 1, or null for torch's default")
+    check_count("seed", cfg.seed, 0, 2**32 - 1)  # what numpy's generator, seeded with it, accepts
+    check_count("checkpoint_every", cfg.checkpoint_every, 1)
+    check_count("schedule.iterations", cfg.schedule.iterations, 1)
+    check_count("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, 1)
+    check_count("threads", cfg.get("threads"), 1, none="null for torch's default")
+    check_count("fuse", cfg.fuse, 1)
+    check_count("diagnostics.grad_norm_every", cfg.diagnostics.grad_norm_every, 0)
+    every = cfg.progress_every
+    if isinstance(every, bool) or not isinstance(every, int | float) or not 0 <= every < math.inf:
+        raise OptionError(f"progress_every={every!r}: seconds >= 0 (0: at evaluations only)")
+    metric = cfg.optimized_metric
+    if metric is not None and metric not in ERROR_COLUMNS:
+        raise OptionError(f"optimized_metric={metric!r}: null or one of {', '.join(ERROR_COLUMNS)}")
     if cfg.cuda_graph not in ("auto", True, False):
         raise OptionError(f"cuda_graph={cfg.cuda_graph!r}: must be auto, true or false")
     if cfg.channels_last not in ("auto", True, False):
@@ -137,7 +139,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> str:
         return fit_claimed(cfg, model, record, label)
 
 
-def fit_claimed(cfg: DictConfig, model, record: RunRecord, label: str) -> str:
+def fit_claimed(cfg: DictConfig, model: nn.Module, record: RunRecord, label: str) -> str:
     """Train the claimed run `record` to its end: its outcome recorded in run.json and returned
     ('done', 'failed'); a setup error (UserError) and a signal (Interrupted) raised. A fault no
     check foresaw, before or after training, fails the run as one during training does: said at
@@ -297,10 +299,15 @@ def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> 
 
 
 def record_done(
-    record: RunRecord, label: str, sched, trainer: pl.Trainer, clock: RunClock, first: float | None
+    record: RunRecord,
+    label: str,
+    sched: PaperLR,
+    trainer: pl.Trainer,
+    clock: RunClock,
+    first: float | None,
 ) -> None:
     """run.json says done, with the run's wall time, first step (None if a resumed run had no
-    step left to take) and where its warm-up ended (its scheduler `sched`, a PaperLR)."""
+    step left to take) and where its warm-up ended (its scheduler `sched`)."""
     # warmup_end: the first iteration at the scheduled rate; null where there was no warm-up
     warmup = {"warmup_end": sched.warmup_end, "warmup_end_reason": sched.warmup_end_reason}
     if sched.warming_up:  # the run ended inside its warm-up
