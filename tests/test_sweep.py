@@ -181,7 +181,7 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(fake_cifar, tmp_path):
     )
     # the sweep went on, analysed everything, and still says that a run failed
     assert res.returncode == RUN_FAILED, res.stderr[-3000:]
-    assert "1 run(s) failed or were interrupted" in res.stdout
+    assert "1 run(s) failed or were interrupted" in res.stderr
     assert res.stdout.startswith("sweep: 2 runs x 20 iterations (40 training steps)\nsweep: about ")
     assert "of training steps on this CPU" in res.stdout
     assert (
@@ -217,6 +217,7 @@ def test_warmup_lr_trace_and_validation_split(fake_cifar, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="depthsweep"):
         assert train(cfg, run_dir) == "done"
     assert "[resnet-8 seed=0] warm-up over at iteration 5 (training error" in caplog.text
+    assert "% < 101%), lr back to the schedule's 0.1\n" in caplog.text
     info = json.loads((run_dir / "run.json").read_text())
     assert info["warmup_end"] == 5 and info["warmup_end_reason"].startswith("training error")
     assert (info["test_images"], info["test_official"]) == (40, False)
@@ -270,6 +271,8 @@ def run_in_process(args: list[str], run_dir: Path, sweep: bool = False):
         (["cuda_graph=bogus"], "cuda_graph='bogus': must be auto, true or false"),
         (["channels_last=off"], "channels_last='off': must be auto, true or false"),
         (["trainer.log_every_n_steps=-3"], "trainer.log_every_n_steps=-3: must be an integer >= 1"),
+        (["diagnostics.grad_norm_every=-1"], "grad_norm_every=-1: must be an integer >= 0"),
+        (["optimized_metric=train_error"], "optimized_metric='train_error': null or one of"),
         (["data.download=false", "data.root=/nonexistent"], "/nonexistent/cifar-10-batches-py"),
     ],
 )

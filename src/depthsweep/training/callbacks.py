@@ -267,7 +267,7 @@ def grad_norms(model: nn.Module) -> dict[str, float]:
     named = [(n, m.weight.grad) for n, m in conv_layers(model) if m.weight.grad is not None]
     if not named:
         return {}
-    norms = torch.stack(torch._foreach_norm([g for _, g in named])).tolist()
+    norms = torch.stack([torch.linalg.vector_norm(g) for _, g in named]).tolist()
     return {n: v for (n, _), v in zip(named, norms, strict=True)}
 
 

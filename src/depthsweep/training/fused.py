@@ -356,7 +356,11 @@ class FusedNet(nn.Module):
     # ---- the flat parameter buffer ---------------------------------------------------------
 
     def flat_parameters(self) -> tuple[Tensor, list[nn.Parameter]]:
-        """The buffer all parameters are views of, and the parameters in its order."""
+        """The buffer all parameters are views of, and the parameters in its order. A conversion
+        (.to(device), .double(), ...) gives every parameter new data: they are aliased again here,
+        on first use after it (nn.Module has no public hook for conversions)."""
+        if self._flat_params[0].data_ptr() != self._flat.data_ptr():  # the first sits at 0
+            self._flatten()
         return self._flat, self._flat_params
 
     def _flatten(self) -> None:
@@ -373,11 +377,6 @@ class FusedNet(nn.Module):
                 p.data = view
                 offset += n
         self._flat, self._flat_params = flat, params
-
-    def _apply(self, fn: Callable, *args, **kwargs):
-        super()._apply(fn, *args, **kwargs)
-        self._flatten()  # conversions replace the parameters' data: alias them again
-        return self
 
 
 _STAGES = ("layer1", "layer2", "layer3")
@@ -412,7 +411,7 @@ class MemberOptimizer(torch.optim.Optimizer):
         )
         super().__init__([{"params": []}], defaults)
 
-    def step(self, closure=None):  # FusedSGD does the work
+    def step(self, closure: Callable[[], Tensor] | None = None) -> None:  # FusedSGD does it
         return None
 
 

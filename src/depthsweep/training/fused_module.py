@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -175,26 +174,25 @@ class FusedTrainingWindow(TrainingWindow):
             if module.active[k]
         }
 
-    def check(self, trainer: pl.Trainer, module: pl.LightningModule, loss, error) -> None:
-        step = trainer.global_step
-        schedules = module.lr_schedulers()
-        for k in range(len(loss)):
-            if not module.active[k]:
-                continue
-            if not math.isfinite(loss[k]):
-                module.fail(
-                    k, f"FloatingPointError: training loss became {loss[k]} at iteration {step}"
-                )
-                continue
-            sched, threshold = schedules.schedulers[k], self.thresholds[k]
-            if sched.warming_up and error[k] < threshold:
-                sched.end_warmup(f"training error {error[k]:.1f}% < {threshold}%")
-            if sched.warmup_end is not None and step - self.window < sched.warmup_end <= step:
-                log.info(
-                    f"[{self.labels[k]}] warm-up over at iteration {sched.warmup_end} "
-                    f"({sched.warmup_end_reason}), lr back to the schedule's "
-                    f"{sched.get_last_lr()[0]:g}"
-                )
+    def check(
+        self,
+        trainer: pl.Trainer,
+        module: pl.LightningModule,
+        loss: Sequence[float],
+        error: Sequence[float],
+    ) -> None:
+        schedules = module.lr_schedulers().schedulers
+        for k in [k for k in range(len(loss)) if module.active[k]]:
+            fault = self.decide(
+                schedules[k],
+                loss[k],
+                error[k],
+                self.thresholds[k],
+                trainer.global_step,
+                self.labels[k],
+            )
+            if fault:
+                module.fail(k, f"FloatingPointError: {fault}")
 
 
 class MemberLRMonitor(pl.Callback):

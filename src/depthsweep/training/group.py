@@ -135,8 +135,9 @@ def fused_window(cfgs: list[DictConfig]) -> FusedTrainingWindow:
 
 
 def _fit_fused(members: list[Member]) -> list[str]:
-    """Train the claimed, unfinished `members` as one FusedNet, each recorded as `train._fit`
-    records a run: its outcome in its run.json, a failure said at once in one line."""
+    """Train the claimed, unfinished `members` as one FusedNet, each recorded as
+    `train.fit_claimed` records a run: its outcome in its run.json, a failure said at once in one
+    line."""
     try:
         return _train_fused(members)
     except (UserError, Interrupted):

@@ -55,8 +55,8 @@ class PaperLR(LRScheduler):
             return
         self.warming_up = False
         self.warmup_end, self.warmup_end_reason = self.last_epoch, reason
-        self._last_lr = self._scheduled()
-        for group, lr in zip(self.optimizer.param_groups, self._last_lr, strict=True):
+        # The optimizer's rate now; get_last_lr() follows at the next step()
+        for group, lr in zip(self.optimizer.param_groups, self._scheduled(), strict=True):
             group["lr"] = lr
 
     def _scheduled(self) -> list[float]:

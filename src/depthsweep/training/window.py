@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from depthsweep.training.metrics_log import AppendingCSVLogger
+from depthsweep.training.schedule import PaperLR
 
 log = logging.getLogger(__name__)
 
@@ -156,21 +157,45 @@ class TrainingWindow(pl.Callback):
     def _means(self) -> Tensor:
         return self.recent[:, : min(self.seen, self.window)].mean(1)
 
-    def check(self, trainer: pl.Trainer, module: pl.LightningModule, loss, error) -> None:
+    def check(
+        self, trainer: pl.Trainer, module: pl.LightningModule, loss: float, error: float
+    ) -> None:
         """What the window's means decide: the NaN guard, then the warm-up switch."""
-        step = trainer.global_step
+        fault = self.decide(
+            module.lr_schedulers(),
+            loss,
+            error,
+            self.until_train_error,
+            trainer.global_step,
+            self.label,
+        )
+        if fault:
+            raise FloatingPointError(fault)
+
+    def decide(
+        self,
+        sched: PaperLR,
+        loss: float,
+        error: float,
+        threshold: float,
+        step: int,
+        label: str | None,
+    ) -> str | None:
+        """One run's decision at `step` from its window's means: why it must stop (a loss no
+        longer finite), or None, after ending its warm-up if `error` (%) is below `threshold`.
+        The warm-up's end is said once, in the window it ended in, whether here or at the
+        scheduler's cap."""
         if not math.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss} at iteration {step}")
-        sched = module.lr_schedulers()
-        if sched.warming_up and error < self.until_train_error:
-            sched.end_warmup(f"training error {error:.1f}% < {self.until_train_error}%")
-        # Said once, in the window it ended in, whether here or at the scheduler's cap.
+            return f"training loss became {loss} at iteration {step}"
+        if sched.warming_up and error < threshold:
+            sched.end_warmup(f"training error {error:.1f}% < {threshold}%")
         if sched.warmup_end is not None and step - self.window < sched.warmup_end <= step:
             log.info(
-                f"{f'[{self.label}] ' if self.label else ''}"
+                f"{f'[{label}] ' if label else ''}"
                 f"warm-up over at iteration {sched.warmup_end} ({sched.warmup_end_reason}), "
-                f"lr back to the schedule's {sched.get_last_lr()[0]:g}"
+                f"lr back to the schedule's {sched.optimizer.param_groups[0]['lr']:g}"
             )
+        return None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if self.epoch_steps:  # every batch has the same size: the mean of the batch means
