@@ -83,6 +83,31 @@ def test_frozen_layers_are_bit_identical_after_fine_tuning(source, tmp_path, mod
     assert not torch.equal(model.fc.weight, tr.new_head(64, 5, 0).weight)
 
 
+@pytest.mark.parametrize("mode", ["all", "none"])
+def test_the_lr_scales_with_the_transfer_batch_where_the_schedule_says_so(source, tmp_path, mode):
+    """schedule.lr_scales_with_batch: transfer.batch_size=16 trains as lr 0.01 * 16 / 128 does,
+    whether a head on features (train_head) or a fine-tuned net (fine_tune)."""
+    src = zoo.load(source)
+    trained = []
+    for overrides in (["schedule.lr_scales_with_batch=true"], ["schedule.optimizer.lr=0.00125"]):
+        cfg = transfer_cfg(source, tmp_path, f"transfer.freeze={mode}", *overrides)
+        head = tr.new_head(64, 5, cfg.seed)
+        if mode == "all":
+            x, y = (
+                torch.randn(40, 64, generator=torch.Generator().manual_seed(0)),
+                torch.arange(40) % 5,
+            )
+            trained.append(tr.train_head(head, x.__getitem__, y, cfg.schedule, 16, cfg.seed).weight)
+        else:
+            model = copy.deepcopy(src.model)
+            model.fc = head
+            torch.manual_seed(0)  # the data module's crops and flips
+            tr.fine_tune(model, mode, tr.target_data(cfg, src), cfg)
+            trained.append(model.fc.weight)
+    assert torch.equal(*trained)
+    assert not torch.equal(trained[0], tr.new_head(64, 5, 0).weight)  # it trained
+
+
 def test_a_head_on_cached_features_equals_one_trained_through_the_frozen_backbone(source, tmp_path):
     cfg = transfer_cfg(source, tmp_path / "cache", "transfer.freeze=all")
     record = tr.transfer(cfg, tmp_path / "run")

@@ -190,7 +190,7 @@ def train_head(
 
     A plain loop, not Lightning: the features are fixed (no augmentation, no BN), so a step is
     one small matrix product, which Lightning's per-step hooks would outweigh many times."""
-    optimizer, scheduler = make_schedule(schedule)
+    optimizer, scheduler = make_schedule(schedule, batch=batch_size)
     opt = optimizer(head.parameters())
     sched = scheduler(opt)
     g = torch.Generator().manual_seed(seed)
@@ -236,7 +236,7 @@ def fine_tune(
     callbacks: Sequence[pl.Callback] = (),
 ) -> nn.Module:
     """Train `model` on `data` in `mode` (last_stage, none, scratch) for schedule.iterations."""
-    optimizer, scheduler = make_schedule(cfg.schedule)
+    optimizer, scheduler = make_schedule(cfg.schedule, batch=cfg.transfer.batch_size)
     module = FineTune(model, frozen_children(model, mode), optimizer=optimizer, scheduler=scheduler)
     trainer = make_trainer(
         cfg,
