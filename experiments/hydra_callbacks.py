@@ -81,7 +81,10 @@ class AnalyzeSweep(Callback):
             diagnose(sweep_dir, what=self.diagnose)
         bad = summary[summary["status"].isin(["failed", "interrupted"])]
         if len(bad):
-            print(f"error: {len(bad)} run(s) failed or were interrupted: see summary.md")
+            print(
+                f"error: {len(bad)} run(s) failed or were interrupted: see summary.md",
+                file=sys.stderr,
+            )
             raise SystemExit(RUN_FAILED)
 
 

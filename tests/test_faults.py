@@ -93,7 +93,7 @@ def test_a_sweep_whose_every_run_failed_exits_3_with_its_summary(fake_cifar, tmp
     with pytest.raises(SystemExit) as exit_:
         AnalyzeSweep().on_multirun_end(config)
     assert exit_.value.code == RUN_FAILED
-    assert "2 run(s) failed or were interrupted" in capsys.readouterr().out
+    assert "2 run(s) failed or were interrupted" in capsys.readouterr().err
     summary = pd.read_csv(sweep / "summary.csv")
     assert list(summary["status"]) == ["failed", "failed"]
     assert "Failed runs" in (sweep / "summary.md").read_text()

@@ -175,8 +175,6 @@ def describe(
     runs = f"{len(jobs)} run{'s' if len(jobs) != 1 else ''}"
     lines = [f"sweep: {runs} x {each} iterations ({total:,} training steps)"]
     todo = [i for i in range(len(jobs)) if not (finished and finished[i])]
-    if not configs:
-        return lines
     if not todo:
         return [*lines, "sweep: every run finished before: nothing to train, only the analysis"]
     if trains_on_gpu(configs[0].trainer):
