@@ -1,7 +1,7 @@
 """Summarise a sweep: `python -m experiments.analyze SWEEP_DIR`.
 
-Writes summary.csv, summary.md, figure6.{png,svg} and error_vs_depth.{png,svg} into SWEEP_DIR
-and prints the summary table and the verdict.
+Writes summary.csv, by_depth.csv, summary.md, verdict.json, figure6.{png,svg} and
+error_vs_depth.{png,svg} into SWEEP_DIR and prints the summary table and the verdict.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             f"# The verdict's rates by Monte Carlo ({args.draws:,} sweeps a row)",
             "",
             "`python -m experiments.calibrate` (depthsweep.analysis.calibration): each part is "
-            f"supported at a one-sided p < {ALPHA}, refuted at {ALPHA} / the comparisons tested.",
+            f"supported at a one-sided p < {ALPHA}, refuted at {ALPHA} / the comparisons planned.",
             "",
             "| " + " | ".join(SHOWN.values()) + " |",
             "|---|---:|---:|" + "---:|" * 5 + "---|",

@@ -39,8 +39,8 @@ def test_one_collapsed_depth_does_not_carry_plains_trend(seeds):
 # Welch's test on two or three seeds a side, one side's seed SD 6x the other's, exceeds its
 # one-sided 2.5% a little: 2.6% at two seeds and 3.0% at three by direct simulation (200,000
 # draws; 3.2% at worst, at two seeds and 20x: results/verdict_calibration/welch_level.txt), as the
-# README says. Bounded at 3.5%: a verdict on
-# the normal quantile instead of Student's t supports such a false trend in 9-13% of sweeps.
+# README says. Bounded at 3.5% (+ three Monte Carlo standard errors: 4.4%): a verdict on the normal
+# quantile instead of Student's t supports such a false trend in 9-13% of sweeps.
 WELCH_BOUND = 0.035 + 3 * math.sqrt(0.035 * (1 - 0.035) / DRAWS)
 UNEQUAL = {**dict.fromkeys(DEPTHS, 0.2), 56: 1.2}  # the null step's deeper side 6x noisier
 

@@ -1,4 +1,4 @@
-"""The sweeper of `experiments.run -m` (conf/hydra/sweeper/depthsweep.yaml). Hydra loads sweepers
+"""The sweeper of `experiments.run -m` (conf/config.yaml, hydra.sweeper). Hydra loads sweepers
 from this namespace package only; what it does between expanding a sweep and launching it lives
 in depthsweep.training.sweeper. Hydra's own BasicSweeper sits in a private module and has no hook
 there."""
