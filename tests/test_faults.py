@@ -29,9 +29,10 @@ from depthsweep.apps import zoo
 from depthsweep.errors import INTERRUPTED, RUN_FAILED, UNEXPECTED, USER_ERROR, UserError
 from depthsweep.runs.rundir import RunRecord
 from depthsweep.training import train as train_module
+from depthsweep.training.callbacks import CheckpointOnInterrupt
 from depthsweep.training.config import compose_config, home_expanded
 from depthsweep.training.console import NOISY_LOGGERS
-from depthsweep.training.train import Interrupted, train
+from depthsweep.training.train import Interrupted, kept_on_interrupt, train
 from experiments.hydra_callbacks import AnalyzeSweep, _check_writable
 from experiments.run import run as run_entry
 
@@ -295,6 +296,22 @@ def test_ctrl_c_before_the_first_step_writes_no_checkpoint_and_the_run_starts_ov
     assert train(cfg, tmp_path / "killed") == "done"
     whole, resumed = both_logs(tmp_path)
     pd.testing.assert_frame_equal(resumed, whole)
+
+
+@pytest.mark.parametrize("runs, said", [(1, ["", "its ", "it"]), (3, ["s", "", "them"])])
+def test_an_interrupted_line_says_what_is_left_to_resume_from(tmp_path, runs, said):
+    """A run's line or a fused group's: a checkpoint saved at the signal, an earlier one kept,
+    or none, in which case the next start trains from the beginning."""
+    s, its, it = said
+    checkpoint = tmp_path / "last.ckpt"
+    interrupt = CheckpointOnInterrupt(checkpoint)
+    assert kept_on_interrupt(interrupt, checkpoint, runs) == (
+        f"no checkpoint{s} yet: the next start trains {it} from the beginning"
+    )
+    checkpoint.write_bytes(b"")
+    assert kept_on_interrupt(interrupt, checkpoint, runs) == f"{its}last checkpoint{s} kept"
+    interrupt.saved = True
+    assert kept_on_interrupt(interrupt, checkpoint, runs) == f"checkpoint{s} saved"
 
 
 @pytest.mark.parametrize("lost", ["missing", "running"])

@@ -47,8 +47,10 @@ from depthsweep.training.train import (
     Interrupted,
     check_options,
     check_test_set,
+    end_fit,
     fit_claimed,
     how,
+    kept_on_interrupt,
     preflight,
     record_done,
     record_failure,
@@ -209,21 +211,14 @@ def _train_fused(members: list[Member]) -> list[str]:
             iterations = f"{cfg.schedule.iterations:,} iterations"
             log.info(f"{group} {where} as one network ({how(shared)}; {iterations})")
             trainer.fit(module, datamodule=data, ckpt_path=resume)
-            if interrupt.signal:
-                interrupt.save_if_trained(trainer)
-                raise Interrupted(interrupt.signal)
-            if clock.evaluated_at != trainer.global_step:
-                trainer.validate(module, datamodule=data, verbose=False)
-            trainer.save_checkpoint(paths[0])
+            end_fit(trainer, module, data, interrupt, clock, paths[0])  # every member's (the IO)
         except (KeyboardInterrupt, SystemExit, Interrupted, Terminated):
             signal = interrupt.signal or "SIGINT"
             step = trainer.global_step
             for m in members:
                 if m.failed is None and not m.record.is_finished():
                     m.record.update(status="interrupted", error=f"{signal} at iteration {step}")
-            kept = "checkpoints saved" if interrupt.saved else "last checkpoints kept"
-            if not (interrupt.saved or paths[0].is_file()):
-                kept = "no checkpoints yet: the next start trains them from the beginning"
+            kept = kept_on_interrupt(interrupt, paths[0], len(members))
             log.warning(f"{group} interrupted by {signal} at iteration {step}: {kept}")
             raise Interrupted(signal) from None
         except Exception as e:  # every member still training fails with it, said in one line

@@ -275,12 +275,7 @@ def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> 
                 "iterations)"
             )
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-            if interrupt.signal:  # Ctrl-C: fit stopped after the step it was in
-                interrupt.save_if_trained(trainer)
-                raise Interrupted(interrupt.signal)
-            if clock.evaluated_at != trainer.global_step:  # the run ended between evaluations
-                trainer.validate(module, datamodule=datamodule, verbose=False)
-            trainer.save_checkpoint(record.checkpoint)
+            end_fit(trainer, module, datamodule, interrupt, clock, record.checkpoint)
             record_done(record, label, module.lr_schedulers(), trainer, clock, first_step.seconds())
             return "done"
         except (KeyboardInterrupt, SystemExit, Interrupted, Terminated):
@@ -289,13 +284,40 @@ def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> 
             signal = interrupt.signal or "SIGINT"
             step = trainer.global_step
             record.update(status="interrupted", error=f"{signal} at iteration {step}")
-            kept = "checkpoint saved" if interrupt.saved else "its last checkpoint kept"
-            if not (interrupt.saved or record.checkpoint.is_file()):
-                kept = "no checkpoint yet: the next start trains it from the beginning"
+            kept = kept_on_interrupt(interrupt, record.checkpoint)
             log.warning(f"[{label}] interrupted by {signal} at iteration {step}: {kept}")
             raise Interrupted(signal) from None
         except Exception as e:  # recorded, not swallowed: run.json and the summary show it
             return record_failure(record, label, e)
+
+
+def end_fit(
+    trainer: pl.Trainer,
+    module: pl.LightningModule,
+    data: pl.LightningDataModule,
+    interrupt: CheckpointOnInterrupt,
+    clock: RunClock,
+    checkpoint: Path,
+) -> None:
+    """What follows a fit that returned (a run's or a fused group's): after Ctrl-C, the
+    checkpoint of the step fit stopped after and Interrupted; else the evaluation of the last
+    step if the run ended between evaluations, and the last checkpoint."""
+    if interrupt.signal:
+        interrupt.save_if_trained(trainer)
+        raise Interrupted(interrupt.signal)
+    if clock.evaluated_at != trainer.global_step:
+        trainer.validate(module, datamodule=data, verbose=False)
+    trainer.save_checkpoint(checkpoint)
+
+
+def kept_on_interrupt(interrupt: CheckpointOnInterrupt, checkpoint: Path, runs: int = 1) -> str:
+    """What an interrupted run (or a group of `runs`) leaves to resume from, for its line."""
+    s, it = ("s", "them") if runs > 1 else ("", "it")
+    if interrupt.saved:
+        return f"checkpoint{s} saved"
+    if checkpoint.is_file():
+        return f"{'its ' if runs == 1 else ''}last checkpoint{s} kept"
+    return f"no checkpoint{s} yet: the next start trains {it} from the beginning"
 
 
 def record_done(
