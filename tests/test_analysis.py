@@ -17,7 +17,8 @@ from depthsweep.runs.metrics import within_run_se
 from depthsweep.runs.sweep import NoRunsError
 from experiments.analyze import main
 
-OUTPUTS = ["summary.csv", "summary.md", "verdict.json", "figure6.png", "figure6.svg"]
+OUTPUTS = ["summary.csv", "by_depth.csv", "summary.md", "verdict.json"]
+OUTPUTS += ["figure6.png", "figure6.svg"]
 OUTPUTS += ["error_vs_depth.png", "error_vs_depth.svg"]
 
 
@@ -223,6 +224,27 @@ def test_analyze_writes_identical_files_twice(tmp_path):
         ("plain", 20, 2), ("plain", 56, 2), ("resnet", 20, 2), ("resnet", 56, 2)
     ]  # fmt: skip
     assert verdict["parts"][0]["state"] == "untested" and verdict["parts"][0]["estimate"] is None
+
+
+def test_by_depth_csv_holds_the_means_of_the_finished_runs_alone(tmp_path):
+    """by_depth.csv: per arch and depth, the mean and SD over its finished seeds of what
+    summary.csv holds per run; a failed run and an infinite error are left out."""
+    degradation_sweep(tmp_path)
+    write_run(tmp_path, "plain", 20, seed=2, train=50.0, status="failed", error="diverged")
+    write_run(tmp_path, "resnet", 56, seed=2, train=math.inf)
+    report.analyze(tmp_path)
+    runs = pd.read_csv(tmp_path / "summary.csv")
+    table = pd.read_csv(tmp_path / "by_depth.csv")
+    assert list(zip(table.arch, table.depth, table.n, strict=True)) == [
+        ("plain", 20, 2), ("plain", 56, 2), ("resnet", 20, 2), ("resnet", 56, 2)
+    ]  # fmt: skip
+    finite = runs[(runs.seed < 2)]  # the degradation sweep's own two seeds
+    for (arch, depth), seeds in finite.groupby(["arch", "depth"]):
+        (r,) = table[(table.arch == arch) & (table.depth == depth)].itertuples()
+        for column in ("final_train_error", "final_test_error", "best_test_error"):
+            assert getattr(r, f"{column}_mean") == pytest.approx(seeds[column].mean())
+            assert getattr(r, f"{column}_std") == pytest.approx(seeds[column].std())
+    assert row(summary_of(tmp_path), "resnet", 56, seed=2).final_train_error == math.inf
 
 
 def test_unreadable_files_warn_and_are_skipped(tmp_path):

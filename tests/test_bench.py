@@ -9,7 +9,7 @@ import torch
 from helpers import run_cli, write_random_cifar10
 
 from depthsweep.errors import USER_ERROR, OptionError
-from depthsweep.tools import bench
+from depthsweep.tools import bench, timing
 from depthsweep.tools.bench import (
     COLUMNS,
     format_table,
@@ -21,6 +21,7 @@ from depthsweep.tools.bench import (
 from depthsweep.tools.budget import fastest_variant
 from depthsweep.tools.timing import time_harness
 from depthsweep.training.config import compose_config
+from depthsweep.training.group import make_fused_module
 from experiments import bench as bench_cli
 
 
@@ -114,10 +115,22 @@ def test_a_fused_variant_costs_its_step_over_its_members():
     assert format_table(rows).splitlines()[3].split()[-2:] == ["44.8", "(2.50x)"]
 
 
-def test_a_fused_group_is_timed_through_the_training_path(fake_cifar):
+def test_a_fused_group_is_timed_through_the_training_path(fake_cifar, monkeypatch):
+    """members=3: the training path's fused module, three nets of seeds 0-2 as one FusedNet,
+    each step on three batches."""
     cfg = compose_config(["depth=8", f"data.root={fake_cifar}", "data.batch_size=16"])
+    built, inputs = [], []
+
+    def recording(cfgs, nets):
+        module = make_fused_module(cfgs, nets)
+        built.append([c.seed for c in cfgs])
+        module.model.register_forward_hook(lambda _, args, out: inputs.append(args[0].shape))
+        return module
+
+    monkeypatch.setattr(timing, "make_fused_module", recording)
     t = time_harness(cfg, warmup=1, steps=2, members=3)
     assert t.steps == 2 and t.ms_per_step > 0
+    assert built == [[0, 1, 2]] and inputs == [torch.Size([3, 16, 3, 32, 32])] * 3, inputs
 
 
 def test_table_without_a_reference():

@@ -9,6 +9,7 @@ import pytest
 import torch
 from helpers import run_cli
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from depthsweep import CONF_DIR
 from depthsweep.analysis.report import analyze
@@ -112,8 +113,14 @@ def test_an_added_key_that_nothing_reads_is_refused_naming_the_key_meant(added, 
     "added", ["+schedule.optimizer.nesterov=true", "+fused_group=0", "++schedule.iterations=5"]
 )
 def test_keys_that_are_read_may_be_added(added, fake_cifar):
+    """An object's option (SGD's), the sweeper's own key, ++ of a known key: taken as given."""
     cfg = compose_config([f"data.root={fake_cifar}", added])
-    preflight(cfg, [added])  # an object's option (SGD's), the sweeper's own, ++ of a known key
+    net = preflight(cfg, [added])
+    key, _, value = added.lstrip("+").partition("=")
+    assert str(OmegaConf.select(cfg, key)).lower() == value
+    if key == "schedule.optimizer.nesterov":  # what the run's optimizer gets
+        optimizer, _ = make_schedule(cfg.schedule)
+        assert optimizer(net.parameters()).defaults["nesterov"] is True
 
 
 def test_plus_plus_is_checked_against_the_named_config_a_sweeper_gives(tmp_path):

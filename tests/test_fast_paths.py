@@ -13,7 +13,8 @@ import torch
 from hydra.utils import instantiate
 
 from depthsweep.errors import OptionError
-from depthsweep.training.build import build_model, make_module, make_trainer
+from depthsweep.training import train as train_module
+from depthsweep.training.build import build_model, build_net, make_module, make_trainer
 from depthsweep.training.clocks import StepClock
 from depthsweep.training.config import compose_config, resolve_cuda_graph
 from depthsweep.training.train import train
@@ -28,7 +29,21 @@ def lr_trace(run_dir: Path) -> pd.Series:
     return pd.read_csv(run_dir / "metrics.csv").dropna(subset=["lr"]).set_index("step")["lr"]
 
 
-def test_channels_last_matches_eager(fake_cifar, tmp_path):
+def test_channels_last_matches_eager(fake_cifar, tmp_path, monkeypatch):
+    layouts = []  # each training forward's input: channels-last, or not
+
+    def recording(cfg):
+        net = build_net(cfg)
+        net.register_forward_pre_hook(
+            lambda _, args: (
+                layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+                if net.training
+                else None
+            )
+        )
+        return net
+
+    monkeypatch.setattr(train_module, "build_net", recording)
     common = [
         "depth=8",
         f"data.root={fake_cifar}",
@@ -39,7 +54,9 @@ def test_channels_last_matches_eager(fake_cifar, tmp_path):
         "trainer.accelerator=cpu",
     ]
     eager = curve(common, tmp_path / "eager")
+    assert layouts == [False] * 20
     channels_last = curve([*common, "channels_last=true"], tmp_path / "cl")
+    assert layouts == [False] * 20 + [True] * 20
     assert len(eager) == 10
     # Channels-last convolutions sum in another order: float noise that grows over 20 steps
     # (~4e-4 here); a real fault (wrong layout, lost augmentation) moves the loss by far more.

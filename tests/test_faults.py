@@ -502,6 +502,10 @@ def test_evaluate_prints_its_numbers_without_lightnings_noise(fake_cifar, tmp_pa
     train_tiny(tmp_path / "run", fake_cifar)
     for name in NOISY_LOGGERS:  # as in a fresh process: nothing filtered yet
         monkeypatch.setattr(logging.getLogger(name), "filters", [])
+    with monkeypatch.context() as unfiltered, capture_logs() as control:
+        unfiltered.setattr(zoo, "quiet_libraries", lambda: None)
+        assert evaluate_cli.main([str(tmp_path / "run")]) == 0
+    assert "GPU available" in control.getvalue()  # what the filter has to drop, seen
     with capture_logs() as logs:
         assert evaluate_cli.main([str(tmp_path / "run")]) == 0
     assert "GPU available" not in logs.getvalue() and "litlogger" not in logs.getvalue()
@@ -514,6 +518,10 @@ def test_a_sweeps_checks_print_no_precision_notice_per_run(monkeypatch):
     for name in NOISY_LOGGERS:  # as in a fresh process: nothing filtered yet
         monkeypatch.setattr(logging.getLogger(name), "filters", [])
     cfg = compose_config(["trainer=cpu", "trainer.precision=bf16-mixed"])
+    with monkeypatch.context() as unfiltered, capture_logs() as control:
+        unfiltered.setattr(train_module, "quiet_libraries", lambda: None)
+        train_module.preflight(cfg)
+    assert "Automatic Mixed Precision" in control.getvalue()  # what the filter has to drop, seen
     with capture_logs() as logs:
         train_module.preflight(cfg)
         train_module.preflight(cfg)

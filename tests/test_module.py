@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
@@ -99,10 +100,13 @@ def test_gradients_survive_validation_only_when_a_graph_owns_them(cls):
 
 
 def test_a_module_built_to_evaluate_needs_no_optimizer():
-    net = Classifier(PlainNet(8))
+    net = Classifier(PlainNet(8)).eval()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     with torch.no_grad():
-        loss, error = net.loss_and_error((torch.randn(4, 3, 32, 32), torch.zeros(4).long()))
-    assert loss.item() > 0 and 0 <= error.item() <= 100
+        loss, error = net.loss_and_error((x, y))
+        logits = net.model(x)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, y).item())
+    assert error.item() == 100 * (logits.argmax(1) != y).sum().item() / 4
 
 
 def test_logged_rows_hold_each_step_and_the_epoch_means(fake_cifar, tmp_path):

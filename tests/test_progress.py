@@ -17,6 +17,7 @@ from depthsweep.training import config
 from depthsweep.training.build import build_net
 from depthsweep.training.callbacks import duration
 from depthsweep.training.config import compose_config
+from depthsweep.training.fused import FusedNet
 from depthsweep.training.sweeper import fuse
 from depthsweep.training.train import train
 
@@ -148,10 +149,19 @@ def test_a_fused_sweep_is_estimated_by_its_jobs(monkeypatch):
     ), line
 
 
-def test_a_fused_step_is_timed_on_a_fused_net():
+def test_a_fused_step_is_timed_on_a_fused_net(monkeypatch):
     cfg = compose_config(["trainer=cpu", "depth=8", "data.batch_size=64", "threads=1"])
+    inputs = []
+
+    def recording(nets):
+        net = FusedNet(nets)
+        net.register_forward_hook(lambda _, args, out: inputs.append((len(nets), args[0].shape)))
+        return net
+
+    monkeypatch.setattr(sweep_size, "FusedNet", recording)
     alone, fused = sweep_size.step_seconds(cfg), sweep_size.step_seconds(cfg, members=3)
-    assert 0 < alone < fused < 10 * 3 * alone  # three nets' work, in one network
+    assert inputs == [(3, torch.Size([3, 64, 3, 32, 32]))] * 7  # three nets, each its batch
+    assert 0 < alone < fused  # three nets' work, in one network
 
 
 def affine_steps(monkeypatch, fixed: float, per_mac: float) -> dict[str, int]:

@@ -23,7 +23,8 @@ from omegaconf import OmegaConf
 
 from depthsweep.errors import RUN_FAILED, USER_ERROR
 from depthsweep.nets.models import InvalidDepthError
-from depthsweep.runs.provenance import FEATURES, cpu_flags, cpu_model
+from depthsweep.runs import provenance
+from depthsweep.runs.provenance import cpu_model
 from depthsweep.runs.rundir import ConfigMismatchError, CorruptRecordError, RunRecord
 from depthsweep.training.config import compose_config
 from depthsweep.training.train import train
@@ -293,8 +294,9 @@ def test_a_setup_error_in_a_sweep_leaves_no_sweep_directory(fake_cifar, tmp_path
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     (sweep / "multirun.yaml").write_text("hydra: {}\n")  # what Hydra writes before the first job
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         run_in_process([f"data.root={fake_cifar}", "depth=18"], sweep / "depth=18", sweep=True)
+    assert exit_.value.code == USER_ERROR
     assert not sweep.exists()
 
 
@@ -323,8 +325,9 @@ def test_malformed_data_stops_a_sweep_before_any_training(fake_cifar, tmp_path):
 
 def test_the_default_command_offline_says_so_and_leaves_no_data_dir(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         run_in_process(["data.root=data"], tmp_path / "out")
+    assert exit_.value.code == USER_ERROR
     err = capsys.readouterr().err
     assert "CIFAR-10 not found" in err and "downloading" in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
@@ -362,19 +365,26 @@ def test_a_run_recorded_before_a_key_became_neutral_is_still_the_same_run(tmp_pa
     record.check_config(compose_config(["data.root=b"]))  # neutral now: fine
 
 
-def test_every_run_records_where_it_came_from(fake_cifar, tmp_path):
+def test_every_run_records_where_it_came_from(fake_cifar, tmp_path, monkeypatch):
+    # a CPU with AMX and AVX2 but no AVX-512, whatever this one has: its flags, in FEATURES' order
+    monkeypatch.setattr(provenance, "cpu_flags", lambda: {"fpu", "amx_bf16", "sse2", "avx2"})
     train_tiny(tmp_path / "run", fake_cifar)
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert (info["torch"], info["lightning"]) == (torch.__version__, pl.__version__)
     assert info["hydra"] == hydra.__version__ and info["cuda"] == torch.version.cuda
-    assert info["device"].startswith("CPU") and info["channels_last"] in (True, False)
+    assert info["device"].startswith("CPU")
+    assert info["channels_last"] is False  # auto, fp32 on a CPU: off
     assert info["cpu"] == cpu_model()  # the model name, where Linux says it
-    assert info["cpu_features"] == [f for f in FEATURES if f in cpu_flags()]
+    assert info["cpu_features"] == ["avx2", "amx_bf16"]
     assert info["aten_cpu"] == torch.backends.cpu.get_cpu_capability()  # the kernels' level
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True)
     if head.returncode == 0:  # a git checkout: the commit, and whether it had local changes
         assert info["git_commit"] == head.stdout.decode().strip()
-        assert isinstance(info["git_dirty"], bool)
+        changes = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+        )
+        assert info["git_dirty"] is bool(changes.stdout)
     else:
         assert info["git_commit"] is None and info["git_dirty"] is None
 
