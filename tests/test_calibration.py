@@ -27,6 +27,9 @@ def test_under_a_flat_truth_no_part_is_supported_beyond_its_level(seeds, deepest
     for part in PARTS:
         assert got[f"{part} supported"] <= BOUND, (part, got)
     assert got["outcome reproduced"] <= BOUND
+    # a flat truth is the limit of a true claim: refuted no more often than a true one may be
+    # (without the Bonferroni division, 5.9% / 8.3% at 2 / 3 seeds)
+    assert got["outcome not reproduced"] <= BOUND
 
 
 @pytest.mark.parametrize("seeds", [2, 3])
@@ -52,6 +55,26 @@ def test_a_trend_false_by_one_comparison_of_unequal_noise_stays_near_its_level(s
     got = calibration.rates(ONE_STEP_NULL, seeds, UNEQUAL, draws=DRAWS, seed=30 + seeds)
     assert got["plain trend supported"] <= WELCH_BOUND, got
     assert got["resnet trend supported"] <= WELCH_BOUND, got
+
+
+def test_a_depth_with_fewer_seeds_and_more_noise_keeps_the_level():
+    """One depth with a seed fewer than the others (a sweep extended by a seed at some depths)
+    and 6x their seed SD: Welch's degrees of freedom would support the false
+    step in 4-5% of sweeps, and refute a flat truth in 3.7%; Hsu's hold both at the level."""
+    seeds = {**dict.fromkeys(DEPTHS, 3), 56: 2}
+    got = calibration.rates(ONE_STEP_NULL, seeds, UNEQUAL, draws=DRAWS, seed=40)
+    assert got["plain trend supported"] <= BOUND, got
+    assert got["resnet trend supported"] <= BOUND, got
+    noisy_110 = {**dict.fromkeys(DEPTHS, 0.2), 110: 1.2}
+    got = calibration.rates(FLAT, {**seeds, 56: 3, 110: 2}, noisy_110, draws=DRAWS, seed=41)
+    assert got["outcome not reproduced"] <= BOUND, got
+
+
+def test_the_unequal_seeds_bound_catches_welchs_degrees_of_freedom(monkeypatch):
+    monkeypatch.setattr(verdict, "degrees_of_freedom", verdict.welch_dof)
+    seeds = {**dict.fromkeys(DEPTHS, 3), 56: 2}
+    got = calibration.rates(ONE_STEP_NULL, seeds, UNEQUAL, draws=DRAWS, seed=40)
+    assert got["plain trend supported"] > BOUND, got
 
 
 def test_the_bound_catches_a_verdict_on_the_normal_quantile(monkeypatch):

@@ -188,14 +188,23 @@ CASES = {
         {d: [0.0] * 3 for d in DEPTHS},
         0.0,
         "inconclusive",
-        "resnet-20 vs resnet-56 untested: resnet-20 is at the floor (0.00% ≤ 0.5%)",
+        "resnet-20 vs resnet-56 untested: resnet-20 and resnet-56 are at the floor (0.00% and "
+        "0.00% ≤ 0.5%)",
     ),
     "every resnet near the floor, rising": (  # a few mistakes' order, not the claim's
         {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
         {d: seeds(e, 0.02) for d, e in zip(DEPTHS, (0.15, 0.2, 0.3, 0.35, 0.4), strict=True)},
         0.01,
         "inconclusive",
-        "resnet-20 vs resnet-56 untested: resnet-20 is at the floor (0.15% ≤ 0.5%)",
+        "resnet-20 vs resnet-56 untested: resnet-20 and resnet-56 are at the floor (0.15% and "
+        "0.35% ≤ 0.5%)",
+    ),
+    "a shallow resnet at the floor, the deeper ones far above it": (  # no floor effect: refuted
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.05) for d, e in zip(DEPTHS, (0.4, 2.0, 4.0, 6.0, 15.0), strict=True)},
+        0.01,
+        "not reproduced",
+        "NOT reproduced: resnet's train error does not fall with depth",
     ),
     "every resnet rising just above the floor": (  # ... while a clear rise there is refuted
         {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
@@ -247,7 +256,9 @@ def test_a_finished_run_with_no_error_rate_makes_the_verdict_undetermined(bad, s
     assert f"arch=resnet,depth=56,seed=1 ({shown})" in got.sentence
 
 
-def test_unfinished_runs_are_named_not_used():
+def test_a_depth_with_an_unfinished_run_is_compared_with_nothing():
+    """A failed (diverged) seed is no missing value: plain-110's two others would still rise, but
+    the comparison is left untested, and the failure named."""
     frame = summary(
         {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
         {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
@@ -255,10 +266,36 @@ def test_unfinished_runs_are_named_not_used():
     )
     frame.loc[frame.run_dir == "arch=plain,depth=110,seed=0", "status"] = "failed"
     got = analysis.decide(frame)
-    assert got.outcome == "reproduced"  # plain-110's other two seeds still rise
+    assert got.outcome == "inconclusive"
+    assert (
+        "plain-110 vs plain-56 untested: runs that did not finish (failed, or not yet done) at "
+        "plain-110 (1 of 3)" in got.sentence
+    )
+    assert "the runs at plain-110 finished (resume the sweep)" in got.sentence
     assert "Left out, not finished: arch=plain,depth=110,seed=0 (failed)." in got.sentence
     plain110 = next(p for p in got.points if (p["arch"], p["depth"]) == ("plain", 110))
-    assert plain110["n"] == 2 and plain110["mean"] == pytest.approx(62.1)
+    assert (plain110["n"], plain110["unfinished"]) == (2, 1)
+    assert plain110["mean"] == pytest.approx(62.1)  # the finished seeds', shown
+
+
+def test_a_depth_whose_every_run_failed_still_decides_which_depths_are_compared():
+    """Every resnet-110 diverged: resnet-20/44/56 alone would show "falls" and the gap would move
+    to 56; the paper's depths stay 20/56/110, and what involves resnet-110 is untested."""
+    frame = summary(
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
+        se=0.05,
+    )
+    frame.loc[(frame.arch == "resnet") & (frame.depth == 110), "status"] = "failed"
+    got = analysis.decide(frame)
+    assert got.outcome == "inconclusive"
+    resnet, gap = got.parts[1], got.parts[2]
+    assert [(c.higher, c.lower) for c in resnet.tests] == [
+        ("resnet-20", "resnet-56"), ("resnet-20", "resnet-110")
+    ]  # fmt: skip
+    assert (resnet.state, resnet.tests[1].state, gap.state) == ("untested", "untested", "untested")
+    assert gap.depths == [110] and "resnet-110 (3 of 3)" in gap.reason
+    assert "resnet 20: " in got.sentence and "110: none finished." in got.sentence
 
 
 def test_mixed_options_make_the_verdict_undetermined():

@@ -56,25 +56,27 @@ SMALL: Truth = {
 
 def draw_cells(
     truth: Truth,
-    seeds: int,
+    seeds: int | Mapping[int, int],
     seed_sd: float | Mapping[int, float],
     within_se: float,
     rng: np.random.Generator,
 ) -> list[Cell]:
-    """One sweep drawn from `truth`: each (arch, depth)'s mean and SE over `seeds` runs."""
+    """One sweep drawn from `truth`: each (arch, depth)'s mean and SE over `seeds` runs (a
+    number, or one per depth)."""
     cells = []
     for arch in ARCHS:
         for depth, error in truth[arch].items():
             sd = seed_sd[depth] if isinstance(seed_sd, Mapping) else seed_sd
-            values = np.clip(error + sd * rng.standard_normal(seeds), 0.0, 100.0)
-            se = seed_se(values, np.full(seeds, within_se))
-            cells.append(Cell(arch, depth, seeds, float(values.mean()), se))
+            n = seeds[depth] if isinstance(seeds, Mapping) else seeds
+            values = np.clip(error + sd * rng.standard_normal(n), 0.0, 100.0)
+            se = seed_se(values, np.full(n, within_se))
+            cells.append(Cell(arch, depth, n, float(values.mean()), se))
     return cells
 
 
 def rates(
     truth: Truth,
-    seeds: int,
+    seeds: int | Mapping[int, int],
     seed_sd: float | Mapping[int, float],
     within_se: float = 0.05,
     draws: int = 2000,
