@@ -16,6 +16,7 @@ from scipy import stats
 
 from depthsweep.analysis import summaries as analysis
 from depthsweep.analysis import verdict
+from depthsweep.analysis.verdict import Cell
 
 NAN, INF = math.nan, math.inf
 
@@ -254,6 +255,20 @@ def test_a_finished_run_with_no_error_rate_makes_the_verdict_undetermined(bad, s
     got = analysis.decide(frame)
     assert got.outcome == "undetermined"
     assert f"arch=resnet,depth=56,seed=1 ({shown})" in got.sentence
+
+
+def test_an_interval_on_the_wrong_side_short_of_refuting_says_so():
+    """resnet-56 above resnet-20 at p = 0.02: its 95% interval excludes 0 on the wrong side, yet
+    refuting takes p < 0.025 / 5 here; the part is open, and its words say why."""
+    cells = [Cell("resnet", 20, 3, 10.0, 0.1), Cell("resnet", 56, 3, 10.41, 0.1)]
+    part = verdict.trend_part("resnet", [*cells, Cell("resnet", 110, 3, 5.0, 0.1)], 0.025 / 5)
+    step = part.tests[0]
+    assert (part.state, step.state) == ("open", "open") and step.high < 0
+    assert 0.025 / 5 < step.p_against < 0.025
+    assert (
+        f"p of the opposite = {step.p_against:.2g}, short of refuting (0.025 / the comparisons "
+        "planned)" in part.reason
+    )
 
 
 def test_a_depth_with_an_unfinished_run_is_compared_with_nothing():
