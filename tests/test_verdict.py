@@ -310,6 +310,8 @@ def test_a_depth_whose_every_run_failed_still_decides_which_depths_are_compared(
     ]  # fmt: skip
     assert (resnet.state, resnet.tests[1].state, gap.state) == ("untested", "untested", "untested")
     assert gap.depths == [110] and "resnet-110 (3 of 3)" in gap.reason
+    assert "the runs at resnet-110 finished (resume the sweep)" in got.sentence
+    assert "a second seed at" not in got.sentence  # unfinished, not one seed
     assert "resnet 20: " in got.sentence and "110: none finished." in got.sentence
 
 

@@ -357,7 +357,7 @@ def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
         hints.append(f"train plain and resnet at one depth ≥ {DEEP_DEPTH}")
     tests = [c for p in parts for c in p.tests]
     compared = {x for c in tests for x in (c.higher, c.lower)}
-    lone = [c.label for c in cells if c.n < 2 and c.label in compared]  # by arch, then depth
+    lone = [c.label for c in cells if c.n < 2 and not c.unfinished and c.label in compared]
     if lone:
         hints.append(f"a second seed at {', '.join(lone)} (seed=0,1)")
     unfinished = [c.label for c in cells if c.unfinished and c.label in compared]
@@ -373,7 +373,7 @@ def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
             f"{', '.join(floor)} at the floor"
         )
     if any(c.state == "open" for c in tests):
-        seeds = min(c.n for c in cells)
+        seeds = min(c.n for c in cells if c.n)
         hints.append(
             f"more seeds (now {seeds} at the fewest depth) to narrow the intervals, "
             "or a longer schedule, if the deeper nets are still catching up"
