@@ -35,7 +35,8 @@ are, from all the runs at depths >= MIN_DEPTH, so that dropping it cannot move a
   ALPHA of the time with equal seed noise, and up to ~3.3% with two or three seeds a side and
   one side's seed SD 6-20x the other's, where Welch's degrees of freedom are too many (measured:
   `analysis.calibration`, tests/test_calibration.py, results/verdict_calibration/); with unequal
-  seed counts Welch's would reach 4-5% (2 seeds against 3, the two noisier 6x), hence Hsu's there.
+  seed counts Welch's reached 4.3% (2 seeds against 3, the two-seed side 6x noisier), hence
+  Hsu's there.
 - Refuted: the one-sided p of the opposite is below ALPHA / K, K the comparisons planned (two
   per arch with enough depths, plus the gap; Bonferroni, counted before any is tested), so "NOT
   reproduced" is said of a true claim at most ALPHA of the time however many are made.
