@@ -1,7 +1,8 @@
 """The GPU check's own logic, on the CPU: which graph variants its tests let train the figure, and
 a step that runs out of time ends with everything it started. Issue #18's window (two calls): the
 data steps refuse a missing part, call 2 refuses a machine without call 1's files, the plan's
-fused variant trains with fuse=K, and only a run's own files are packed."""
+fused variant trains with fuse=K, only a run's own files are packed, and the facts README holds
+what each call wrote."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from depthsweep.tools.gpu_check import (
     _sweep_files,
     allowed_variants,
     check_call1_stash,
+    facts_readme,
     figure_command,
     gather,
     pair_command,
@@ -218,3 +220,29 @@ def test_an_mps_daemon_that_does_not_start_leaves_no_mps_environment(tmp_path, m
     assert not Mps(check).start()
     assert "CUDA_MPS_PIPE_DIRECTORY" not in check.env  # the steps after it run without MPS
     assert "the daemon did not start (exit 1)" in (tmp_path / "gpu_check.log").read_text()
+
+
+def test_the_facts_readme_holds_what_each_call_wrote_and_says_what_is_missing(tmp_path):
+    """results/gpu/NAME/README.md from a stash: versions, the data check's verdict lines, the
+    plan (its options left out), the verdict's and the precision pair's sentences, both logs."""
+    call1, call2 = tmp_path / "call1", tmp_path / "call2"
+    (call2 / "figure").mkdir(parents=True)
+    call1.mkdir()
+    (call2 / "versions.txt").write_text("torch 2.11\n")
+    (call2 / "verify.log").write_text("reading part 0\nPASS data_batch_1\nALL PASS\nnoise\n")
+    (call2 / "plan.json").write_text(json.dumps({"variant": "fused-4", "options": [1, 2]}))
+    (call2 / "figure" / "verdict.json").write_text(json.dumps({"sentence": "Inconclusive: x."}))
+    (call2 / "precision.json").write_text(json.dumps({"sentence": "bf16 within noise."}))
+    (call1 / "gpu_check.log").write_text("call 1 step\n")
+    (call2 / "gpu_check.log").write_text("call 2 step\n")
+    text = facts_readme(tmp_path, "figure6_full")
+    assert text.startswith("# figure6_full: Figure 6 on all 50,000 training images (issue #18)")
+    assert "```\ntorch 2.11\n```" in text
+    assert "```\nPASS data_batch_1\nALL PASS\n```" in text  # the verdict lines only
+    assert "variant: fused-4" in text and "options" not in text
+    assert "Inconclusive: x." in text and "bf16 within noise." in text
+    assert "```\ncall 1 step\ncall 2 step\n```" in text
+    bare = facts_readme(tmp_path / "none", "figure6_full")  # a call that left nothing
+    assert "```\n(missing)\n```" in bare
+    assert "## Verdict (figure/verdict.json)\n(none)" in bare
+    assert "## Precision pair (call2/precision.json)\n(none)" in bare
