@@ -93,17 +93,20 @@ def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
     optimizer and schedule of `cfg.schedule`, warmed up if the run's depth asks for it."""
     precision = resolve_precision(cfg.trainer)
     graphed = resolve_cuda_graph(cfg)
-    if graphed and precision.startswith("16"):  # fp16's loss scaling is not graphed
-        raise OptionError(
-            f"cuda_graph=true trains in fp32 or bf16, not trainer.precision={precision}"
-        )
-    # The graphed step optimizes by hand, where Lightning refuses both (but only once fit starts)
-    unsupported = {
-        "gradient_clip_val": cfg.trainer.get("gradient_clip_val") not in (None, 0),
-        "accumulate_grad_batches": cfg.trainer.get("accumulate_grad_batches", 1) != 1,
-    }
-    for key in [k for k, set_ in unsupported.items() if graphed and set_]:
-        raise OptionError(f"cuda_graph=true cannot take trainer.{key}={cfg.trainer[key]}")
+    if graphed:
+        if precision.startswith("16"):  # fp16's loss scaling is not graphed
+            raise OptionError(
+                f"cuda_graph=true trains in fp32 or bf16, not trainer.precision={precision}"
+            )
+        # The graphed step optimizes by hand, where Lightning refuses both (once fit starts)
+        clip = cfg.trainer.get("gradient_clip_val")
+        if clip not in (None, 0):
+            raise OptionError(f"cuda_graph=true cannot take trainer.gradient_clip_val={clip}")
+        accumulate = cfg.trainer.get("accumulate_grad_batches", 1)
+        if accumulate != 1:
+            raise OptionError(
+                f"cuda_graph=true cannot take trainer.accumulate_grad_batches={accumulate}"
+            )
     warmup = cfg.schedule.warmup
     optimizer, scheduler = make_schedule(
         cfg.schedule, warmup_lr_for(cfg.depth, warmup.lr, warmup.from_depth), cfg.data.batch_size

@@ -28,7 +28,6 @@ from depthsweep.training.build import (
     make_datamodule,
     make_extras,
     make_module,
-    make_schedule,
     make_trainer,
 )
 from depthsweep.training.callbacks import (
@@ -111,12 +110,11 @@ def preflight(
         net = build_net(cfg)
     except TypeError as e:  # an option the arch's constructor does not take (+arch.foo=1)
         raise OptionError(f"arch: {e}") from None
-    optimizer, scheduler = make_schedule(cfg.schedule, batch=cfg.data.batch_size)
+    module = make_module(cfg, net)  # +module.foo=1; cuda_graph with fp16
     try:  # partial nodes, called only once training starts: +schedule.optimizer.foo=1, lr=abc
-        scheduler(optimizer(net.parameters()))
+        module.scheduler(module.optimizer(net.parameters()))
     except (TypeError, ValueError) as e:
         raise OptionError(f"schedule: {e}") from None
-    make_module(cfg, net)  # +module.foo=1; cuda_graph with fp16
     return net
 
 
