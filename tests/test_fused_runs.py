@@ -163,6 +163,11 @@ def test_a_group_resumes_from_its_members_checkpoints(alone, tmp_path, monkeypat
     )
     assert train_group(group) == "failed"  # at iteration 6; checkpoints at 4
     assert all(json.loads((d / "run.json").read_text())["status"] == "failed" for _, d in group)
+    for _, run_dir in group:  # each member's checkpoint callback names its own file, not member 0's
+        saved = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)["callbacks"]
+        [state] = [s for s in saved.values() if "last_model_path" in s]
+        assert state["dirpath"] == str(run_dir / "checkpoints")
+        assert state["last_model_path"] == str(run_dir / "checkpoints/last.ckpt")
     monkeypatch.setattr(group_module, "make_trainer", make_trainer)
     # Resumed on another test set, the group is refused as a single run is: nothing mixed in.
     other = write_random_cifar10(tmp_path / "other", n_train=100, n_test=40, seed=1)

@@ -342,6 +342,6 @@ def _member_callback(name: str, state: Any, k: int, path: Path) -> Any:
             "recent": None if state["recent"] is None else state["recent"][..., k],
             "epoch_sum": None if state["epoch_sum"] is None else state["epoch_sum"][..., k],
         }
-    if name.startswith("ModelCheckpoint"):  # as the member's own ModelCheckpoint records it
+    if "last_model_path" in state:  # a ModelCheckpoint's (LastCheckpoint's): as the member's own
         return {**state, "dirpath": str(path.parent), "last_model_path": str(path)}
     return state
