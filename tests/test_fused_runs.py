@@ -197,7 +197,7 @@ def test_a_group_killed_between_a_checkpoint_and_a_members_row_resumes_to_its_ru
     with caplog.at_level(logging.WARNING, logger="depthsweep"):
         assert train_group(group) == "done"
     lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
-    assert [line.split("/: iteration 4's train_error, lost")[0] for line in lost] == [
+    assert [line.split(": iteration 4's train_error, lost")[0] for line in lost] == [
         str(run_dir) for _, run_dir in group[1:]
     ]
     for run in runs:
