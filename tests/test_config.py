@@ -151,6 +151,12 @@ def test_an_objects_unknown_option_is_refused_before_training(override, message,
         preflight(cfg, [override])
 
 
+def test_an_arch_option_out_of_range_is_refused_before_training(fake_cifar):
+    cfg = compose_config([f"data.root={fake_cifar}", "arch=inception", "arch.aux_weight=-1"])
+    with pytest.raises(OptionError, match=re.escape("arch.aux_weight=-1: must be >= 0")):
+        preflight(cfg)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "entry, sweep, plus",

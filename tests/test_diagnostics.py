@@ -198,3 +198,13 @@ def test_cli_on_a_tiny_real_sweep(fake_cifar, tmp_path, capsys):
     assert diagnose(lone, what=("grad", "zero_init")) == []
     out = capsys.readouterr().out
     assert "grad: no grad_norm/* columns" in out and "zero_init: no (arch, depth)" in out
+
+    # A run without its config.yaml (its options unknown) is diagnosed all the same, and takes
+    # no side in the zero-init comparison: resnet-8-zi is left with no known counterpart.
+    bare = tmp_path / "bare"
+    shutil.copytree(sweep, bare)
+    (bare / "resnet-8" / "config.yaml").unlink()
+    assert bare / "grad_flow.csv" in diagnose(bare, what=("grad", "zero_init"))
+    assert "zero_init: no (arch, depth)" in capsys.readouterr().out
+    grads = pd.read_csv(bare / "grad_flow.csv")
+    assert sorted(grads["run"].unique()) == ["plain-8", "resnet-8", "resnet-8-zi"]

@@ -18,6 +18,7 @@ from torch import nn
 
 from depthsweep.analysis.diagnostics import lesion_errors
 from depthsweep.analysis.report import analyze
+from depthsweep.errors import OptionError
 from depthsweep.nets.inception import Inception, InceptionNet
 from depthsweep.nets.models import InvalidDepthError, ResNet, count_macs, count_params
 from depthsweep.runs.rundir import read_info
@@ -132,7 +133,7 @@ def test_side_heads_only_with_a_weight_and_only_in_training():
     x = torch.randn(4, 3, 32, 32)
     plain = InceptionNet(8)
     assert len(plain.aux_heads) == 0 and isinstance(plain.train()(x), torch.Tensor)
-    with pytest.raises(ValueError, match="aux_weight"):
+    with pytest.raises(OptionError, match="arch.aux_weight=-1"):
         InceptionNet(8, aux_weight=-1)
 
     net = InceptionNet(8, aux_weight=0.3)

@@ -23,7 +23,7 @@ from depthsweep.analysis.plots import save_figure
 from depthsweep.apps import zoo
 from depthsweep.files import atomic_write_text
 from depthsweep.runs.metrics import METRIC_COLUMNS, read_metrics
-from depthsweep.runs.rundir import GRAD_PREFIX, read_config, read_info
+from depthsweep.runs.rundir import CONFIG, GRAD_PREFIX, read_config, read_info
 from depthsweep.runs.sweep import NoRunsError, runs_table
 from depthsweep.training.config import device_for
 from depthsweep.training.data import DatasetMissingError
@@ -182,10 +182,15 @@ def run_identities(path: str | os.PathLike) -> pd.DataFrame:
     runs = runs_table(path)
     runs["dir"] = [path / d for d in runs["run_dir"]]
     runs["run"] = [d.name for d in runs["dir"]]
-    runs["zero_init"] = [
-        bool(read_config(d).arch.get("zero_init_residual", False)) for d in runs["dir"]
-    ]
+    runs["zero_init"] = [_zero_init(d) for d in runs["dir"]]
     return runs[[*IDENTITY, "dir"]]
+
+
+def _zero_init(run_dir: Path) -> bool | None:
+    """arch.zero_init_residual as the run's config.yaml has it; None (unknown) without one."""
+    if not (run_dir / CONFIG).is_file():
+        return None
+    return bool(read_config(run_dir).arch.get("zero_init_residual", False))
 
 
 def _identity(run) -> dict:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from depthsweep.errors import OptionError
 from depthsweep.nets.models import blocks_per_stage
 
 
@@ -104,7 +105,7 @@ class InceptionNet(nn.Module):
         super().__init__()
         n = blocks_per_stage(depth, Inception.layers, "Inception modules, each 2 layers deep")
         if aux_weight < 0:
-            raise ValueError(f"aux_weight={aux_weight} must be >= 0 (0: no side heads)")
+            raise OptionError(f"arch.aux_weight={aux_weight}: must be >= 0 (0: no side heads)")
         self.depth, self.aux_weight = depth, aux_weight
         self.in_planes = 4 * self.widths[0]
         self.stem = conv_bn_relu(3, self.in_planes, 3)

@@ -2,7 +2,7 @@
 
 The reference is the textbook CIFAR-10 loop: fp32 eager, a DataLoader of PIL images augmented per
 image by torchvision transforms in worker processes, a bare SGD step. A harness variant is what
-`experiments.run` trains (the config composed from conf/, `build_model`, `make_module`,
+`experiments.run` trains (the config composed from conf/, `build_net`, `make_module`,
 `make_trainer`, the device-resident data module) under a few overrides: eager or with each step's
 forward and backward replayed as one CUDA graph, in fp32 or bf16. All are timed over the same
 steps after a warm-up; the first step (graph capture, autotuning) is reported apart, and the
@@ -31,7 +31,7 @@ from depthsweep.paper import PAPER_BATCH, PAPER_DEPTHS, PAPER_ITERATIONS
 from depthsweep.tools.budget import fastest_variant, ms_by_depth, project_sweep_s
 from depthsweep.tools.concurrency import time_concurrent
 from depthsweep.tools.timing import Timing, quiet_lightning, time_harness
-from depthsweep.training.build import build_model, make_schedule
+from depthsweep.training.build import build_net, make_schedule
 from depthsweep.training.clocks import StepClock
 from depthsweep.training.config import (
     compose_config,
@@ -191,7 +191,7 @@ def time_reference(
         x, y = next(batches)
         return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
-    model = build_model(cfg.arch, cfg.depth).to(device)
+    model = build_net(cfg).to(device)
     return time_sgd_loop(cfg, model, batch, warmup, steps, device)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from depthsweep.training.build import build_model, make_datamodule, make_module, make_trainer
+from depthsweep.training.build import build_net, make_datamodule, make_module, make_trainer
 from depthsweep.training.clocks import StepClock
 from depthsweep.training.console import quiet_libraries
 from depthsweep.training.group import fused_window, make_fused_datamodule, make_fused_module
@@ -51,12 +51,12 @@ def time_harness(
         for i, c in enumerate(cfgs):
             c.seed = cfg.seed + i
             pl.seed_everything(c.seed)
-            nets.append(build_model(c.arch, c.depth))
+            nets.append(build_net(c))
         module, data = make_fused_module(cfgs, nets), make_fused_datamodule(cfgs)
         window = fused_window(cfgs)
     else:
         pl.seed_everything(cfg.seed)
-        module, data = make_module(cfg, build_model(cfg.arch, cfg.depth)), make_datamodule(cfg)
+        module, data = make_module(cfg, build_net(cfg)), make_datamodule(cfg)
         window = None
     clock = StepClock(at=(1, warmup, warmup + steps), barrier=barrier, barrier_at=warmup)
     # max_steps, not schedule.iterations: the module keeps the real run's LR schedule and metrics
