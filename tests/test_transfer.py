@@ -192,6 +192,24 @@ def test_a_transfer_run_is_a_run_record_skipped_once_done(source, tmp_path, monk
     assert RunRecord(tmp_path / "other").status == "failed"
 
 
+@pytest.mark.parametrize("mode", ["none", "scratch"])
+def test_an_inceptions_side_heads_are_left_out_of_a_transfer(tmp_path, monkeypatch, mode):
+    """Trained on the source's classes, they would add a loss on the target's labels."""
+    root = write_random_cifar10(tmp_path / "data", n_train=200, n_test=40)
+    source = tmp_path / "source"
+    train_tiny(source, root, "arch=inception", "depth=8", "arch.aux_weight=0.3",
+               f"data.classes={SOURCE_CLASSES}")  # fmt: skip
+    assert len(zoo.load(source).model.aux_heads) == 2
+    tuned = []
+    monkeypatch.setattr(tr, "fine_tune", lambda model, *args: tuned.append(model) or model.eval())
+    cfg = transfer_cfg(source, tmp_path / "cache", f"transfer.freeze={mode}")
+    assert tr.transfer(cfg, tmp_path / "run")["status"] == "done"
+    [model] = tuned
+    assert len(model.aux_heads) == 0 and model.fc.out_features == 5
+    model.train()
+    assert isinstance(model(torch.randn(2, 3, 32, 32)), torch.Tensor)  # the main logits alone
+
+
 def test_a_cache_written_by_another_checkpoint_is_refused(source, tmp_path):
     cache = tmp_path / "cache"
     record = tr.transfer(transfer_cfg(source, cache), tmp_path / "a")

@@ -138,6 +138,14 @@ def new_head(in_features: int, num_classes: int, seed: int) -> nn.Linear:
         return nn.Linear(in_features, num_classes)
 
 
+def without_side_heads(model: nn.Module) -> nn.Module:
+    """`model` without its side heads (an Inception's, arch.aux_weight > 0): they classify the
+    source's classes, and a transfer trains and scores its new head alone, in every mode."""
+    if hasattr(model, "aux_heads"):
+        model.aux_heads = nn.ModuleList()
+    return model
+
+
 def backbone(model: nn.Module) -> nn.Module:
     """A copy of `model` that outputs the features its classifier reads, in eval mode."""
     features = copy.deepcopy(model)
@@ -417,7 +425,7 @@ def _train_and_score(
         else:
             model = copy.deepcopy(source.model)
         setattr(model, HEAD, head)
-        model = fine_tune(model, t.freeze, data, cfg)
+        model = fine_tune(without_side_heads(model), t.freeze, data, cfg)
         scores = _scores(*_logits(model.to(device), data.plain_batches(train=False)))
     return {
         **scores,
