@@ -47,7 +47,7 @@ class AnalyzeSweep(Callback):
         # which should not wait for pandas, matplotlib and the diagnostics.
         from depthsweep.analysis.diagnostics import diagnose
         from depthsweep.analysis.report import analyze
-        from depthsweep.analysis.summaries import console_table, verdict
+        from depthsweep.analysis.summaries import CUT_OFF, console_table, verdict
 
         sweep_dir = config.hydra.sweep.dir
         # Hydra turns a callback's exception into a warning and exits 0: say it here, exit 1.
@@ -79,10 +79,11 @@ class AnalyzeSweep(Callback):
         )
         if self.diagnose:
             diagnose(sweep_dir, what=self.diagnose)
-        bad = summary[summary["status"].isin(["failed", "interrupted"])]
+        bad = summary[summary["status"].isin(["failed", "interrupted", CUT_OFF])]
         if len(bad):
             print(
-                f"error: {len(bad)} run(s) failed or were interrupted: see summary.md",
+                f"error: {len(bad)} run(s) failed, were interrupted or have their metrics cut off:"
+                " see summary.md",
                 file=sys.stderr,
             )
             raise SystemExit(RUN_FAILED)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
+from fakesweep import write_sweep
 from helpers import killed_before_the_row, run_cli, write_random_cifar10
 from omegaconf import OmegaConf
 
@@ -25,6 +26,7 @@ import experiments.evaluate as evaluate_cli
 import experiments.zoo as zoo_cli
 from depthsweep import files
 from depthsweep.analysis import report
+from depthsweep.analysis.verdict import ARCHS
 from depthsweep.apps import zoo
 from depthsweep.errors import INTERRUPTED, RUN_FAILED, UNEXPECTED, USER_ERROR, UserError
 from depthsweep.runs.rundir import RunRecord
@@ -94,10 +96,26 @@ def test_a_sweep_whose_every_run_failed_exits_3_with_its_summary(fake_cifar, tmp
     with pytest.raises(SystemExit) as exit_:
         AnalyzeSweep().on_multirun_end(config)
     assert exit_.value.code == RUN_FAILED
-    assert "2 run(s) failed or were interrupted" in capsys.readouterr().err
+    assert (
+        "2 run(s) failed, were interrupted or have their metrics cut off" in capsys.readouterr().err
+    )
     summary = pd.read_csv(sweep / "summary.csv")
     assert list(summary["status"]) == ["failed", "failed"]
     assert "Failed runs" in (sweep / "summary.md").read_text()
+
+
+def test_a_sweep_with_a_run_whose_metrics_are_cut_off_exits_3(tmp_path, capsys):
+    """Done by its run.json, but its metrics.csv ends mid-row: its numbers are not whole."""
+    sweep = write_sweep(tmp_path / "sweep", [{"arch": a, "depth": 20} for a in ARCHS])
+    cut = sweep / "arch=resnet,depth=20,seed=0" / "metrics.csv"
+    cut.write_bytes(cut.read_bytes()[:-5])
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    with pytest.raises(SystemExit) as exit_:
+        AnalyzeSweep().on_multirun_end(config)
+    assert exit_.value.code == RUN_FAILED
+    err = capsys.readouterr().err
+    assert "1 run(s) failed, were interrupted or have their metrics cut off" in err
+    assert sorted(pd.read_csv(sweep / "summary.csv")["status"]) == ["done", "metrics cut off"]
 
 
 def test_a_summary_that_cannot_be_written_is_one_line_naming_the_fix(

@@ -182,7 +182,7 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(fake_cifar, tmp_path):
     )
     # the sweep went on, analysed everything, and still says that a run failed
     assert res.returncode == RUN_FAILED, res.stderr[-3000:]
-    assert "1 run(s) failed or were interrupted" in res.stderr
+    assert "1 run(s) failed, were interrupted or have their metrics cut off" in res.stderr
     assert res.stdout.startswith("sweep: 2 runs x 20 iterations (40 training steps)\nsweep: about ")
     assert "of training steps on this CPU" in res.stdout
     assert (
