@@ -13,8 +13,9 @@ seeds), each part of the claim (plain rises, resnet falls, resnet below plain) a
 decides it, and the verdict: all from the verdict of `experiments.analyze` on the sweep's files.
 A part's cell is its state, then the comparisons that decide it (each a difference of mean final
 training errors in points, the claim's side positive, its 95% interval and one-sided p: a part is
-supported when every one is), then, for a trend, the exponent k of error ∝ depth^k with its
-interval, an effect size that decides nothing.
+supported when every one is; a depth between them on the wrong side, after "but", stops it), then,
+for a trend, the exponent k of error ∝ depth^k with its interval, an effect size that decides
+nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from depthsweep.analysis.summaries import by_depth, decide, load_sweep, summarize
-from depthsweep.analysis.verdict import Part
+from depthsweep.analysis.verdict import ALPHA, Comparison, Part
 from depthsweep.runs.rundir import read_config
 
 # column: (option, its value where a run's config predates it)
@@ -70,19 +71,29 @@ def costs(summary: pd.DataFrame, batch: object) -> list[str]:
     return [params, macs, f"{total / 1e12:.1f}"]
 
 
+def _named(test: Comparison) -> str:
+    """A comparison's name: its depths (56−20) within an arch, its runs across archs."""
+    higher, lower = test.higher.rpartition("-"), test.lower.rpartition("-")
+    same_arch = higher[0] == lower[0]
+    return f"{higher[2]}−{lower[2]}" if same_arch else f"{test.higher} − {test.lower}"
+
+
+def _interval(test: Comparison) -> str:
+    return f"{test.difference:+.1f} [{test.low:+.1f}, {test.high:+.1f}]"
+
+
 def decided(part: Part) -> str:
     """A part of the verdict as a cell: its state, its comparisons (or why it has none), and a
     trend's k."""
     shown = []
     for test in part.tests:
-        higher, lower = test.higher.rpartition("-"), test.lower.rpartition("-")
-        same_arch = higher[0] == lower[0]
-        name = f"{higher[2]}−{lower[2]}" if same_arch else f"{test.higher} − {test.lower}"
         if math.isnan(test.difference):  # untested: why
-            shown.append(f"{name} ({test.reason or test.state})")
+            shown.append(f"{_named(test)} ({test.reason or test.state})")
         else:
-            ci = f"[{test.low:+.1f}, {test.high:+.1f}]"
-            shown.append(f"{name} {test.difference:+.1f} {ci} p {test.p:.2g}")
+            shown.append(f"{_named(test)} {_interval(test)} p {test.p:.2g}")
+    for check in part.checks:  # a depth between them on the wrong side: what stopped support
+        if check.p_against < ALPHA:
+            shown.append(f"but {_named(check)} {_interval(check)} p against {check.p_against:.2g}")
     if part.name != "resnet below plain" and not math.isnan(part.estimate):
         ci = "" if math.isnan(part.low) else f" [{part.low:+.2f}, {part.high:+.2f}]"
         shown.append(f"k {part.estimate:+.2f}{ci}")

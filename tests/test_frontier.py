@@ -75,3 +75,20 @@ def test_an_untested_comparison_says_why(tmp_path):
     assert "untested: plain-56 − resnet-56 (one seed at plain-56 and resnet-56)" in cells
     # two depths: no trend can be tested at all
     assert "untested: it needs ≥ 3 depths ≥ 20, the deepest ≥ 56 (has 20, 56)" in cells
+
+
+def test_a_depth_between_on_the_wrong_side_is_shown_with_what_it_stopped(tmp_path):
+    # plain rises 20 -> 44 -> 56, but plain-32 lies well below plain-20: the trend is left open
+    means = {"plain": [5.0, 2.0, 9.0, 12.0], "resnet": [9.0, 8.0, 7.0, 6.0]}
+    runs = [
+        {"arch": arch, "depth": depth, "seed": seed, "train": train + 0.2 * seed}
+        for arch, errors in means.items()
+        for depth, train in zip((20, 32, 44, 56), errors, strict=True)
+        for seed in range(3)
+    ]
+    sweep = write_sweep(tmp_path / "between", runs)
+    assert frontier.main([str(sweep), "--out", str(tmp_path / "frontier.md")]) == 0
+    cells = [c.strip() for c in (tmp_path / "frontier.md").read_text().splitlines()[2].split("|")]
+    [plain] = [c for c in cells if c.startswith("open: 44−20")]
+    assert "; but 32−20 -3.0 [-3.5, -2.5] p against 2.6e-05; k " in plain  # SE 0.2 / √3 a side, t4
+    assert cells[-2] == "inconclusive"

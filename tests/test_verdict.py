@@ -117,7 +117,7 @@ CASES = {
         },
         0.2,
         "not reproduced",
-        "Seeds far from their depth's others (kept, and named): resnet-32 seed 2 (21.00; the "
+        "Seeds far from the others (kept, and named): resnet-32 seed 2 (21.00; the "
         "others 3.00, 3.20)",
     ),  # fmt: skip
     "two depths only, plain-110 collapsed": (
@@ -190,7 +190,7 @@ CASES = {
         0.0,
         "inconclusive",
         "resnet-20 vs resnet-56 untested: resnet-20 and resnet-56 are at the floor (0.00% and "
-        "0.00% ≤ 0.5%)",
+        "0.00%: one ≤ 0.5%, the other ≤ 1%)",
     ),
     "every resnet near the floor, rising": (  # a few mistakes' order, not the claim's
         {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
@@ -198,7 +198,66 @@ CASES = {
         0.01,
         "inconclusive",
         "resnet-20 vs resnet-56 untested: resnet-20 and resnet-56 are at the floor (0.15% and "
-        "0.35% ≤ 0.5%)",
+        "0.35%: one ≤ 0.5%, the other ≤ 1%)",
+    ),
+    "every resnet at 0.0, no power law fitted": (  # log(0): not an interval of [0, 0]
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: [0.0] * 3 for d in DEPTHS},
+        0.0,
+        "inconclusive",
+        "error ∝ depth^k not fitted: resnet-20, resnet-32, resnet-44, resnet-56, resnet-110 at "
+        "the floor)",
+    ),
+    "resnet rising across the floor's edge": (  # 0.45% against 0.55%: a few last mistakes
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.02) for d, e in zip(DEPTHS, (0.45, 0.5, 0.5, 0.55, 0.55), strict=True)},
+        0.01,
+        "inconclusive",
+        "resnet-20 vs resnet-56 untested: resnet-20 and resnet-56 are at the floor (0.45% and "
+        "0.55%: one ≤ 0.5%, the other ≤ 1%)",
+    ),
+    "resnet falling across the floor's edge": (  # ... neither way
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.02) for d, e in zip(DEPTHS, (0.55, 0.5, 0.5, 0.45, 0.45), strict=True)},
+        0.01,
+        "inconclusive",
+        "resnet-20 vs resnet-110 untested: resnet-20 and resnet-110 are at the floor (0.55% and "
+        "0.45%: one ≤ 0.5%, the other ≤ 1%)",
+    ),
+    "plain's depths between the compared ones fall": (  # 20 < 56 < 110, but 32 and 44 below 20
+        {
+            20: seeds(2.0, 0.05),
+            32: seeds(0.6, 0.05),
+            44: seeds(0.6, 0.05),
+            56: seeds(2.3, 0.05),
+            110: seeds(80.0, 0.5),
+        },  # fmt: skip
+        {d: seeds(e + 3, 0.1) for d, e in PAPER_RESNET.items()},
+        0.02,
+        "inconclusive",
+        "but between them plain-32 − plain-20 = -1.40 points, 95% CI [-1.51, -1.29], p of the "
+        "opposite = 2.2e-06: plain-32 lies below plain-20; plain-44 − plain-20",
+    ),
+    "a resnet depth between the compared ones rises": (  # 56 and 110 beat 20, 32 does not
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {
+            20: seeds(4.3, 0.1),
+            32: seeds(6.0, 0.1),
+            44: seeds(3.7, 0.1),
+            56: seeds(3.5, 0.1),
+            110: seeds(3.2, 0.1),
+        },  # fmt: skip
+        0.05,
+        "inconclusive",
+        "resnet-32 lies above resnet-20",
+    ),
+    "two seeds far apart": (  # neither is the odd one, but the pair is named
+        {d: seeds(e, 0.2, 2) for d, e in PAPER_PLAIN.items()},
+        {**{d: seeds(e + 3, 0.1, 2) for d, e in PAPER_RESNET.items()}, 56: [1.5, 20.0]},
+        0.05,
+        "inconclusive",
+        "Seeds far from the others (kept, and named): resnet-56's two seeds (1.50 and 20.00: SD "
+        "13.08, the arch's elsewhere 0.14)",
     ),
     "a shallow resnet at the floor, the deeper ones far above it": (  # no floor effect: refuted
         {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
@@ -239,6 +298,20 @@ def test_verdict_cases(name):
     assert fragment in got.sentence
     assert got.sentence.startswith(verdict.OUTCOMES[outcome] + ": ")
     assert " 8: " not in got.sentence  # never a depth below 20
+
+
+def test_runs_that_repeat_a_seed_are_named_and_not_judged():
+    """Two runs of one seed (a sweep run twice into one analysis) are one draw, not two."""
+    runs = summary({d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+                   {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()}, se=0.05)  # fmt: skip
+    assert analysis.decide(runs).outcome == "reproduced"
+    again = runs[(runs["arch"] == "plain") & (runs["depth"] == 56)].assign(run_dir="again")
+    got = analysis.decide(pd.concat([runs, again.iloc[:1]], ignore_index=True))
+    assert got.outcome == "undetermined"
+    assert got.sentence.startswith(
+        "Verdict undetermined: runs that repeat an arch, depth and seed: plain-56 seed 0 "
+        "(arch=plain,depth=56,seed=0, again)."
+    )
 
 
 def test_no_plain_or_resnet_deep_enough_says_why():
@@ -355,7 +428,7 @@ def test_refuting_takes_bonferroni_over_the_comparisons():
     plain = {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()}
     cells = [verdict.Cell("plain", d, 3, float(np.mean(v)), 0.1) for d, v in plain.items()]
     # resnet-20 below resnet-56 by 2.9 SEs (t with 4 dof: p ≈ 0.022 against the claim)
-    resnet = {20: 1.0, 32: 1.0, 44: 1.0, 56: 1.0 + 2.9 * 0.1 * math.sqrt(2), 110: 0.5}
+    resnet = {20: 2.0, 32: 2.0, 44: 2.0, 56: 2.0 + 2.9 * 0.1 * math.sqrt(2), 110: 1.5}
     cells += [verdict.Cell("resnet", d, 3, m, 0.1) for d, m in resnet.items()]
     parts = verdict.judge_cells(cells)
     first = parts[1].tests[0]

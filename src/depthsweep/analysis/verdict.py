@@ -20,6 +20,11 @@ intersection-union test (IUT): a part is supported only when every one of its co
 - (2) resnet falls: resnet-m < resnet-s and resnet-d < resnet-s: both deeper nets beat the
   shallow one (the paper's claim; its ResNet-56 and -110 are within noise of each other).
 - (3) resnet-D < plain-D at the deepest depth D >= DEEP_DEPTH that both were trained at.
+- The depths between s and m (the paper's 32 and 44) decide no part, but can stop one: a trend
+  whose comparisons are all supported is only open where such a depth lies on the wrong side of s
+  (plain-c below plain-s, resnet-c above resnet-s, one-sided p < ALPHA): the error does not then
+  rise (fall) with depth, whatever the anchors say. Only ever turning support into open, these
+  checks cannot raise a false rate.
 
 Each comparison's difference is in points, its SE sqrt(SE_a^2 + SE_b^2) from the two means' SEs
 (`seed_se`: over seeds, never below the runs' own noise), with Welch-Satterthwaite's degrees of
@@ -32,7 +37,7 @@ are, from all the runs at depths >= MIN_DEPTH, so that dropping it cannot move a
 
 - Supported: the one-sided p of the claim is below ALPHA (its 95% interval lies on the claim's
   side). The IUT needs no correction: a part, and "reproduced", are falsely supported at most
-  ALPHA of the time with equal seed noise, and up to ~3.3% with two or three seeds a side and
+  ALPHA of the time with equal seed noise, and up to ~3.2% with two or three seeds a side and
   one side's seed SD 6-20x the other's, where Welch's degrees of freedom are too many (measured:
   `analysis.calibration`, tests/test_calibration.py, results/verdict_calibration/); with unequal
   seed counts Welch's reached 4.3% (2 seeds against 3, the two-seed side 6x noisier), hence
@@ -40,20 +45,24 @@ are, from all the runs at depths >= MIN_DEPTH, so that dropping it cannot move a
 - Refuted: the one-sided p of the opposite is below ALPHA / K, K the comparisons planned (two
   per arch with enough depths, plus the gap; Bonferroni, counted before any is tested), so "NOT
   reproduced" is said of a true claim at most ALPHA of the time however many are made.
-- Untested: too few depths or seeds, a run that did not finish, or a floor effect: where both
-  sides are at the floor (error <= FLOOR_ERROR), their order is that of a few last mistakes, so
-  the comparison is neither supported nor refuted. One side at the floor and the other above it
-  is tested: a shallow ResNet at 0.4% and a deep one at 6% is a clear refutation.
+- Untested: too few depths or seeds, a run that did not finish, or a floor effect: where one side
+  is at the floor (error <= FLOOR_ERROR) and the other near it (<= NEAR_FLOOR), their order is
+  that of a few last mistakes, so the comparison is neither supported nor refuted. One side at
+  the floor and the other well above it is tested: a shallow ResNet at 0.4% and a deep one at 6%
+  is a clear refutation.
 - A part is refuted if any comparison is, supported if all are, untested if any is untested, else
   open. Any part refuted: "NOT reproduced"; all supported: "Degradation reproduced"; else
   "Inconclusive", saying what would settle it.
 
 The exponent k of error ∝ depth^k is kept as the effect size of (1) and (2): an unweighted fit of
 log(mean) on log(depth) over the arch's depths, with Student's t on depths - 2 degrees of freedom;
-it describes, it decides nothing. "Undetermined" where the input cannot be judged: a finished run
-whose training error is NaN, infinite or outside 0-100, or plain and resnet runs whose configs
-differ in more than the arch (`mixed_options`, found by `analysis.load_sweep`). The sentence says
-when the schedule was shorter than the paper's, and names seeds far from their depth's others.
+it describes, it decides nothing, and is not estimated where a mean is at the floor (its log is
+then the count of a few last mistakes, or minus infinity). "Undetermined" where the input cannot
+be judged: a finished run whose training error is NaN, infinite or outside 0-100, plain and
+resnet runs whose configs differ in more than the arch (`mixed_options`, found by
+`analysis.load_sweep`), or runs that repeat an arch, depth and seed (copies of one draw would pass
+for seeds that agree). The sentence says when the schedule was shorter than the paper's, and
+names seeds far from their depth's others, and a depth's two seeds far apart.
 """
 
 from __future__ import annotations
@@ -79,9 +88,11 @@ ARCHS = ("plain", "resnet")
 # shallower net has left a deeper one next to nothing to improve on, and the order of two nets is
 # that of their last few mistakes on images augmentation makes ambiguous, not of how well they
 # train (0.15% against 0.35%, with small SEs, would otherwise refute "resnet falls"). A comparison
-# is left untested where both sides are at the floor; on the CPU Figure 6 the lowest error is
+# is left untested where one side is at the floor and the other near it (<= NEAR_FLOOR): a net at
+# 0.45% against one at 0.55% is no evidence either way; on the CPU Figure 6 the lowest error is
 # resnet-56's 13%.
 FLOOR_ERROR = 0.5
+NEAR_FLOOR = 2 * FLOOR_ERROR
 # An SE below this (points) is no noise estimate: equal seeds give 1e-17 by rounding, not 0, and
 # one image in 2,000 is 0.05 points.
 NO_NOISE = 1e-9
@@ -146,6 +157,8 @@ class Part:
     depths: list[int] = field(default_factory=list)
     reason: str = ""  # the part in words, numbers included
     tests: list[Comparison] = field(default_factory=list)
+    # A trend's depths between s and m, each against s: any on the wrong side stops support.
+    checks: list[Comparison] = field(default_factory=list)
 
 
 @dataclass
@@ -156,7 +169,7 @@ class Verdict:
     points: list[dict] = field(default_factory=list)  # arch, depth, n, mean, se of what was used
     alpha: float = ALPHA  # each comparison's one-sided level; refuted at alpha / comparisons
     iterations: int | None = None  # the runs' schedule (the paper: PAPER_ITERATIONS)
-    outliers: list[str] = field(default_factory=list)  # seeds far from their depth's others
+    outliers: list[str] = field(default_factory=list)  # seeds far from the others (`outliers`)
 
     def to_dict(self) -> dict:
         """As plain data for verdict.json: NaN (not estimated) becomes None."""
@@ -179,10 +192,10 @@ def seed_se(values: Sequence[float], within: Sequence[float]) -> float:
 
 def power_law(cells: Sequence[Cell]) -> tuple[float, float, float]:
     """(k, low, high): the exponent of error ∝ depth^k, an unweighted least-squares fit of
-    log(mean) on log(depth) (a mean at 0 taken as 0.01%, one mistake in 10,000), with its 95%
-    interval (t, depths - 2 degrees of freedom; NaN with fewer than 3 depths)."""
+    log(mean) on log(depth) (every mean above 0), with its 95% interval (t, depths - 2 degrees of
+    freedom; NaN with fewer than 3 depths)."""
     x = np.log([c.depth for c in cells])
-    y = np.log(np.maximum([c.mean for c in cells], 0.01))
+    y = np.log([c.mean for c in cells])
     slope, intercept = np.polyfit(x, y, 1)
     dof = len(x) - 2
     if dof < 1:
@@ -208,7 +221,8 @@ def degrees_of_freedom(a: Cell, b: Cell) -> float:
 def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
     """The one-sided Welch test of `higher`'s mean above `lower`'s. Supported at p < ALPHA,
     refuted when the opposite has p < `refute_alpha`; untested where a run of either did not
-    finish, with one seed on either side, an unknown SE, or both at the floor."""
+    finish, with one seed on either side, an unknown SE, or one at the floor and the other near
+    it."""
     made = {"higher": higher.label, "lower": lower.label}
     unfinished = [f"{c.label} ({c.unfinished} of {c.n + c.unfinished})" for c in (higher, lower)
                   if c.unfinished]  # fmt: skip
@@ -218,10 +232,10 @@ def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
     one = [c.label for c in (higher, lower) if c.n < 2]
     if one:  # see ONE_SEED
         return Comparison(**made, state="untested", reason=f"one seed at {' and '.join(one)}")
-    if max(higher.mean, lower.mean) <= FLOOR_ERROR:
+    if min(higher.mean, lower.mean) <= FLOOR_ERROR and max(higher.mean, lower.mean) <= NEAR_FLOOR:
         why = (
-            f"{higher.label} and {lower.label} are at the floor "
-            f"({higher.mean:.2f}% and {lower.mean:.2f}% ≤ {FLOOR_ERROR}%)"
+            f"{higher.label} and {lower.label} are at the floor ({higher.mean:.2f}% and "
+            f"{lower.mean:.2f}%: one ≤ {FLOOR_ERROR}%, the other ≤ {NEAR_FLOOR:g}%)"
         )
         return Comparison(**made, state="untested", reason=why)
     se = math.hypot(higher.se, lower.se)
@@ -285,13 +299,21 @@ def trend_part(arch: str, cells: list[Cell], refute_alpha: float) -> Part:
         reason = f"{arch}'s trend is not tested: it needs {need} (has {have})"
         return Part(f"{arch} trend", "untested", depths=depths, reason=reason)
     s, m, d = anchors
-    if arch == "plain":  # each step deeper is worse
+    rises = arch == "plain"
+    if rises:  # each step deeper is worse
         tests = [compare(m, s, refute_alpha), compare(d, m, refute_alpha)]
     else:  # both deeper nets beat the shallowest
         tests = [compare(s, m, refute_alpha), compare(s, d, refute_alpha)]
+    between = cells[1:-2]  # the depths between s and m: each must not go against the trend
+    checks = [compare(*((c, s) if rises else (s, c)), refute_alpha) for c in between]
+    against = [c for c in checks if c.p_against < ALPHA]  # NaN (untested) is never below
     state = _combined(tests)
+    if state == "supported" and against:
+        state = "open"
     finished = [c for c in cells if c.n]
-    k, low, high = power_law(finished) if len(finished) > 1 else (math.nan,) * 3
+    at_floor = [c.label for c in finished if c.mean <= FLOOR_ERROR]
+    fitted = len(finished) > 1 and not at_floor
+    k, low, high = power_law(finished) if fitted else (math.nan,) * 3
     words = {
         "supported": "rises with depth" if arch == "plain" else "falls with depth",
         "refuted": "does not rise with depth" if arch == "plain" else "does not fall with depth",
@@ -299,10 +321,20 @@ def trend_part(arch: str, cells: list[Cell], refute_alpha: float) -> Part:
         "untested": "trend with depth is untested",
     }[state]
     fit = f"error ∝ depth^k, k = {_fmt(k)}, 95% CI [{_fmt(low)}, {_fmt(high)}]"
+    if at_floor:
+        fit = f"error ∝ depth^k not fitted: {', '.join(at_floor)} at the floor"
     subject = f"{arch}'s train error" if state in ("supported", "refuted") else f"{arch}'s"
     said = "; ".join(_said(c) for c in tests)
+    if against:
+        side = "below" if rises else "above"
+        said += "; but between them " + "; ".join(
+            f"{c.higher} − {c.lower} = {_fmt(c.difference)} points, 95% CI [{_fmt(c.low)}, "
+            f"{_fmt(c.high)}], p of the opposite = {c.p_against:.2g}: "
+            f"{c.higher if rises else c.lower} lies {side} {s.label}"
+            for c in against
+        )
     reason = f"{subject} {words} ({said}; {fit})"
-    return Part(f"{arch} trend", state, k, low, high, depths, reason, tests)
+    return Part(f"{arch} trend", state, k, low, high, depths, reason, tests, checks)
 
 
 def gap_part(plain: list[Cell], resnet: list[Cell], refute_alpha: float) -> Part:
@@ -414,16 +446,40 @@ def bad_values(summary: pd.DataFrame) -> list[str]:
     return [f"{r.run_dir} ({r.final_train_error})" for r in bad.itertuples()]
 
 
+def repeated_seeds(summary: pd.DataFrame) -> list[str]:
+    """Runs of the claim (any status) that share an arch, depth and seed, named: copies of one
+    draw, whose agreement would pass for seed-to-seed noise that is not there."""
+    runs = summary[judged(summary)]
+    keys = ["arch", "depth", "seed"]
+    repeated = runs[runs.duplicated(keys, keep=False)]
+    return [
+        f"{arch}-{depth} seed {seed} ({', '.join(map(str, group['run_dir']))})"
+        for (arch, depth, seed), group in repeated.groupby(keys, sort=True)
+    ]
+
+
 def outliers(runs: pd.DataFrame) -> list[str]:
     """Seeds of a depth with >= 3 seeds lying more than OUTLIER_Z seed SDs from the median of
-    the others (the SD: the others' own, or the arch's typical one, whichever is larger). `runs`:
-    finished runs with arch, depth, seed, final_train_error and its within-run SE. Descriptive,
-    deciding nothing: with three seeds the others' SD rests on two values, so at a depth much
-    noisier than the arch's others ordinary seeds are named too."""
+    the others (the SD: the others' own, or the arch's typical one, whichever is larger, or the
+    run's own SE if larger still), and depths whose two seeds' SD is more than OUTLIER_Z times the
+    arch's typical one (the median SD of its other depths, or the runs' own SE if larger: neither
+    of two can be called the odd one, so the pair is named). `runs`: finished runs with arch, depth,
+    seed, final_train_error and its within-run SE. Descriptive, deciding nothing: with three
+    seeds the others' SD rests on two values, so at a depth much noisier than the arch's others
+    ordinary seeds are named too."""
     named = []
     for arch, of_arch in runs.groupby("arch", sort=True):
-        typical = of_arch.groupby("depth")["final_train_error"].std().median()
+        sds = of_arch.groupby("depth")["final_train_error"].std()
+        typical = sds.median()
         for depth, cell in of_arch.groupby("depth", sort=True):
+            if len(cell) == 2:
+                a, b = cell["final_train_error"]
+                sd = np.nanmax([sds.drop(depth).median(), *cell["final_train_error_se"]])
+                if sds[depth] > OUTLIER_Z * sd:
+                    named.append(
+                        f"{arch}-{depth}'s two seeds ({a:.2f} and {b:.2f}: SD {sds[depth]:.2f}, "
+                        f"the arch's elsewhere {sd:.2f})"
+                    )
             if len(cell) < 3:
                 continue
             for i, row in cell.iterrows():
@@ -478,6 +534,15 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
             f"{OUTCOMES['undetermined']}: finished runs whose final train error is not an error "
             f"rate (NaN, infinite or outside 0–100): {', '.join(bad)}. Check their metrics.csv.",
         )
+    repeated = repeated_seeds(summary)
+    if repeated:
+        return Verdict(
+            "undetermined",
+            f"{OUTCOMES['undetermined']}: runs that repeat an arch, depth and seed: "
+            f"{'; '.join(repeated)}. A seed's runs are one draw, not several, and their agreement "
+            "would pass for seed-to-seed noise that is not there: keep one of each, or analyse "
+            "them apart.",
+        )
     if mixed:
         return Verdict(
             "undetermined",
@@ -524,7 +589,7 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
         sentence += f" {ONE_SEED}"
     far = outliers(done)
     if far:
-        sentence += f" Seeds far from their depth's others (kept, and named): {'; '.join(far)}."
+        sentence += f" Seeds far from the others (kept, and named): {'; '.join(far)}."
     left_out = summary[judged(summary) & (summary["status"] != "done")]
     if len(left_out):
         names = [f"{r.run_dir} ({r.status})" for r in left_out.itertuples()]
