@@ -14,7 +14,7 @@ from depthsweep.errors import UNEXPECTED, USER_ERROR, full_error
 from depthsweep.runs.rundir import remove_empty_parents, remove_unstarted
 
 # What Hydra, a launcher and the sweeper write into a sweep directory before its first run.
-SWEEP_BEFORE_START = {"multirun.yaml", ".submitit", ".fused"}
+SWEEP_BEFORE_START = {"multirun.yaml", ".submitit", ".fused", ".interrupted"}
 
 
 def discard(run_dir: Path, sweep: bool) -> None:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from depthsweep.errors import INTERRUPTED, RUN_FAILED, UserError
 from depthsweep.training.config import home_expanded
 from depthsweep.training.group import train_group
-from depthsweep.training.sweeper import group_members
+from depthsweep.training.sweeper import group_members, mark_stopped, stopped_by
 from depthsweep.training.train import Interrupted, train
 from experiments.exits import setup_error, unexpected_error
 
@@ -36,17 +36,31 @@ def _runs(cfg: DictConfig, hc) -> list[tuple[DictConfig, Path]]:
     return [(m["config"], Path(m["run_dir"])) for m in members]
 
 
-def run(runs: list[tuple[DictConfig, Path]], sweep: bool) -> str | float:
+def run(runs: list[tuple[DictConfig, Path]], sweep_dir: Path | None = None) -> str | float:
     """One job of `experiments.run`: train its runs (config, run directory; a fused group's, or
     one), then turn the outcome into the exit codes above (SystemExit). Returns the status, or the
-    first run's `optimized_metric` for a search."""
+    first run's `optimized_metric` for a search. `sweep_dir`: the sweep's, None for a single run.
+
+    A signal stops a single run with its exit code at once. In a sweep the job returns
+    'interrupted' instead and marks the sweep stopped: jobs queued behind it then return at once
+    without training, and the sweeper exits with the signal's code once every job has returned.
+    Raised in a launcher's worker, the exit would make the launcher kill the other workers while
+    they still save their own checkpoints (joblib aborts on a job's first exception)."""
     cfg, run_dir = runs[0]
+    sweep = sweep_dir is not None
+    if sweep and stopped_by(sweep_dir):
+        print(f"[{run_dir.name}] not started: the sweep was interrupted", flush=True)
+        return "interrupted"
     try:
         status = train_group(runs) if len(runs) > 1 else train(cfg, run_dir)
     except UserError as e:
         setup_error(e, [member_dir for _, member_dir in runs], sweep)
     except (Interrupted, KeyboardInterrupt) as e:
-        raise SystemExit(INTERRUPTED[getattr(e, "signal", "SIGINT")]) from None
+        signal = getattr(e, "signal", "SIGINT")
+        if not sweep:
+            raise SystemExit(INTERRUPTED[signal]) from None
+        mark_stopped(sweep_dir, signal)
+        return "interrupted"
     except Exception as e:  # not a run's failure (each run records its own): said now
         unexpected_error(e, [member_dir for _, member_dir in runs])
     if status == "failed" and not sweep:  # in a sweep, the other runs go on
@@ -61,7 +75,7 @@ def run(runs: list[tuple[DictConfig, Path]], sweep: bool) -> str | float:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> str | float:
     hc = HydraConfig.get()
-    return run(_runs(cfg, hc), sweep=hc.mode == RunMode.MULTIRUN)
+    return run(_runs(cfg, hc), Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def test_an_unexpected_fault_fails_its_run_at_once_and_the_sweep_goes_on(
     run_dir = tmp_path / "sweep" / "depth=8"
     run_dir.mkdir(parents=True)
     with caplog.at_level(logging.ERROR, logger="depthsweep"):
-        status = run_entry([(tiny_config(fake_cifar), run_dir)], sweep=True)
+        status = run_entry([(tiny_config(fake_cifar), run_dir)], run_dir.parent)
     assert status == "failed"
     (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert line == "[resnet-8 seed=0] FAILED: RuntimeError: the flop counter broke"
@@ -196,7 +196,7 @@ def test_a_resume_on_another_test_set_is_refused(fake_cifar, tmp_path, record):
     assert (run_dir / "metrics.csv").read_bytes() == metrics  # nothing mixed in
     # through the command: one line, exit 2
     with pytest.raises(SystemExit) as exit_:
-        run_entry([(tiny_config(other), run_dir)], sweep=False)
+        run_entry([(tiny_config(other), run_dir)])
     assert exit_.value.code == USER_ERROR
 
 
@@ -232,7 +232,7 @@ def test_a_metrics_row_that_is_no_row_stops_the_resume_in_one_line(fake_cifar, t
     (run_dir / "metrics.csv").write_text("".join(lines))
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
-        run_entry([(tiny_config(fake_cifar), run_dir)], sweep=True)
+        run_entry([(tiny_config(fake_cifar), run_dir)], run_dir.parent)
     assert exit_.value.code == USER_ERROR
     err = one_error_line(capsys.readouterr().err)
     assert "metrics.csv, line 4, is not a row of the log ('garbage'). Delete that line" in err
@@ -396,7 +396,7 @@ def test_a_setup_error_leaves_no_empty_runs_directory(fake_cifar, tmp_path, monk
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / "run.log").write_text("")
     with pytest.raises(SystemExit) as exit_:
-        run_entry([(compose_config(["depth=7", f"data.root={fake_cifar}"]), run_dir)], False)
+        run_entry([(compose_config(["depth=7", f"data.root={fake_cifar}"]), run_dir)])
     assert exit_.value.code == USER_ERROR
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # the test's own data only
 
@@ -409,7 +409,7 @@ def test_a_setup_error_never_removes_a_runs_files(fake_cifar, tmp_path, capsys):
     (run_dir / "run.json").unlink()
     cfg = tiny_config(tmp_path / "moved", "data.download=false")
     with pytest.raises(SystemExit) as exit_:
-        run_entry([(cfg, run_dir)], sweep=False)
+        run_entry([(cfg, run_dir)])
     assert exit_.value.code == USER_ERROR
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "metrics.csv").is_file()
 

@@ -140,3 +140,50 @@ def test_sigterm_saves_every_member_of_a_fused_group_and_the_sweep_resumes(fake_
         assert json.loads((m / "run.json").read_text())["status"] == "done"
         logged = pd.read_csv(m / "metrics.csv").dropna(subset=["train_error"])["step"]
         assert logged.tolist() == list(range(5, 101, 5))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT])  # SIGTERM passes too (44 s more: not run)
+def test_a_signal_to_a_parallel_sweep_saves_every_running_job_and_starts_no_queued_one(
+    sig, fake_cifar, tmp_path
+):
+    """Ctrl-C reaches the launching process and its joblib workers at once: each running job
+    saves its current step and returns, the launcher waits for them, the queued jobs do not start,
+    and the same command resumes the sweep, every window once."""
+    sweep = tmp_path / "sweep"
+    args = [
+        *["experiments.run", "-m", "depth=8", "arch=plain,resnet", "seed=0,1"],
+        *["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"],
+        *[f"data.root={fake_cifar}", "data.batch_size=16", "schedule.iterations=300"],
+        *["trainer.log_every_n_steps=5", "trainer.check_val_every_n_epoch=1000"],
+        *["checkpoint_every=1000", "trainer.enable_progress_bar=false"],
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    proc = subprocess.Popen(  # its own process group: the terminal's Ctrl-C, the cluster's TERM
+        [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(running := sorted(sweep.glob("arch=plain,*"))) < 2:  # the first two jobs
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.1)
+    for run_dir in running:  # both workers mid-training, with no checkpoint yet
+        wait_for_steps(run_dir, proc, 20)
+    os.killpg(proc.pid, sig)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == INTERRUPTED[sig.name], output[-3000:]
+    for run_dir in running:
+        info = json.loads((run_dir / "run.json").read_text())
+        step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+        assert (info["status"], info["error"]) == ("interrupted", f"{sig.name} at iteration {step}")
+        assert 20 <= step < 300
+    queued = sorted(sweep.glob("arch=resnet,*"))  # made by Hydra, never started
+    assert len(queued) == 2 and not any((run_dir / "run.json").exists() for run_dir in queued)
+    assert output.count("not started: the sweep was interrupted") == 2
+    resumed = run_cli(*args)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert resumed.stdout.count("resuming from") == 2
+    for run_dir in running + queued:
+        assert json.loads((run_dir / "run.json").read_text())["status"] == "done"
+        logged = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["train_error"])["step"]
+        assert logged.is_unique and set(range(5, 301, 5)) <= set(logged)

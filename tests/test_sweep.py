@@ -254,7 +254,7 @@ def run_in_process(args: list[str], run_dir: Path, sweep: bool = False):
     """experiments.run's handling of one run, as Hydra calls it, on the config `args` compose
     to; `run_dir` made first, as Hydra makes it."""
     run_dir.mkdir(parents=True)
-    return run_entry([(compose_config(args), run_dir)], sweep)
+    return run_entry([(compose_config(args), run_dir)], run_dir.parent if sweep else None)
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,18 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from depthsweep.errors import USER_ERROR, UserError, full_error
+from depthsweep.errors import INTERRUPTED, USER_ERROR, UserError, full_error
 from depthsweep.runs.rundir import RunRecord
 from depthsweep.tools.sweep_size import describe, runs_at_once
-from depthsweep.training.sweeper import expand, fuse, plan, task_config
+from depthsweep.training.sweeper import (
+    STOPPED,
+    expand,
+    fuse,
+    plan,
+    stopped_by,
+    task_config,
+    waiting_for_workers,
+)
 from depthsweep.training.train import preflight
 
 
@@ -72,7 +80,18 @@ class DepthSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        results = self.launcher.launch(plan(jobs, sweep_dir), initial_job_idx=0)
+        (sweep_dir / STOPPED).unlink(missing_ok=True)  # an earlier launch's: this one resumes
+        launched = plan(jobs, sweep_dir)
+        with waiting_for_workers(sweep_dir, at_once > 1):
+            results = self.launcher.launch(launched, initial_job_idx=0)
         for r in results:
             _ = r.return_value  # re-raises a job's exception, as the basic sweeper does
+        signal = stopped_by(sweep_dir)
+        if signal:
+            print(
+                f"interrupted by {signal}: the runs stopped have their checkpoints at the step "
+                "they reached, and the same command resumes the sweep",
+                file=sys.stderr,
+            )
+            raise SystemExit(INTERRUPTED[signal])
         return [results]

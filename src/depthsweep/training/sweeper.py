@@ -12,6 +12,9 @@ must happen between expanding the lists and launching, which it has no hook for:
    schedule, differing only in seed, plain vs resnet, lr, weight decay, warm-up) are launched K at
    a time: one job per group, under any launcher. The group's members and run directories go
    into `<sweep dir>/.fused/groups.json`; the job is the first member's, with `+fused_group=N`.
+
+And while it runs, a signal stops it whole: the jobs that were training save their checkpoints
+and return, queued ones do not start (`STOPPED`, `waiting_for_workers`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
+import signal
+import sys
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,9 @@ from depthsweep.nets.models import CifarNet
 from depthsweep.runs.rundir import flat_config, result_config
 
 PLAN = Path(".fused") / "groups.json"
+# Written into a sweep directory when a signal stops it (its content: the signal's name): jobs
+# queued behind the interrupted ones see it and do not start; the next launch removes it.
+STOPPED = Path(".interrupted")
 # A member's own: what may differ between the runs of one fused group.
 MEMBER_KEYS = ("seed", "arch_name", "arch.", "schedule.optimizer.lr")
 MEMBER_KEYS += ("schedule.optimizer.weight_decay", "schedule.warmup.")
@@ -130,6 +139,51 @@ def _member(overrides: list[str], cfg: DictConfig) -> dict[str, Any]:
         "run_dir": str(Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir),
         "config": OmegaConf.to_container(task_config(cfg), resolve=True),
     }
+
+
+def mark_stopped(sweep_dir: str | Path, signal: str) -> None:
+    """Record that `signal` stopped the sweep (the first signal's name is kept)."""
+    path = Path(sweep_dir) / STOPPED
+    if not path.exists():
+        atomic_write_text(path, signal)
+
+
+def stopped_by(sweep_dir: str | Path) -> str | None:
+    """The signal that stopped the sweep since its launch, or None."""
+    path = Path(sweep_dir) / STOPPED
+    return path.read_text(encoding="utf-8").strip() or "SIGINT" if path.is_file() else None
+
+
+@contextmanager
+def waiting_for_workers(sweep_dir: Path, workers: bool) -> Iterator[None]:
+    """While a launcher runs jobs in worker processes (`workers`): the first SIGINT or SIGTERM the
+    launching process gets marks the sweep stopped and lets the launch go on, so that the workers,
+    which get the same signal from the terminal or the cluster, save their checkpoints and return
+    (queued jobs see the mark and do not start); a second SIGINT stops at once. Otherwise
+    Ctrl-C's KeyboardInterrupt in the launcher would kill the workers mid-save (measured: a fused
+    group of figure6_cpu left `running`, its steps since the last checkpoint lost)."""
+    if not workers:  # the jobs run in this process: their own handlers stop them
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if stopped_by(sweep_dir) and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice: now
+        mark_stopped(sweep_dir, name)
+        print(
+            f"{name}: waiting for the running jobs to save their checkpoints (Ctrl-C again to "
+            "stop at once, losing what they trained since their last one)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def group_members(sweep_dir: str | Path, group: int, run_dir: str | Path) -> list[dict[str, Any]]:
