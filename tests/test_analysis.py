@@ -284,6 +284,22 @@ def test_no_runs_raises_and_cli_exits_2(tmp_path, capsys, make):
     assert "Traceback" not in err
 
 
+def test_a_folder_of_sweeps_is_refused_naming_them(tmp_path, capsys):
+    """multirun/ (or a home directory) is no sweep: its sweeps' runs would be pooled into one
+    summary, written beside them. A run directory inside a sweep is still read alone."""
+    for name in ("smoke", "figure6_cpu"):
+        degradation_sweep(tmp_path / "multirun" / name)
+    assert main([str(tmp_path / "multirun")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'multirun'} is no sweep directory, but holds 2 below it "
+        f"({tmp_path / 'multirun' / 'figure6_cpu'}, {tmp_path / 'multirun' / 'smoke'}): name "
+        f"one, e.g. python -m experiments.analyze {tmp_path / 'multirun' / 'figure6_cpu'}\n"
+    )
+    assert not list((tmp_path / "multirun").glob("summary*"))
+    one_run = next((tmp_path / "multirun" / "smoke").glob("arch=plain,depth=20,seed=0"))
+    assert len(analysis.load_sweep(one_run)[0]) == 1
+
+
 def test_cli_prints_table_and_verdict(tmp_path, capsys):
     degradation_sweep(tmp_path)
     assert main([str(tmp_path), "--ylim", "0", "40"]) == 0

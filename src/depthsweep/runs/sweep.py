@@ -53,8 +53,27 @@ def arch_sets(arch: str, key: str) -> str | None:
     return str(OmegaConf.select(OmegaConf.load(path), key)) if path.is_file() else None
 
 
+MULTIRUN_YAML = "multirun.yaml"  # Hydra's record of a sweep, in its directory
+
+
 class NoRunsError(ValueError):
     """The sweep directory is missing or holds no readable run."""
+
+
+def check_one_sweep(path: Path, runs: list[Path]) -> None:
+    """`runs` (found below `path`) are one sweep's: a NoRunsError where `path` is no sweep
+    directory (no multirun.yaml) but its runs lie in sweep directories below it (multirun/, a
+    home directory): their runs would be pooled into one summary, written into `path`."""
+    if (path / MULTIRUN_YAML).is_file():
+        return
+    below = {s for r in runs for s in r.parents if path in s.parents}  # not path's own parents
+    sweeps = sorted(s for s in below if (s / MULTIRUN_YAML).is_file())
+    if sweeps:
+        shown = ", ".join(str(s) for s in sweeps[:5]) + (", ..." if len(sweeps) > 5 else "")
+        raise NoRunsError(
+            f"{path} is no sweep directory, but holds {len(sweeps)} below it ({shown}): name "
+            f"one, e.g. python -m experiments.analyze {sweeps[0]}"
+        )
 
 
 def _read_run(run_dir: Path, sweep_dir: Path) -> dict | None:
@@ -80,6 +99,7 @@ def runs_table(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     if not sweep_dir.is_dir():
         raise NoRunsError(f"{sweep_dir} does not exist; {expected}")
     found = find_runs(sweep_dir)
+    check_one_sweep(sweep_dir, found)
     subdirs = [] if found == [sweep_dir] else sorted(sweep_dir.iterdir())
     for d in (d for d in subdirs if d.is_dir() and d.name[0] != "."):
         if not any(d == r or d in r.parents for r in found):  # say so, rather than ignore it
