@@ -17,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
+import torch
 from fakesweep import write_sweep
-from helpers import killed_before_the_row, run_cli, write_random_cifar10
+from helpers import Killed, killed_before_the_row, run_cli, write_random_cifar10
 from omegaconf import OmegaConf
 
 import experiments.analyze as analyze_cli
@@ -566,3 +567,61 @@ def test_transfer_from_a_missing_source_is_one_line_and_leaves_nothing(tmp_path,
     assert res.returncode == USER_ERROR
     assert res.stderr == f"error: {tmp_path / 'none'}: no such run directory or checkpoint file\n"
     assert list(tmp_path.iterdir()) == []  # no runs/transfer/.hydra
+
+
+class CtrlC(pl.Callback):
+    """A real SIGINT to this process at the end of iteration `at` (the first fit only)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+class KilledAt(pl.Callback):
+    """SIGKILL at the end of iteration `at`, as the process meets it: nothing more written."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.at:
+            raise Killed
+
+
+@pytest.mark.parametrize(
+    "at, every", [(5, 1000), (7, 1000), (7, 8)], ids=["mid-epoch", "epoch end", "periodic"]
+)
+def test_a_run_resumed_at_any_step_logs_what_an_unbroken_one_does(
+    at, every, fake_cifar, tmp_path, monkeypatch
+):
+    """Stopped by Ctrl-C (saved at the end of the step after the signal: 6, or 8, an epoch's last
+    of four) or killed after a periodic checkpoint at an epoch's end (8), the resumed run evaluates
+    at the unbroken run's iterations and logs its values: no epoch counted twice. (Stopped
+    mid-epoch, it also evaluated there, at 6, as Lightning does when a fit is stopped.)"""
+    options = ["data.batch_size=25", "schedule.iterations=24", "trainer.check_val_every_n_epoch=2",
+               "trainer.log_every_n_steps=2", f"checkpoint_every={every}"]  # fmt: skip
+    assert train(tiny_config(fake_cifar, *options), tmp_path / "unbroken") == "done"
+    make_trainer = train_module.make_trainer
+    stop = CtrlC(at) if every == 1000 else KilledAt(9)  # after the checkpoint of 8
+    monkeypatch.setattr(
+        train_module, "make_trainer", lambda cfg, cbs, **kw: make_trainer(cfg, [*cbs, stop], **kw)
+    )
+    with pytest.raises(Interrupted if every == 1000 else Killed):
+        train(tiny_config(fake_cifar, *options), tmp_path / "resumed")
+    saved = torch.load(RunRecord(tmp_path / "resumed").checkpoint, weights_only=True)["global_step"]
+    assert saved == (at + 1 if every == 1000 else 8)
+    monkeypatch.setattr(train_module, "make_trainer", make_trainer)
+    assert train(tiny_config(fake_cifar, *options), tmp_path / "resumed") == "done"
+    unbroken, resumed = (pd.read_csv(tmp_path / d / "metrics.csv") for d in ("unbroken", "resumed"))
+    for column in ("test_error", "train_error", "train_loss", "grad_norm/stem.0"):
+        want, got = (
+            m.dropna(subset=[column]).set_index("step")[column] for m in (unbroken, resumed)
+        )
+        if column == "test_error" and at == 5:  # Lightning evaluates a fit stopped mid-epoch
+            assert list(got.index.difference(want.index)) == [saved]
+            got = got.drop(saved)
+        pd.testing.assert_series_equal(got, want)
+    assert unbroken.dropna(subset=["test_error"])["step"].tolist() == [8, 16, 24]

@@ -176,7 +176,7 @@ def test_a_signal_to_a_parallel_sweep_saves_every_running_job_and_starts_no_queu
         info = json.loads((run_dir / "run.json").read_text())
         step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
         assert (info["status"], info["error"]) == ("interrupted", f"{sig.name} at iteration {step}")
-        assert 20 <= step < 300
+        assert 0 < step < 300
     queued = sorted(sweep.glob("arch=resnet,*"))  # made by Hydra, never started
     assert len(queued) == 2 and not any((run_dir / "run.json").exists() for run_dir in queued)
     assert output.count("not started: the sweep was interrupted") == 2

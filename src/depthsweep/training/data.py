@@ -216,7 +216,8 @@ class DeviceBatches:
     Resumable: `state_dict` is the generator's state before this epoch's permutation and the
     batches trained on so far (`trained`, counted by whoever trains on them: Lightning fetches one
     batch ahead, so the batches handed out are one too many); Lightning saves it in checkpoints
-    and `load_state_dict` makes the next epoch this one again, from the first batch not trained.
+    and `load_state_dict` makes the next epoch this one again, from the first batch not trained
+    (or, saved after its last batch, the epoch after it).
     """
 
     def __init__(
@@ -241,6 +242,13 @@ class DeviceBatches:
 
     def __iter__(self):
         n, bs = len(self.x), self.batch_size
+        if self._resume_at >= self.batches:  # saved after the epoch's last batch: the next one
+            # An empty epoch here would be one Lightning counts: every later epoch, and every
+            # evaluation, one ahead of its step (measured: 18, 38, 58 instead of 20, 40, 60).
+            if self.shuffle and self.epoch_state is not None:
+                self.generator.set_state(self.epoch_state)
+                torch.randperm(n, device=self.x.device, generator=self.generator)  # drawn past
+            self._resume_at = 0
         order = None
         if self.shuffle:
             if self._resume_at and self.epoch_state is not None:
