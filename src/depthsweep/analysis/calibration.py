@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from depthsweep.analysis.verdict import ARCHS, Cell, judge_cells, outcome_of, seed_se
+from depthsweep.paper import PAPER_DEPTHS
 
-DEPTHS = (20, 32, 44, 56, 110)
+DEPTHS = PAPER_DEPTHS
 Truth = Mapping[str, Mapping[int, float]]  # arch -> depth -> true final training error (%)
 
 # He et al. 2016, Fig. 6 at 64k iterations: plain-20 ≈ 1.4% and plain-56 ≈ 5.9% read off the

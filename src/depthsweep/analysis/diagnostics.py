@@ -22,7 +22,7 @@ from depthsweep.analysis import diagnostic_plots
 from depthsweep.analysis.plots import save_figure
 from depthsweep.apps import zoo
 from depthsweep.files import atomic_write_text
-from depthsweep.runs.metrics import METRIC_COLUMNS, read_metrics
+from depthsweep.runs.metrics import read_metrics
 from depthsweep.runs.rundir import CONFIG, GRAD_PREFIX, read_config, read_info
 from depthsweep.runs.sweep import NoRunsError, runs_table
 from depthsweep.training.config import device_for
@@ -216,7 +216,7 @@ def grad_flow_table(runs: pd.DataFrame) -> pd.DataFrame:
     for the runs of `run_identities` that logged them."""
     frames = []
     for run in runs.itertuples():
-        m = read_metrics(run.dir, METRIC_COLUMNS)
+        m = read_metrics(run.dir)
         cols = [c for c in m.columns if c.startswith(GRAD_PREFIX)] if m is not None else []
         if not cols:
             continue
@@ -237,7 +237,7 @@ def training_curves(runs: pd.DataFrame) -> pd.DataFrame:
     """train_error and test_error by step for every run with metrics, plus the run's identity."""
     frames = []
     for run in runs.itertuples():
-        m = read_metrics(run.dir, METRIC_COLUMNS)
+        m = read_metrics(run.dir)
         if m is None:
             continue
         cols = [c for c in ("train_error", "test_error") if c in m.columns]

@@ -67,7 +67,7 @@ def load_sweep(sweep_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame
         run_dir = sweep_dir / row["run_dir"]
         if row["status"] == "done" and metrics_cut_off(run_dir):
             runs.loc[i, "status"] = CUT_OFF
-        frame = read_metrics(run_dir, METRIC_COLUMNS)
+        frame = read_metrics(run_dir)
         if frame is not None:
             tags = {key: row[key] for key in ("arch", "depth", "seed", "run_dir", "variant")}
             frames.append(frame.assign(**tags))

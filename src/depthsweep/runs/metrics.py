@@ -43,8 +43,8 @@ def metrics_cut_off(run_dir: Path) -> bool:
         return f.read(1) != b"\n"
 
 
-def read_metrics(run_dir: Path, numeric: list[str] = METRIC_COLUMNS) -> pd.DataFrame | None:
-    """The run's metrics.csv with the `numeric` columns it has as numbers, or None if absent or
+def read_metrics(run_dir: Path) -> pd.DataFrame | None:
+    """The run's metrics.csv with the METRIC_COLUMNS it has as numbers, or None if absent or
     unreadable (with a warning). A last row cut off mid-line is dropped, with a warning."""
     path = run_dir / METRICS
     if not path.exists():
@@ -57,7 +57,7 @@ def read_metrics(run_dir: Path, numeric: list[str] = METRIC_COLUMNS) -> pd.DataF
         frame = pd.read_csv(io.StringIO(text))
         if "step" not in frame:
             raise ValueError("no 'step' column")
-        known = [col for col in numeric if col in frame]
+        known = [col for col in METRIC_COLUMNS if col in frame]
         frame[known] = frame[known].apply(pd.to_numeric)
     except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
         warnings.warn(f"ignoring metrics in {path}: {exc}", stacklevel=3)
