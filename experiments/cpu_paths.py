@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from depthsweep.nets.models import PlainNet
+from depthsweep.tools.concurrency import collect
 
 COLUMNS = ["depth", "precision", "memory", "compile", "threads", "processes", "ms_per_step"]
 
@@ -80,19 +81,33 @@ def step_ms(
 
 
 def _child(args: tuple, barrier, results) -> None:  # one of the processes at once
-    results.put(step_ms(*args, barrier=barrier))
+    try:
+        results.put(step_ms(*args, barrier=barrier))
+    except BaseException as e:  # the others wait at the barrier, the parent for a result
+        barrier.abort()
+        results.put(f"{type(e).__name__}: {e}")
+        raise
 
 
 def at_once(args: tuple, processes: int) -> list[float]:
-    """`step_ms` in `processes` processes at once, their timed steps overlapping."""
+    """`step_ms` in `processes` processes at once, their timed steps overlapping; a
+    RuntimeError, with no process left behind, where one fails."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
     procs = [ctx.Process(target=_child, args=(args, barrier, results)) for _ in range(processes)]
     for p in procs:
         p.start()
-    got = [results.get(timeout=1800) for _ in procs]
+    try:
+        got = collect(results, procs, timeout_s=1800)
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        raise
     for p in procs:
         p.join()
+    errors = [g for g in got if isinstance(g, str)]
+    if errors:
+        raise RuntimeError(f"a process of {processes} at once failed: {errors[0]}")
     return got
 
 

@@ -84,3 +84,9 @@ def test_calibrate_writes_each_truths_rates(tmp_path, capsys):
     assert md.startswith("# The verdict's rates by Monte Carlo (20 sweeps a row)")
     assert md.count("\n| ") == len(rates) + 1  # the header and one row per truth and size
     assert capsys.readouterr().out == md
+
+
+def test_processes_at_once_that_fail_are_said_not_waited_for():
+    """A child that fails (here an invalid depth) aborts the barrier and names its error."""
+    with pytest.raises(RuntimeError, match="a process of 2 at once failed: InvalidDepthError"):
+        cpu_paths.at_once((7, 4, 16, 8, False, False, False, 1, 2), 2)

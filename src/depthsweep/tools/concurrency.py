@@ -28,8 +28,9 @@ def _job(cfg, warmup, steps, threads, barrier, results) -> None:  # runs in a ch
         raise
 
 
-def _collect(results: mp.Queue, procs: list, timeout_s: float = 900) -> list:
-    """One result per process; fails fast if one dies without a word (killed, out of memory)."""
+def collect(results: mp.Queue, procs: list, timeout_s: float = 900) -> list:
+    """One result per process; fails fast if one dies without a word (killed, out of memory).
+    A failing child should abort its barrier and put a string saying why (as `_job` does)."""
     got, deadline = [], time.monotonic() + timeout_s
     while len(got) < len(procs):
         try:
@@ -61,7 +62,7 @@ def time_concurrent(
     for p in procs:
         p.start()
     try:
-        got = _collect(results, procs)
+        got = collect(results, procs)
     except BaseException:
         for p in procs:  # the others may be waiting at the barrier for the one that died
             p.terminate()
