@@ -135,6 +135,7 @@ def test_ctrl_c_on_a_parallel_fused_sweep_saves_every_member_and_starts_no_queue
     os.killpg(proc.pid, signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == INTERRUPTED["SIGINT"], output[-3000:]
+    assert "is launching 4 jobs" in output  # joblib's jobs are the 4 fused groups, not 8 runs
     steps = {}
     for run_dir in running:
         info = json.loads((run_dir / "run.json").read_text())
