@@ -8,6 +8,7 @@ the summary); 130 / 143 interrupted by Ctrl-C / SIGTERM (a checkpoint at the cur
 same command resumes there). HYDRA_FULL_ERROR=1 adds the traceback to any of these lines.
 """
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -17,9 +18,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from depthsweep.errors import INTERRUPTED, RUN_FAILED, UserError
+from depthsweep.training.callbacks import Terminated
 from depthsweep.training.config import home_expanded
 from depthsweep.training.group import train_group
-from depthsweep.training.sweeper import group_members, mark_stopped, stopped_by
+from depthsweep.training.sweeper import group_members, mark_stopped, stoppable_job, stopped_by
 from depthsweep.training.train import Interrupted, train
 from experiments.exits import setup_error, unexpected_error
 
@@ -52,11 +54,12 @@ def run(runs: list[tuple[DictConfig, Path]], sweep_dir: Path | None = None) -> s
         print(f"[{run_dir.name}] not started: the sweep was interrupted", flush=True)
         return "interrupted"
     try:
-        status = train_group(runs) if len(runs) > 1 else train(cfg, run_dir)
+        with stoppable_job() if sweep else contextlib.nullcontext():
+            status = train_group(runs) if len(runs) > 1 else train(cfg, run_dir)
     except UserError as e:
         setup_error(e, [member_dir for _, member_dir in runs], sweep)
-    except (Interrupted, KeyboardInterrupt) as e:
-        signal = getattr(e, "signal", "SIGINT")
+    except (Interrupted, KeyboardInterrupt, Terminated) as e:
+        signal = "SIGTERM" if isinstance(e, Terminated) else getattr(e, "signal", "SIGINT")
         if not sweep:
             raise SystemExit(INTERRUPTED[signal]) from None
         mark_stopped(sweep_dir, signal)

@@ -30,7 +30,9 @@ def command(data: Path, run_dir: Path, iterations: int = 200) -> list[str]:
     ]
 
 
-def start(args: list[str]) -> subprocess.Popen:
+def start(args: list[str], new_session: bool = False) -> subprocess.Popen:
+    """`python -m args`; `new_session`: in a process group of its own, as a terminal's foreground
+    job, which Ctrl-C signals whole (os.killpg)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
     return subprocess.Popen(
@@ -40,6 +42,7 @@ def start(args: list[str]) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=new_session,
     )
 
 
@@ -119,12 +122,7 @@ def test_ctrl_c_on_a_parallel_fused_sweep_saves_every_member_and_starts_no_queue
         *["trainer.log_every_n_steps=5", "trainer.check_val_every_n_epoch=1000"],
         *["checkpoint_every=1000", "trainer.enable_progress_bar=false"],
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
-    proc = subprocess.Popen(  # its own process group, as a terminal's foreground job
-        [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+    proc = start(args, new_session=True)
     deadline = time.monotonic() + 120
     while len(running := sorted(sweep.glob("arch=*,depth=8,*/metrics.csv"))) < 4:  # two groups
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
@@ -160,3 +158,32 @@ def test_ctrl_c_on_a_parallel_fused_sweep_saves_every_member_and_starts_no_queue
         extra = {stopped_at[str(run_dir)]} if str(run_dir) in stopped_at else set()
         windows = set(range(5, 61, 5))
         assert logged.is_unique and windows <= set(logged) <= windows | extra
+
+
+def test_ctrl_c_with_an_idle_joblib_worker_saves_the_running_group(fake_cifar, tmp_path):
+    """One fused group, two joblib workers: Ctrl-C reaches the idle one too, which must not die
+    of it (loky kills every worker when one dies: the group was left `running`, unsaved)."""
+    sweep = tmp_path / "sweep"
+    args = [
+        *["experiments.run", "-m", "depth=8", "arch=plain", "seed=0,1", "fuse=2"],
+        *["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"],
+        *[f"data.root={fake_cifar}", "data.batch_size=16", "schedule.iterations=400"],
+        *["trainer.log_every_n_steps=5", "trainer.check_val_every_n_epoch=1000"],
+        *["checkpoint_every=1000", "trainer.enable_progress_bar=false"],
+    ]
+    proc = start(args, new_session=True)
+    deadline = time.monotonic() + 120
+    while len(running := sorted(sweep.glob("arch=*/metrics.csv"))) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.1)
+    wait_for_steps(running[0].parent, proc, 10)
+    os.killpg(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == INTERRUPTED["SIGINT"], output[-3000:]
+    saved = set()
+    for run_dir in (m.parent for m in running):
+        info = json.loads((run_dir / "run.json").read_text())
+        step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+        assert (info["status"], info["error"]) == ("interrupted", f"SIGINT at iteration {step}")
+        saved.add(step)
+    assert len(saved) == 1 and 0 < min(saved) < 400  # both members at one step

@@ -38,6 +38,8 @@ from depthsweep.errors import UserError
 from depthsweep.files import atomic_write_text
 from depthsweep.nets.models import CifarNet
 from depthsweep.runs.rundir import flat_config, result_config
+from depthsweep.training.callbacks import Terminated
+from depthsweep.training.workers import STOP_SIGNALS, loky_workers_ignoring_stop_signals
 
 PLAN = Path(".fused") / "groups.json"
 # Written into a sweep directory when a signal stops it (its content: the signal's name): jobs
@@ -155,13 +157,35 @@ def stopped_by(sweep_dir: str | Path) -> str | None:
 
 
 @contextmanager
+def stoppable_job() -> Iterator[None]:
+    """While one job of a sweep runs: SIGINT raises KeyboardInterrupt and SIGTERM Terminated
+    wherever the job is (training takes both to a step boundary with its own handlers), so that
+    the job returns 'interrupted', in a launcher's worker too; then the handlers it found again,
+    in a worker SIG_IGN (between jobs a worker must not die of Ctrl-C: training.workers)."""
+    running = True
+
+    def stop(signum: int, frame: Any) -> None:
+        if running:  # not once the job has ended
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated("SIGTERM")
+
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        running = False
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextmanager
 def waiting_for_workers(sweep_dir: Path, workers: bool) -> Iterator[None]:
     """While a launcher runs jobs in worker processes (`workers`): the first SIGINT or SIGTERM the
     launching process gets marks the sweep stopped and lets the launch go on, so that the workers,
     which get the same signal from the terminal or the cluster, save their checkpoints and return
     (queued jobs see the mark and do not start); a second SIGINT stops at once. Otherwise
     Ctrl-C's KeyboardInterrupt in the launcher would kill the workers mid-save (measured: a fused
-    group of figure6_cpu left `running`, its steps since the last checkpoint lost)."""
+    group of figure6_cpu left `running`, its steps since the last checkpoint lost). The workers
+    ignore both signals between jobs (`depthsweep.training.workers`)."""
     if not workers:  # the jobs run in this process: their own handlers stop them
         yield
         return
@@ -178,9 +202,10 @@ def waiting_for_workers(sweep_dir: Path, workers: bool) -> Iterator[None]:
             flush=True,
         )
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     try:
-        yield
+        with loky_workers_ignoring_stop_signals():
+            yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
