@@ -13,7 +13,7 @@ seeds), each part of the claim (plain rises, resnet falls, resnet below plain) a
 decides it, and the verdict: all from the verdict of `experiments.analyze` on the sweep's files.
 A part's cell is its state, then the comparisons that decide it (each a difference of mean final
 training errors in points, the claim's side positive, its 95% interval and one-sided p: a part is
-supported when every one is; a depth between them on the wrong side, after "but", stops it), then,
+supported when every one is; a depth out of order, after "but", stops it), then,
 for a trend, the exponent k of error ∝ depth^k with its interval, an effect size that decides
 nothing.
 """
@@ -91,7 +91,7 @@ def decided(part: Part) -> str:
             shown.append(f"{_named(test)} ({test.reason or test.state})")
         else:
             shown.append(f"{_named(test)} {_interval(test)} p {test.p:.2g}")
-    for check in part.checks:  # a depth between them on the wrong side: what stopped support
+    for check in part.checks:  # a depth out of order: what stopped support
         if check.p_against < ALPHA:
             shown.append(f"but {_named(check)} {_interval(check)} p against {check.p_against:.2g}")
     if part.name != "resnet below plain" and not math.isnan(part.estimate):

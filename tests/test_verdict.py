@@ -235,7 +235,7 @@ CASES = {
         {d: seeds(e + 3, 0.1) for d, e in PAPER_RESNET.items()},
         0.02,
         "inconclusive",
-        "but between them plain-32 − plain-20 = -1.40 points, 95% CI [-1.51, -1.29], p of the "
+        "but out of order plain-32 − plain-20 = -1.40 points, 95% CI [-1.51, -1.29], p of the "
         "opposite = 2.2e-06: plain-32 lies below plain-20; plain-44 − plain-20",
     ),
     "a resnet depth between the compared ones rises": (  # 56 and 110 beat 20, 32 does not
@@ -249,7 +249,28 @@ CASES = {
         },  # fmt: skip
         0.05,
         "inconclusive",
-        "resnet-32 lies above resnet-20",
+        "resnet-20 lies below resnet-32",
+    ),
+    "a plain depth between the compared ones collapsed": (  # 20 < 56 < 110, but 32 above both
+        {d: seeds(e, 0.2) for d, e in zip(DEPTHS, (2.0, 85.0, 3.0, 4.0, 60.0), strict=True)},
+        {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
+        0.05,
+        "inconclusive",
+        "plain-56 lies below plain-32",
+    ),
+    "the deepest resnet above the middle one": (  # 56 and 110 beat 20, but 110 is worse than 56
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.1) for d, e in zip(DEPTHS, (5.0, 3.0, 2.0, 1.0, 4.0), strict=True)},
+        0.05,
+        "inconclusive",
+        "resnet-56 lies below resnet-110",
+    ),
+    "a resnet depth between the compared ones below the middle one": (  # 32 beats 56 and 110
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.1) for d, e in zip(DEPTHS, (5.0, 1.0, 3.0, 3.0, 2.5), strict=True)},
+        0.05,
+        "inconclusive",
+        "resnet-32 lies below resnet-56",
     ),
     "two seeds far apart": (  # neither is the odd one, but the pair is named
         {d: seeds(e, 0.2, 2) for d, e in PAPER_PLAIN.items()},
@@ -386,6 +407,48 @@ def test_a_depth_whose_every_run_failed_still_decides_which_depths_are_compared(
     assert "the runs at resnet-110 finished (resume the sweep)" in got.sentence
     assert "a second seed at" not in got.sentence  # unfinished, not one seed
     assert "resnet 20: " in got.sentence and "110: none finished." in got.sentence
+
+
+def test_an_arch_with_no_finished_run_names_its_runs():
+    """Every resnet failed: the depths are there, the runs are not; named, with what to do."""
+    frame = summary(PAPER_PLAIN, PAPER_RESNET, se=0.05)
+    frame.loc[frame.arch == "resnet", "status"] = [
+        "failed",
+        "failed",
+        "running",
+        "failed",
+        "failed",
+    ]
+    got = analysis.decide(frame)
+    assert got.outcome == "undetermined"
+    assert got.sentence.startswith(
+        "Verdict undetermined: no resnet run at depths ≥ 20 finished: "
+        "arch=resnet,depth=20,seed=0 (failed), arch=resnet,depth=32,seed=0 (failed), "
+        "arch=resnet,depth=44,seed=0 (running)"
+    )
+    assert "Resume the sweep" in got.sentence and "Smaller nets" not in got.sentence
+
+
+def test_k_is_fitted_only_on_three_depths_whose_runs_all_finished():
+    frame = summary(
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
+        se=0.05,
+    )
+    frame.loc[(frame.arch == "plain") & (frame.depth.isin([32, 44, 110])), "status"] = "failed"
+    plain = analysis.decide(frame).parts[0]
+    assert math.isnan(plain.estimate)  # two depths left: no line with an interval
+    assert "not fitted: fewer than 3 depths whose runs all finished" in plain.reason
+    frame.loc[(frame.arch == "plain") & (frame.depth == 32), "status"] = "done"
+    plain = analysis.decide(frame).parts[0]
+    assert math.isfinite(plain.low) and plain.low < plain.estimate < plain.high
+
+
+def test_an_outlier_seed_is_named_with_two_depths_too():
+    """Its own depth's SD, which the outlier inflates, is no measure of the arch's typical one."""
+    resnet = {20: [5.0, 5.1, 30.0], 56: [3.0, 3.1, 3.2]}
+    got = analysis.decide(summary({20: seeds(2.0, 0.1), 56: seeds(6.0, 0.1)}, resnet))
+    assert got.outliers == ["resnet-20 seed 2 (30.00; the others 5.00, 5.10)"]
 
 
 def test_mixed_options_make_the_verdict_undetermined():

@@ -20,11 +20,13 @@ intersection-union test (IUT): a part is supported only when every one of its co
 - (2) resnet falls: resnet-m < resnet-s and resnet-d < resnet-s: both deeper nets beat the
   shallow one (the paper's claim; its ResNet-56 and -110 are within noise of each other).
 - (3) resnet-D < plain-D at the deepest depth D >= DEEP_DEPTH that both were trained at.
-- The depths between s and m (the paper's 32 and 44) decide no part, but can stop one: a trend
-  whose comparisons are all supported is only open where such a depth lies on the wrong side of s
-  (plain-c below plain-s, resnet-c above resnet-s, one-sided p < ALPHA): the error does not then
-  rise (fall) with depth, whatever the anchors say. Only ever turning support into open, these
-  checks cannot raise a false rate.
+- The other orders decide no part, but can stop one: a trend whose comparisons are all
+  supported is only open where a depth lies out of order at one-sided p < ALPHA (`checks`): a
+  depth c between s and m (the paper's 32 and 44) outside the two (plain-c below plain-s or above
+  plain-m, resnet-c above resnet-s or below resnet-m), or resnet-d above resnet-m (plain-d above
+  plain-m is a comparison). The error does not then rise (fall) with depth, whatever the anchors
+  say: plain 2/85/3/4/60 or resnet 5/3/2/1/4 at 20-110 are no trend. Only ever turning support
+  into open, these checks cannot raise a false rate.
 
 Each comparison's difference is in points, its SE sqrt(SE_a^2 + SE_b^2) from the two means' SEs
 (`seed_se`: over seeds, never below the runs' own noise), with Welch-Satterthwaite's degrees of
@@ -157,7 +159,8 @@ class Part:
     depths: list[int] = field(default_factory=list)
     reason: str = ""  # the part in words, numbers included
     tests: list[Comparison] = field(default_factory=list)
-    # A trend's depths between s and m, each against s: any on the wrong side stops support.
+    # A trend's other orders (a depth between s and m against both, resnet-d against resnet-m),
+    # each as the trend would have it: any significantly the other way stops support.
     checks: list[Comparison] = field(default_factory=list)
 
 
@@ -304,16 +307,20 @@ def trend_part(arch: str, cells: list[Cell], refute_alpha: float) -> Part:
         tests = [compare(m, s, refute_alpha), compare(d, m, refute_alpha)]
     else:  # both deeper nets beat the shallowest
         tests = [compare(s, m, refute_alpha), compare(s, d, refute_alpha)]
-    between = cells[1:-2]  # the depths between s and m: each must not go against the trend
-    checks = [compare(*((c, s) if rises else (s, c)), refute_alpha) for c in between]
+    between = cells[1:-2]  # the depths between s and m: each must lie between the two
+    if rises:  # (higher, lower) as the trend has it
+        orders = [(c, s) for c in between] + [(m, c) for c in between]
+    else:  # and resnet-d not above resnet-m, which no comparison says
+        orders = [(s, c) for c in between] + [(c, m) for c in between] + [(m, d)]
+    checks = [compare(higher, lower, refute_alpha) for higher, lower in orders]
     against = [c for c in checks if c.p_against < ALPHA]  # NaN (untested) is never below
     state = _combined(tests)
     if state == "supported" and against:
         state = "open"
-    finished = [c for c in cells if c.n]
-    at_floor = [c.label for c in finished if c.mean <= FLOOR_ERROR]
-    fitted = len(finished) > 1 and not at_floor
-    k, low, high = power_law(finished) if fitted else (math.nan,) * 3
+    complete = [c for c in cells if c.n and not c.unfinished]  # the depths the tests can use
+    at_floor = [c.label for c in complete if c.mean <= FLOOR_ERROR]
+    fitted = len(complete) >= MIN_DEPTHS and not at_floor
+    k, low, high = power_law(complete) if fitted else (math.nan,) * 3
     words = {
         "supported": "rises with depth" if arch == "plain" else "falls with depth",
         "refuted": "does not rise with depth" if arch == "plain" else "does not fall with depth",
@@ -323,14 +330,15 @@ def trend_part(arch: str, cells: list[Cell], refute_alpha: float) -> Part:
     fit = f"error ∝ depth^k, k = {_fmt(k)}, 95% CI [{_fmt(low)}, {_fmt(high)}]"
     if at_floor:
         fit = f"error ∝ depth^k not fitted: {', '.join(at_floor)} at the floor"
+    elif not fitted:
+        fit = f"error ∝ depth^k not fitted: fewer than {MIN_DEPTHS} depths whose runs all finished"
     subject = f"{arch}'s train error" if state in ("supported", "refuted") else f"{arch}'s"
     said = "; ".join(_said(c) for c in tests)
     if against:
-        side = "below" if rises else "above"
-        said += "; but between them " + "; ".join(
+        said += "; but out of order " + "; ".join(
             f"{c.higher} − {c.lower} = {_fmt(c.difference)} points, 95% CI [{_fmt(c.low)}, "
             f"{_fmt(c.high)}], p of the opposite = {c.p_against:.2g}: "
-            f"{c.higher if rises else c.lower} lies {side} {s.label}"
+            f"{c.higher} lies below {c.lower}"
             for c in against
         )
     reason = f"{subject} {words} ({said}; {fit})"
@@ -399,7 +407,14 @@ def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
             f"the runs at {', '.join(unfinished)} finished (resume the sweep), or, where they "
             "failed, their run.json's error understood"
         )
-    floor = sorted({c.higher for c in tests if c.state == "untested" and "floor" in c.reason})
+    floor = sorted(
+        {
+            x
+            for c in tests
+            if c.state == "untested" and "floor" in c.reason
+            for x in (c.higher, c.lower)
+        }
+    )
     if floor:
         hints.append(
             f"a task the nets do not fit perfectly (fewer iterations or more training images): "
@@ -460,21 +475,21 @@ def repeated_seeds(summary: pd.DataFrame) -> list[str]:
 
 def outliers(runs: pd.DataFrame) -> list[str]:
     """Seeds of a depth with >= 3 seeds lying more than OUTLIER_Z seed SDs from the median of
-    the others (the SD: the others' own, or the arch's typical one, whichever is larger, or the
-    run's own SE if larger still), and depths whose two seeds' SD is more than OUTLIER_Z times the
-    arch's typical one (the median SD of its other depths, or the runs' own SE if larger: neither
-    of two can be called the odd one, so the pair is named). `runs`: finished runs with arch, depth,
-    seed, final_train_error and its within-run SE. Descriptive, deciding nothing: with three
-    seeds the others' SD rests on two values, so at a depth much noisier than the arch's others
-    ordinary seeds are named too."""
+    the others (the SD: the others' own, or the arch's typical one, the median SD of its other
+    depths, whichever is larger, or the run's own SE if larger still), and depths whose two
+    seeds' SD is more than OUTLIER_Z times the arch's typical one (or the runs' own SE if larger:
+    neither of two can be called the odd one, so the pair is named). `runs`: finished runs with
+    arch, depth, seed, final_train_error and its within-run SE. Descriptive, deciding nothing:
+    with three seeds the others' SD rests on two values, so at a depth much noisier than the
+    arch's others ordinary seeds are named too."""
     named = []
     for arch, of_arch in runs.groupby("arch", sort=True):
         sds = of_arch.groupby("depth")["final_train_error"].std()
-        typical = sds.median()
         for depth, cell in of_arch.groupby("depth", sort=True):
+            typical = sds.drop(depth).median()  # not this depth's own, which an outlier inflates
             if len(cell) == 2:
                 a, b = cell["final_train_error"]
-                sd = np.nanmax([sds.drop(depth).median(), *cell["final_train_error_se"]])
+                sd = np.nanmax([typical, *cell["final_train_error_se"]])
                 if sds[depth] > OUTLIER_Z * sd:
                     named.append(
                         f"{arch}-{depth}'s two seeds ({a:.2f} and {b:.2f}: SD {sds[depth]:.2f}, "
@@ -553,6 +568,18 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
     used = table[judged(table)].sort_values(["arch", "depth"])  # groups of finished runs
     cells = _cells(used, summary[judged(summary) & (summary["status"] != "done")])
     points = [asdict(c) for c in cells]
+    none_finished = [a for a in ARCHS if any(c.arch == a for c in cells)
+                     and not any(c.arch == a and c.n for c in cells)]  # fmt: skip
+    if none_finished:  # runs at the claim's depths, none finished: named, as "Left out" does
+        left_out = summary[judged(summary) & summary["arch"].isin(none_finished)]
+        names = [f"{r.run_dir} ({r.status})" for r in left_out.itertuples()]
+        return Verdict(
+            "undetermined",
+            f"{OUTCOMES['undetermined']}: no {' or '.join(none_finished)} run at depths ≥ "
+            f"{MIN_DEPTH} finished: {', '.join(names)}. Resume the sweep (its command again) "
+            "or, where they failed, see the error in their run.json.",
+            points=points,
+        )
     if any(not any(c.arch == a and c.n for c in cells) for a in ARCHS):
         have = "; ".join(
             f"{a} at {', '.join(map(str, sorted(set(summary.loc[summary.arch == a, 'depth']))))}"
