@@ -444,6 +444,16 @@ def test_k_is_fitted_only_on_three_depths_whose_runs_all_finished():
     assert math.isfinite(plain.low) and plain.low < plain.estimate < plain.high
 
 
+def test_comparisons_at_the_floor_ask_for_a_task_not_fitted_perfectly_naming_both_sides():
+    resnet = {d: seeds(e, 0.02) for d, e in zip(DEPTHS, (0.45, 0.5, 0.5, 0.55, 0.6), strict=True)}
+    got = analysis.decide(summary({d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()}, resnet))
+    assert got.outcome == "inconclusive"
+    assert (
+        "a task the nets do not fit perfectly (fewer iterations or more training images): "
+        "resnet-110, resnet-20, resnet-56 at the floor" in got.sentence
+    )
+
+
 def test_an_outlier_seed_is_named_with_two_depths_too():
     """Its own depth's SD, which the outlier inflates, is no measure of the arch's typical one."""
     resnet = {20: [5.0, 5.1, 30.0], 56: [3.0, 3.1, 3.2]}
