@@ -151,6 +151,32 @@ def test_an_objects_unknown_option_is_refused_before_training(override, message,
         preflight(cfg, [override])
 
 
+@pytest.mark.parametrize(
+    "override, meant",
+    [
+        ("+data.limt=10", "data: CIFAR10DataModule.__init__() got an unexpected keyword argument "
+         "'limt'. Did you mean data.limit=10?"),
+        ("+arch.widht=8", "'widht'. Did you mean arch.width=8?"),
+        ("+schedule.optimizer.momentun=0.5", "Did you mean schedule.optimizer.momentum=0.5?"),
+        ("+trainer.max_step=3", "'max_step'. Did you mean trainer.max_steps? A run's length is "
+         "schedule.iterations"),
+    ],
+)  # fmt: skip
+def test_an_objects_misspelt_option_is_refused_naming_the_one_meant(override, meant, fake_cifar):
+    cfg = compose_config([f"data.root={fake_cifar}", override])
+    with pytest.raises(OptionError, match=re.escape(meant)):
+        preflight(cfg, [override])
+
+
+@pytest.mark.parametrize("key", ["max_steps", "max_epochs", "min_steps", "min_epochs"])
+def test_the_trainers_run_length_is_refused_for_schedule_iterations(key, fake_cifar):
+    """make_trainer sets them from schedule.iterations: a value given would be overwritten."""
+    cfg = compose_config([f"data.root={fake_cifar}", f"+trainer.{key}=3"])
+    message = f"trainer.{key}=3: A run's length is schedule.iterations"
+    with pytest.raises(OptionError, match=re.escape(message)):
+        preflight(cfg, [f"+trainer.{key}=3"])
+
+
 def test_an_arch_option_out_of_range_is_refused_before_training(fake_cifar):
     cfg = compose_config([f"data.root={fake_cifar}", "arch=inception", "arch.aux_weight=-1"])
     with pytest.raises(OptionError, match=re.escape("arch.aux_weight=-1: must be >= 0")):

@@ -3,6 +3,10 @@ Lightning module, the trainer."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import re
+
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -33,6 +37,9 @@ from depthsweep.training.window import TrainingWindow
 
 # cuda_graph: the module's steps replayed as CUDA graphs (on a CPU, the same code run eagerly).
 GRAPHED = "depthsweep.training.graphed.GraphedClassifier"
+# The Trainer's options that the run's length sets (make_trainer): a value given for one would be
+# overwritten, the run as long as schedule.iterations all the same.
+RUN_LENGTH = ("max_steps", "max_epochs", "min_steps", "min_epochs")
 
 
 def build_model(arch: DictConfig, depth: int, num_classes: int = 10) -> nn.Module:
@@ -147,8 +154,31 @@ def build(node: DictConfig, what: str, **kwargs) -> object:
             raise cause from None
         # ImportError: a setting whose package is missing (trainer.accelerator=tpu: torch_xla)
         if isinstance(cause, ValueError | TypeError | MisconfigurationException | ImportError):
-            raise OptionError(f"{what}: {cause}") from None
+            raise OptionError(f"{what}: {cause}{option_hint(node, what, cause)}") from None
         raise
+
+
+def option_hint(node: DictConfig, what: str, cause: Exception) -> str:
+    """For an option the constructor does not take (+data.limt=10), the one it does that is
+    spelled closest, as a hint ("" if none): the key Hydra's `+` added is no typo Hydra sees."""
+    typo = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+    try:
+        takes = inspect.signature(get_class(node._target_)).parameters
+    except (AttributeError, ImportError, TypeError, ValueError):  # no class, no signature
+        return ""
+    close = difflib.get_close_matches(typo.group(1), list(takes), n=1) if typo else []
+    if not close:
+        return ""
+    if what == "trainer" and close[0] in RUN_LENGTH:
+        return f". Did you mean trainer.{close[0]}? {_run_length_is_schedule(close[0])}"
+    return f". Did you mean {what}.{close[0]}={node[typo.group(1)]}?"
+
+
+def _run_length_is_schedule(key: str) -> str:
+    return (
+        f"A run's length is schedule.iterations (its learning-rate decays are placed by it), "
+        f"which sets the Trainer's {key}: set schedule.iterations=N instead"
+    )
 
 
 def make_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
@@ -185,6 +215,9 @@ def make_trainer(
                 f"trainer.{key} would replace the harness's own {key}: add yours with "
                 f"{key}=NAME or +{key}.NAME._target_=... instead"
             )
+    for key in RUN_LENGTH:
+        if key in cfg.trainer:
+            raise OptionError(f"trainer.{key}={cfg.trainer[key]}: {_run_length_is_schedule(key)}")
     kwargs = {
         "plugins": [SafeCheckpointIO()],  # atomic writes, weights-only reads
         "precision": resolve_precision(cfg.trainer),

@@ -29,6 +29,7 @@ from depthsweep.training.build import (
     make_extras,
     make_module,
     make_trainer,
+    option_hint,
 )
 from depthsweep.training.callbacks import (
     BarSafeLogging,
@@ -109,12 +110,15 @@ def preflight(
     try:
         net = build_net(cfg)
     except TypeError as e:  # an option the arch's constructor does not take (+arch.foo=1)
-        raise OptionError(f"arch: {e}") from None
+        raise OptionError(f"arch: {e}{option_hint(cfg.arch, 'arch', e)}") from None
     module = make_module(cfg, net)  # +module.foo=1; cuda_graph with fp16
     try:  # partial nodes, called only once training starts: +schedule.optimizer.foo=1, lr=abc
         module.scheduler(module.optimizer(net.parameters()))
     except (TypeError, ValueError) as e:
-        raise OptionError(f"schedule: {e}") from None
+        hints = (
+            option_hint(cfg.schedule[n], f"schedule.{n}", e) for n in ("optimizer", "scheduler")
+        )
+        raise OptionError(f"schedule: {e}{next((h for h in hints if h), '')}") from None
     return net
 
 
