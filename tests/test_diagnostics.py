@@ -188,6 +188,13 @@ def test_cli_on_a_tiny_real_sweep(fake_cifar, tmp_path, capsys):
     legend = diagnostic_plots.lesion(les).axes[0].get_legend().get_texts()
     assert "no block deleted" in [t.get_text() for t in legend]
 
+    # The data moved, no --data-root: the runs are skipped, saying how to point at the data.
+    assert diagnose(sweep, what=("responses",), limit=16) == []
+    assert (
+        "no CIFAR-10 at the data.root its config.yaml records (" in (out := capsys.readouterr().out)
+        and "experiments.diagnose --data-root DIR, or DEPTHSWEEP_DATA_ROOT=DIR" in out
+    )
+
     # A diagnostic whose inputs are missing is skipped with a message, not a crash.
     lone = tmp_path / "lone"
     shutil.copytree(sweep / "resnet-8", lone)

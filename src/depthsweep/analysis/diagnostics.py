@@ -266,8 +266,13 @@ def model_tables(
         if key not in data_cache:
             try:
                 batches = eval_batches(data, data_root, limit)
-            except DatasetMissingError as e:
-                print(f"skipping {run.run}: {e}")
+            except DatasetMissingError as e:  # its message names data.root=, a run's option
+                where = "the data.root its config.yaml records" if data_root is None else data_root
+                print(
+                    f"skipping {run.run}: no CIFAR-10 at {where} ({e}). Point the diagnostics at "
+                    "it: experiments.diagnose --data-root DIR, or DEPTHSWEEP_DATA_ROOT=DIR for "
+                    "the notebook"
+                )
                 continue
             data_cache[key] = [(x.to(device), y.to(device)) for x, y in batches]
         model = zoo.load(run.dir, device).model
