@@ -162,11 +162,13 @@ def option_hint(node: DictConfig, what: str, cause: Exception) -> str:
     """For an option the constructor does not take (+data.limt=10), the one it does that is
     spelled closest, as a hint ("" if none): the key Hydra's `+` added is no typo Hydra sees."""
     typo = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+    if typo is None or typo.group(1) not in node:  # not an option of this node's
+        return ""
     try:
         takes = inspect.signature(get_class(node._target_)).parameters
     except (AttributeError, ImportError, TypeError, ValueError):  # no class, no signature
         return ""
-    close = difflib.get_close_matches(typo.group(1), list(takes), n=1) if typo else []
+    close = difflib.get_close_matches(typo.group(1), list(takes), n=1)
     if not close:
         return ""
     if what == "trainer" and close[0] in RUN_LENGTH:
