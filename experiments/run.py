@@ -1,9 +1,10 @@
 """Train one run, or a sweep with -m: python -m experiments.run -m depth=20,56 arch=plain,resnet
 
 Exit codes: 0 all runs done (or skipped: finished before, or running elsewhere); 1 a fault
-outside a run's record (a bug: one line naming the run directory, at once, also in a sweep); 2 a
-setup error (bad data, option or directory: its message alone, nothing trained, nothing left
-behind); 3 a run failed (one line when it happens; in a sweep: any run, the others went on, after
+outside a run's record (a bug: one line naming the run directory, at once, also in a sweep), or
+Hydra's own error (an unknown config group); 2 a setup error (bad data, option or directory: its
+message alone, nothing trained, nothing left behind; an option the config lacks, after Hydra's
+own error, whose `+KEY` would add a key nothing reads); 3 a run failed (one line when it happens; in a sweep: any run, the others went on, after
 the summary); 130 / 143 interrupted by Ctrl-C / SIGTERM (a checkpoint at the current step: the
 same command resumes there). HYDRA_FULL_ERROR=1 adds the traceback to any of these lines.
 """
@@ -17,9 +18,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from depthsweep.errors import INTERRUPTED, RUN_FAILED, UserError
+from depthsweep.errors import INTERRUPTED, RUN_FAILED, USER_ERROR, UserError
 from depthsweep.training.callbacks import Terminated
-from depthsweep.training.config import home_expanded
+from depthsweep.training.config import home_expanded, unknown_key_error
 from depthsweep.training.group import train_group
 from depthsweep.training.sweeper import group_members, mark_stopped, stoppable_job, stopped_by
 from depthsweep.training.train import Interrupted, train
@@ -83,4 +84,11 @@ def main(cfg: DictConfig) -> str | float:
 
 if __name__ == "__main__":
     sys.argv = home_expanded(sys.argv)
-    main()
+    try:
+        main()
+    except SystemExit as e:  # Hydra's own errors exit 1; for schedule.lr=0.05 it suggests
+        unknown = unknown_key_error(sys.argv[1:]) if e.code == 1 else None  # a key none reads
+        if unknown:
+            print(f"error: {unknown}", file=sys.stderr)
+            raise SystemExit(USER_ERROR) from None
+        raise

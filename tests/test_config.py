@@ -17,7 +17,12 @@ from depthsweep.errors import USER_ERROR, OptionError
 from depthsweep.nets.models import CifarNet, PlainBlock
 from depthsweep.training import config
 from depthsweep.training.build import make_module, make_schedule, make_trainer
-from depthsweep.training.config import check_added_keys, compose_config, use_threads
+from depthsweep.training.config import (
+    check_added_keys,
+    compose_config,
+    unknown_key_error,
+    use_threads,
+)
 from depthsweep.training.train import check_options, preflight, train
 
 
@@ -183,15 +188,36 @@ def test_an_arch_option_out_of_range_is_refused_before_training(fake_cifar):
         preflight(cfg)
 
 
+@pytest.mark.parametrize(
+    "arguments, error",
+    [
+        (["schedule.lr=0.05"], "schedule.lr=0.05: the config has no schedule.lr, and Hydra's "
+         "+schedule.lr=0.05 would add one that nothing reads. Did you mean "
+         "schedule.optimizer.lr=0.05 (or schedule.warmup.lr)?"),
+        (["-m", "depth=8,20", "arch=plain,resnet", "data.limt=9"], "Did you mean data.limit=9?"),
+        (["arch=plain", "arch.aux_weight=0.3"], "the config has no arch.aux_weight"),
+        (["schedule.iterations=5", "depth=20", "data.root=x", "+foo=1", "~seed"], None),
+        (["-m", "arch=inception,plain", "arch.aux_weight=0.3"], None),  # inception's, first
+        (["experiment=nope", "schedule.lr=1"], None),  # Hydra's own message says why
+    ],
+)  # fmt: skip
+def test_a_key_the_config_lacks_is_named_with_the_one_meant(arguments, error):
+    """What experiments.run adds to Hydra's own error (exit 1), which suggests a + that would add
+    a key nothing reads."""
+    got = unknown_key_error(arguments)
+    assert got == error if error is None else error in got
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "entry, sweep, plus",
     [
+        ("experiments.run", [], ""),  # Hydra refuses it first, suggesting +
         ("experiments.run", [], "+"),
         ("experiments.run", ["-m", "depth=8,14"], "++"),  # checked by the sweeper's own Hydra
         ("experiments.transfer", ["transfer.source=any"], "++"),  # before the source is read
     ],
-    ids=["run", "sweep", "transfer"],
+    ids=["run, no plus", "run", "sweep", "transfer"],
 )
 def test_hydras_own_suggestion_of_a_plus_is_refused_before_anything_trains(
     entry, sweep, plus, tmp_path
@@ -203,6 +229,9 @@ def test_hydras_own_suggestion_of_a_plus_is_refused_before_anything_trains(
     where = "hydra.sweep.dir" if "-m" in sweep else "hydra.run.dir"
     done = run_cli(entry, *sweep, f"{plus}schedule.lr=0.05", f"{where}={out}", cwd=tmp_path)
     assert done.returncode == USER_ERROR, done.stderr
+    if not plus:  # Hydra's own error, then the line naming the key meant
+        assert "To append to your config use +schedule.lr=0.05" in done.stderr
+        done.stderr = done.stderr.splitlines(keepends=True)[-1]
     assert done.stderr.count("\n") == 1 and "schedule.optimizer.lr=0.05" in done.stderr
     assert not out.exists()
 

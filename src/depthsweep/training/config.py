@@ -186,20 +186,53 @@ def check_added_keys(
                 break
         if read:
             continue  # an object's option: its constructor takes it or refuses it
-        known = [k for k in flat_config(OmegaConf.to_container(cfg)) if k != key]
-        parent, _, last = key.rpartition(".")
-        meant = [k for k in known if k.rpartition(".")[2] == last]  # +schedule.lr: its lr
-        siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
-        close = difflib.get_close_matches(last, list(siblings), n=2, cutoff=0.6)  # a typo
-        meant = meant or [siblings[name] for name in close]
-        hint = ""
-        if meant:
-            others = f" (or {', '.join(meant[1:])})" if len(meant) > 1 else ""
-            hint = f" Did you mean {meant[0]}={value}{others}?"
         raise OptionError(
             f"{override}: nothing reads {key}, so the run would train as if it were not given "
-            f"(Hydra's {typed[: -len(key)]} adds a key the config lacks).{hint}"
+            f"(Hydra's {typed[: -len(key)]} adds a key the config lacks).{_meant(cfg, key, value)}"
         )
+
+
+def _meant(cfg: DictConfig, key: str, value: str) -> str:
+    """The hint for `key`, which `cfg` lacks (" Did you mean K=VALUE?"): a key whose last name is
+    the same, or the closest of its siblings; "" if none."""
+    known = [k for k in flat_config(OmegaConf.to_container(cfg)) if k != key]
+    parent, _, last = key.rpartition(".")
+    meant = [k for k in known if k.rpartition(".")[2] == last]  # schedule.lr: its lr
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+    close = difflib.get_close_matches(last, list(siblings), n=2, cutoff=0.6)  # a typo
+    meant = meant or [siblings[name] for name in close]
+    if not meant:
+        return ""
+    others = f" (or {', '.join(meant[1:])})" if len(meant) > 1 else ""
+    return f" Did you mean {meant[0]}={value}{others}?"
+
+
+def unknown_key_error(arguments: Sequence[str]) -> str | None:
+    """Why Hydra stopped, where it stopped on KEY=VALUE for a key the config lacks: it answers
+    "To append to your config use +KEY=VALUE", a key nothing would read. The error names the
+    key meant instead; None where each such override's key is the config's (Hydra stopped for
+    another reason) or the config cannot be composed here. `arguments`: the command line's."""
+    overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
+    changed, groups = [], []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.startswith(("+", "~", "hydra")) or "/" in key or "@" in key:
+            continue  # added or deleted keys, Hydra's own, a group's package
+        if (CONF_DIR / key).is_dir():  # a config group: the first of a comma list composes
+            groups.append(f"{key}={value.split(',')[0]}")
+        else:
+            changed.append((key, value))
+    try:
+        cfg = compose_config(groups)
+    except Exception:  # Hydra's own message says why; no better one here
+        return None
+    for key, value in changed:
+        if not _has(cfg, key):
+            return (
+                f"{key}={value}: the config has no {key}, and Hydra's +{key}={value} would add "
+                f"one that nothing reads.{_meant(cfg, key, value)}"
+            )
+    return None
 
 
 def run_label(cfg: DictConfig) -> str | None:
