@@ -4,9 +4,10 @@ Exit codes: 0 all runs done (or skipped: finished before, or running elsewhere);
 outside a run's record (a bug: one line naming the run directory, at once, also in a sweep), or
 Hydra's own error (an unknown config group); 2 a setup error (bad data, option or directory: its
 message alone, nothing trained, nothing left behind; an option the config lacks, after Hydra's
-own error, whose `+KEY` would add a key nothing reads); 3 a run failed (one line when it happens; in a sweep: any run, the others went on, after
-the summary); 130 / 143 interrupted by Ctrl-C / SIGTERM (a checkpoint at the current step: the
-same command resumes there). HYDRA_FULL_ERROR=1 adds the traceback to any of these lines.
+own error, whose `+KEY` would add a key nothing reads); 3 a run failed (one line when it happens;
+in a sweep: any run, the others went on, after the summary); 130 / 143 interrupted by Ctrl-C /
+SIGTERM (a checkpoint at the current step: the same command resumes there). HYDRA_FULL_ERROR=1
+adds the traceback to any of these lines.
 """
 
 import contextlib
