@@ -568,8 +568,8 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
     used = table[judged(table)].sort_values(["arch", "depth"])  # groups of finished runs
     cells = _cells(used, summary[judged(summary) & (summary["status"] != "done")])
     points = [asdict(c) for c in cells]
-    none_finished = [a for a in ARCHS if any(c.arch == a for c in cells)
-                     and not any(c.arch == a and c.n for c in cells)]  # fmt: skip
+    unjudged = [a for a in ARCHS if not any(c.arch == a and c.n for c in cells)]
+    none_finished = [a for a in unjudged if any(c.arch == a for c in cells)]
     if none_finished:  # runs at the claim's depths, none finished: named, as "Left out" does
         left_out = summary[judged(summary) & summary["arch"].isin(none_finished)]
         names = [f"{r.run_dir} ({r.status})" for r in left_out.itertuples()]
@@ -580,7 +580,7 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
             "or, where they failed, see the error in their run.json.",
             points=points,
         )
-    if any(not any(c.arch == a and c.n for c in cells) for a in ARCHS):
+    if unjudged:  # no runs of an arch at the claim's depths at all
         have = "; ".join(
             f"{a} at {', '.join(map(str, sorted(set(summary.loc[summary.arch == a, 'depth']))))}"
             for a in ARCHS
