@@ -31,7 +31,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from depthsweep.analysis.summaries import by_depth, decide, load_sweep, summarize
-from depthsweep.analysis.verdict import ALPHA, Comparison, Part
+from depthsweep.analysis.verdict import Comparison, Part
 from depthsweep.runs.rundir import read_config
 
 # column: (option, its value where a run's config predates it)
@@ -91,9 +91,11 @@ def decided(part: Part) -> str:
             shown.append(f"{_named(test)} ({test.reason or test.state})")
         else:
             shown.append(f"{_named(test)} {_interval(test)} p {test.p:.2g}")
-    for check in part.checks:  # a depth out of order: what stopped support
-        if check.p_against < ALPHA:
+    for check in part.checks:  # a depth out of order, or not placed: what stopped support
+        if check.state == "out of order":
             shown.append(f"but {_named(check)} {_interval(check)} p against {check.p_against:.2g}")
+        elif check.state == "untested" and not check.at_floor:
+            shown.append(f"but {_named(check)} unchecked ({check.reason})")
     if part.name != "resnet below plain" and not math.isnan(part.estimate):
         ci = "" if math.isnan(part.low) else f" [{part.low:+.2f}, {part.high:+.2f}]"
         shown.append(f"k {part.estimate:+.2f}{ci}")

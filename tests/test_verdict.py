@@ -60,6 +60,15 @@ FLAT = dict.fromkeys(DEPTHS, 5.0)
 RISING_PLAIN = dict(zip(DEPTHS, [2.0, 4.0, 6.0, 9.0, 20.0], strict=True))
 
 
+def paper_sweep() -> pd.DataFrame:
+    """The paper's numbers at three seeds (plain's 0.2 apart, resnet's 0.1), runs' own SE 0.05."""
+    return summary(
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
+        se=0.05,
+    )
+
+
 CASES = {
     # name: (plain, resnet, within-run se, outcome, a fragment of the sentence)
     "the paper's numbers, 3 seeds": (
@@ -82,7 +91,27 @@ CASES = {
         {d: [e] * 3 for d, e in FLAT.items()},
         0.2,
         "inconclusive",
-        "resnet's trend with depth is unclear (resnet-20 − resnet-56 = +0.00 points",
+        "resnet-20 vs resnet-56 untested: the seeds of resnet-20's 3 (5.00%) and resnet-56's 3 "
+        "(5.00%) all gave the same error: one draw repeated, not seed-to-seed noise",
+    ),
+    "the paper's numbers, 3 identical seeds each": (  # one draw, judged on window noise alone
+        {d: [e] * 3 for d, e in PAPER_PLAIN.items()},
+        {d: [e] * 3 for d, e in PAPER_RESNET.items()},
+        0.05,
+        "inconclusive",
+        "What would settle it: seeds that differ at plain-20, plain-32, plain-44, plain-56, "
+        "plain-110, resnet-20, resnet-32, resnet-44, whose seeds all gave the same error",
+    ),
+    "a middle plain depth of one seed, collapsed": (  # it might be the 85: nothing supported
+        {**{d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()}, 32: 85.0},
+        {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
+        0.05,
+        "inconclusive",
+        "plain's trend with depth is untested (plain-56 − plain-20 = +4.50 points, 95% CI "
+        "[+4.05, +4.95], p = 5.2e-06; plain-110 − plain-56 = +56.10 points, 95% CI [+55.65, "
+        "+56.55], p = 2.2e-10; but unchecked plain-32 vs plain-20: one seed at plain-32; "
+        "plain-56 vs plain-32: one seed at plain-32; error ∝ depth^k, k = +1.49, 95% CI [-2.90, "
+        "+5.88]). What would settle it: a second seed at plain-32 (seed=0,1).",
     ),
     "flat resnet with seed noise": (
         {d: seeds(e, 0.3) for d, e in RISING_PLAIN.items()},
@@ -190,7 +219,7 @@ CASES = {
         0.0,
         "inconclusive",
         "resnet-20 vs resnet-56 untested: resnet-20 and resnet-56 are at the floor (0.00% and "
-        "0.00%: one ≤ 0.5%, the other ≤ 1%)",
+        "0.00%, both ≤ 1%)",
     ),
     "every resnet near the floor, rising": (  # a few mistakes' order, not the claim's
         {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
@@ -198,7 +227,7 @@ CASES = {
         0.01,
         "inconclusive",
         "resnet-20 vs resnet-56 untested: resnet-20 and resnet-56 are at the floor (0.15% and "
-        "0.35%: one ≤ 0.5%, the other ≤ 1%)",
+        "0.35%, both ≤ 1%)",
     ),
     "every resnet at 0.0, no power law fitted": (  # log(0): not an interval of [0, 0]
         {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
@@ -214,7 +243,7 @@ CASES = {
         0.01,
         "inconclusive",
         "resnet-20 vs resnet-56 untested: resnet-20 and resnet-56 are at the floor (0.45% and "
-        "0.55%: one ≤ 0.5%, the other ≤ 1%)",
+        "0.55%, both ≤ 1%)",
     ),
     "resnet falling across the floor's edge": (  # ... neither way
         {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
@@ -222,7 +251,7 @@ CASES = {
         0.01,
         "inconclusive",
         "resnet-20 vs resnet-110 untested: resnet-20 and resnet-110 are at the floor (0.55% and "
-        "0.45%: one ≤ 0.5%, the other ≤ 1%)",
+        "0.45%, both ≤ 1%)",
     ),
     "plain's depths between the compared ones fall": (  # 20 < 56 < 110, but 32 and 44 below 20
         {
@@ -287,19 +316,43 @@ CASES = {
         "not reproduced",
         "NOT reproduced: resnet's train error does not fall with depth",
     ),
-    "every resnet rising just above the floor": (  # ... while a clear rise there is refuted
+    "every resnet rising near the floor, none at it": (  # 0.51 against 0.55: no cliff at 0.5
         {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
-        {d: seeds(e, 0.02) for d, e in zip(DEPTHS, (0.6, 0.7, 0.8, 0.9, 1.0), strict=True)},
+        {d: seeds(e, 0.005) for d, e in zip(DEPTHS, (0.51, 0.52, 0.52, 0.55, 0.56), strict=True)},
+        0.002,
+        "inconclusive",
+        "resnet-20 vs resnet-56 untested: resnet-20 and resnet-56 are at the floor (0.51% and "
+        "0.55%, both ≤ 1%)",
+    ),
+    "every resnet rising just above the floor": (  # ... while a clear rise above it is refuted
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.02) for d, e in zip(DEPTHS, (0.6, 1.1, 1.2, 1.3, 1.4), strict=True)},
         0.01,
         "not reproduced",
-        "NOT reproduced: resnet's train error does not fall with depth",
+        "NOT reproduced: resnet's train error does not fall with depth (resnet-20 − resnet-56 = "
+        "-0.70 points",
     ),
     "identical seeds, no run's own noise known": (  # SE 0: no test can be made, nor passed
         {d: [e] * 3 for d, e in PAPER_PLAIN.items()},
         {d: [e] * 3 for d, e in PAPER_RESNET.items()},
         NAN,
         "inconclusive",
-        "plain-56 vs plain-20 untested: no noise estimate for plain-56 or plain-20",
+        "plain-56 vs plain-20 untested: the seeds of plain-56's 3 (5.90%) and plain-20's 3 "
+        "(1.40%) all gave the same error",
+    ),
+    "every resnet-110 seed at 0.0, plain-110 far above": (  # agreeing at the floor: no repeat
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {**{d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()}, 110: [0.0] * 3},
+        0.05,
+        "reproduced",
+        "plain-110 − resnet-110 = +62.00 points",
+    ),
+    "two seeds, no spread, no run's own noise known": (  # SE 0: no test can be made, nor passed
+        {d: seeds(e, 0.2, 2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.1, 2) for d, e in PAPER_RESNET.items()},
+        NAN,
+        "reproduced",
+        "plain-56 − plain-20 = +4.50 points",
     ),
     "depth 8 is no evidence": (  # counting depth 8, resnet would rise from 8 to 20
         {8: seeds(1.0, 0.1), **{d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()}},
@@ -368,11 +421,7 @@ def test_an_interval_on_the_wrong_side_short_of_refuting_says_so():
 def test_a_depth_with_an_unfinished_run_is_compared_with_nothing():
     """A failed (diverged) seed is no missing value: plain-110's two others would still rise, but
     the comparison is left untested, and the failure named."""
-    frame = summary(
-        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
-        {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
-        se=0.05,
-    )
+    frame = paper_sweep()
     frame.loc[frame.run_dir == "arch=plain,depth=110,seed=0", "status"] = "failed"
     got = analysis.decide(frame)
     assert got.outcome == "inconclusive"
@@ -390,11 +439,7 @@ def test_a_depth_with_an_unfinished_run_is_compared_with_nothing():
 def test_a_depth_whose_every_run_failed_still_decides_which_depths_are_compared():
     """Every resnet-110 diverged: resnet-20/44/56 alone would show "falls" and the gap would move
     to 56; the paper's depths stay 20/56/110, and what involves resnet-110 is untested."""
-    frame = summary(
-        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
-        {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
-        se=0.05,
-    )
+    frame = paper_sweep()
     frame.loc[(frame.arch == "resnet") & (frame.depth == 110), "status"] = "failed"
     got = analysis.decide(frame)
     assert got.outcome == "inconclusive"
@@ -407,6 +452,37 @@ def test_a_depth_whose_every_run_failed_still_decides_which_depths_are_compared(
     assert "the runs at resnet-110 finished (resume the sweep)" in got.sentence
     assert "a second seed at" not in got.sentence  # unfinished, not one seed
     assert "resnet 20: " in got.sentence and "110: none finished." in got.sentence
+
+
+def test_a_middle_depth_with_a_failed_run_leaves_the_trend_untested():
+    """plain-32's failed seed might have diverged to 85%: plain 20 < 56 < 110 alone is no rise
+    with depth while one depth cannot be placed, so the part is untested, never supported."""
+    frame = paper_sweep()
+    frame.loc[frame.run_dir == "arch=plain,depth=32,seed=1", "status"] = "failed"
+    got = analysis.decide(frame)
+    plain = got.parts[0]
+    assert [t.state for t in plain.tests] == ["supported", "supported"]
+    assert (plain.state, got.outcome) == ("untested", "inconclusive")
+    assert [c.state for c in plain.checks[:2]] == ["untested", "not out of order"]
+    assert (
+        "but unchecked plain-32 vs plain-20: runs that did not finish (failed, or not yet done) "
+        "at plain-32 (1 of 3)" in plain.reason
+    )
+    assert "the runs at plain-32 finished (resume the sweep)" in got.sentence
+    assert plain.fit_depths == [20, 44, 56, 110]  # k: on the depths whose runs all finished
+
+
+def test_a_check_at_the_floor_does_not_stop_a_trend():
+    """resnet-56 against resnet-110 at 0.5% and 0.2%: the order of a few last mistakes, neither
+    evidence for the trend nor against it; both deeper nets beat resnet-20, so it is supported."""
+    resnet = {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()}
+    got = analysis.decide(summary({d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()}, resnet, 0.05))
+    part = got.parts[1]
+    last = part.checks[-1]
+    assert (last.higher, last.lower, last.state, last.at_floor) == (
+        "resnet-56", "resnet-110", "untested", True
+    )  # fmt: skip
+    assert part.state == "supported" and got.outcome == "reproduced"
 
 
 def test_an_arch_with_no_finished_run_names_its_runs():
@@ -430,11 +506,7 @@ def test_an_arch_with_no_finished_run_names_its_runs():
 
 
 def test_k_is_fitted_only_on_three_depths_whose_runs_all_finished():
-    frame = summary(
-        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
-        {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
-        se=0.05,
-    )
+    frame = paper_sweep()
     frame.loc[(frame.arch == "plain") & (frame.depth.isin([32, 44, 110])), "status"] = "failed"
     plain = analysis.decide(frame).parts[0]
     assert math.isnan(plain.estimate)  # two depths left: no line with an interval
@@ -493,6 +565,12 @@ def test_each_comparison_is_a_one_sided_welch_test_kept_as_data():
     assert {"higher", "lower", "difference", "se", "dof", "low", "high", "p", "p_against"} <= set(
         data["parts"][1]["tests"][0]
     )
+    # what refuting took, each check's own state (never "supported": checks decide no part),
+    # and the depths each k was fitted on
+    assert (data["planned"], data["refute_alpha"]) == (5, pytest.approx(0.025 / 5))
+    states = {c["state"] for p in data["parts"] for c in p["checks"]}
+    assert states <= {"out of order", "not out of order", "untested"} and states
+    assert [p["fit_depths"] for p in data["parts"]] == [list(DEPTHS), [], []]  # resnet: floor
 
 
 def test_refuting_takes_bonferroni_over_the_comparisons():
@@ -539,6 +617,10 @@ def test_short_schedules_are_said():
     assert "Shown on 6,000 iterations a run (the paper: 64,000)." in got.sentence
     frame["iterations"] = 64000
     assert "iterations a run" not in analysis.decide(frame).sentence
+    frame["iterations"] = 96000
+    assert "These runs trained 96,000 iterations, longer than the paper's 64,000" in (
+        analysis.decide(frame).sentence
+    )
     rising = {d: seeds(1.0 + d / 50, 0.1) for d in DEPTHS}  # deeper resnets still behind
     frame = summary(plain, rising, se=0.05)
     frame["iterations"] = 6000

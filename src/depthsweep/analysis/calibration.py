@@ -36,6 +36,13 @@ COLLAPSED: Truth = {
     "plain": dict(zip(DEPTHS, [2.0, 2.0, 2.0, 2.0, 85.0], strict=True)),
     "resnet": FLAT["resnet"],
 }
+# The issue's own numbers: plain-56 is 0.2 points above plain-20, so "plain rises" is true, by
+# less than a seed SD, and its rate is power on that rise: the IUT asks for each step to rise
+# significantly, with no minimum size.
+RISING_A_LITTLE_THEN_COLLAPSED: Truth = {
+    "plain": dict(zip(DEPTHS, [2.0, 2.1, 2.0, 2.2, 85.0], strict=True)),
+    "resnet": FLAT["resnet"],
+}
 FALLING_THEN_COLLAPSED: Truth = {
     "plain": dict(zip(DEPTHS, [2.4, 2.2, 2.0, 1.8, 80.0], strict=True)),
     "resnet": FLAT["resnet"],
@@ -71,7 +78,8 @@ def draw_cells(
             n = seeds[depth] if isinstance(seeds, Mapping) else seeds
             values = np.clip(error + sd * rng.standard_normal(n), 0.0, 100.0)
             se = seed_se(values, np.full(n, within_se))
-            cells.append(Cell(arch, depth, n, float(values.mean()), se))
+            sd = float(values.std(ddof=1)) if n > 1 else np.nan
+            cells.append(Cell(arch, depth, n, float(values.mean()), se, sd=sd))
     return cells
 
 
@@ -103,6 +111,11 @@ SCENARIOS: dict[str, tuple[Truth, str, Mapping[int, float]]] = {
     "flat": (FLAT, "all false: every 'supported' is a false one", {}),
     "flat, seed SD 3x at 110": (FLAT, "all false, the deepest depth noisier", {110: 3}),
     "plain 20-56 flat, 110 collapsed": (COLLAPSED, "plain's rise carried by one depth", {}),
+    "plain 2.0/2.1/2.0/2.2, 110 collapsed": (
+        RISING_A_LITTLE_THEN_COLLAPSED,
+        "plain rises 0.2 points from 20 to 56: 'plain rises' is power on that, not a false rate",
+        {},
+    ),
     "plain falling, 110 collapsed": (FALLING_THEN_COLLAPSED, "plain falls from 20 to 56", {}),
     "one step of each trend null, seed SD 6x at 56": (
         ONE_STEP_NULL,

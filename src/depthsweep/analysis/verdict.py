@@ -25,8 +25,10 @@ intersection-union test (IUT): a part is supported only when every one of its co
   depth c between s and m (the paper's 32 and 44) outside the two (plain-c below plain-s or above
   plain-m, resnet-c above resnet-s or below resnet-m), or resnet-d above resnet-m (plain-d above
   plain-m is a comparison). The error does not then rise (fall) with depth, whatever the anchors
-  say: plain 2/85/3/4/60 or resnet 5/3/2/1/4 at 20-110 are no trend. Only ever turning support
-  into open, these checks cannot raise a false rate.
+  say: plain 2/85/3/4/60 or resnet 5/3/2/1/4 at 20-110 are no trend. A check that cannot be
+  made (a depth with one seed, a run that did not finish) leaves the part untested, never
+  supported: the depth it cannot place might be the 85. Only ever withholding support, these
+  checks cannot raise a false rate.
 
 Each comparison's difference is in points, its SE sqrt(SE_a^2 + SE_b^2) from the two means' SEs
 (`seed_se`: over seeds, never below the runs' own noise), with Welch-Satterthwaite's degrees of
@@ -47,11 +49,15 @@ are, from all the runs at depths >= MIN_DEPTH, so that dropping it cannot move a
 - Refuted: the one-sided p of the opposite is below ALPHA / K, K the comparisons planned (two
   per arch with enough depths, plus the gap; Bonferroni, counted before any is tested), so "NOT
   reproduced" is said of a true claim at most ALPHA of the time however many are made.
-- Untested: too few depths or seeds, a run that did not finish, or a floor effect: where one side
-  is at the floor (error <= FLOOR_ERROR) and the other near it (<= NEAR_FLOOR), their order is
-  that of a few last mistakes, so the comparison is neither supported nor refuted. One side at
-  the floor and the other well above it is tested: a shallow ResNet at 0.4% and a deep one at 6%
-  is a clear refutation.
+- Untested: too few depths or seeds, a run that did not finish, seeds that all gave the same
+  error above the floor (one draw repeated, not noise: a seed that does not reach the runs; at
+  the floor, 0.0 three times is every seed fitting every image), or a floor effect:
+  where both sides are at or near the floor (error <= NEAR_FLOOR), their order is that of a few
+  last mistakes, so the comparison is neither supported nor refuted (a floor-bound check does
+  not stop a part: the order of two nets that both fit 99% of their images is no trend). One
+  side near the floor and the other above it is tested: a shallow ResNet at 0.4% and a deep one
+  at 6% is a clear refutation. Where "near" ends is a definition, so it has an edge: 0.9 against
+  1.1 is tested.
 - A part is refuted if any comparison is, supported if all are, untested if any is untested, else
   open. Any part refuted: "NOT reproduced"; all supported: "Degradation reproduced"; else
   "Inconclusive", saying what would settle it.
@@ -64,7 +70,10 @@ be judged: a finished run whose training error is NaN, infinite or outside 0-100
 resnet runs whose configs differ in more than the arch (`mixed_options`, found by
 `analysis.load_sweep`), or runs that repeat an arch, depth and seed (copies of one draw would pass
 for seeds that agree). The sentence says when the schedule was shorter than the paper's, and
-names seeds far from their depth's others, and a depth's two seeds far apart.
+names seeds far from their depth's others, and a depth's two seeds far apart. A significant rise
+or fall counts whatever its size (the IUT has no minimum effect): plain 2.0/2.1/2.0/2.2/85 with
+a true 0.2-point rise from 20 to 56 is "rises" when the seeds resolve 0.2 points; k and the
+comparisons' intervals say how large it is.
 """
 
 from __future__ import annotations
@@ -89,10 +98,10 @@ ARCHS = ("plain", "resnet")
 # An error (%) at or below this is at the floor: one mistake in two hundred images, where a
 # shallower net has left a deeper one next to nothing to improve on, and the order of two nets is
 # that of their last few mistakes on images augmentation makes ambiguous, not of how well they
-# train (0.15% against 0.35%, with small SEs, would otherwise refute "resnet falls"). A comparison
-# is left untested where one side is at the floor and the other near it (<= NEAR_FLOOR): a net at
-# 0.45% against one at 0.55% is no evidence either way; on the CPU Figure 6 the lowest error is
-# resnet-56's 13%.
+# train (0.15% against 0.35%, with small SEs, would otherwise refute "resnet falls"); k is not
+# fitted through such a mean. A comparison is left untested where both sides are at or near the
+# floor (<= NEAR_FLOOR): a net at 0.51% against one at 0.55% is no evidence either way; on the
+# CPU Figure 6 the lowest error is resnet-56's 13%.
 FLOOR_ERROR = 0.5
 NEAR_FLOOR = 2 * FLOOR_ERROR
 # An SE below this (points) is no noise estimate: equal seeds give 1e-17 by rounding, not 0, and
@@ -105,6 +114,8 @@ ONE_SEED = (
     "With one seed a depth's seed-to-seed noise is unknown, and the run's own window-to-window "
     "noise leaves it out, so no comparison with such a depth is tested."
 )
+
+SAME_SEEDS = "the seeds of"  # how an untested comparison's reason starts where seeds all agreed
 
 OUTCOMES = {
     "reproduced": "Degradation reproduced",
@@ -124,6 +135,7 @@ class Cell:
     mean: float
     se: float
     unfinished: int = 0  # runs of this arch and depth that did not finish: failed or unfinished
+    sd: float = math.nan  # the seeds' SD (0: they all gave the same error; NaN: unknown)
 
     @property
     def label(self) -> str:
@@ -136,7 +148,9 @@ class Comparison:
 
     higher: str  # the (arch-depth) whose error the claim puts above the other's
     lower: str
-    state: str  # "supported", "refuted", "open", "untested"
+    # "supported", "refuted", "open", "untested"; a trend's check: "out of order" (p_against <
+    # ALPHA), "not out of order" or "untested"
+    state: str
     difference: float = math.nan  # higher's mean - lower's mean, points: > 0 is the claim
     se: float = math.nan
     dof: float = math.nan
@@ -145,6 +159,7 @@ class Comparison:
     p: float = math.nan  # one-sided p of the claim (null: difference <= 0)
     p_against: float = math.nan  # one-sided p of the opposite (null: difference >= 0)
     reason: str = ""  # why untested
+    at_floor: bool = False  # untested because both sides are at or near the floor
 
 
 @dataclass
@@ -157,10 +172,12 @@ class Part:
     low: float = math.nan
     high: float = math.nan
     depths: list[int] = field(default_factory=list)
+    fit_depths: list[int] = field(default_factory=list)  # the depths k was fitted on
     reason: str = ""  # the part in words, numbers included
     tests: list[Comparison] = field(default_factory=list)
     # A trend's other orders (a depth between s and m against both, resnet-d against resnet-m),
-    # each as the trend would have it: any significantly the other way stops support.
+    # each as the trend would have it: any out of order, or untested other than at the
+    # floor, stops support.
     checks: list[Comparison] = field(default_factory=list)
 
 
@@ -173,6 +190,8 @@ class Verdict:
     alpha: float = ALPHA  # each comparison's one-sided level; refuted at alpha / comparisons
     iterations: int | None = None  # the runs' schedule (the paper: PAPER_ITERATIONS)
     outliers: list[str] = field(default_factory=list)  # seeds far from the others (`outliers`)
+    planned: int | None = None  # the comparisons planned (Bonferroni's count for refuting)
+    refute_alpha: float | None = None  # alpha / planned: a comparison is refuted below it
 
     def to_dict(self) -> dict:
         """As plain data for verdict.json: NaN (not estimated) becomes None."""
@@ -224,8 +243,8 @@ def degrees_of_freedom(a: Cell, b: Cell) -> float:
 def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
     """The one-sided Welch test of `higher`'s mean above `lower`'s. Supported at p < ALPHA,
     refuted when the opposite has p < `refute_alpha`; untested where a run of either did not
-    finish, with one seed on either side, an unknown SE, or one at the floor and the other near
-    it."""
+    finish, with one seed on either side, both at or near the floor, seeds that all agree, or an
+    unknown SE."""
     made = {"higher": higher.label, "lower": lower.label}
     unfinished = [f"{c.label} ({c.unfinished} of {c.n + c.unfinished})" for c in (higher, lower)
                   if c.unfinished]  # fmt: skip
@@ -235,10 +254,19 @@ def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
     one = [c.label for c in (higher, lower) if c.n < 2]
     if one:  # see ONE_SEED
         return Comparison(**made, state="untested", reason=f"one seed at {' and '.join(one)}")
-    if min(higher.mean, lower.mean) <= FLOOR_ERROR and max(higher.mean, lower.mean) <= NEAR_FLOOR:
+    if max(higher.mean, lower.mean) <= NEAR_FLOOR:
         why = (
             f"{higher.label} and {lower.label} are at the floor ({higher.mean:.2f}% and "
-            f"{lower.mean:.2f}%: one ≤ {FLOOR_ERROR}%, the other ≤ {NEAR_FLOOR:g}%)"
+            f"{lower.mean:.2f}%, both ≤ {NEAR_FLOOR:g}%)"
+        )
+        return Comparison(**made, state="untested", reason=why, at_floor=True)
+    # Seeds that agree at the floor agree on fitting every image; elsewhere they are one draw.
+    same = [f"{c.label}'s {c.n} ({c.mean:.2f}%)" for c in (higher, lower)
+            if c.sd < NO_NOISE and c.mean > FLOOR_ERROR]  # fmt: skip
+    if same:  # NaN (unknown) is never below: tables without a std
+        why = (
+            f"{SAME_SEEDS} {' and '.join(same)} all gave the same error: one draw repeated, not "
+            "seed-to-seed noise (is the seed reaching the runs?)"
         )
         return Comparison(**made, state="untested", reason=why)
     se = math.hypot(higher.se, lower.se)
@@ -312,15 +340,19 @@ def trend_part(arch: str, cells: list[Cell], refute_alpha: float) -> Part:
         orders = [(c, s) for c in between] + [(m, c) for c in between]
     else:  # and resnet-d not above resnet-m, which no comparison says
         orders = [(s, c) for c in between] + [(c, m) for c in between] + [(m, d)]
-    checks = [compare(higher, lower, refute_alpha) for higher, lower in orders]
-    against = [c for c in checks if c.p_against < ALPHA]  # NaN (untested) is never below
+    checks = [check(higher, lower) for higher, lower in orders]
+    against = [c for c in checks if c.state == "out of order"]
+    unchecked = [c for c in checks if c.state == "untested" and not c.at_floor]
     state = _combined(tests)
     if state == "supported" and against:
         state = "open"
+    elif state == "supported" and unchecked:  # the depth it cannot place might be out of order
+        state = "untested"
     complete = [c for c in cells if c.n and not c.unfinished]  # the depths the tests can use
     at_floor = [c.label for c in complete if c.mean <= FLOOR_ERROR]
     fitted = len(complete) >= MIN_DEPTHS and not at_floor
     k, low, high = power_law(complete) if fitted else (math.nan,) * 3
+    fit_depths = [c.depth for c in complete] if fitted else []
     words = {
         "supported": "rises with depth" if arch == "plain" else "falls with depth",
         "refuted": "does not rise with depth" if arch == "plain" else "does not fall with depth",
@@ -341,8 +373,22 @@ def trend_part(arch: str, cells: list[Cell], refute_alpha: float) -> Part:
             f"{c.higher} lies below {c.lower}"
             for c in against
         )
+    if unchecked and not against and _combined(tests) == "supported":
+        said += "; but unchecked " + "; ".join(
+            f"{c.higher} vs {c.lower}: {c.reason}" for c in unchecked
+        )
     reason = f"{subject} {words} ({said}; {fit})"
-    return Part(f"{arch} trend", state, k, low, high, depths, reason, tests, checks)
+    return Part(f"{arch} trend", state, k, low, high, depths, fit_depths, reason, tests, checks)
+
+
+def check(higher: Cell, lower: Cell) -> Comparison:
+    """A trend's other order (`higher` above `lower`, as the trend has it) tested as a comparison
+    is, its state "out of order" where the opposite has one-sided p < ALPHA, else "not out of
+    order", or "untested" (with its reason)."""
+    c = compare(higher, lower, refute_alpha=0.0)  # a check never refutes: its state is set here
+    if c.state != "untested":
+        c.state = "out of order" if c.p_against < ALPHA else "not out of order"
+    return c
 
 
 def gap_part(plain: list[Cell], resnet: list[Cell], refute_alpha: float) -> Part:
@@ -364,16 +410,25 @@ def gap_part(plain: list[Cell], resnet: list[Cell], refute_alpha: float) -> Part
     else:
         reason = f"resnet's is {where[test.state]} plain's at depth {p.depth} ({_said(test)})"
     return Part("resnet below plain", test.state, test.difference, test.low, test.high,
-                [p.depth], reason, [test])  # fmt: skip
+                depths=[p.depth], reason=reason, tests=[test])  # fmt: skip
+
+
+def _by_arch(cells: Sequence[Cell]) -> dict[str, list[Cell]]:
+    return {a: sorted((c for c in cells if c.arch == a), key=lambda c: c.depth) for a in ARCHS}
+
+
+def planned(cells: Sequence[Cell]) -> int:
+    """The comparisons planned, counted before any is tested: two per arch with enough depths,
+    plus the gap (Bonferroni's count: a comparison is refuted at ALPHA / this)."""
+    by_arch = _by_arch(cells)
+    return sum(2 for a in ARCHS if _anchors(by_arch[a])) + 1
 
 
 def judge_cells(cells: Sequence[Cell]) -> list[Part]:
     """The three parts of the claim from the (arch, depth) cells at depths >= MIN_DEPTH; refuted
-    comparisons at ALPHA / the number planned: two per arch with enough depths, plus the gap
-    (Bonferroni)."""
-    by_arch = {a: sorted((c for c in cells if c.arch == a), key=lambda c: c.depth) for a in ARCHS}
-    planned = sum(2 for a in ARCHS if _anchors(by_arch[a])) + 1
-    refute_alpha = ALPHA / planned
+    comparisons at ALPHA / `planned`."""
+    by_arch = _by_arch(cells)
+    refute_alpha = ALPHA / planned(cells)
     parts = [trend_part(a, by_arch[a], refute_alpha) for a in ARCHS]
     return [*parts, gap_part(by_arch["plain"], by_arch["resnet"], refute_alpha)]
 
@@ -397,7 +452,7 @@ def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
     if parts[-1].state == "untested" and not parts[-1].tests:
         hints.append(f"train plain and resnet at one depth ≥ {DEEP_DEPTH}")
     tests = [c for p in parts for c in p.tests]
-    compared = {x for c in tests for x in (c.higher, c.lower)}
+    compared = {x for c in tests + _blocking(parts) for x in (c.higher, c.lower)}
     lone = [c.label for c in cells if c.n < 2 and not c.unfinished and c.label in compared]
     if lone:
         hints.append(f"a second seed at {', '.join(lone)} (seed=0,1)")
@@ -406,6 +461,16 @@ def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
         hints.append(
             f"the runs at {', '.join(unfinished)} finished (resume the sweep), or, where they "
             "failed, their run.json's error understood"
+        )
+    undrawn = {x for c in tests + _blocking(parts) if c.reason.startswith(SAME_SEEDS)
+               for x in (c.higher, c.lower)}  # fmt: skip
+    same = [
+        c.label for c in cells if c.label in undrawn and c.sd < NO_NOISE and c.mean > FLOOR_ERROR
+    ]
+    if same:
+        hints.append(
+            f"seeds that differ at {', '.join(same)}, whose seeds all gave the same error (check "
+            "that the seed reaches the runs: run.json's seed, metrics.csv)"
         )
     floor = sorted(
         {
@@ -427,6 +492,12 @@ def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
             "or a longer schedule, if the deeper nets are still catching up"
         )
     return "; ".join(hints)
+
+
+def _blocking(parts: Sequence[Part]) -> list[Comparison]:
+    """The trends' checks that could not be made (other than at the floor): what kept a part whose
+    comparisons all held from being supported."""
+    return [c for p in parts for c in p.checks if c.state == "untested" and not c.at_floor]
 
 
 def _describe(cells: Sequence[Cell]) -> str:
@@ -511,9 +582,14 @@ def outliers(runs: pd.DataFrame) -> list[str]:
 
 
 def _schedule(iterations: int | None, outcome: str) -> str:
-    """What the schedule's length means for the verdict, where it is shorter than the paper's."""
-    if iterations is None or iterations >= PAPER_ITERATIONS:
+    """What the schedule's length means for the verdict, where it differs from the paper's."""
+    if iterations is None or iterations == PAPER_ITERATIONS:
         return ""
+    if iterations > PAPER_ITERATIONS:
+        return (
+            f" These runs trained {iterations:,} iterations, longer than the paper's "
+            f"{PAPER_ITERATIONS:,}: the figure it compares with ends at {PAPER_ITERATIONS:,}."
+        )
     if outcome == "reproduced":
         return f" Shown on {iterations:,} iterations a run (the paper: {PAPER_ITERATIONS:,})."
     return (
@@ -529,12 +605,15 @@ def _cells(finished: pd.DataFrame, unfinished: pd.DataFrame) -> list[Cell]:
     count = unfinished.groupby(["arch", "depth"]).size()
     cells = {
         (r.arch, int(r.depth)): Cell(r.arch, int(r.depth), int(r.n),
-                                     float(r.final_train_error_mean), float(r.final_train_error_se))
+                                     float(r.final_train_error_mean), float(r.final_train_error_se),
+                                     sd=float(getattr(r, "final_train_error_std", math.nan)))
         for r in finished.itertuples()
     }  # fmt: skip
     for (arch, depth), k in count.items():
         done = cells.get((arch, int(depth)), Cell(arch, int(depth), 0, math.nan, math.nan))
-        cells[arch, int(depth)] = Cell(done.arch, done.depth, done.n, done.mean, done.se, int(k))
+        cells[arch, int(depth)] = Cell(
+            done.arch, done.depth, done.n, done.mean, done.se, int(k), done.sd
+        )
     return [cells[key] for key in sorted(cells)]
 
 
@@ -612,7 +691,7 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
     done = summary[(summary["status"] == "done") & judged(summary)]
     iterations = int(used["iterations"].max()) if used["iterations"].notna().any() else None
     sentence += _schedule(iterations, outcome)
-    if any(c.reason.startswith("one seed") for p in parts for c in p.tests):
+    if any(c.reason.startswith("one seed") for p in parts for c in p.tests + p.checks):
         sentence += f" {ONE_SEED}"
     far = outliers(done)
     if far:
@@ -621,5 +700,6 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
     if len(left_out):
         names = [f"{r.run_dir} ({r.status})" for r in left_out.itertuples()]
         sentence += f" Left out, not finished: {', '.join(names)}."
+    count = planned(cells)
     return Verdict(outcome, f"{sentence} {_describe(cells)}", parts, points, ALPHA, iterations,
-                   far)  # fmt: skip
+                   far, count, ALPHA / count)  # fmt: skip
