@@ -271,7 +271,7 @@ def test_a_run_killed_between_a_checkpoint_and_its_row_resumes_to_the_uninterrup
         assert train(cfg, tmp_path / "killed") == "done"
     assert f"iteration {at}'s train_error, lost (killed after its checkpoint)" in caplog.text
     whole, resumed = both_logs(tmp_path)
-    pd.testing.assert_frame_equal(resumed, whole)
+    pd.testing.assert_frame_equal(resumed, whole, check_exact=True)
 
 
 def test_a_run_resumed_from_an_epochs_last_iteration_logs_that_epoch_once(
@@ -287,7 +287,7 @@ def test_a_run_resumed_from_an_epochs_last_iteration_logs_that_epoch_once(
     assert train(cfg, tmp_path / "killed") == "done"
     whole, resumed = both_logs(tmp_path, "epoch")
     assert resumed.dropna(subset=["train_error_epoch"]).step.tolist() == list(range(1, 9))
-    pd.testing.assert_frame_equal(resumed, whole)
+    pd.testing.assert_frame_equal(resumed, whole, check_exact=True)
 
 
 def test_ctrl_c_before_the_first_step_writes_no_checkpoint_and_the_run_starts_over(
@@ -314,7 +314,7 @@ def test_ctrl_c_before_the_first_step_writes_no_checkpoint_and_the_run_starts_ov
     monkeypatch.setattr(train_module, "make_trainer", make_trainer)
     assert train(cfg, tmp_path / "killed") == "done"
     whole, resumed = both_logs(tmp_path)
-    pd.testing.assert_frame_equal(resumed, whole)
+    pd.testing.assert_frame_equal(resumed, whole, check_exact=True)
 
 
 @pytest.mark.parametrize("runs, said", [(1, ["", "its ", "it"]), (3, ["s", "", "them"])])

@@ -85,7 +85,7 @@ def test_a_fused_sweep_writes_every_runs_own_numbers(alone, tmp_path):
         )
     for run in RUNS:
         pd.testing.assert_frame_equal(
-            metrics(tmp_path / name(*run)), metrics(separate / name(*run))
+            metrics(tmp_path / name(*run)), metrics(separate / name(*run)), check_exact=True
         )
         info = json.loads((tmp_path / name(*run) / "run.json").read_text())
         assert info["status"] == "done" and len(info["fused_with"]) == 3
@@ -180,7 +180,7 @@ def test_a_group_resumes_from_its_members_checkpoints(alone, tmp_path, monkeypat
     assert train(*group[3]) == "done"
     for run in runs:
         pd.testing.assert_frame_equal(
-            metrics(tmp_path / name(*run)), metrics(separate / name(*run))
+            metrics(tmp_path / name(*run)), metrics(separate / name(*run)), check_exact=True
         )
 
 
@@ -202,7 +202,7 @@ def test_a_group_killed_between_a_checkpoint_and_a_members_row_resumes_to_its_ru
     ]
     for run in runs:
         pd.testing.assert_frame_equal(
-            metrics(tmp_path / name(*run)), metrics(separate / name(*run))
+            metrics(tmp_path / name(*run)), metrics(separate / name(*run)), check_exact=True
         )
 
 
@@ -242,7 +242,7 @@ def test_a_warm_up_ends_per_member(alone, tmp_path, caplog):
             assert all(train(c, p) == "done" for c, p in cfgs)
     for a, d, s, w in runs:
         fused, separate = tmp_path / "fused" / name(a, d, s), tmp_path / "alone" / name(a, d, s)
-        pd.testing.assert_frame_equal(metrics(fused), metrics(separate))
+        pd.testing.assert_frame_equal(metrics(fused), metrics(separate), check_exact=True)
         ends = [json.loads((p / "run.json").read_text())["warmup_end"] for p in (fused, separate)]
         # 12 iterations log (and check) every iteration: the first check ends it.
         assert ends[0] == ends[1] == (1 if w else None)
@@ -263,11 +263,13 @@ def test_a_diverging_member_fails_alone(alone, tmp_path):
     alone_failed = json.loads((tmp_path / "boom-alone" / "run.json").read_text())
     assert failed["status"] == "failed" and failed["error"] == alone_failed["error"]
     assert failed["error"].startswith("FloatingPointError: training loss became")
-    pd.testing.assert_frame_equal(metrics(tmp_path / "boom"), metrics(tmp_path / "boom-alone"))
+    pd.testing.assert_frame_equal(
+        metrics(tmp_path / "boom"), metrics(tmp_path / "boom-alone"), check_exact=True
+    )
     for r in RUNS:
         if r[1] == 8 and r[0] == "plain":  # the others went on, untouched
             pd.testing.assert_frame_equal(
-                metrics(tmp_path / name(*r)), metrics(separate / name(*r))
+                metrics(tmp_path / name(*r)), metrics(separate / name(*r)), check_exact=True
             )
 
 

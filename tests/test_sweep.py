@@ -156,7 +156,7 @@ def test_killed_run_resumes_from_its_checkpoint(fake_cifar, tmp_path):
                    f"hydra.run.dir={straight}").returncode == 0  # fmt: skip
     uninterrupted = pd.read_csv(straight / "metrics.csv")
     pd.testing.assert_frame_equal(
-        metrics.drop(columns="wall_time"), uninterrupted.drop(columns="wall_time")
+        metrics.drop(columns="wall_time"), uninterrupted.drop(columns="wall_time"), check_exact=True
     )
 
 
