@@ -4,10 +4,10 @@ Exit codes: 0 all runs done (or skipped: finished before, or running elsewhere);
 outside a run's record (a bug: one line naming the run directory, at once, also in a sweep), or
 Hydra's own error (an unknown config group); 2 a setup error (bad data, option or directory: its
 message alone, nothing trained, nothing left behind; an option the config lacks, after Hydra's
-own error, whose `+KEY` would add a key nothing reads); 3 a run failed (one line when it happens;
-in a sweep: any run, the others went on, after the summary); 130 / 143 interrupted by Ctrl-C /
-SIGTERM (a checkpoint at the current step: the same command resumes there). HYDRA_FULL_ERROR=1
-adds the traceback to any of these lines.
+own error, whose `+KEY` would add a key nothing reads; a `+hydra.KEY` Hydra's plugins do not
+read); 3 a run failed (one line when it happens; in a sweep: any run, the others went on, after
+the summary); 130 / 143 interrupted by Ctrl-C / SIGTERM (a checkpoint at the current step: the
+same command resumes there). HYDRA_FULL_ERROR=1 adds the traceback to any of these lines.
 """
 
 import contextlib
@@ -21,7 +21,11 @@ from omegaconf import DictConfig
 
 from depthsweep.errors import INTERRUPTED, RUN_FAILED, USER_ERROR, UserError
 from depthsweep.training.callbacks import Terminated
-from depthsweep.training.config import home_expanded, unknown_key_error
+from depthsweep.training.config import (
+    added_hydra_key_error,
+    home_expanded,
+    unknown_key_error,
+)
 from depthsweep.training.group import train_group
 from depthsweep.training.sweeper import group_members, mark_stopped, stoppable_job, stopped_by
 from depthsweep.training.train import Interrupted, train
@@ -85,6 +89,10 @@ def main(cfg: DictConfig) -> str | float:
 
 if __name__ == "__main__":
     sys.argv = home_expanded(sys.argv)
+    added = added_hydra_key_error(sys.argv[1:])  # +hydra.launcher.n_job=1: before any launch
+    if added:
+        print(f"error: {added}", file=sys.stderr)
+        raise SystemExit(USER_ERROR)
     try:
         main()
     except SystemExit as e:  # Hydra's own errors exit 1; for schedule.lr=0.05 it suggests

@@ -18,6 +18,7 @@ from depthsweep.nets.models import CifarNet, PlainBlock
 from depthsweep.training import config
 from depthsweep.training.build import make_module, make_schedule, make_trainer
 from depthsweep.training.config import (
+    added_hydra_key_error,
     check_added_keys,
     compose_config,
     unknown_key_error,
@@ -208,6 +209,40 @@ def test_a_key_the_config_lacks_is_named_with_the_one_meant(arguments, error):
     assert got == error if error is None else error in got
 
 
+@pytest.mark.parametrize(
+    "arguments, error",
+    [
+        (["-m", "hydra/launcher=joblib", "+hydra.launcher.n_job=1"],
+         "+hydra.launcher.n_job=1: nothing reads hydra.launcher.n_job, so the run would go on as "
+         "if it were not given (Hydra's + adds a key beside the fields of its JobLibLauncherConf). "
+         "Did you mean hydra.launcher.n_jobs=1?"),
+        (["-m", "experiment=figure6_cpu", "+hydra.launcher.n_job=1"], "JobLibLauncherConf"),
+        (["+hydra.sweeper.max_batch_sise=3"], "Did you mean hydra.sweeper.max_batch_size=3?"),
+        (["+hydra.foo=1"], "nothing reads hydra.foo"),
+        (["++hydra.foo=1"], "nothing reads hydra.foo"),
+        (["+hydra.job.env_set.OMP_NUM_THREADS=1"], None),  # a dict: Hydra sets each
+        (["++hydra.launcher.n_jobs=1", "hydra/launcher=joblib"], None),  # its own field
+        (["-m", "depth=8,20", "+schedule.lr=1"], None),  # not Hydra's: check_added_keys
+    ],
+)  # fmt: skip
+def test_a_key_added_to_hydras_own_config_that_no_plugin_reads_is_named(arguments, error):
+    """+hydra.launcher.n_job=1 went to joblib beside n_jobs, which stayed -1: in a sweep such keys
+    configure the launch, so experiments.run checks them before Hydra runs."""
+    got = added_hydra_key_error(arguments)
+    assert got == error if error is None or "+" in error else error in got
+
+
+def test_a_key_no_hydra_plugin_reads_stops_a_sweep_before_it_launches(tmp_path):
+    out = tmp_path / "out"
+    done = run_cli(
+        "experiments.run", "-m", "hydra/launcher=joblib", "+hydra.launcher.n_job=1",
+        "depth=8,14", f"hydra.sweep.dir={out}", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == USER_ERROR, done.stderr
+    assert done.stderr.count("\n") == 1 and "hydra.launcher.n_jobs=1" in done.stderr
+    assert not out.exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "entry, sweep, plus",
@@ -259,6 +294,7 @@ def test_a_thread_count_that_is_no_count_is_refused(threads):
         ("fuse=0", "fuse=0: must be an integer >= 1"),
         ("fuse=2.5", "fuse=2.5: must be an integer >= 1"),
         ("fuse='3'", "fuse='3': must be an integer >= 1"),
+        ("fuse=3-where-avx2", "fuse='3-where-avx2': must be an integer >= 1, or K-where-avx512"),
         ("diagnostics.grad_norm_every=-1", "grad_norm_every=-1: must be an integer >= 0"),
         ("progress_every=-1", r"progress_every=-1: seconds >= 0 \(0: at evaluations only\)"),
         ("progress_every=soon", "progress_every='soon': seconds >= 0"),
@@ -355,7 +391,7 @@ def test_figure6_cpu_is_the_cpu_grid_fused_one_job_per_core():
         2000,
         2500,
         1,
-        3,  # each arch and depth's three seeds as one fused network
+        "3-where-avx512",  # each arch and depth's seeds as one network, where that is faster
     )
     assert cfg.trainer.precision == "bf16-where-native" and cfg.data.batch_size == 128
 

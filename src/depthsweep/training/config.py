@@ -3,6 +3,7 @@ the CUDA graph, the logging window."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -82,6 +83,25 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
     if precision != "auto":
         return precision
     return "bf16-mixed" if trains_on_gpu(trainer_cfg) else "32-true"
+
+
+# fuse: "K-where-avx512": K where a GPU trains or ATen runs the CPU's kernels at AVX-512 (so
+# ATEN_CPU_CAPABILITY=avx2 stands for a CPU without), one run at a time elsewhere. At
+# figure6_cpu's width a run cost 1.3-1.5x less in a group of 2 or 4 than alone on an AMD EPYC
+# with AVX-512 in fp32 (more in bf16), and 1.25-1.75x more with oneDNN and ATen held to AVX2, as
+# on most laptops (results/cpu_bench/fused_fp32_width4.txt).
+FUSE_WHERE_AVX512 = re.compile(r"(\d+)-where-avx512")
+
+
+def resolve_fuse(cfg: DictConfig) -> object:
+    """`fuse` as a count: "K-where-avx512" resolved here (FUSE_WHERE_AVX512); anything else as
+    given, for check_options to judge."""
+    fuse = cfg.get("fuse", 1)
+    match = FUSE_WHERE_AVX512.fullmatch(fuse) if isinstance(fuse, str) else None
+    if match is None:
+        return fuse
+    wide = trains_on_gpu(cfg.trainer) or torch.backends.cpu.get_cpu_capability() == "AVX512"
+    return int(match[1]) if wide else 1
 
 
 def resolve_channels_last(cfg: DictConfig) -> bool:
@@ -192,10 +212,11 @@ def check_added_keys(
         )
 
 
-def _meant(cfg: DictConfig, key: str, value: str) -> str:
+def _meant(cfg: DictConfig, key: str, value: str, prefix: str = "") -> str:
     """The hint for `key`, which `cfg` lacks (" Did you mean K=VALUE?"): a key whose last name is
-    the same, or the closest of its siblings; "" if none."""
-    known = [k for k in flat_config(OmegaConf.to_container(cfg)) if k != key]
+    the same, or the closest of its siblings; "" if none. `prefix`: where `cfg` sits ("hydra.")."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    known = [k for k in flat_config(container) if k != key]
     parent, _, last = key.rpartition(".")
     meant = [k for k in known if k.rpartition(".")[2] == last]  # schedule.lr: its lr
     siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
@@ -203,8 +224,8 @@ def _meant(cfg: DictConfig, key: str, value: str) -> str:
     meant = meant or [siblings[name] for name in close]
     if not meant:
         return ""
-    others = f" (or {', '.join(meant[1:])})" if len(meant) > 1 else ""
-    return f" Did you mean {meant[0]}={value}{others}?"
+    others = f" (or {', '.join(prefix + m for m in meant[1:])})" if len(meant) > 1 else ""
+    return f" Did you mean {prefix}{meant[0]}={value}{others}?"
 
 
 def unknown_key_error(arguments: Sequence[str]) -> str | None:
@@ -231,6 +252,44 @@ def unknown_key_error(arguments: Sequence[str]) -> str | None:
             return (
                 f"{key}={value}: the config has no {key}, and Hydra's +{key}={value} would add "
                 f"one that nothing reads.{_meant(cfg, key, value)}"
+            )
+    return None
+
+
+def added_hydra_key_error(arguments: Sequence[str]) -> str | None:
+    """Why a `+hydra.KEY=VALUE` on the command line would do nothing, or None. Hydra's own nodes
+    (its launcher's, sweeper's, job's) are dataclasses whose fields their code reads; + adds a key
+    beside them that nothing looks at (+hydra.launcher.n_job=1 left joblib at n_jobs -1). A key
+    added to a dict node (hydra.job.env_set.NAME) is read. Checked before Hydra runs: in a sweep
+    these keys configure the launch, which no job's own check sees. `arguments`: the command
+    line's; the config groups among them (the first of a comma list) choose the launcher."""
+    overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
+    added = [o for o in overrides if o.startswith(("+hydra.", "++hydra."))]
+    if not added:
+        return None
+    groups = [
+        f"{key}={value.split(',')[0]}"
+        for key, _, value in (o.partition("=") for o in overrides)
+        if key.startswith("hydra/")
+        or (not key.startswith(("+", "~")) and (CONF_DIR / key).is_dir())
+    ]
+    try:
+        hydra_cfg = compose_config(groups, hydra=True).hydra
+    except Exception:  # Hydra's own run will say why
+        return None
+    for override in added:
+        typed, _, value = override.partition("=")
+        key = typed.lstrip("+")
+        parent, _, name = key.removeprefix("hydra").lstrip(".").rpartition(".")
+        node = OmegaConf.select(hydra_cfg, parent) if parent else hydra_cfg
+        if not isinstance(node, DictConfig) or name in node:
+            continue  # a node Hydra fills at run time, or its own key, set with ++
+        fields = OmegaConf.get_type(node)
+        if dataclasses.is_dataclass(fields):
+            return (
+                f"{override}: nothing reads {key}, so the run would go on as if it were not given "
+                f"(Hydra's {typed[: -len(key)]} adds a key beside the fields of its "
+                f"{fields.__name__}).{_meant(hydra_cfg, key[6:], value, 'hydra.')}"
             )
     return None
 
