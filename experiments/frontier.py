@@ -41,7 +41,7 @@ KNOBS = {
     "images": ("data.limit", None),
     "iterations": ("schedule.iterations", None),
     "batch": ("data.batch_size", None),
-    "fuse": ("fuse", 1),  # runs trained as one network (fuse=K), 1 before it existed
+    "fuse": ("fuse", 1),  # runs trained as one network: run.json's fused_with, with itself
 }
 
 
@@ -114,7 +114,9 @@ def row(sweep: Path) -> list[str]:
     first = sweep / first_run
     cfg = read_config(first)
     knobs = {col: OmegaConf.select(cfg, key, default=old) for col, (key, old) in KNOBS.items()}
-    precision = json.loads((first / "run.json").read_text()).get("precision", "?")
+    info = json.loads((first / "run.json").read_text())
+    precision = info.get("precision", "?")
+    knobs["fuse"] = len(info.get("fused_with") or []) + 1  # as trained: K-where-avx512 resolved
     resnet = summary.loc[summary["arch"] == "resnet", "run_dir"]
     warmup = (
         str(OmegaConf.select(read_config(sweep / resnet.iloc[0]), "schedule.warmup.from_depth"))

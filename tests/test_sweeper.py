@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+import torch
 from helpers import run_cli
 
 from depthsweep.errors import USER_ERROR, OptionError, UserError
@@ -30,6 +34,32 @@ def test_runs_of_one_shape_fuse_k_at_a_time():
     sweep += [["arch=plain", "depth=20", "seed=5", "fuse=3", "diagnostics.grad_norm_every=10"]]
     sweep += [["arch=resnet", "depth=20", "seed=6", "fuse=3", "schedule.optimizer.lr=0.05"]]
     assert fuse(jobs(*sweep)) == [[0, 1, 2], [3, 10], [4, 5, 6], [7], [8], [9]]
+
+
+@pytest.mark.parametrize(
+    "capability, groups",
+    [("AVX512", [[0, 1, 2], [3, 4, 5]]), ("AVX2", [[0], [1], [2], [3], [4], [5]])],
+)
+def test_fuse_where_avx512_fuses_only_where_the_cpu_runs_avx512(monkeypatch, capability, groups):
+    """figure6_cpu's fuse: fused groups were faster per run with AVX-512 and slower with AVX2."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    sweep = [
+        [f"arch={a}", "depth=20", f"seed={s}", "fuse=3-where-avx512"]
+        for a in ("plain", "resnet")
+        for s in (0, 1, 2)
+    ]
+    assert fuse(jobs(*sweep)) == groups
+
+
+def test_fuse_where_avx512_follows_atens_cpu_capability_as_forced():
+    """ATEN_CPU_CAPABILITY=avx2 (the emulation of a CPU without AVX-512) resolves it to 1."""
+    code = (
+        "from depthsweep.training.config import compose_config, resolve_fuse;"
+        "print(resolve_fuse(compose_config(['experiment=figure6_cpu'])))"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.strip() == "1", done.stderr
 
 
 def test_fuse_1_and_other_schedules_train_alone():

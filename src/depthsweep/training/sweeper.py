@@ -39,6 +39,7 @@ from depthsweep.files import atomic_write_text
 from depthsweep.nets.models import CifarNet
 from depthsweep.runs.rundir import flat_config, result_config
 from depthsweep.training.callbacks import Terminated
+from depthsweep.training.config import resolve_fuse
 from depthsweep.training.workers import STOP_SIGNALS, loky_workers_ignoring_stop_signals
 
 PLAN = Path(".fused") / "groups.json"
@@ -75,7 +76,7 @@ def fusion_key(cfg: DictConfig) -> str | None:
     (gradient-norm logging, added loggers or callbacks), or what would couple the members (one
     gradient-norm clip over all of them; fp16's one loss scaler, whose skipped steps would skip
     every member's)."""
-    fuse = cfg.get("fuse", 1)
+    fuse = resolve_fuse(cfg)
     if not isinstance(fuse, int) or fuse <= 1 or cfg.get("arch_name") not in FUSABLE_ARCHS:
         return None
     if cfg.diagnostics.grad_norm_every or cfg.logger or cfg.callbacks:
@@ -105,7 +106,7 @@ def fuse(jobs: Sequence[tuple[list[str], DictConfig]]) -> list[list[int]]:
             groups[f"alone {i}"] = [[i]]
             continue
         chunks = groups.setdefault(key, [[]])
-        if len(chunks[-1]) == cfg.fuse:
+        if len(chunks[-1]) == resolve_fuse(cfg):
             chunks.append([])
         chunks[-1].append(i)
     ordered = [chunk for chunks in groups.values() for chunk in chunks]

@@ -42,11 +42,13 @@ from depthsweep.training.callbacks import (
 from depthsweep.training.checkpoints import CheckpointWriteError
 from depthsweep.training.clocks import RunClock, StepClock
 from depthsweep.training.config import (
+    FUSE_WHERE_AVX512,
     check_added_keys,
     job_overrides,
     pin_data_root,
     resolve_channels_last,
     resolve_cuda_graph,
+    resolve_fuse,
     resolve_precision,
     run_label,
     trains_on_gpu,
@@ -78,7 +80,9 @@ def check_options(cfg: DictConfig) -> None:
     check_count("schedule.iterations", cfg.schedule.iterations, 1)
     check_count("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, 1)
     check_count("threads", cfg.get("threads"), 1, none="null for torch's default")
-    check_count("fuse", cfg.fuse, 1)
+    if isinstance(cfg.fuse, str) and not FUSE_WHERE_AVX512.fullmatch(cfg.fuse):
+        raise OptionError(f"fuse={cfg.fuse!r}: must be an integer >= 1, or K-where-avx512")
+    check_count("fuse", resolve_fuse(cfg), 1)
     check_count("diagnostics.grad_norm_every", cfg.diagnostics.grad_norm_every, 0)
     every = cfg.progress_every
     if isinstance(every, bool) or not isinstance(every, int | float) or not 0 <= every < math.inf:
