@@ -40,7 +40,7 @@ from depthsweep.nets.models import CifarNet
 from depthsweep.runs.rundir import flat_config, result_config
 from depthsweep.training.callbacks import Terminated
 from depthsweep.training.config import resolve_fuse
-from depthsweep.training.workers import STOP_SIGNALS, loky_workers_ignoring_stop_signals
+from depthsweep.training.workers import loky_workers_ignoring_stop_signals, stop_signals_to
 
 PLAN = Path(".fused") / "groups.json"
 # Written into a sweep directory when a signal stops it (its content: the signal's name): jobs
@@ -169,13 +169,11 @@ def stoppable_job() -> Iterator[None]:
         if running:  # not once the job has ended
             raise KeyboardInterrupt if signum == signal.SIGINT else Terminated("SIGTERM")
 
-    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        running = False
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    with stop_signals_to(stop):
+        try:
+            yield
+        finally:
+            running = False
 
 
 @contextmanager
@@ -203,13 +201,8 @@ def waiting_for_workers(sweep_dir: Path, workers: bool) -> Iterator[None]:
             flush=True,
         )
 
-    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
-    try:
-        with loky_workers_ignoring_stop_signals():
-            yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    with stop_signals_to(stop), loky_workers_ignoring_stop_signals():
+        yield
 
 
 def group_members(sweep_dir: str | Path, group: int, run_dir: str | Path) -> list[dict[str, Any]]:

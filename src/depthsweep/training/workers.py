@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import joblib
 import joblib.parallel
@@ -25,6 +26,17 @@ def ignore_stop_signals() -> None:
     """Each loky worker's initializer: SIGINT and SIGTERM ignored, but while it runs a job."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+
+
+@contextmanager
+def stop_signals_to(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """While it lasts, SIGINT and SIGTERM go to `handler`; then to the handlers found before."""
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, found in previous.items():
+            signal.signal(s, found)
 
 
 @contextmanager
