@@ -228,19 +228,33 @@ def _meant(cfg: DictConfig, key: str, value: str, prefix: str = "") -> str:
     return f" Did you mean {prefix}{meant[0]}={value}{others}?"
 
 
+def _command_overrides(arguments: Sequence[str]) -> list[tuple[str, str]]:
+    """The command line's KEY=VALUE overrides (its flags left out), as (KEY, VALUE)."""
+    pairs = (a.partition("=") for a in arguments if "=" in a and not a.startswith("-"))
+    return [(key, value) for key, _, value in pairs]
+
+
+def _is_group(key: str) -> bool:
+    """Whether KEY=VALUE chooses one of the project's config groups (arch=..., experiment=...)."""
+    return not key.startswith(("+", "~")) and (CONF_DIR / key).is_dir()
+
+
+def _first_choice(key: str, value: str) -> str:
+    """A group's override as the first job of a sweep composes it: the first of a comma list."""
+    return f"{key}={value.split(',')[0]}"
+
+
 def unknown_key_error(arguments: Sequence[str]) -> str | None:
     """Why Hydra stopped, where it stopped on KEY=VALUE for a key the config lacks: it answers
     "To append to your config use +KEY=VALUE", a key nothing would read. The error names the
     key meant instead; None where each such override's key is the config's (Hydra stopped for
     another reason) or the config cannot be composed here. `arguments`: the command line's."""
-    overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
     changed, groups = [], []
-    for override in overrides:
-        key, _, value = override.partition("=")
+    for key, value in _command_overrides(arguments):
         if key.startswith(("+", "~", "hydra")) or "/" in key or "@" in key:
             continue  # added or deleted keys, Hydra's own, a group's package
-        if (CONF_DIR / key).is_dir():  # a config group: the first of a comma list composes
-            groups.append(f"{key}={value.split(',')[0]}")
+        if _is_group(key):
+            groups.append(_first_choice(key, value))
         else:
             changed.append((key, value))
     try:
@@ -263,22 +277,17 @@ def added_hydra_key_error(arguments: Sequence[str]) -> str | None:
     added to a dict node (hydra.job.env_set.NAME) is read. Checked before Hydra runs: in a sweep
     these keys configure the launch, which no job's own check sees. `arguments`: the command
     line's; the config groups among them (the first of a comma list) choose the launcher."""
-    overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
-    added = [o for o in overrides if o.startswith(("+hydra.", "++hydra."))]
+    overrides = _command_overrides(arguments)
+    added = [(k, v) for k, v in overrides if k.startswith(("+hydra.", "++hydra."))]
     if not added:
         return None
-    groups = [
-        f"{key}={value.split(',')[0]}"
-        for key, _, value in (o.partition("=") for o in overrides)
-        if key.startswith("hydra/")
-        or (not key.startswith(("+", "~")) and (CONF_DIR / key).is_dir())
-    ]
+    groups = [_first_choice(k, v) for k, v in overrides if k.startswith("hydra/") or _is_group(k)]
     try:
         hydra_cfg = compose_config(groups, hydra=True).hydra
     except Exception:  # Hydra's own run will say why
         return None
-    for override in added:
-        typed, _, value = override.partition("=")
+    for typed, value in added:
+        override = f"{typed}={value}"
         key = typed.lstrip("+")
         parent, _, name = key.removeprefix("hydra").lstrip(".").rpartition(".")
         node = OmegaConf.select(hydra_cfg, parent) if parent else hydra_cfg
