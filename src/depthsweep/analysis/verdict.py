@@ -452,7 +452,8 @@ def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
     if parts[-1].state == "untested" and not parts[-1].tests:
         hints.append(f"train plain and resnet at one depth ≥ {DEEP_DEPTH}")
     tests = [c for p in parts for c in p.tests]
-    compared = {x for c in tests + _blocking(parts) for x in (c.higher, c.lower)}
+    made = tests + _blocking(parts)  # its tests, and the checks that kept a trend unsupported
+    compared = {x for c in made for x in (c.higher, c.lower)}
     lone = [c.label for c in cells if c.n < 2 and not c.unfinished and c.label in compared]
     if lone:
         hints.append(f"a second seed at {', '.join(lone)} (seed=0,1)")
@@ -462,7 +463,7 @@ def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
             f"the runs at {', '.join(unfinished)} finished (resume the sweep), or, where they "
             "failed, their run.json's error understood"
         )
-    undrawn = {x for c in tests + _blocking(parts) if c.reason.startswith(SAME_SEEDS)
+    undrawn = {x for c in made if c.reason.startswith(SAME_SEEDS)
                for x in (c.higher, c.lower)}  # fmt: skip
     same = [
         c.label for c in cells if c.label in undrawn and c.sd < NO_NOISE and c.mean > FLOOR_ERROR
