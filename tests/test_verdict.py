@@ -100,7 +100,8 @@ CASES = {
         0.05,
         "inconclusive",
         "What would settle it: seeds that differ at plain-20, plain-32, plain-44, plain-56, "
-        "plain-110, resnet-20, resnet-32, resnet-44, whose seeds all gave the same error",
+        "plain-110, resnet-20, resnet-32, resnet-44, resnet-56, resnet-110, whose seeds all gave "
+        "the same error",
     ),
     "a middle plain depth of one seed, collapsed": (  # it might be the 85: nothing supported
         {**{d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()}, 32: 85.0},
@@ -147,7 +148,7 @@ CASES = {
         0.2,
         "not reproduced",
         "Seeds far from the others (kept, and named): resnet-32 seed 2 (21.00; the "
-        "others 3.00, 3.20)",
+        "others 3.00, 3.20; p = 2.2e-12)",
     ),  # fmt: skip
     "two depths only, plain-110 collapsed": (
         {20: seeds(2.0, 0.3), 110: seeds(89.9, 0.3)},
@@ -306,8 +307,8 @@ CASES = {
         {**{d: seeds(e + 3, 0.1, 2) for d, e in PAPER_RESNET.items()}, 56: [1.5, 20.0]},
         0.05,
         "inconclusive",
-        "Seeds far from the others (kept, and named): resnet-56's two seeds (1.50 and 20.00: SD "
-        "13.08, the arch's elsewhere 0.14)",
+        "Seeds far from the others (kept, and named): resnet-56's two seeds (1.50 and 20.00: far "
+        "apart for the arch's seed noise at its other depths, p = 8.2e-08)",
     ),
     "a shallow resnet at the floor, the deeper ones far above it": (  # no floor effect: refuted
         {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
@@ -324,13 +325,37 @@ CASES = {
         "resnet-20 vs resnet-56 untested: resnet-20 and resnet-56 are at the floor (0.51% and "
         "0.55%, both ≤ 1%)",
     ),
-    "every resnet rising just above the floor": (  # ... while a clear rise above it is refuted
+    "every resnet rising by under a point from near the floor": (  # its last mistakes' order
         {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
         {d: seeds(e, 0.02) for d, e in zip(DEPTHS, (0.6, 1.1, 1.2, 1.3, 1.4), strict=True)},
         0.01,
+        "inconclusive",
+        "resnet-20 vs resnet-56 untested: resnet-20 below resnet-56 by 0.70 points with "
+        "resnet-20 near the floor (0.60% ≤ 1%): a reversal under 1 point there is the order of "
+        "their last few mistakes",
+    ),
+    "plain falling, a middle depth out of order too": (  # said as more against, not "but"
+        {d: seeds(e, 0.1) for d, e in zip(DEPTHS, (9.0, 4.0, 8.0, 6.0, 3.0), strict=True)},
+        {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
+        0.05,
+        "not reproduced",
+        "; and out of order plain-32 − plain-20 = -5.00 points",
+    ),
+    "resnet straddling the 1% line by hundredths": (  # 0.98 against 1.02: not refuted
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.01) for d, e in zip(DEPTHS, (0.98, 0.97, 0.96, 1.02, 0.96), strict=True)},
+        0.005,
+        "inconclusive",
+        "a task the nets do not fit perfectly (fewer iterations or more training images): "
+        "resnet-110, resnet-20, resnet-56 at the floor",
+    ),
+    "resnet rising by over a point from near the floor": (  # ... while a clear rise is refuted
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.02) for d, e in zip(DEPTHS, (0.6, 1.1, 1.2, 1.7, 1.9), strict=True)},
+        0.01,
         "not reproduced",
         "NOT reproduced: resnet's train error does not fall with depth (resnet-20 − resnet-56 = "
-        "-0.70 points",
+        "-1.10 points",
     ),
     "identical seeds, no run's own noise known": (  # SE 0: no test can be made, nor passed
         {d: [e] * 3 for d, e in PAPER_PLAIN.items()},
@@ -347,7 +372,7 @@ CASES = {
         "reproduced",
         "plain-110 − resnet-110 = +62.00 points",
     ),
-    "two seeds, no spread, no run's own noise known": (  # SE 0: no test can be made, nor passed
+    "two seeds a depth, no run's own noise known": (  # their spread alone is the SE: enough
         {d: seeds(e, 0.2, 2) for d, e in PAPER_PLAIN.items()},
         {d: seeds(e, 0.1, 2) for d, e in PAPER_RESNET.items()},
         NAN,
@@ -530,7 +555,7 @@ def test_an_outlier_seed_is_named_with_two_depths_too():
     """Its own depth's SD, which the outlier inflates, is no measure of the arch's typical one."""
     resnet = {20: [5.0, 5.1, 30.0], 56: [3.0, 3.1, 3.2]}
     got = analysis.decide(summary({20: seeds(2.0, 0.1), 56: seeds(6.0, 0.1)}, resnet))
-    assert got.outliers == ["resnet-20 seed 2 (30.00; the others 5.00, 5.10)"]
+    assert got.outliers == ["resnet-20 seed 2 (30.00; the others 5.00, 5.10; p = 2.1e-06)"]
 
 
 def test_mixed_options_make_the_verdict_undetermined():
@@ -627,7 +652,21 @@ def test_short_schedules_are_said():
     got = analysis.decide(frame)
     assert got.outcome == "not reproduced"
     assert "These runs trained 6,000 iterations, the paper 64,000" in got.sentence
-    assert "what is open or refuted here may hold" in got.sentence
+    assert "deeper ResNets catch up late in training, so what is open or refuted here may hold" in (
+        got.sentence
+    )
+    falling = {d: seeds(8.0 - d / 20, 0.1) for d in DEPTHS}  # plain refuted, resnet supported
+    frame = summary(falling, {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()}, se=0.05)
+    frame["iterations"] = 6000
+    got = analysis.decide(frame)
+    assert got.outcome == "not reproduced" and got.parts[1].state == "supported"
+    assert "the paper 64,000: what is open or refuted here may hold" in got.sentence
+    frame["iterations"] = NAN
+    got = analysis.decide(frame)
+    assert got.iterations is None
+    assert "The runs' schedule is not recorded: whether they trained the paper's 64,000" in (
+        got.sentence
+    )
 
 
 def test_seed_se_is_floored_by_each_runs_own_noise():

@@ -55,9 +55,11 @@ are, from all the runs at depths >= MIN_DEPTH, so that dropping it cannot move a
   where both sides are at or near the floor (error <= NEAR_FLOOR), their order is that of a few
   last mistakes, so the comparison is neither supported nor refuted (a floor-bound check does
   not stop a part: the order of two nets that both fit 99% of their images is no trend). One
-  side near the floor and the other above it is tested: a shallow ResNet at 0.4% and a deep one
-  at 6% is a clear refutation. Where "near" ends is a definition, so it has an edge: 0.9 against
-  1.1 is tested.
+  side near the floor and the other above it is tested, but a reversal there refutes (or puts a
+  check out of order) only from NEAR_FLOOR points up: a shallow ResNet at 0.4% and a deep one at
+  6% is a clear refutation, 0.98 against 1.02 is the order of their last mistakes, untested at
+  the floor. A significant difference in the claim's direction is support as anywhere (1.3
+  against 0.5): a floor can keep a deeper net from falling further, it cannot make it fall.
 - A part is refuted if any comparison is, supported if all are, untested if any is untested, else
   open. Any part refuted: "NOT reproduced"; all supported: "Degradation reproduced"; else
   "Inconclusive", saying what would settle it.
@@ -70,7 +72,8 @@ be judged: a finished run whose training error is NaN, infinite or outside 0-100
 resnet runs whose configs differ in more than the arch (`mixed_options`, found by
 `analysis.load_sweep`), or runs that repeat an arch, depth and seed (copies of one draw would pass
 for seeds that agree). The sentence says when the schedule was shorter than the paper's, and
-names seeds far from their depth's others, and a depth's two seeds far apart. A significant rise
+names seeds far from their depth's others, and a depth's two seeds far apart (`outliers`: each
+tested against the arch's pooled seed noise, Bonferroni over the sweep). A significant rise
 or fall counts whatever its size (the IUT has no minimum effect): plain 2.0/2.1/2.0/2.2/85 with
 a true 0.2-point rise from 20 to 56 is "rises" when the seeds resolve 0.2 points; k and the
 comparisons' intervals say how large it is.
@@ -86,6 +89,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import stdtr, stdtrit  # Student's t CDF and quantile: fast for Monte Carlo
 
+from depthsweep.analysis import outliers
 from depthsweep.files import plain_data
 from depthsweep.paper import PAPER_ITERATIONS
 
@@ -107,7 +111,6 @@ NEAR_FLOOR = 2 * FLOOR_ERROR
 # An SE below this (points) is no noise estimate: equal seeds give 1e-17 by rounding, not 0, and
 # one image in 2,000 is 0.05 points.
 NO_NOISE = 1e-9
-OUTLIER_Z = 5.0  # a seed this many seed SDs from the median of its depth's others is named
 
 # Why a comparison with a depth of one seed is untested, said once in a verdict that has one.
 ONE_SEED = (
@@ -159,7 +162,7 @@ class Comparison:
     p: float = math.nan  # one-sided p of the claim (null: difference <= 0)
     p_against: float = math.nan  # one-sided p of the opposite (null: difference >= 0)
     reason: str = ""  # why untested
-    at_floor: bool = False  # untested because both sides are at or near the floor
+    at_floor: bool = False  # untested at the floor: both sides near it, or a small reversal there
 
 
 @dataclass
@@ -243,8 +246,8 @@ def degrees_of_freedom(a: Cell, b: Cell) -> float:
 def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
     """The one-sided Welch test of `higher`'s mean above `lower`'s. Supported at p < ALPHA,
     refuted when the opposite has p < `refute_alpha`; untested where a run of either did not
-    finish, with one seed on either side, both at or near the floor, seeds that all agree, or an
-    unknown SE."""
+    finish, with one seed on either side, both at or near the floor, seeds that all agree, an
+    unknown SE, or where the opposite would refute but is a small reversal near the floor."""
     made = {"higher": higher.label, "lower": lower.label}
     unfinished = [f"{c.label} ({c.unfinished} of {c.n + c.unfinished})" for c in (higher, lower)
                   if c.unfinished]  # fmt: skip
@@ -260,9 +263,9 @@ def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
             f"{lower.mean:.2f}%, both ≤ {NEAR_FLOOR:g}%)"
         )
         return Comparison(**made, state="untested", reason=why, at_floor=True)
-    # Seeds that agree at the floor agree on fitting every image; elsewhere they are one draw.
+    # Seeds that agree at 0 agree on fitting every image; elsewhere they are one draw repeated.
     same = [f"{c.label}'s {c.n} ({c.mean:.2f}%)" for c in (higher, lower)
-            if c.sd < NO_NOISE and c.mean > FLOOR_ERROR]  # fmt: skip
+            if c.sd < NO_NOISE and c.mean > 0]  # fmt: skip
     if same:  # NaN (unknown) is never below: tables without a std
         why = (
             f"{SAME_SEEDS} {' and '.join(same)} all gave the same error: one draw repeated, not "
@@ -279,8 +282,27 @@ def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
     p, p_against = float(stdtr(dof, -t)), float(stdtr(dof, t))
     half = float(stdtrit(dof, 1 - ALPHA)) * se
     state = "supported" if p < ALPHA else "refuted" if p_against < refute_alpha else "open"
-    return Comparison(**made, state=state, difference=diff, se=se, dof=dof, low=diff - half,
-                      high=diff + half, p=p, p_against=p_against)  # fmt: skip
+    reason = _floor_reversal(higher, lower) if state == "refuted" else ""
+    return Comparison(**made, state="untested" if reason else state, difference=diff, se=se,
+                      dof=dof, low=diff - half, high=diff + half, p=p, p_against=p_against,
+                      reason=reason, at_floor=bool(reason))  # fmt: skip
+
+
+def _floor_reversal(higher: Cell, lower: Cell) -> str:
+    """Why a reversal (`higher`'s mean below `lower`'s, significantly) is no evidence against the
+    claim, or "": where a side is at or near the floor and the reversal is under NEAR_FLOOR
+    points, it is the order of the two nets' last few mistakes (resnet 0.98 against 1.02 would
+    refute "resnet falls" where 0.98 against 1.00 is at the floor). Support is not held back so:
+    one side above the floor, a significant difference in the claim's direction is one."""
+    reversal = lower.mean - higher.mean
+    near = [c for c in (higher, lower) if c.mean <= NEAR_FLOOR]
+    if not near or reversal >= NEAR_FLOOR:
+        return ""
+    return (
+        f"{higher.label} below {lower.label} by {reversal:.2f} points with {near[0].label} near "
+        f"the floor ({near[0].mean:.2f}% ≤ {NEAR_FLOOR:g}%): a reversal under {NEAR_FLOOR:g} "
+        "point there is the order of their last few mistakes"
+    )
 
 
 def _fmt(x: float) -> str:
@@ -367,7 +389,9 @@ def trend_part(arch: str, cells: list[Cell], refute_alpha: float) -> Part:
     subject = f"{arch}'s train error" if state in ("supported", "refuted") else f"{arch}'s"
     said = "; ".join(_said(c) for c in tests)
     if against:
-        said += "; but out of order " + "; ".join(
+        said += (
+            "; and out of order " if state == "refuted" else "; but out of order "
+        ) + "; ".join(
             f"{c.higher} − {c.lower} = {_fmt(c.difference)} points, 95% CI [{_fmt(c.low)}, "
             f"{_fmt(c.high)}], p of the opposite = {c.p_against:.2g}: "
             f"{c.higher} lies below {c.lower}"
@@ -388,6 +412,8 @@ def check(higher: Cell, lower: Cell) -> Comparison:
     c = compare(higher, lower, refute_alpha=0.0)  # a check never refutes: its state is set here
     if c.state != "untested":
         c.state = "out of order" if c.p_against < ALPHA else "not out of order"
+    if c.state == "out of order" and _floor_reversal(higher, lower):
+        c.state, c.reason, c.at_floor = "untested", _floor_reversal(higher, lower), True
     return c
 
 
@@ -465,9 +491,7 @@ def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
         )
     undrawn = {x for c in made if c.reason.startswith(SAME_SEEDS)
                for x in (c.higher, c.lower)}  # fmt: skip
-    same = [
-        c.label for c in cells if c.label in undrawn and c.sd < NO_NOISE and c.mean > FLOOR_ERROR
-    ]
+    same = [c.label for c in cells if c.label in undrawn and c.sd < NO_NOISE and c.mean > 0]
     if same:
         hints.append(
             f"seeds that differ at {', '.join(same)}, whose seeds all gave the same error (check "
@@ -545,46 +569,15 @@ def repeated_seeds(summary: pd.DataFrame) -> list[str]:
     ]
 
 
-def outliers(runs: pd.DataFrame) -> list[str]:
-    """Seeds of a depth with >= 3 seeds lying more than OUTLIER_Z seed SDs from the median of
-    the others (the SD: the others' own, or the arch's typical one, the median SD of its other
-    depths, whichever is larger, or the run's own SE if larger still), and depths whose two
-    seeds' SD is more than OUTLIER_Z times the arch's typical one (or the runs' own SE if larger:
-    neither of two can be called the odd one, so the pair is named). `runs`: finished runs with
-    arch, depth, seed, final_train_error and its within-run SE. Descriptive, deciding nothing:
-    with three seeds the others' SD rests on two values, so at a depth much noisier than the
-    arch's others ordinary seeds are named too."""
-    named = []
-    for arch, of_arch in runs.groupby("arch", sort=True):
-        sds = of_arch.groupby("depth")["final_train_error"].std()
-        for depth, cell in of_arch.groupby("depth", sort=True):
-            typical = sds.drop(depth).median()  # not this depth's own, which an outlier inflates
-            if len(cell) == 2:
-                a, b = cell["final_train_error"]
-                sd = np.nanmax([typical, *cell["final_train_error_se"]])
-                if sds[depth] > OUTLIER_Z * sd:
-                    named.append(
-                        f"{arch}-{depth}'s two seeds ({a:.2f} and {b:.2f}: SD {sds[depth]:.2f}, "
-                        f"the arch's elsewhere {sd:.2f})"
-                    )
-            if len(cell) < 3:
-                continue
-            for i, row in cell.iterrows():
-                others = cell["final_train_error"].drop(i)
-                sd = np.nanmax([others.std(), typical, row["final_train_error_se"]])
-                far = abs(row["final_train_error"] - others.median())
-                if far > OUTLIER_Z * sd:
-                    rest = ", ".join(f"{v:.2f}" for v in others)
-                    named.append(
-                        f"{arch}-{depth} seed {row['seed']} ({row['final_train_error']:.2f}; "
-                        f"the others {rest})"
-                    )
-    return named
-
-
-def _schedule(iterations: int | None, outcome: str) -> str:
-    """What the schedule's length means for the verdict, where it differs from the paper's."""
-    if iterations is None or iterations == PAPER_ITERATIONS:
+def _schedule(iterations: int | None, outcome: str, parts: Sequence[Part]) -> str:
+    """What the schedule's length means for the verdict, where it differs from the paper's or is
+    unknown. Deeper ResNets' late catching up is said only where a ResNet part is unsupported."""
+    if iterations is None:
+        return (
+            f" The runs' schedule is not recorded: whether they trained the paper's "
+            f"{PAPER_ITERATIONS:,} iterations is unknown."
+        )
+    if iterations == PAPER_ITERATIONS:
         return ""
     if iterations > PAPER_ITERATIONS:
         return (
@@ -593,10 +586,11 @@ def _schedule(iterations: int | None, outcome: str) -> str:
         )
     if outcome == "reproduced":
         return f" Shown on {iterations:,} iterations a run (the paper: {PAPER_ITERATIONS:,})."
+    late = any(p.state != "supported" for p in parts if not p.name.startswith("plain"))
+    why = "deeper ResNets catch up late in training, so " if late else ""
     return (
-        f" These runs trained {iterations:,} iterations, the paper {PAPER_ITERATIONS:,}: deeper "
-        "ResNets catch up late in training, so what is open or refuted here may hold on the "
-        "paper's schedule."
+        f" These runs trained {iterations:,} iterations, the paper {PAPER_ITERATIONS:,}: {why}"
+        "what is open or refuted here may hold on the paper's schedule."
     )
 
 
@@ -691,10 +685,10 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
         sentence += f" Supported: {'; '.join(supported)}." if supported else ""
     done = summary[(summary["status"] == "done") & judged(summary)]
     iterations = int(used["iterations"].max()) if used["iterations"].notna().any() else None
-    sentence += _schedule(iterations, outcome)
+    sentence += _schedule(iterations, outcome, parts)
     if any(c.reason.startswith("one seed") for p in parts for c in p.tests + p.checks):
         sentence += f" {ONE_SEED}"
-    far = outliers(done)
+    far = outliers.named(done)
     if far:
         sentence += f" Seeds far from the others (kept, and named): {'; '.join(far)}."
     left_out = summary[judged(summary) & (summary["status"] != "done")]

@@ -1,0 +1,110 @@
+"""Seeds far from the others, named in the verdict's sentence: runs to look at, deciding nothing.
+
+Each (arch, depth)'s seeds are judged against the arch's seed-to-seed noise, pooled over its
+depths (each depth's scatter about its own mean: the depths' errors differ, their noise is taken
+to be one), since two or three seeds at one depth cannot say alone what is far:
+- at a depth with >= 3 seeds, each seed against the mean of the others, a prediction-interval t
+  test: (x - mean of the others) / (s * sqrt(1 + 1 / others)), s pooled over the arch's depths
+  with the seed left out, on the pooled degrees of freedom;
+- at a depth with 2 seeds, neither can be called the odd one, so the pair is tested: their
+  variance against the pooled variance of the arch's other depths, an F test on (1, pooled dof).
+A seed (pair) is named where its two-sided p (the F test's upper tail) is below OUTLIER_ALPHA
+divided by the number of such tests in the sweep (Bonferroni), so with equal normal seed noise at
+most OUTLIER_ALPHA of sweeps name anything, however many depths and seeds (measured:
+tests/test_outliers.py). A fixed "5 SDs from the others' median" named a seed in 13-23% of
+sweeps without one at 2-3 seeds: an SD from two values is often far too small. The pooled noise
+is never below the runs' own window noise (their SE's root mean square), and nothing is tested
+where the arch has no pooled degree of freedom left or no noise at all (seeds that all agree).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+OUTLIER_ALPHA = 0.05  # the chance, with equal seed noise, that a sweep names any seed or pair
+NO_NOISE = 1e-9  # points: an SD below this is seeds that agree, no scale to judge by
+
+Cells = Mapping[int, Sequence[float]]  # depth -> the seeds' final training errors (%)
+
+
+def _pooled(cells: Cells, leave_out: int | None = None, seed: int | None = None):
+    """(SS, dof): the sum of squares of the arch's seeds about their depth's mean and its degrees
+    of freedom, without depth `leave_out` (seed=None) or without its `seed`-th value."""
+    ss, dof = 0.0, 0
+    for depth, values in cells.items():
+        x = np.asarray(values, float)
+        if depth == leave_out:
+            if seed is None:
+                continue
+            x = np.delete(x, seed)
+        if len(x) > 1:
+            ss += float(np.sum((x - x.mean()) ** 2))
+            dof += len(x) - 1
+    return ss, dof
+
+
+def tests(cells: Cells, own_noise: float = 0.0) -> list[tuple[int, int | None, float]]:
+    """Every test of one arch: (depth, seed index or None for a pair, two-sided p). `own_noise`:
+    the runs' own window noise (points), a floor on the pooled SD."""
+    made = []
+    for depth, values in cells.items():
+        x = np.asarray(values, float)
+        if len(x) == 2:
+            ss, dof = _pooled(cells, leave_out=depth)
+            if dof:
+                var = max(ss / dof, own_noise**2)
+                if var >= NO_NOISE**2:
+                    f = float(np.var(x, ddof=1)) / var
+                    made.append((depth, None, float(stats.f.sf(f, 1, dof))))
+        elif len(x) >= 3:
+            for i in range(len(x)):
+                others = np.delete(x, i)
+                ss, dof = _pooled(cells, leave_out=depth, seed=i)
+                sd = max(math.sqrt(ss / dof), own_noise)
+                if sd < NO_NOISE:
+                    continue
+                t = (x[i] - others.mean()) / (sd * math.sqrt(1 + 1 / len(others)))
+                made.append((depth, i, float(2 * stats.t.sf(abs(t), dof))))
+    return made
+
+
+def far(cells: Mapping[str, Cells], noise: Mapping[str, float]) -> list[tuple]:
+    """The tests of every arch's `cells` (arch -> depth -> seeds) whose p is below OUTLIER_ALPHA
+    / the tests made: (arch, depth, seed index or None for a pair, p). `noise`: each arch's runs'
+    own window noise."""
+    made = [
+        (arch, *test) for arch, of_arch in cells.items() for test in tests(of_arch, noise[arch])
+    ]
+    return [test for test in made if test[-1] < OUTLIER_ALPHA / len(made)]
+
+
+def named(runs: pd.DataFrame) -> list[str]:
+    """The seeds (pairs) far from the others, in words with their p. `runs`: finished runs with
+    arch, depth, seed, final_train_error and its within-run SE (final_train_error_se)."""
+    cells, noise, frames = {}, {}, {}
+    for arch, of_arch in runs.groupby("arch", sort=True):
+        frames[arch] = {int(d): g for d, g in of_arch.groupby("depth", sort=True)}
+        cells[arch] = {d: g["final_train_error"].to_numpy(float) for d, g in frames[arch].items()}
+        own = of_arch["final_train_error_se"].to_numpy(float)
+        own = own[np.isfinite(own)]
+        noise[arch] = math.sqrt(float(np.mean(own**2))) if len(own) else 0.0
+    words = []
+    for arch, depth, i, p in far(cells, noise):
+        x, cell = cells[arch][depth], frames[arch][depth]
+        if i is None:
+            words.append(
+                f"{arch}-{depth}'s two seeds ({x[0]:.2f} and {x[1]:.2f}: far apart for the "
+                f"arch's seed noise at its other depths, p = {p:.2g})"
+            )
+        else:
+            rest = ", ".join(f"{v:.2f}" for v in np.delete(x, i))
+            words.append(
+                f"{arch}-{depth} seed {cell['seed'].iloc[i]} ({x[i]:.2f}; the others {rest}; "
+                f"p = {p:.2g})"
+            )
+    return words

@@ -1,0 +1,73 @@
+"""The outlier naming's error rate, measured: with equal normal seed noise (no outlier), at most
+OUTLIER_ALPHA of sweeps name a seed or a pair (Monte Carlo), and a true outlier is named."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from depthsweep.analysis import outliers
+
+DEPTHS = (20, 32, 44, 56, 110)
+SWEEPS = 1500
+
+
+def draws(rng: np.random.Generator, n: int, sd: float = 0.3) -> dict:
+    """One sweep's seeds: two archs at the paper's depths, every depth's errors different, the
+    seed noise the same everywhere."""
+    return {
+        arch: {d: 10.0 + d / 10 + rng.normal(0, sd, n) for d in DEPTHS}
+        for arch in ("plain", "resnet")
+    }
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_equal_noise_names_nothing_in_more_than_alpha_of_sweeps(n):
+    rng = np.random.default_rng(n)
+    noise = {"plain": 0.05, "resnet": 0.05}
+    rate = np.mean([bool(outliers.far(draws(rng, n), noise)) for _ in range(SWEEPS)])
+    mc = 3 * math.sqrt(outliers.OUTLIER_ALPHA * (1 - outliers.OUTLIER_ALPHA) / SWEEPS)
+    print(f"{n} seeds: a sweep named something in {rate:.1%} (nominal ≤ 5%)")
+    assert rate <= outliers.OUTLIER_ALPHA + mc
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_a_seed_ten_seed_sds_off_is_named(n):
+    rng = np.random.default_rng(10 + n)
+    hits = 0
+    for _ in range(300):
+        cells = draws(rng, n)
+        cells["plain"][56][0] += 3.0  # 10 SDs
+        found = outliers.far(cells, {"plain": 0.05, "resnet": 0.05})
+        hits += ("plain", 56, 0) in {f[:3] for f in found}
+    print(f"{n} seeds: the seed 10 SDs off named in {hits / 300:.0%}")
+    assert hits / 300 >= 0.9
+
+
+def test_a_pair_far_apart_is_named_and_one_depth_alone_is_not_judged():
+    rng = np.random.default_rng(1)
+    cells = draws(rng, 2)
+    cells["resnet"][44] = np.array([5.0, 11.0])  # SD 4.2 where the others' is 0.3
+    found = outliers.far(cells, {"plain": 0.05, "resnet": 0.05})
+    assert [f[:3] for f in found] == [("resnet", 44, None)]
+    alone = {"plain": {56: np.array([5.0, 11.0])}, "resnet": {56: np.array([1.0, 1.1, 9.0])}}
+    assert outliers.tests(alone["plain"]) == []  # no other depth to take the noise from
+    assert [t[:2] for t in outliers.tests(alone["resnet"])] == [(56, 0), (56, 1), (56, 2)]
+
+
+def test_named_in_words_from_a_summary_with_its_prediction_interval_p():
+    """resnet-20 seed 2 by hand: 30 against the others' mean 5.05, the SD pooled over the others
+    at 20 and the seeds at 56 (3 dof), sqrt(1 + 1/2) for the mean of two."""
+    rows = [
+        {"arch": "resnet", "depth": d, "seed": s, "final_train_error": e,
+         "final_train_error_se": 0.05}
+        for d, errors in {20: [5.0, 5.1, 30.0], 56: [3.0, 3.1, 3.2]}.items()
+        for s, e in enumerate(errors)
+    ]  # fmt: skip
+    sd = math.sqrt((2 * 0.05**2 + 2 * 0.1**2) / 3)
+    p = 2 * stats.t.sf((30.0 - 5.05) / (sd * math.sqrt(1.5)), 3)
+    assert outliers.named(pd.DataFrame(rows)) == [
+        f"resnet-20 seed 2 (30.00; the others 5.00, 5.10; p = {p:.2g})"
+    ]
