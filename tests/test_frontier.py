@@ -3,6 +3,8 @@ number from the sweep's own files."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fakesweep import write_sweep
 
 from experiments import frontier
@@ -92,3 +94,14 @@ def test_a_depth_between_on_the_wrong_side_is_shown_with_what_it_stopped(tmp_pat
     [plain] = [c for c in cells if c.startswith("open: 44−20")]
     assert "; but 32−20 -3.0 [-3.5, -2.5] p against 2.6e-05; k " in plain  # SE 0.2 / √3 a side, t4
     assert cells[-2] == "inconclusive"
+
+
+def test_the_readme_shows_the_committed_frontier_row_for_row():
+    """The README's copy of results/figure6_cpu_frontier/frontier.md: the same rows, none added
+    or lost (a pasted row once appeared twice)."""
+    root = Path(__file__).resolve().parents[1]
+    table = (root / "results/figure6_cpu_frontier/frontier.md").read_text().splitlines()
+    readme = (root / "README.md").read_text().splitlines()
+    start = readme.index(table[0])
+    end = next(i for i in range(start, len(readme)) if not readme[i].startswith("|"))
+    assert readme[start:end] == table

@@ -12,6 +12,7 @@ import torch
 from helpers import run_cli
 
 from depthsweep.errors import USER_ERROR, OptionError, UserError
+from depthsweep.training import config
 from depthsweep.training.config import compose_config
 from depthsweep.training.sweeper import PLAN, fuse, fusion_key, group_members
 from depthsweep.training.train import preflight
@@ -36,13 +37,20 @@ def test_runs_of_one_shape_fuse_k_at_a_time():
     assert fuse(jobs(*sweep)) == [[0, 1, 2], [3, 10], [4, 5, 6], [7], [8], [9]]
 
 
+ALONE = [[0], [1], [2], [3], [4], [5]]
+
+
 @pytest.mark.parametrize(
-    "capability, groups",
-    [("AVX512", [[0, 1, 2], [3, 4, 5]]), ("AVX2", [[0], [1], [2], [3], [4], [5]])],
+    "capability, amx, groups",
+    [("AVX512", False, [[0, 1, 2], [3, 4, 5]]), ("AVX2", False, ALONE), ("AVX512", True, ALONE)],
 )
-def test_fuse_where_avx512_fuses_only_where_the_cpu_runs_avx512(monkeypatch, capability, groups):
-    """figure6_cpu's fuse: fused groups were faster per run with AVX-512 and slower with AVX2."""
+def test_fuse_where_avx512_fuses_only_where_the_cpu_runs_avx512(
+    monkeypatch, capability, amx, groups
+):
+    """figure6_cpu's fuse: fused groups were faster per run with AVX-512 and slower with AVX2;
+    with AMX, not measured, each run trains alone, as measured there."""
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(config, "cpu_has_amx", lambda: amx)
     sweep = [
         [f"arch={a}", "depth=20", f"seed={s}", "fuse=3-where-avx512"]
         for a in ("plain", "resnet")
@@ -145,3 +153,13 @@ def test_every_jobs_trainer_options_are_checked_before_the_first_trains(option):
     assert preflight(compose_config(["trainer=cpu", "depth=8"])) is not None
     with pytest.raises(OptionError, match="trainer: "):
         preflight(compose_config(["trainer=cpu", "depth=8", option]))
+
+
+@pytest.mark.parametrize("milestones", ["[32000,48000]", "[0.75,0.5]", "[0,0.5]", "[0.5,1.5]"])
+def test_milestones_that_are_no_ascending_fractions_are_refused_before_anything_trains(
+    milestones,
+):
+    """The paper's 32k and 48k given as counts would never be reached: lr 0.1 throughout."""
+    override = f"schedule.scheduler.milestones={milestones}"
+    with pytest.raises(OptionError, match=r"schedule: milestones are fractions .* \[0.5, 0.75\]"):
+        preflight(compose_config(["trainer=cpu", "depth=8", override]))

@@ -86,10 +86,12 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
 
 
 # fuse: "K-where-avx512": K where a GPU trains or ATen runs the CPU's kernels at AVX-512 (so
-# ATEN_CPU_CAPABILITY=avx2 stands for a CPU without), one run at a time elsewhere. At
-# figure6_cpu's width a run cost 1.3-1.5x less in a group of 2 or 4 than alone on an AMD EPYC
-# with AVX-512 in fp32 (more in bf16), and 1.25-1.75x more with oneDNN and ATen held to AVX2, as
-# on most laptops (results/cpu_bench/fused_fp32_width4.txt).
+# ATEN_CPU_CAPABILITY=avx2 stands for a CPU without) on a CPU without AMX, one run at a time
+# elsewhere. At figure6_cpu's width a run cost 1.3-1.5x less in a group of 2 or 4 than alone on
+# an AMD EPYC with AVX-512 in fp32 (more in bf16), and 1.24-1.75x more with oneDNN and ATen held
+# to AVX2, as on most laptops (results/cpu_bench/fused_fp32_width4.txt). A Xeon with AMX trains
+# bf16 on other kernels, where fused groups were never timed: there each run trains alone, as
+# the experiment was measured there (figure6_cpu_intel, 43-58 min).
 FUSE_WHERE_AVX512 = re.compile(r"(\d+)-where-avx512")
 
 
@@ -100,7 +102,8 @@ def resolve_fuse(cfg: DictConfig) -> object:
     match = FUSE_WHERE_AVX512.fullmatch(fuse) if isinstance(fuse, str) else None
     if match is None:
         return fuse
-    wide = trains_on_gpu(cfg.trainer) or torch.backends.cpu.get_cpu_capability() == "AVX512"
+    avx512 = torch.backends.cpu.get_cpu_capability() == "AVX512" and not cpu_has_amx()
+    wide = trains_on_gpu(cfg.trainer) or avx512
     return int(match[1]) if wide else 1
 
 

@@ -37,6 +37,13 @@ class PaperLR(LRScheduler):
     ) -> None:
         if iterations < 1:
             raise ValueError(f"schedule.iterations must be >= 1, got {iterations}")
+        # Fractions, so one schedule fits any run's length; the paper's 32k and 48k as counts
+        # would never be reached by a run of fractions' steps and silently keep lr 0.1.
+        if any(not 0 < m <= 1 for m in milestones) or list(milestones) != sorted(milestones):
+            raise ValueError(
+                f"milestones are fractions of the run's iterations, ascending in (0, 1]: got "
+                f"{list(milestones)} (the paper's 32k and 48k of 64k are [0.5, 0.75])"
+            )
         self.milestones = [round(m * iterations) for m in milestones]
         self.gamma = gamma
         self.warmup_lr = warmup_lr
