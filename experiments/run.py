@@ -3,11 +3,12 @@
 Exit codes: 0 all runs done (or skipped: finished before, or running elsewhere); 1 a fault
 outside a run's record (a bug: one line naming the run directory, at once, also in a sweep), or
 Hydra's own error (an unknown config group); 2 a setup error (bad data, option or directory: its
-message alone, nothing trained, nothing left behind; an option the config lacks, after Hydra's
-own error, whose `+KEY` would add a key nothing reads; a `+hydra.KEY` Hydra's plugins do not
-read); 3 a run failed (one line when it happens; in a sweep: any run, the others went on, after
-the summary); 130 / 143 interrupted by Ctrl-C / SIGTERM (a checkpoint at the current step: the
-same command resumes there). HYDRA_FULL_ERROR=1 adds the traceback to any of these lines.
+message alone, nothing trained, nothing left behind; before Hydra runs, an option the config
+lacks, whose `+KEY` would add a key nothing reads, a `+hydra.KEY` Hydra's plugins do not read,
+`arch_name` set, a node of options given one value: `training.overrides`); 3 a run failed
+(one line when it happens; in a sweep: any run, the others went on, after the summary);
+130 / 143 interrupted by Ctrl-C / SIGTERM (a checkpoint at the current step: the same command
+resumes there). HYDRA_FULL_ERROR=1 adds the traceback to any of these lines.
 """
 
 import contextlib
@@ -21,12 +22,9 @@ from omegaconf import DictConfig
 
 from depthsweep.errors import INTERRUPTED, RUN_FAILED, USER_ERROR, UserError
 from depthsweep.training.callbacks import Terminated
-from depthsweep.training.config import (
-    added_hydra_key_error,
-    home_expanded,
-    unknown_key_error,
-)
+from depthsweep.training.config import home_expanded
 from depthsweep.training.group import train_group
+from depthsweep.training.overrides import command_line_error
 from depthsweep.training.sweeper import group_members, mark_stopped, stoppable_job, stopped_by
 from depthsweep.training.train import Interrupted, train
 from experiments.exits import setup_error, unexpected_error
@@ -84,20 +82,20 @@ def run(runs: list[tuple[DictConfig, Path]], sweep_dir: Path | None = None) -> s
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> str | float:
     hc = HydraConfig.get()
+    if hc.mode == RunMode.RUN and hc.sweeper.get("params"):  # experiment=figure6_cpu, no -m
+        swept = ", ".join(hc.sweeper.params)
+        print(
+            f"note: experiment={hc.runtime.choices.get('experiment')} sweeps {swept} (its "
+            "hydra.sweeper.params): without -m this trains one run; add -m for the sweep",
+            flush=True,
+        )
     return run(_runs(cfg, hc), Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None)
 
 
 if __name__ == "__main__":
     sys.argv = home_expanded(sys.argv)
-    added = added_hydra_key_error(sys.argv[1:])  # +hydra.launcher.n_job=1: before any launch
-    if added:
-        print(f"error: {added}", file=sys.stderr)
+    refused = command_line_error(sys.argv[1:])  # schedule.lr=0.05: before Hydra, any launch
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
         raise SystemExit(USER_ERROR)
-    try:
-        main()
-    except SystemExit as e:  # Hydra's own errors exit 1; for schedule.lr=0.05 it suggests
-        unknown = unknown_key_error(sys.argv[1:]) if e.code == 1 else None  # a key none reads
-        if unknown:
-            print(f"error: {unknown}", file=sys.stderr)
-            raise SystemExit(USER_ERROR) from None
-        raise
+    main()

@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 
 from depthsweep.apps.transfer import transfer
 from depthsweep.errors import UserError
-from depthsweep.training.config import check_added_keys, home_expanded
+from depthsweep.training.config import home_expanded
+from depthsweep.training.overrides import check_added_keys
 from experiments.exits import setup_error, unexpected_error
 
 

@@ -17,12 +17,12 @@ from depthsweep.errors import USER_ERROR, OptionError
 from depthsweep.nets.models import CifarNet, PlainBlock
 from depthsweep.training import config
 from depthsweep.training.build import make_module, make_schedule, make_trainer
-from depthsweep.training.config import (
+from depthsweep.training.config import compose_config, use_threads
+from depthsweep.training.overrides import (
     added_hydra_key_error,
     check_added_keys,
-    compose_config,
+    command_line_error,
     unknown_key_error,
-    use_threads,
 )
 from depthsweep.training.train import check_options, preflight, train
 
@@ -196,16 +196,49 @@ def test_an_arch_option_out_of_range_is_refused_before_training(fake_cifar):
          "+schedule.lr=0.05 would add one that nothing reads. Did you mean "
          "schedule.optimizer.lr=0.05 (or schedule.warmup.lr)?"),
         (["-m", "depth=8,20", "arch=plain,resnet", "data.limt=9"], "Did you mean data.limit=9?"),
-        (["arch=plain", "arch.aux_weight=0.3"], "the config has no arch.aux_weight"),
+        (["arch=plain", "arch.aux_weight=0.3"], "PlainNet takes no aux_weight."),
         (["schedule.iterations=5", "depth=20", "data.root=x", "+foo=1", "~seed"], None),
         (["-m", "arch=inception,plain", "arch.aux_weight=0.3"], None),  # inception's, first
         (["experiment=nope", "schedule.lr=1"], None),  # Hydra's own message says why
+        (["trainers=cpu"], "Did you mean trainer=cpu"),  # a group's name mistyped
+        (["schedule.optimizer.nesterov=true"], "schedule.optimizer.nesterov=true: the config "
+         "does not list schedule.optimizer.nesterov, but torch.optim.SGD takes it: add it with "
+         "+schedule.optimizer.nesterov=true"),  # Hydra's + is right there: an object's option
+        (["schedule.optimizer.nesterv=true"], "torch.optim.SGD takes no nesterv. Did you mean "
+         "+schedule.optimizer.nesterov=true?"),
+        (["hydra.job.chdri=true"], "hydra.job.chdri=true: Hydra's config has no hydra.job.chdri. "
+         "Did you mean hydra.job.chdir=true?"),
+        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "hydra.run.dir=x"], None),
     ],
 )  # fmt: skip
 def test_a_key_the_config_lacks_is_named_with_the_one_meant(arguments, error):
-    """What experiments.run adds to Hydra's own error (exit 1), which suggests a + that would add
-    a key nothing reads."""
+    """What experiments.run says before Hydra's own error (exit 1), which suggests a + that would
+    add a key nothing reads."""
     got = unknown_key_error(arguments)
+    assert got == error if error is None else error in got
+
+
+@pytest.mark.parametrize(
+    "arguments, error",
+    [
+        (["arch_name=plain"], "arch_name=plain: arch_name is the label the arch file gives its "
+         "net (conf/arch/), not the net: the run would train the arch's net under another name. "
+         "Did you mean arch=plain?"),
+        (["-m", "arch_name=plain,resnet"], "Did you mean arch= one of inception, plain, resnet"),
+        (["schedule.optimizer=0.05"], "schedule.optimizer=0.05: schedule.optimizer is a node of "
+         "options (lr, momentum, weight_decay), not one value; set one of them: e.g. "
+         "schedule.optimizer.lr=0.05"),
+        (["schedule.warmup=null"], "schedule.warmup is a node of options (lr, until_train_error, "
+         "max_fraction, from_depth), not one value; set one of them"),
+        (["arch=plain", "arch={_target_:depthsweep.nets.models.ResNet}"], None),  # a whole node
+        (["schedule.lr=0.05"], "Did you mean schedule.optimizer.lr=0.05"),  # as Hydra would stop
+        (["-m", "arch=plain,resnet", "depth=8,20", "seed=0,1"], None),
+    ],
+)  # fmt: skip
+def test_a_command_line_that_would_train_something_else_is_refused_before_hydra(arguments, error):
+    """experiments.run's first check: arch_name relabelled a ResNet "plain" and trained it; a node
+    given a value failed mid-build with Hydra's traceback and left a run directory behind."""
+    got = command_line_error(arguments)
     assert got == error if error is None else error in got
 
 
@@ -247,7 +280,7 @@ def test_a_key_no_hydra_plugin_reads_stops_a_sweep_before_it_launches(tmp_path):
 @pytest.mark.parametrize(
     "entry, sweep, plus",
     [
-        ("experiments.run", [], ""),  # Hydra refuses it first, suggesting +
+        ("experiments.run", [], ""),  # Hydra would refuse it, suggesting +
         ("experiments.run", [], "+"),
         ("experiments.run", ["-m", "depth=8,14"], "++"),  # checked by the sweeper's own Hydra
         ("experiments.transfer", ["transfer.source=any"], "++"),  # before the source is read
@@ -257,16 +290,14 @@ def test_a_key_no_hydra_plugin_reads_stops_a_sweep_before_it_launches(tmp_path):
 def test_hydras_own_suggestion_of_a_plus_is_refused_before_anything_trains(
     entry, sweep, plus, tmp_path
 ):
-    """Hydra refuses schedule.lr=0.05 and suggests +schedule.lr=0.05, which trained at 0.1; ++,
+    """Hydra refuses schedule.lr=0.05 (in several lines, which experiments.run now says in one
+    before Hydra runs) and suggests +schedule.lr=0.05, which trained at 0.1; ++,
     which sets a key whether or not the config has it, did the same (both prefixes in this
     process: the tests above)."""
     out = tmp_path / "out"
     where = "hydra.sweep.dir" if "-m" in sweep else "hydra.run.dir"
     done = run_cli(entry, *sweep, f"{plus}schedule.lr=0.05", f"{where}={out}", cwd=tmp_path)
     assert done.returncode == USER_ERROR, done.stderr
-    if not plus:  # Hydra's own error, then the line naming the key meant
-        assert "To append to your config use +schedule.lr=0.05" in done.stderr
-        done.stderr = done.stderr.splitlines(keepends=True)[-1]
     assert done.stderr.count("\n") == 1 and "schedule.optimizer.lr=0.05" in done.stderr
     assert not out.exists()
 
@@ -401,3 +432,17 @@ def test_figure6_cpu_warms_both_archs_up_from_depth_56(arch):
     # the experiment is merged after the arch group, which sets 110 (resnet) or null (plain)
     cfg = compose_config(["experiment=figure6_cpu", f"arch={arch}"])
     assert cfg.schedule.warmup.from_depth == 56
+
+
+@pytest.mark.slow
+def test_an_experiment_without_m_says_it_trains_one_run(tmp_path):
+    """experiment=smoke is a sweep: without -m Hydra trains its config once, which said nothing."""
+    done = run_cli(
+        "experiments.run", "experiment=smoke", f"data.root={tmp_path / 'none'}",
+        "data.download=false", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.stdout.startswith(
+        "note: experiment=smoke sweeps arch, depth (its hydra.sweeper.params): without -m this "
+        "trains one run; add -m for the sweep\n"
+    ), done.stdout
+    assert done.returncode == USER_ERROR  # then the missing data, as always

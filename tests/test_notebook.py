@@ -87,3 +87,16 @@ def test_notebook_draws_the_diagnostics_of_real_runs(fake_cifar, tmp_path, monke
     assert len(cells) == 4
     for cell in cells:
         assert len(images(cell.outputs)) == 1, cell.source
+
+
+def test_the_notebook_says_how_to_run_it_as_the_readme_does():
+    """Its first cell's commands are the README's: `--output`, never `--inplace`, which would
+    rewrite the tracked notebook and mark every later run's worktree dirty."""
+
+    def commands(text: str) -> str:
+        start = text.index("```\njupyter execute")
+        return text[start : text.index("```", start + 3)]
+
+    first = nbformat.read(NOTEBOOK, as_version=4).cells[0].source
+    assert commands(first) == commands((ROOT / "README.md").read_text())
+    assert "--inplace" not in first

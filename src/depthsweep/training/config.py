@@ -3,8 +3,6 @@ the CUDA graph, the logging window."""
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import os
 import re
 from collections.abc import Sequence
@@ -12,14 +10,11 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+from omegaconf import DictConfig
 
 from depthsweep import CONF_DIR
-from depthsweep.errors import OptionError
 from depthsweep.runs.provenance import cpu_flags
-from depthsweep.runs.rundir import flat_config
 
 
 def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictConfig:
@@ -149,161 +144,6 @@ def pin_data_root(cfg: DictConfig) -> None:
 def job_overrides() -> list[str]:
     """The overrides of the Hydra job running now, as typed (none outside a Hydra app)."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-_ABSENT = object()
-
-# What the harness adds to a job with + itself: the sweeper's fused group (training.sweeper.plan).
-HARNESS_ADDED = {"fused_group"}
-
-
-def _config_without(overrides: Sequence[str], config_name: str | None) -> DictConfig:
-    """The job's config composed without its `++` overrides: in a Hydra app (a job, or the
-    sweeper checking one, which names the job's `config_name`: Hydra sets no HydraConfig there)
-    by the app's own Hydra; outside one, as experiments.run's."""
-    others = [o for o in overrides if not o.startswith("++")]
-    if not GlobalHydra.instance().is_initialized():
-        return compose_config(others)
-    if config_name is None:
-        config_name = HydraConfig.get().job.config_name if HydraConfig.initialized() else "config"
-    return compose(config_name, overrides=others)
-
-
-def _has(cfg: DictConfig, key: str) -> bool:
-    """Whether `cfg` has `key`, its value null or ??? (a value the user must give) included."""
-    try:
-        return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True) is not _ABSENT
-    except MissingMandatoryValue:
-        return True
-
-
-def check_added_keys(
-    cfg: DictConfig, overrides: Sequence[str], config_name: str | None = None
-) -> None:
-    """Refuse `+KEY=VALUE` where nothing reads KEY. Hydra's + adds a key the config lacks, and
-    Hydra suggests it for a key it does not know; an object's node (one with `_target_`) refuses
-    an option its constructor does not take, but a key anywhere else is never looked at, and the
-    run would train as if it were not there (+schedule.lr=0.05 trains at lr 0.1). The message
-    names the key meant: one whose last name is the same, or the closest. `++KEY` sets KEY
-    whether or not the config has it: where it has (the job's config composed without the `++`
-    overrides), the value is the config's own; where not, it was added like `+KEY`."""
-    base = None
-    for override in overrides:
-        typed, sep, value = override.partition("=")
-        if not sep or not typed.startswith("+"):
-            continue
-        key = typed.lstrip("+")
-        if key in HARNESS_ADDED or key.startswith("hydra") or "@" in key or "/" in key:
-            continue  # the harness's own; Hydra's; a config group added to the defaults
-        if (CONF_DIR / key).is_dir():
-            continue
-        if typed.startswith("++"):
-            base = _config_without(overrides, config_name) if base is None else base
-            if _has(base, key):
-                continue  # the config's own key, set
-        node, read = cfg, False
-        for part in key.split(".")[:-1]:
-            node = node.get(part) if isinstance(node, DictConfig) else None
-            read = isinstance(node, DictConfig) and "_target_" in node
-            if read or not isinstance(node, DictConfig):
-                break
-        if read:
-            continue  # an object's option: its constructor takes it or refuses it
-        raise OptionError(
-            f"{override}: nothing reads {key}, so the run would train as if it were not given "
-            f"(Hydra's {typed[: -len(key)]} adds a key the config lacks).{_meant(cfg, key, value)}"
-        )
-
-
-def _meant(cfg: DictConfig, key: str, value: str, prefix: str = "") -> str:
-    """The hint for `key`, which `cfg` lacks (" Did you mean K=VALUE?"): a key whose last name is
-    the same, or the closest of its siblings; "" if none. `prefix`: where `cfg` sits ("hydra.")."""
-    container = OmegaConf.to_container(cfg, resolve=False)
-    known = [k for k in flat_config(container) if k != key]
-    parent, _, last = key.rpartition(".")
-    meant = [k for k in known if k.rpartition(".")[2] == last]  # schedule.lr: its lr
-    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
-    close = difflib.get_close_matches(last, list(siblings), n=2, cutoff=0.6)  # a typo
-    meant = meant or [siblings[name] for name in close]
-    if not meant:
-        return ""
-    others = f" (or {', '.join(prefix + m for m in meant[1:])})" if len(meant) > 1 else ""
-    return f" Did you mean {prefix}{meant[0]}={value}{others}?"
-
-
-def _command_overrides(arguments: Sequence[str]) -> list[tuple[str, str]]:
-    """The command line's KEY=VALUE overrides (its flags left out), as (KEY, VALUE)."""
-    pairs = (a.partition("=") for a in arguments if "=" in a and not a.startswith("-"))
-    return [(key, value) for key, _, value in pairs]
-
-
-def _is_group(key: str) -> bool:
-    """Whether KEY=VALUE chooses one of the project's config groups (arch=..., experiment=...)."""
-    return not key.startswith(("+", "~")) and (CONF_DIR / key).is_dir()
-
-
-def _first_choice(key: str, value: str) -> str:
-    """A group's override as the first job of a sweep composes it: the first of a comma list."""
-    return f"{key}={value.split(',')[0]}"
-
-
-def unknown_key_error(arguments: Sequence[str]) -> str | None:
-    """Why Hydra stopped, where it stopped on KEY=VALUE for a key the config lacks: it answers
-    "To append to your config use +KEY=VALUE", a key nothing would read. The error names the
-    key meant instead; None where each such override's key is the config's (Hydra stopped for
-    another reason) or the config cannot be composed here. `arguments`: the command line's."""
-    changed, groups = [], []
-    for key, value in _command_overrides(arguments):
-        if key.startswith(("+", "~", "hydra")) or "/" in key or "@" in key:
-            continue  # added or deleted keys, Hydra's own, a group's package
-        if _is_group(key):
-            groups.append(_first_choice(key, value))
-        else:
-            changed.append((key, value))
-    try:
-        cfg = compose_config(groups)
-    except Exception:  # Hydra's own message says why; no better one here
-        return None
-    for key, value in changed:
-        if not _has(cfg, key):
-            return (
-                f"{key}={value}: the config has no {key}, and Hydra's +{key}={value} would add "
-                f"one that nothing reads.{_meant(cfg, key, value)}"
-            )
-    return None
-
-
-def added_hydra_key_error(arguments: Sequence[str]) -> str | None:
-    """Why a `+hydra.KEY=VALUE` on the command line would do nothing, or None. Hydra's own nodes
-    (its launcher's, sweeper's, job's) are dataclasses whose fields their code reads; + adds a key
-    beside them that nothing looks at (+hydra.launcher.n_job=1 left joblib at n_jobs -1). A key
-    added to a dict node (hydra.job.env_set.NAME) is read. Checked before Hydra runs: in a sweep
-    these keys configure the launch, which no job's own check sees. `arguments`: the command
-    line's; the config groups among them (the first of a comma list) choose the launcher."""
-    overrides = _command_overrides(arguments)
-    added = [(k, v) for k, v in overrides if k.startswith(("+hydra.", "++hydra."))]
-    if not added:
-        return None
-    groups = [_first_choice(k, v) for k, v in overrides if k.startswith("hydra/") or _is_group(k)]
-    try:
-        hydra_cfg = compose_config(groups, hydra=True).hydra
-    except Exception:  # Hydra's own run will say why
-        return None
-    for typed, value in added:
-        override = f"{typed}={value}"
-        key = typed.lstrip("+")
-        parent, _, name = key.removeprefix("hydra").lstrip(".").rpartition(".")
-        node = OmegaConf.select(hydra_cfg, parent) if parent else hydra_cfg
-        if not isinstance(node, DictConfig) or name in node:
-            continue  # a node Hydra fills at run time, or its own key, set with ++
-        fields = OmegaConf.get_type(node)
-        if dataclasses.is_dataclass(fields):
-            return (
-                f"{override}: nothing reads {key}, so the run would go on as if it were not given "
-                f"(Hydra's {typed[: -len(key)]} adds a key beside the fields of its "
-                f"{fields.__name__}).{_meant(hydra_cfg, key[6:], value, 'hydra.')}"
-            )
-    return None
 
 
 def run_label(cfg: DictConfig) -> str | None:

@@ -43,7 +43,6 @@ from depthsweep.training.checkpoints import CheckpointWriteError
 from depthsweep.training.clocks import RunClock, StepClock
 from depthsweep.training.config import (
     FUSE_WHERE_AVX512,
-    check_added_keys,
     job_overrides,
     pin_data_root,
     resolve_channels_last,
@@ -56,6 +55,7 @@ from depthsweep.training.config import (
 )
 from depthsweep.training.console import quiet_libraries
 from depthsweep.training.metrics_log import AppendingCSVLogger
+from depthsweep.training.overrides import check_added_keys
 from depthsweep.training.schedule import PaperLR
 
 log = logging.getLogger(__name__)

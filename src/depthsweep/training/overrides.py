@@ -1,0 +1,263 @@
+"""What a command line's overrides would do, checked before anything trains: a key that nothing
+would read (Hydra's `+KEY` beside an object's options, `+hydra.KEY` beside a plugin's fields), a
+node of options given one value, a label given for the net it names; each refused with one line
+naming the key meant."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+from collections.abc import Sequence
+
+from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_object
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+
+from depthsweep import CONF_DIR
+from depthsweep.errors import OptionError
+from depthsweep.runs.rundir import flat_config
+from depthsweep.training.config import compose_config
+
+_ABSENT = object()
+
+# What the harness adds to a job with + itself: the sweeper's fused group (training.sweeper.plan).
+HARNESS_ADDED = {"fused_group"}
+
+
+def _config_without(overrides: Sequence[str], config_name: str | None) -> DictConfig:
+    """The job's config composed without its `++` overrides: in a Hydra app (a job, or the
+    sweeper checking one, which names the job's `config_name`: Hydra sets no HydraConfig there)
+    by the app's own Hydra; outside one, as experiments.run's."""
+    others = [o for o in overrides if not o.startswith("++")]
+    if not GlobalHydra.instance().is_initialized():
+        return compose_config(others)
+    if config_name is None:
+        config_name = HydraConfig.get().job.config_name if HydraConfig.initialized() else "config"
+    return compose(config_name, overrides=others)
+
+
+def _has(cfg: DictConfig, key: str) -> bool:
+    """Whether `cfg` has `key`, its value null or ??? (a value the user must give) included."""
+    try:
+        return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True) is not _ABSENT
+    except MissingMandatoryValue:
+        return True
+
+
+def check_added_keys(
+    cfg: DictConfig, overrides: Sequence[str], config_name: str | None = None
+) -> None:
+    """Refuse `+KEY=VALUE` where nothing reads KEY. Hydra's + adds a key the config lacks, and
+    Hydra suggests it for a key it does not know; an object's node (one with `_target_`) refuses
+    an option its constructor does not take, but a key anywhere else is never looked at, and the
+    run would train as if it were not there (+schedule.lr=0.05 trains at lr 0.1). The message
+    names the key meant: one whose last name is the same, or the closest. `++KEY` sets KEY
+    whether or not the config has it: where it has (the job's config composed without the `++`
+    overrides), the value is the config's own; where not, it was added like `+KEY`."""
+    base = None
+    for override in overrides:
+        typed, sep, value = override.partition("=")
+        if not sep or not typed.startswith("+"):
+            continue
+        key = typed.lstrip("+")
+        if key in HARNESS_ADDED or key.startswith("hydra") or "@" in key or "/" in key:
+            continue  # the harness's own; Hydra's; a config group added to the defaults
+        if (CONF_DIR / key).is_dir():
+            continue
+        if typed.startswith("++"):
+            base = _config_without(overrides, config_name) if base is None else base
+            if _has(base, key):
+                continue  # the config's own key, set
+        node, read = cfg, False
+        for part in key.split(".")[:-1]:
+            node = node.get(part) if isinstance(node, DictConfig) else None
+            read = isinstance(node, DictConfig) and "_target_" in node
+            if read or not isinstance(node, DictConfig):
+                break
+        if read:
+            continue  # an object's option: its constructor takes it or refuses it
+        raise OptionError(
+            f"{override}: nothing reads {key}, so the run would train as if it were not given "
+            f"(Hydra's {typed[: -len(key)]} adds a key the config lacks).{_meant(cfg, key, value)}"
+        )
+
+
+def _meant(cfg: DictConfig, key: str, value: str, prefix: str = "") -> str:
+    """The hint for `key`, which `cfg` lacks (" Did you mean K=VALUE?"): a key whose last name is
+    the same, or the closest of its siblings; "" if none. `prefix`: where `cfg` sits ("hydra.")."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    known = [k for k in flat_config(container) if k != key]
+    parent, _, last = key.rpartition(".")
+    meant = [k for k in known if k.rpartition(".")[2] == last]  # schedule.lr: its lr
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+    if not parent and not prefix:  # trainers=cpu: a config group's name mistyped
+        siblings |= {d.name: d.name for d in CONF_DIR.iterdir() if d.is_dir()}
+    close = difflib.get_close_matches(last, list(siblings), n=2, cutoff=0.6)  # a typo
+    meant = meant or [siblings[name] for name in close]
+    if not meant:
+        return ""
+    others = f" (or {', '.join(prefix + m for m in meant[1:])})" if len(meant) > 1 else ""
+    return f" Did you mean {prefix}{meant[0]}={value}{others}?"
+
+
+def _command_overrides(arguments: Sequence[str]) -> list[tuple[str, str]]:
+    """The command line's KEY=VALUE overrides (its flags left out), as (KEY, VALUE)."""
+    pairs = (a.partition("=") for a in arguments if "=" in a and not a.startswith("-"))
+    return [(key, value) for key, _, value in pairs]
+
+
+def _is_group(key: str) -> bool:
+    """Whether KEY=VALUE chooses one of the project's config groups (arch=..., experiment=...)."""
+    return not key.startswith(("+", "~")) and (CONF_DIR / key).is_dir()
+
+
+def _first_choice(key: str, value: str) -> str:
+    """A group's override as the first job of a sweep composes it: the first of a comma list."""
+    return f"{key}={value.split(',')[0]}"
+
+
+def _target(cfg: DictConfig, key: str) -> tuple[str, bool, list[str]] | None:
+    """(`_target_`, whether it takes `key`'s last name, the closest name it takes) where `key`'s
+    parent is an object's node, else None. Taken means named in its signature: **kwargs that a
+    class hands on (a net's to its blocks) may refuse it further in, so they do not count."""
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else None
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return None
+    try:
+        params = inspect.signature(get_object(node._target_)).parameters
+    except (ImportError, ValueError, TypeError):  # no signature to read: say nothing of it
+        return None
+    return node._target_, name in params, difflib.get_close_matches(name, list(params), n=1)
+
+
+def unknown_key_error(arguments: Sequence[str]) -> str | None:
+    """Why Hydra would stop on KEY=VALUE for a key the config lacks: it answers "To append to
+    your config use +KEY=VALUE", a key nothing would read, unless KEY is an option of an
+    object's constructor (schedule.optimizer.nesterov: SGD takes it). The error names the key
+    meant instead, or says to add the option with +; None where each such override's key is the
+    config's or the config cannot be composed here (Hydra says why). `arguments`: the command
+    line's; a hydra.KEY is looked up in Hydra's own config."""
+    changed, groups = [], []
+    for key, value in _command_overrides(arguments):
+        if key.startswith(("+", "~")) or "/" in key or "@" in key:
+            if key.startswith("hydra/"):
+                groups.append(_first_choice(key, value))
+            continue  # added or deleted keys, a group's package
+        if _is_group(key):
+            groups.append(_first_choice(key, value))
+        else:
+            changed.append((key, value))
+    try:
+        hydra = any(k.startswith("hydra.") for k, _ in changed)
+        cfg, hydra_cfg = compose_config(groups), compose_config(groups, True) if hydra else None
+    except Exception:  # Hydra's own message says why; no better one here
+        return None
+    for key, value in changed:
+        if key.startswith("hydra."):
+            if not _has(hydra_cfg, key):
+                meant = _meant(hydra_cfg.hydra, key[6:], value, "hydra.")
+                return f"{key}={value}: Hydra's config has no {key}.{meant}"
+            continue
+        if _has(cfg, key):
+            continue
+        target = _target(cfg, key)
+        if target and target[1]:
+            return (
+                f"{key}={value}: the config does not list {key}, but {target[0]} takes it: add "
+                f"it with +{key}={value}"
+            )
+        if target:
+            parent, _, name = key.rpartition(".")
+            close = f" Did you mean +{parent}.{target[2][0]}={value}?" if target[2] else ""
+            return f"{key}={value}: {target[0]} takes no {name}.{_meant(cfg, key, value) or close}"
+        return (
+            f"{key}={value}: the config has no {key}, and Hydra's +{key}={value} would add "
+            f"one that nothing reads.{_meant(cfg, key, value)}"
+        )
+    return None
+
+
+def added_hydra_key_error(arguments: Sequence[str]) -> str | None:
+    """Why a `+hydra.KEY=VALUE` on the command line would do nothing, or None. Hydra's own nodes
+    (its launcher's, sweeper's, job's) are dataclasses whose fields their code reads; + adds a key
+    beside them that nothing looks at (+hydra.launcher.n_job=1 left joblib at n_jobs -1). A key
+    added to a dict node (hydra.job.env_set.NAME) is read. Checked before Hydra runs: in a sweep
+    these keys configure the launch, which no job's own check sees. `arguments`: the command
+    line's; the config groups among them (the first of a comma list) choose the launcher."""
+    overrides = _command_overrides(arguments)
+    added = [(k, v) for k, v in overrides if k.startswith(("+hydra.", "++hydra."))]
+    if not added:
+        return None
+    groups = [_first_choice(k, v) for k, v in overrides if k.startswith("hydra/") or _is_group(k)]
+    try:
+        hydra_cfg = compose_config(groups, hydra=True).hydra
+    except Exception:  # Hydra's own run will say why
+        return None
+    for typed, value in added:
+        override = f"{typed}={value}"
+        key = typed.lstrip("+")
+        parent, _, name = key.removeprefix("hydra").lstrip(".").rpartition(".")
+        node = OmegaConf.select(hydra_cfg, parent) if parent else hydra_cfg
+        if not isinstance(node, DictConfig) or name in node:
+            continue  # a node Hydra fills at run time, or its own key, set with ++
+        fields = OmegaConf.get_type(node)
+        if dataclasses.is_dataclass(fields):
+            return (
+                f"{override}: nothing reads {key}, so the run would go on as if it were not given "
+                f"(Hydra's {typed[: -len(key)]} adds a key beside the fields of its "
+                f"{fields.__name__}).{_meant(hydra_cfg, key[6:], value, 'hydra.')}"
+            )
+    return None
+
+
+def _node_given_a_value(cfg: DictConfig, key: str, value: str) -> str | None:
+    """Why KEY=VALUE would replace a node of options (an object's: schedule.optimizer=0.05; the
+    warm-up's: schedule.warmup=null) with one value, which fails late, mid-build; or None."""
+    node = OmegaConf.select(cfg, key, default=None)
+    if not isinstance(node, DictConfig) or value.lstrip().startswith("{"):
+        return None
+    options = [k for k in node if not str(k).startswith("_")]
+    example = f": e.g. {key}.{options[0]}={value}" if options and value != "null" else ""
+    return (
+        f"{key}={value}: {key} is a node of options ({', '.join(map(str, options))}), not one "
+        f"value; set one of them{example}"
+    )
+
+
+def command_line_error(arguments: Sequence[str]) -> str | None:
+    """Why the command line would train something other than it says, found before Hydra runs
+    (one line, or None): a `+hydra.KEY` no plugin reads (`added_hydra_key_error`), `arch_name`
+    set (the arch file's label: the net stays the arch's), a node of options given one value.
+    A key the config lacks (`unknown_key_error`), said in one line before Hydra says more. The
+    config is composed with the command line's groups (the first of a comma list)."""
+    added = added_hydra_key_error(arguments)
+    if added:
+        return added
+    overrides = _command_overrides(arguments)
+    for key, value in overrides:
+        if key.lstrip("+") == "arch_name":
+            choices = sorted(p.stem for p in (CONF_DIR / "arch").glob("*.yaml"))
+            meant = f"arch={value}" if value in choices else f"arch= one of {', '.join(choices)}"
+            return (
+                f"{key}={value}: arch_name is the label the arch file gives its net (conf/arch/), "
+                f"not the net: the run would train the arch's net under another name. Did you "
+                f"mean {meant}?"
+            )
+    plain = [(k, v) for k, v in overrides if not k.startswith(("+", "~", "hydra")) and "/" not in k]
+    plain = [(k, v) for k, v in plain if not _is_group(k) and "@" not in k]
+    if not plain:
+        return None
+    groups = [_first_choice(k, v) for k, v in overrides if _is_group(k)]
+    try:
+        cfg = compose_config(groups)
+    except Exception:  # Hydra's own run will say why
+        return None
+    for key, value in plain:
+        given = _node_given_a_value(cfg, key, value)
+        if given:
+            return given
+    return unknown_key_error(arguments)  # before Hydra's own multi-line refusal
