@@ -341,6 +341,13 @@ CASES = {
         "not reproduced",
         "; and out of order plain-32 − plain-20 = -5.00 points",
     ),
+    "a middle resnet out of order by tenths near the floor": (  # a check that stops nothing
+        {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
+        {d: seeds(e, 0.02) for d, e in zip(DEPTHS, (2.0, 0.6, 1.5, 1.2, 0.5), strict=True)},
+        0.01,
+        "reproduced",
+        "resnet's train error falls with depth",
+    ),
     "resnet straddling the 1% line by hundredths": (  # 0.98 against 1.02: not refuted
         {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
         {d: seeds(e, 0.01) for d, e in zip(DEPTHS, (0.98, 0.97, 0.96, 1.02, 0.96), strict=True)},
