@@ -33,6 +33,32 @@ def test_equal_noise_names_nothing_in_more_than_alpha_of_sweeps(n):
     assert rate <= outliers.OUTLIER_ALPHA + mc
 
 
+# results/figure6_cpu's seeds: their SD by arch and depth (20 / 38 / 56), and their means
+UNEQUAL_SD = {"plain": (2.5, 4.3, 3.3), "resnet": (0.5, 2.3, 1.6)}
+UNEQUAL_MEAN = {"plain": (35.0, 53.0, 63.0), "resnet": (24.0, 16.0, 13.0)}
+
+
+def test_seed_noise_that_differs_by_depth_names_a_seed_in_about_a_tenth_of_sweeps():
+    """The CPU Figure 6's seed noise, 0.5 to 4.3 points by depth, at 5 seeds: the arch's pooled
+    SD alone named an ordinary seed at a noisy depth in ~20% of sweeps; never below the depth's
+    own others' scatter, ~10%."""
+    rng = np.random.default_rng(7)
+    noise = {"plain": 0.05, "resnet": 0.05}
+    sweeps = 1000
+    named = 0
+    for _ in range(sweeps):
+        cells = {
+            arch: {
+                d: m + rng.normal(0, sd, 5)
+                for d, m, sd in zip((20, 38, 56), UNEQUAL_MEAN[arch], sds, strict=True)
+            }
+            for arch, sds in UNEQUAL_SD.items()
+        }
+        named += bool(outliers.far(cells, noise))
+    print(f"unequal noise, 5 seeds: a sweep named something in {named / sweeps:.1%}")
+    assert named / sweeps <= 0.12 + 3 * math.sqrt(0.12 * 0.88 / sweeps)
+
+
 @pytest.mark.parametrize("n", [3, 5])
 def test_a_seed_ten_seed_sds_off_is_named(n):
     rng = np.random.default_rng(10 + n)
@@ -43,7 +69,7 @@ def test_a_seed_ten_seed_sds_off_is_named(n):
         found = outliers.far(cells, {"plain": 0.05, "resnet": 0.05})
         hits += ("plain", 56, 0) in {f[:3] for f in found}
     print(f"{n} seeds: the seed 10 SDs off named in {hits / 300:.0%}")
-    assert hits / 300 >= 0.9
+    assert hits / 300 >= 0.85  # 90% / 100% measured: the depth's own scatter costs some power
 
 
 def test_a_pair_far_apart_is_named_and_one_depth_alone_is_not_judged():

@@ -296,7 +296,7 @@ def _floor_reversal(higher: Cell, lower: Cell) -> str:
     one side above the floor, a significant difference in the claim's direction is one."""
     reversal = lower.mean - higher.mean
     near = [c for c in (higher, lower) if c.mean <= NEAR_FLOOR]
-    if not near or reversal >= NEAR_FLOOR:
+    if not near or reversal >= NEAR_FLOOR - 1e-9:  # 1.4 - 0.4 is 0.9999999999999999
         return ""
     return (
         f"{higher.label} below {lower.label} by {reversal:.2f} points with {near[0].label} near "
@@ -397,6 +397,9 @@ def trend_part(arch: str, cells: list[Cell], refute_alpha: float) -> Part:
             f"{c.higher} lies below {c.lower}"
             for c in against
         )
+    exempt = [c for c in checks if c.at_floor and c.reason.startswith(f"{c.higher} below")]
+    if exempt:  # said, so that a trend supported past them is seen to be
+        said += "; near the floor, not counted: " + "; ".join(c.reason for c in exempt)
     if unchecked and not against and _combined(tests) == "supported":
         said += "; but unchecked " + "; ".join(
             f"{c.higher} vs {c.lower}: {c.reason}" for c in unchecked
@@ -497,12 +500,14 @@ def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
             f"seeds that differ at {', '.join(same)}, whose seeds all gave the same error (check "
             "that the seed reaches the runs: run.json's seed, metrics.csv)"
         )
+    mean = {c.label: c.mean for c in cells}
     floor = sorted(
         {
             x
             for c in tests
-            if c.state == "untested" and "floor" in c.reason
+            if c.state == "untested" and c.at_floor
             for x in (c.higher, c.lower)
+            if mean[x] <= NEAR_FLOOR  # a reversal's other side is above it
         }
     )
     if floor:
