@@ -83,10 +83,11 @@ def run(runs: list[tuple[DictConfig, Path]], sweep_dir: Path | None = None) -> s
 def main(cfg: DictConfig) -> str | float:
     hc = HydraConfig.get()
     if hc.mode == RunMode.RUN and hc.sweeper.get("params"):  # experiment=figure6_cpu, no -m
-        swept = ", ".join(hc.sweeper.params)
+        chosen = [f"{g}={hc.runtime.choices[g]}" for g in ("experiment", "hparams_search")
+                  if hc.runtime.choices.get(g)]  # fmt: skip
         print(
-            f"note: experiment={hc.runtime.choices.get('experiment')} sweeps {swept} (its "
-            "hydra.sweeper.params): without -m this trains one run; add -m for the sweep",
+            f"note: {' '.join(chosen) or 'this config'} sweeps {', '.join(hc.sweeper.params)} "
+            "(hydra.sweeper.params): without -m this trains one run; add -m for the sweep",
             flush=True,
         )
     return run(_runs(cfg, hc), Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None)

@@ -16,7 +16,7 @@ from depthsweep.analysis.report import analyze
 from depthsweep.errors import USER_ERROR, OptionError
 from depthsweep.nets.models import CifarNet, PlainBlock
 from depthsweep.training import config
-from depthsweep.training.build import make_module, make_schedule, make_trainer
+from depthsweep.training.build import make_extras, make_module, make_schedule, make_trainer
 from depthsweep.training.config import compose_config, use_threads
 from depthsweep.training.overrides import (
     added_hydra_key_error,
@@ -104,6 +104,8 @@ def test_loggers_set_on_the_trainer_are_refused(tmp_path):
         ("+zzz.yyy=1", "(Hydra's + adds a key the config lacks)."),
         ("++schedule.lr=0.05", "Did you mean schedule.optimizer.lr=0.05 (or schedule.warmup.lr)?"),
         ("++zzz.yyy=1", "(Hydra's ++ adds a key the config lacks)."),
+        ("+trainers=cpu", "Did you mean trainer=cpu?"),  # a group's name
+        ("+callbacks.timer={every:1}", "(Hydra's + adds a key the config lacks)."),  # no object
     ],
 )
 def test_an_added_key_that_nothing_reads_is_refused_naming_the_key_meant(added, meant):
@@ -209,6 +211,7 @@ def test_an_arch_option_out_of_range_is_refused_before_training(fake_cifar):
         (["hydra.job.chdri=true"], "hydra.job.chdri=true: Hydra's config has no hydra.job.chdri. "
          "Did you mean hydra.job.chdir=true?"),
         (["hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "hydra.run.dir=x"], None),
+        (["trainer.max_steps=10"], "trainer.max_steps=10: A run's length is schedule.iterations"),
     ],
 )  # fmt: skip
 def test_a_key_the_config_lacks_is_named_with_the_one_meant(arguments, error):
@@ -233,6 +236,7 @@ def test_a_key_the_config_lacks_is_named_with_the_one_meant(arguments, error):
         (["arch=plain", "arch={_target_:depthsweep.nets.models.ResNet}"], None),  # a whole node
         (["schedule.lr=0.05"], "Did you mean schedule.optimizer.lr=0.05"),  # as Hydra would stop
         (["-m", "arch=plain,resnet", "depth=8,20", "seed=0,1"], None),
+        (["hydra.job.chdri=true", "hydra.run.dir=x"], "Did you mean hydra.job.chdir=true?"),
     ],
 )  # fmt: skip
 def test_a_command_line_that_would_train_something_else_is_refused_before_hydra(arguments, error):
@@ -256,6 +260,12 @@ def test_a_command_line_that_would_train_something_else_is_refused_before_hydra(
         (["+hydra.job.env_set.OMP_NUM_THREADS=1"], None),  # a dict: Hydra sets each
         (["++hydra.launcher.n_jobs=1", "hydra/launcher=joblib"], None),  # its own field
         (["-m", "depth=8,20", "+schedule.lr=1"], None),  # not Hydra's: check_added_keys
+        # read though their dataclasses lack them: a sampler's constructor takes constant_liar,
+        # joblib's launcher hands every key to joblib.Parallel, submitit's to its executor
+        (["-m", "hparams_search=lr_optuna", "+hydra.sweeper.sampler.constant_liar=true"], None),
+        (["-m", "hydra/launcher=joblib", "+hydra.launcher.return_as=list"], None),
+        (["-m", "hydra/launcher=slurm", "+hydra.launcher.exclusive=true"], None),
+        (["-m", "hparams_search=lr_optuna", "+hydra.sweeper.sampler.sed=1"], "nothing reads"),
     ],
 )  # fmt: skip
 def test_a_key_added_to_hydras_own_config_that_no_plugin_reads_is_named(arguments, error):
@@ -442,7 +452,17 @@ def test_an_experiment_without_m_says_it_trains_one_run(tmp_path):
         "data.download=false", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path,
     )  # fmt: skip
     assert done.stdout.startswith(
-        "note: experiment=smoke sweeps arch, depth (its hydra.sweeper.params): without -m this "
+        "note: experiment=smoke sweeps arch, depth (hydra.sweeper.params): without -m this "
         "trains one run; add -m for the sweep\n"
     ), done.stdout
     assert done.returncode == USER_ERROR  # then the missing data, as always
+
+
+def test_a_whole_object_added_as_a_dict_is_built(fake_cifar):
+    """+callbacks.timer={_target_:...} adds a Lightning callback as +callbacks.timer._target_=...
+    does: the harness builds each node of callbacks, so nothing is left unread."""
+    added = "+callbacks.timer={_target_:pytorch_lightning.callbacks.Timer}"
+    cfg = compose_config([f"data.root={fake_cifar}", added])
+    preflight(cfg, [added])
+    _, callbacks = make_extras(cfg, "unused")
+    assert [type(c).__name__ for c in callbacks] == ["Timer"]

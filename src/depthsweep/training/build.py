@@ -172,11 +172,12 @@ def option_hint(node: DictConfig, what: str, cause: Exception) -> str:
     if not close:
         return ""
     if what == "trainer" and close[0] in RUN_LENGTH:
-        return f". Did you mean trainer.{close[0]}? {_run_length_is_schedule(close[0])}"
+        return f". Did you mean trainer.{close[0]}? {run_length_is_schedule(close[0])}"
     return f". Did you mean {what}.{close[0]}={node[typo.group(1)]}?"
 
 
-def _run_length_is_schedule(key: str) -> str:
+def run_length_is_schedule(key: str) -> str:
+    """Why trainer.KEY (max_steps, max_epochs, ...) is refused, and what to set instead."""
     return (
         f"A run's length is schedule.iterations (its learning-rate decays are placed by it), "
         f"which sets the Trainer's {key}: set schedule.iterations=N instead"
@@ -219,7 +220,7 @@ def make_trainer(
             )
     for key in RUN_LENGTH:
         if key in cfg.trainer:
-            raise OptionError(f"trainer.{key}={cfg.trainer[key]}: {_run_length_is_schedule(key)}")
+            raise OptionError(f"trainer.{key}={cfg.trainer[key]}: {run_length_is_schedule(key)}")
     kwargs = {
         "plugins": [SafeCheckpointIO()],  # atomic writes, weights-only reads
         "precision": resolve_precision(cfg.trainer),

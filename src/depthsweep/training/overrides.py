@@ -19,6 +19,7 @@ from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 from depthsweep import CONF_DIR
 from depthsweep.errors import OptionError
 from depthsweep.runs.rundir import flat_config
+from depthsweep.training.build import RUN_LENGTH, run_length_is_schedule
 from depthsweep.training.config import compose_config
 
 _ABSENT = object()
@@ -67,6 +68,8 @@ def check_added_keys(
             continue  # the harness's own; Hydra's; a config group added to the defaults
         if (CONF_DIR / key).is_dir():
             continue
+        if value.lstrip().startswith("{") and "_target_" in value:
+            continue  # a whole object (+callbacks.timer={_target_:...}): the harness builds it
         if typed.startswith("++"):
             base = _config_without(overrides, config_name) if base is None else base
             if _has(base, key):
@@ -94,13 +97,19 @@ def _meant(cfg: DictConfig, key: str, value: str, prefix: str = "") -> str:
     meant = [k for k in known if k.rpartition(".")[2] == last]  # schedule.lr: its lr
     siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
     if not parent and not prefix:  # trainers=cpu: a config group's name mistyped
-        siblings |= {d.name: d.name for d in CONF_DIR.iterdir() if d.is_dir()}
+        siblings |= {g: g for g in _groups()}
     close = difflib.get_close_matches(last, list(siblings), n=2, cutoff=0.6)  # a typo
     meant = meant or [siblings[name] for name in close]
     if not meant:
         return ""
     others = f" (or {', '.join(prefix + m for m in meant[1:])})" if len(meant) > 1 else ""
     return f" Did you mean {prefix}{meant[0]}={value}{others}?"
+
+
+def _groups() -> list[str]:
+    """The config groups experiments.run's config chooses from (its defaults list's)."""
+    defaults = OmegaConf.load(CONF_DIR / "config.yaml").defaults
+    return [k for d in defaults if isinstance(d, DictConfig) for k in d if " " not in k]
 
 
 def _command_overrides(arguments: Sequence[str]) -> list[tuple[str, str]]:
@@ -164,6 +173,9 @@ def unknown_key_error(arguments: Sequence[str]) -> str | None:
             continue
         if _has(cfg, key):
             continue
+        parent, _, name = key.rpartition(".")
+        if parent == "trainer" and name in RUN_LENGTH:
+            return f"{key}={value}: {run_length_is_schedule(name)}"
         target = _target(cfg, key)
         if target and target[1]:
             return (
@@ -171,7 +183,6 @@ def unknown_key_error(arguments: Sequence[str]) -> str | None:
                 f"it with +{key}={value}"
             )
         if target:
-            parent, _, name = key.rpartition(".")
             close = f" Did you mean +{parent}.{target[2][0]}={value}?" if target[2] else ""
             return f"{key}={value}: {target[0]} takes no {name}.{_meant(cfg, key, value) or close}"
         return (
@@ -179,6 +190,31 @@ def unknown_key_error(arguments: Sequence[str]) -> str | None:
             f"one that nothing reads.{_meant(cfg, key, value)}"
         )
     return None
+
+
+# Plugins that hand a node's every key on: joblib's launcher to joblib.Parallel (which takes or
+# refuses it), submitit's to its executor, which refuses a parameter it lacks at launch.
+_PLUGINS = "hydra_plugins.hydra_"
+HANDED_ON = {
+    f"{_PLUGINS}joblib_launcher.joblib_launcher.JoblibLauncher": "joblib.Parallel",
+    f"{_PLUGINS}submitit_launcher.submitit_launcher.SlurmLauncher": None,
+    f"{_PLUGINS}submitit_launcher.submitit_launcher.LocalLauncher": None,
+}
+
+
+def _plugin_reads(node: DictConfig, name: str) -> bool:
+    """Whether a Hydra node with a `_target_` reads `name` though its dataclass lacks it: the
+    object built from it takes it (an Optuna sampler's constant_liar), or hands every key on."""
+    target = node.get("_target_")
+    if not isinstance(target, str):
+        return False
+    if target in HANDED_ON and HANDED_ON[target] is None:
+        return True
+    try:
+        params = inspect.signature(get_object(HANDED_ON.get(target) or target)).parameters
+    except (ImportError, ValueError, TypeError):
+        return False
+    return name in params
 
 
 def added_hydra_key_error(arguments: Sequence[str]) -> str | None:
@@ -204,6 +240,8 @@ def added_hydra_key_error(arguments: Sequence[str]) -> str | None:
         node = OmegaConf.select(hydra_cfg, parent) if parent else hydra_cfg
         if not isinstance(node, DictConfig) or name in node:
             continue  # a node Hydra fills at run time, or its own key, set with ++
+        if _plugin_reads(node, name):
+            continue
         fields = OmegaConf.get_type(node)
         if dataclasses.is_dataclass(fields):
             return (
@@ -250,7 +288,7 @@ def command_line_error(arguments: Sequence[str]) -> str | None:
     plain = [(k, v) for k, v in overrides if not k.startswith(("+", "~", "hydra")) and "/" not in k]
     plain = [(k, v) for k, v in plain if not _is_group(k) and "@" not in k]
     if not plain:
-        return None
+        return unknown_key_error(arguments)  # hydra.job.chdri=true alone
     groups = [_first_choice(k, v) for k, v in overrides if _is_group(k)]
     try:
         cfg = compose_config(groups)
