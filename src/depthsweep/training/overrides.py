@@ -136,11 +136,18 @@ def _target(cfg: DictConfig, key: str) -> tuple[str, bool, list[str]] | None:
     node = OmegaConf.select(cfg, parent) if parent else None
     if not isinstance(node, DictConfig) or "_target_" not in node:
         return None
-    try:
-        params = inspect.signature(get_object(node._target_)).parameters
-    except (ImportError, ValueError, TypeError):  # no signature to read: say nothing of it
+    params = _parameters(node._target_)
+    if params is None:  # no signature to read: say nothing of it
         return None
-    return node._target_, name in params, difflib.get_close_matches(name, list(params), n=1)
+    return node._target_, name in params, difflib.get_close_matches(name, params, n=1)
+
+
+def _parameters(target: str) -> list[str] | None:
+    """The parameter names of the class or function `target` names; None where unreadable."""
+    try:
+        return list(inspect.signature(get_object(target)).parameters)
+    except (ImportError, ValueError, TypeError):
+        return None
 
 
 def unknown_key_error(arguments: Sequence[str]) -> str | None:
@@ -210,11 +217,7 @@ def _plugin_reads(node: DictConfig, name: str) -> bool:
         return False
     if target in HANDED_ON and HANDED_ON[target] is None:
         return True
-    try:
-        params = inspect.signature(get_object(HANDED_ON.get(target) or target)).parameters
-    except (ImportError, ValueError, TypeError):
-        return False
-    return name in params
+    return name in (_parameters(HANDED_ON.get(target) or target) or [])
 
 
 def added_hydra_key_error(arguments: Sequence[str]) -> str | None:
