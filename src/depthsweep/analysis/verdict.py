@@ -291,8 +291,8 @@ def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
 def _floor_reversal(higher: Cell, lower: Cell) -> str:
     """Why a reversal (`higher`'s mean below `lower`'s, significantly) is no evidence against the
     claim, or "": where a side is at or near the floor and the reversal is under NEAR_FLOOR
-    points, it is the order of the two nets' last few mistakes (resnet 0.98 against 1.02 would
-    refute "resnet falls" where 0.98 against 1.00 is at the floor). Support is not held back so:
+    points, it is the order of the two nets' last few mistakes (without this, resnet 0.98 against
+    1.02 refuted "resnet falls" where 0.98 against 1.00 was at the floor). Support is not held back:
     one side above the floor, a significant difference in the claim's direction is one."""
     reversal = lower.mean - higher.mean
     near = [c for c in (higher, lower) if c.mean <= NEAR_FLOOR]
@@ -397,7 +397,7 @@ def trend_part(arch: str, cells: list[Cell], refute_alpha: float) -> Part:
             f"{c.higher} lies below {c.lower}"
             for c in against
         )
-    exempt = [c for c in checks if c.at_floor and c.reason.startswith(f"{c.higher} below")]
+    exempt = [c for c in checks if c.at_floor and math.isfinite(c.difference)]  # a reversal
     if exempt:  # said, so that a trend supported past them is seen to be
         said += "; near the floor, not counted: " + "; ".join(c.reason for c in exempt)
     if unchecked and not against and _combined(tests) == "supported":
@@ -415,8 +415,9 @@ def check(higher: Cell, lower: Cell) -> Comparison:
     c = compare(higher, lower, refute_alpha=0.0)  # a check never refutes: its state is set here
     if c.state != "untested":
         c.state = "out of order" if c.p_against < ALPHA else "not out of order"
-    if c.state == "out of order" and _floor_reversal(higher, lower):
-        c.state, c.reason, c.at_floor = "untested", _floor_reversal(higher, lower), True
+    reason = _floor_reversal(higher, lower) if c.state == "out of order" else ""
+    if reason:
+        c.state, c.reason, c.at_floor = "untested", reason, True
     return c
 
 
