@@ -221,6 +221,14 @@ def test_a_key_the_config_lacks_is_named_with_the_one_meant(arguments, error):
     assert got == error if error is None else error in got
 
 
+def test_experiments_transfers_keys_are_checked_against_its_own_config():
+    got = unknown_key_error(["transfer.labels_per_clas=10", "transfer.source=x"], "transfer")
+    assert got.endswith("Did you mean transfer.labels_per_class=10?")
+    assert (
+        unknown_key_error(["transfer.labels_per_class=10", "transfer.source=x"], "transfer") is None
+    )
+
+
 @pytest.mark.parametrize(
     "arguments, error",
     [
@@ -294,8 +302,9 @@ def test_a_key_no_hydra_plugin_reads_stops_a_sweep_before_it_launches(tmp_path):
         ("experiments.run", [], "+"),
         ("experiments.run", ["-m", "depth=8,14"], "++"),  # checked by the sweeper's own Hydra
         ("experiments.transfer", ["transfer.source=any"], "++"),  # before the source is read
+        ("experiments.transfer", ["transfer.source=any"], ""),  # its own config's keys
     ],
-    ids=["run, no plus", "run", "sweep", "transfer"],
+    ids=["run, no plus", "run", "sweep", "transfer", "transfer, no plus"],
 )
 def test_hydras_own_suggestion_of_a_plus_is_refused_before_anything_trains(
     entry, sweep, plus, tmp_path

@@ -17,11 +17,14 @@ from depthsweep import CONF_DIR
 from depthsweep.runs.provenance import cpu_flags
 
 
-def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictConfig:
+def compose_config(
+    overrides: Sequence[str] = (), hydra: bool = False, config_name: str = "config"
+) -> DictConfig:
     """The config `python -m experiments.run <overrides>` would train (with its `hydra` node if
-    asked), composed outside a Hydra app: for the bench, the tests and notebooks."""
+    asked), composed outside a Hydra app: for the bench, the tests and notebooks; another of
+    conf/'s primary configs by `config_name` (experiments.transfer's "transfer")."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="run"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+        return compose(config_name, overrides=list(overrides), return_hydra_config=hydra)
 
 
 # KEY=~/path, a value that begins with a home directory (no list, no quotes).

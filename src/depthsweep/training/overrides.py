@@ -88,16 +88,19 @@ def check_added_keys(
         )
 
 
-def _meant(cfg: DictConfig, key: str, value: str, prefix: str = "") -> str:
+def _meant(
+    cfg: DictConfig, key: str, value: str, prefix: str = "", config_name: str = "config"
+) -> str:
     """The hint for `key`, which `cfg` lacks (" Did you mean K=VALUE?"): a key whose last name is
-    the same, or the closest of its siblings; "" if none. `prefix`: where `cfg` sits ("hydra.")."""
+    the same, or the closest of its siblings or of `config_name`'s groups; "" if none. `prefix`:
+    where `cfg` sits ("hydra.")."""
     container = OmegaConf.to_container(cfg, resolve=False)
     known = [k for k in flat_config(container) if k != key]
     parent, _, last = key.rpartition(".")
     meant = [k for k in known if k.rpartition(".")[2] == last]  # schedule.lr: its lr
     siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
     if not parent and not prefix:  # trainers=cpu: a config group's name mistyped
-        siblings |= {g: g for g in _groups()}
+        siblings |= {g: g for g in _groups(config_name)}
     close = difflib.get_close_matches(last, list(siblings), n=2, cutoff=0.6)  # a typo
     meant = meant or [siblings[name] for name in close]
     if not meant:
@@ -106,9 +109,9 @@ def _meant(cfg: DictConfig, key: str, value: str, prefix: str = "") -> str:
     return f" Did you mean {prefix}{meant[0]}={value}{others}?"
 
 
-def _groups() -> list[str]:
-    """The config groups experiments.run's config chooses from (its defaults list's)."""
-    defaults = OmegaConf.load(CONF_DIR / "config.yaml").defaults
+def _groups(config_name: str = "config") -> list[str]:
+    """The config groups a primary config chooses from (its defaults list's)."""
+    defaults = OmegaConf.load(CONF_DIR / f"{config_name}.yaml").defaults
     return [k for d in defaults if isinstance(d, DictConfig) for k in d if " " not in k]
 
 
@@ -150,13 +153,14 @@ def _parameters(target: str) -> list[str] | None:
         return None
 
 
-def unknown_key_error(arguments: Sequence[str]) -> str | None:
+def unknown_key_error(arguments: Sequence[str], config_name: str = "config") -> str | None:
     """Why Hydra would stop on KEY=VALUE for a key the config lacks: it answers "To append to
     your config use +KEY=VALUE", a key nothing would read, unless KEY is an option of an
     object's constructor (schedule.optimizer.nesterov: SGD takes it). The error names the key
     meant instead, or says to add the option with +; None where each such override's key is the
     config's or the config cannot be composed here (Hydra says why). `arguments`: the command
-    line's; a hydra.KEY is looked up in Hydra's own config."""
+    line's; a hydra.KEY is looked up in Hydra's own config; `config_name`: the primary config
+    (experiments.transfer's "transfer")."""
     changed, groups = [], []
     for key, value in _command_overrides(arguments):
         if key.startswith(("+", "~")) or "/" in key or "@" in key:
@@ -169,7 +173,8 @@ def unknown_key_error(arguments: Sequence[str]) -> str | None:
             changed.append((key, value))
     try:
         hydra = any(k.startswith("hydra.") for k, _ in changed)
-        cfg, hydra_cfg = compose_config(groups), compose_config(groups, True) if hydra else None
+        cfg = compose_config(groups, config_name=config_name)
+        hydra_cfg = compose_config(groups, True, config_name) if hydra else None
     except Exception:  # Hydra's own message says why; no better one here
         return None
     for key, value in changed:
@@ -194,7 +199,7 @@ def unknown_key_error(arguments: Sequence[str]) -> str | None:
             return f"{key}={value}: {target[0]} takes no {name}.{_meant(cfg, key, value) or close}"
         return (
             f"{key}={value}: the config has no {key}, and Hydra's +{key}={value} would add "
-            f"one that nothing reads.{_meant(cfg, key, value)}"
+            f"one that nothing reads.{_meant(cfg, key, value, config_name=config_name)}"
         )
     return None
 
