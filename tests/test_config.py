@@ -106,6 +106,7 @@ def test_loggers_set_on_the_trainer_are_refused(tmp_path):
         ("++zzz.yyy=1", "(Hydra's ++ adds a key the config lacks)."),
         ("+trainers=cpu", "Did you mean trainer=cpu?"),  # a group's name
         ("+callbacks.timer={every:1}", "(Hydra's + adds a key the config lacks)."),  # no object
+        ("+foo={_target_:torch.optim.SGD}", "(Hydra's + adds a key the config lacks)."),  # unbuilt
     ],
 )
 def test_an_added_key_that_nothing_reads_is_refused_naming_the_key_meant(added, meant):
@@ -212,6 +213,11 @@ def test_an_arch_option_out_of_range_is_refused_before_training(fake_cifar):
          "Did you mean hydra.job.chdir=true?"),
         (["hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "hydra.run.dir=x"], None),
         (["trainer.max_steps=10"], "trainer.max_steps=10: A run's length is schedule.iterations"),
+        # Hydra's own + is right for a dict Hydra reads whole and for a key its plugin reads
+        (["hydra.job.env_set.OMP_NUM_THREADS=1"], "add it with "
+         "+hydra.job.env_set.OMP_NUM_THREADS=1"),
+        (["-m", "hydra/launcher=joblib", "hydra.launcher.return_as=list"], "add it with "
+         "+hydra.launcher.return_as=list"),
     ],
 )  # fmt: skip
 def test_a_key_the_config_lacks_is_named_with_the_one_meant(arguments, error):
@@ -241,7 +247,7 @@ def test_experiments_transfers_keys_are_checked_against_its_own_config():
          "schedule.optimizer.lr=0.05"),
         (["schedule.warmup=null"], "schedule.warmup is a node of options (lr, until_train_error, "
          "max_fraction, from_depth), not one value; set one of them"),
-        (["arch=plain", "arch={_target_:depthsweep.nets.models.ResNet}"], None),  # a whole node
+        (["schedule.optimizer={_target_:torch.optim.Adam,_partial_:true,lr:0.001}"], None),
         (["schedule.lr=0.05"], "Did you mean schedule.optimizer.lr=0.05"),  # as Hydra would stop
         (["-m", "arch=plain,resnet", "depth=8,20", "seed=0,1"], None),
         (["hydra.job.chdri=true", "hydra.run.dir=x"], "Did you mean hydra.job.chdir=true?"),

@@ -570,7 +570,8 @@ def test_comparisons_at_the_floor_ask_for_a_task_not_fitted_perfectly_naming_bot
 
 
 def test_an_outlier_seed_is_named_with_two_depths_too():
-    """Its own depth's SD, which the outlier inflates, is no measure of the arch's typical one."""
+    """The noise it is judged by is pooled with the arch's other depth, not its own depth's SD,
+    which the outlier inflates."""
     resnet = {20: [5.0, 5.1, 30.0], 56: [3.0, 3.1, 3.2]}
     got = analysis.decide(summary({20: seeds(2.0, 0.1), 56: seeds(6.0, 0.1)}, resnet))
     assert got.outliers == ["resnet-20 seed 2 (30.00; the others 5.00, 5.10; p = 2.1e-06)"]

@@ -16,8 +16,8 @@ sweeps without one at 2-3 seeds: an SD from two values is often far too small. T
 never below the runs' own window noise (their SE's root mean square) nor, for a seed, the
 scatter of its depth's other seeds: seed noise is not equal across depths in practice (the CPU
 Figure 6's SDs run 0.5-4.3 points), and pooled alone it named a seed in 16-20% of such sweeps
-at 3-5 seeds; with this floor, about 10% (tests/test_outliers.py), and a pair still ~10%, as
-two seeds give no scatter of their own to set against: a name is a run to look at. Nothing is
+at 3-5 seeds; with this floor, 9-12% at 2-5 seeds (tests/test_outliers.py; a pair, at 2 seeds,
+has no scatter of its own to set against): a name is a run to look at. Nothing is
 tested where the arch has no pooled degree of freedom left or no noise at all (seeds that all
 agree).
 """

@@ -68,8 +68,12 @@ def check_added_keys(
             continue  # the harness's own; Hydra's; a config group added to the defaults
         if (CONF_DIR / key).is_dir():
             continue
-        if value.lstrip().startswith("{") and "_target_" in value:
-            continue  # a whole object (+callbacks.timer={_target_:...}): the harness builds it
+        if (
+            key.startswith(("callbacks.", "logger."))
+            and key.count(".") == 1
+            and "_target_" in value
+        ):
+            continue  # a whole object (+callbacks.timer={_target_:...}): the harness builds each
         if typed.startswith("++"):
             base = _config_without(overrides, config_name) if base is None else base
             if _has(base, key):
@@ -179,10 +183,18 @@ def unknown_key_error(arguments: Sequence[str], config_name: str = "config") -> 
         return None
     for key, value in changed:
         if key.startswith("hydra."):
-            if not _has(hydra_cfg, key):
-                meant = _meant(hydra_cfg.hydra, key[6:], value, "hydra.")
-                return f"{key}={value}: Hydra's config has no {key}.{meant}"
-            continue
+            if _has(hydra_cfg, key):
+                continue
+            parent, _, name = key.rpartition(".")
+            node = OmegaConf.select(hydra_cfg, parent)
+            if isinstance(node, DictConfig) and (
+                not dataclasses.is_dataclass(OmegaConf.get_type(node)) or _plugin_reads(node, name)
+            ):  # a dict Hydra reads whole (hydra.job.env_set), or a key its plugin reads
+                return (
+                    f"{key}={value}: Hydra's config does not list {key}: add it with +{key}={value}"
+                )
+            meant = _meant(hydra_cfg.hydra, key[6:], value, "hydra.")
+            return f"{key}={value}: Hydra's config has no {key}.{meant}"
         if _has(cfg, key):
             continue
         parent, _, name = key.rpartition(".")
