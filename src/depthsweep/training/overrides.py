@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
 from collections.abc import Sequence
 
@@ -135,6 +136,26 @@ def _first_choice(key: str, value: str) -> str:
     return f"{key}={value.split(',')[0]}"
 
 
+def _split(arguments: Sequence[str]) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
+    """(groups, changed): the command line's group choices as a sweep's first job composes them
+    (hydra/ groups included), and its KEY=VALUE overrides of keys, hydra.KEY included; added or
+    deleted keys and a group's package are neither."""
+    groups, changed = [], []
+    for key, value in _command_overrides(arguments):
+        if key.startswith("hydra/") or _is_group(key):
+            groups.append(_first_choice(key, value))
+        elif not key.startswith(("+", "~")) and "/" not in key and "@" not in key:
+            changed.append((key, value))
+    return tuple(groups), changed
+
+
+@functools.lru_cache(maxsize=8)
+def _composed(groups: tuple[str, ...], hydra: bool, config_name: str) -> DictConfig:
+    """compose_config, once per command line: its checks each read the same config (called with
+    every argument by position, as the cache tells calls apart by how they were made)."""
+    return compose_config(groups, hydra, config_name)
+
+
 def _target(cfg: DictConfig, key: str) -> tuple[str, bool, list[str]] | None:
     """(`_target_`, whether it takes `key`'s last name, the closest name it takes) where `key`'s
     parent is an object's node, else None. Taken means named in its signature: **kwargs that a
@@ -165,20 +186,11 @@ def unknown_key_error(arguments: Sequence[str], config_name: str = "config") -> 
     config's or the config cannot be composed here (Hydra says why). `arguments`: the command
     line's; a hydra.KEY is looked up in Hydra's own config; `config_name`: the primary config
     (experiments.transfer's "transfer")."""
-    changed, groups = [], []
-    for key, value in _command_overrides(arguments):
-        if key.startswith(("+", "~")) or "/" in key or "@" in key:
-            if key.startswith("hydra/"):
-                groups.append(_first_choice(key, value))
-            continue  # added or deleted keys, a group's package
-        if _is_group(key):
-            groups.append(_first_choice(key, value))
-        else:
-            changed.append((key, value))
+    groups, changed = _split(arguments)
     try:
         hydra = any(k.startswith("hydra.") for k, _ in changed)
-        cfg = compose_config(groups, config_name=config_name)
-        hydra_cfg = compose_config(groups, True, config_name) if hydra else None
+        cfg = _composed(groups, False, config_name)
+        hydra_cfg = _composed(groups, True, config_name) if hydra else None
     except Exception:  # Hydra's own message says why; no better one here
         return None
     for key, value in changed:
@@ -248,9 +260,8 @@ def added_hydra_key_error(arguments: Sequence[str]) -> str | None:
     added = [(k, v) for k, v in overrides if k.startswith(("+hydra.", "++hydra."))]
     if not added:
         return None
-    groups = [_first_choice(k, v) for k, v in overrides if k.startswith("hydra/") or _is_group(k)]
     try:
-        hydra_cfg = compose_config(groups, hydra=True).hydra
+        hydra_cfg = _composed(_split(arguments)[0], True, "config").hydra
     except Exception:  # Hydra's own run will say why
         return None
     for typed, value in added:
@@ -292,6 +303,7 @@ def command_line_error(arguments: Sequence[str]) -> str | None:
     set (the arch file's label: the net stays the arch's), a node of options given one value.
     A key the config lacks (`unknown_key_error`), said in one line before Hydra says more. The
     config is composed with the command line's groups (the first of a comma list)."""
+    _composed.cache_clear()  # this command line's config, composed afresh
     added = added_hydra_key_error(arguments)
     if added:
         return added
@@ -305,17 +317,14 @@ def command_line_error(arguments: Sequence[str]) -> str | None:
                 f"not the net: the run would train the arch's net under another name. Did you "
                 f"mean {meant}?"
             )
-    plain = [(k, v) for k, v in overrides if not k.startswith(("+", "~", "hydra")) and "/" not in k]
-    plain = [(k, v) for k, v in plain if not _is_group(k) and "@" not in k]
-    if not plain:
-        return unknown_key_error(arguments)  # hydra.job.chdri=true alone
-    groups = [_first_choice(k, v) for k, v in overrides if _is_group(k)]
-    try:
-        cfg = compose_config(groups)
-    except Exception:  # Hydra's own run will say why
-        return None
-    for key, value in plain:
-        given = _node_given_a_value(cfg, key, value)
-        if given:
-            return given
+    groups, changed = _split(arguments)
+    if changed:
+        try:
+            cfg = _composed(groups, False, "config")
+        except Exception:  # Hydra's own run will say why
+            return None
+        for key, value in changed:
+            given = _node_given_a_value(cfg, key, value)
+            if given:
+                return given
     return unknown_key_error(arguments)  # before Hydra's own multi-line refusal
