@@ -3,7 +3,7 @@
 
 One row per sweep: its knobs (arch.width, data.resolution, data.limit, schedule.iterations,
 data.batch_size, fuse, the peak lr as trained (metrics.csv: with schedule.lr_scales_with_batch it
-follows the batch), trainer.precision as trained, resnet's schedule.warmup.from_depth, from its
+follows the batch), trainer.precision as trained, each arch's schedule.warmup.from_depth, from its
 runs' config.yaml, metrics.csv and run.json), its seeds and depths, what its nets and training cost
 (params and multiply-adds per image by depth, from `torch.utils.flop_counter` via summary.csv, and
 the forward multiply-adds of all its training steps: each run's per-image count x batch x
@@ -87,7 +87,7 @@ def decided(part: Part) -> str:
     trend's k."""
     shown = []
     for test in part.tests:
-        if math.isnan(test.difference):  # untested: why
+        if test.state == "untested":  # why
             shown.append(f"{_named(test)} ({test.reason or test.state})")
         else:
             shown.append(f"{_named(test)} {_interval(test)} p {test.p:.2g}")
@@ -100,7 +100,8 @@ def decided(part: Part) -> str:
         ci = "" if math.isnan(part.low) else f" [{part.low:+.2f}, {part.high:+.2f}]"
         shown.append(f"k {part.estimate:+.2f}{ci}")
     if not shown and part.reason:  # a part with no comparison (too few depths): why
-        shown.append(part.reason.partition(": ")[2] or part.reason)
+        said = part.reason.partition(" is not tested: ")  # a trend's: what it needs
+        shown.append(said[2] or part.reason)
     return f"{part.state}: {'; '.join(shown)}" if shown else part.state
 
 
@@ -117,12 +118,13 @@ def row(sweep: Path) -> list[str]:
     info = json.loads((first / "run.json").read_text())
     precision = info.get("precision", "?")
     knobs["fuse"] = len(info.get("fused_with") or []) + 1  # as trained: K-where-avx512 resolved
-    resnet = summary.loc[summary["arch"] == "resnet", "run_dir"]
-    warmup = (
-        str(OmegaConf.select(read_config(sweep / resnet.iloc[0]), "schedule.warmup.from_depth"))
-        if len(resnet)
-        else "—"
-    )
+    warmup = []  # each arch's own: an experiment may set plain's too (figure6_cpu does)
+    for arch in ("plain", "resnet"):
+        runs = summary.loc[summary["arch"] == arch, "run_dir"]
+        key = "schedule.warmup.from_depth"
+        warmup.append(str(OmegaConf.select(read_config(sweep / runs.iloc[0]), key)) if len(runs)
+                      else "—")  # fmt: skip
+    warmup = " / ".join("—" if w == "None" else w for w in warmup)
     seeds = summary.groupby(["arch", "depth"])["seed"].nunique().min()
     cells = []
     for arch in ("plain", "resnet"):
@@ -138,7 +140,8 @@ def row(sweep: Path) -> list[str]:
 
 
 HEADER = [
-    "sweep", *KNOBS, "peak lr", "precision", "resnet warm-up from depth", "seeds", "depths",
+    "sweep", *KNOBS, "peak lr", "precision", "warm-up from depth (plain / resnet)",
+    "seeds", "depths",
     "params by depth (k)", "MACs per image by depth (M)", "training MACs, forward (10^12)",
     "minutes",
     "plain train error by depth", "resnet train error by depth", "plain rises", "resnet falls",

@@ -39,6 +39,12 @@ def test_one_collapsed_depth_does_not_carry_plains_trend(seeds):
     assert got["plain trend supported"] <= BOUND, got
 
 
+def test_one_failed_shallowest_resnet_does_not_carry_resnets_trend():
+    """resnet-20 at 80%, the deeper ResNets flat at 2%: the fall is one failed depth's."""
+    got = calibration.rates(calibration.COLLAPSED_RESNET_20, 2, 0.2, draws=DRAWS, seed=12)
+    assert got["resnet trend supported"] <= BOUND, got
+
+
 # Welch's test on two or three seeds a side, one side's seed SD 6x the other's, exceeds its
 # one-sided 2.5% a little: 2.6% at two seeds and 3.0% at three by direct simulation (200,000
 # draws; 3.2% at worst, at two seeds and 20x: results/verdict_calibration/welch_level.txt), as the
@@ -55,6 +61,15 @@ def test_a_trend_false_by_one_comparison_of_unequal_noise_stays_near_its_level(s
     got = calibration.rates(ONE_STEP_NULL, seeds, UNEQUAL, draws=DRAWS, seed=30 + seeds)
     assert got["plain trend supported"] <= WELCH_BOUND, got
     assert got["resnet trend supported"] <= WELCH_BOUND, got
+
+
+def test_a_true_claim_at_its_limit_is_refuted_within_a_stated_bound_with_unequal_noise():
+    """Every part at its limit (all nets at 20%), the deep depths' seeds 20x noisier on two
+    seeds: Welch's test at 0.025 / 5 refutes more often than that, and "NOT reproduced" of a
+    true claim exceeds 2.5% (3.4% over 10,000 draws); it stays within WELCH_BOUND."""
+    noise = {**dict.fromkeys(DEPTHS, 0.2), 56: 4.0, 110: 4.0}
+    got = calibration.rates(calibration.FLAT_20, 2, noise, draws=DRAWS, seed=13)
+    assert got["outcome not reproduced"] <= WELCH_BOUND, got
 
 
 def test_a_depth_with_fewer_seeds_and_more_noise_keeps_the_level():

@@ -25,12 +25,12 @@ def test_a_sweep_becomes_a_row_of_its_knobs_minutes_errors_and_verdict(tmp_path,
     header, rule, line = (tmp_path / "frontier.md").read_text().splitlines()
     assert header.startswith(
         "| sweep | width | size | images | iterations | batch | fuse | peak lr | precision"
-        " | resnet warm-up from depth |"
+        " | warm-up from depth (plain / resnet) |"
     )
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[:2] == ["w4_2k", "16"]  # the fake runs' config predates arch.width: the paper's
     assert cells[5:8] == ["128", "1", "0.1"]  # batch; not fused; the lr its metrics.csv logs
-    assert cells[9] == "110"  # resnet's warm-up depth, from its runs' config (conf/arch/resnet)
+    assert cells[9] == "— / 110"  # each arch's warm-up depth, from its runs' config (conf/arch/)
     assert cells[10:12] == ["3", "20/32/56"]  # seeds, depths
     # the fake runs' params (1000 x depth) and multiply-adds (50,000 x depth) per image; training:
     # 50,000 x (20 + 32 + 56) x 6 runs at each depth x 1,000 iterations x batch 128 = 4.15e12
@@ -49,19 +49,33 @@ def test_a_sweep_becomes_a_row_of_its_knobs_minutes_errors_and_verdict(tmp_path,
 
 
 def test_a_sweep_without_both_archs_at_judged_depths_keeps_every_column(tmp_path):
-    # plain alone: the verdict is undetermined and judges no trend, yet the row keeps its cells
-    runs = [
-        {"arch": "plain", "depth": depth, "seed": seed, "train": 2.0 + depth / 10}
-        for depth in (20, 56)
-        for seed in (0, 1)
+    # nothing at depths >= 20: the verdict is undetermined and judges no part, yet the row keeps
+    # its cells; plain alone: its part judged, the others say what they lack
+    def cells_of(name: str, archs: tuple[str, ...], depths: tuple[int, ...]) -> list[str]:
+        runs = [
+            {"arch": arch, "depth": depth, "seed": seed, "train": 2.0 + depth / 10}
+            for arch in archs
+            for depth in depths
+            for seed in (0, 1)
+        ]
+        sweep = write_sweep(tmp_path / name, runs)
+        out = tmp_path / f"{name}.md"
+        assert frontier.main([str(sweep), "--out", str(out)]) == 0
+        header, rule, line = out.read_text().splitlines()
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert len(cells) == len(frontier.HEADER) == header.count("|") - 1
+        return cells
+
+    small = cells_of("small", ("plain", "resnet"), (8, 14))
+    assert small[-4:] == ["—", "—", "—", "undetermined"]
+    assert small[14] == "—"  # no batch size in its config: no training cost
+    plain = cells_of("plain_only", ("plain",), (20, 56))
+    assert plain[-4:] == [
+        "untested: it needs ≥ 3 depths ≥ 20, the deepest ≥ 56 (has 20, 56)",
+        "untested: it needs ≥ 3 depths ≥ 20, the deepest ≥ 56 (has none)",
+        "untested: plain and resnet share no depth ≥ 56 (shared: none)",
+        "inconclusive",
     ]
-    sweep = write_sweep(tmp_path / "plain_only", runs)
-    assert frontier.main([str(sweep), "--out", str(tmp_path / "frontier.md")]) == 0
-    header, rule, line = (tmp_path / "frontier.md").read_text().splitlines()
-    cells = [c.strip() for c in line.strip("|").split("|")]
-    assert len(cells) == len(frontier.HEADER) == header.count("|") - 1
-    assert cells[-4:] == ["—", "—", "—", "undetermined"]
-    assert cells[14] == "—"  # no batch size in its config: no training cost
 
 
 def test_an_untested_comparison_says_why(tmp_path):

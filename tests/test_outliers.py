@@ -68,7 +68,7 @@ def test_a_seed_ten_seed_sds_off_is_named(n):
         cells = draws(rng, n)
         cells["plain"][56][0] += 3.0  # 10 SDs
         found = outliers.far(cells, {"plain": 0.05, "resnet": 0.05})
-        hits += ("plain", 56, 0) in {f[:3] for f in found}
+        hits += ("plain", 56, 0) in {(f["arch"], f["depth"], f["seed_index"]) for f in found}
     print(f"{n} seeds: the seed 10 SDs off named in {hits / 300:.0%}")
     assert hits / 300 >= 0.85  # 90% / 100% measured: the depth's own scatter costs some power
 
@@ -78,10 +78,14 @@ def test_a_pair_far_apart_is_named_and_one_depth_alone_is_not_judged():
     cells = draws(rng, 2)
     cells["resnet"][44] = np.array([5.0, 11.0])  # SD 4.2 where the others' is 0.3
     found = outliers.far(cells, {"plain": 0.05, "resnet": 0.05})
-    assert [f[:3] for f in found] == [("resnet", 44, None)]
+    assert [(f["arch"], f["depth"], f["seed_index"], f["test"]) for f in found] == [
+        ("resnet", 44, None, "F")
+    ]
+    assert found[0]["tests_made"] == 10 and found[0]["p"] < found[0]["level"] == 0.05 / 10
     alone = {"plain": {56: np.array([5.0, 11.0])}, "resnet": {56: np.array([1.0, 1.1, 9.0])}}
     assert outliers.tests(alone["plain"]) == []  # no other depth to take the noise from
-    assert [t[:2] for t in outliers.tests(alone["resnet"])] == [(56, 0), (56, 1), (56, 2)]
+    made = outliers.tests(alone["resnet"])
+    assert [(t["depth"], t["seed_index"]) for t in made] == [(56, 0), (56, 1), (56, 2)]
 
 
 def test_named_in_words_from_a_summary_with_its_prediction_interval_p():
@@ -95,6 +99,8 @@ def test_named_in_words_from_a_summary_with_its_prediction_interval_p():
     ]  # fmt: skip
     sd = math.sqrt((2 * 0.05**2 + 2 * 0.1**2) / 3)
     p = 2 * stats.t.sf((30.0 - 5.05) / (sd * math.sqrt(1.5)), 3)
-    assert outliers.named(pd.DataFrame(rows)) == [
-        f"resnet-20 seed 2 (30.00; the others 5.00, 5.10; p = {p:.2g})"
-    ]
+    (far,) = outliers.named(pd.DataFrame(rows))
+    assert far["said"] == f"resnet-20 seed 2 (30.00; the others 5.00, 5.10; p = {p:.2g})"
+    assert (far["p"], far["noise_sd"], far["dof"]) == (pytest.approx(p), pytest.approx(sd), 3)
+    assert far["statistic"] == pytest.approx((30.0 - 5.05) / (sd * math.sqrt(1.5)))
+    assert (far["seed"], far["values"]) == (2, [5.0, 5.1, 30.0])

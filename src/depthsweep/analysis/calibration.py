@@ -55,6 +55,15 @@ ONE_STEP_NULL: Truth = {
     "plain": dict(zip(DEPTHS, [20.0, 20.0, 20.0, 20.0, 85.0], strict=True)),
     "resnet": dict(zip(DEPTHS, [20.0, 20.0, 20.0, 20.0, 10.0], strict=True)),
 }
+# resnet-20 failed to train (80%) and the deeper ResNets are flat: one depth carrying resnet's
+# fall, caught by its check against plain-20 (verdict.FAILED_ANCHOR).
+COLLAPSED_RESNET_20: Truth = {
+    "plain": PAPER["plain"],
+    "resnet": dict(zip(DEPTHS, [80.0, 2.0, 2.0, 2.0, 2.0], strict=True)),
+}
+# Every net at 20%: each part at the limit of its claim, away from the floor; with the deep
+# depths' seeds noisier (`SCENARIOS`), Welch's test refutes above its level.
+FLAT_20: Truth = {arch: dict.fromkeys(DEPTHS, 20.0) for arch in ARCHS}
 # A claim that holds with effects of about one seed SD: what the verdict can see at few seeds.
 SMALL: Truth = {
     "plain": dict(zip(DEPTHS, [2.0, 2.2, 2.4, 2.6, 3.0], strict=True)),
@@ -121,6 +130,16 @@ SCENARIOS: dict[str, tuple[Truth, str, Mapping[int, float]]] = {
         ONE_STEP_NULL,
         "both trends false by one comparison, Welch's hardest case: the gap alone is true",
         {56: 6},
+    ),
+    "resnet-20 collapsed, deeper resnets flat": (
+        COLLAPSED_RESNET_20,
+        "resnet's fall carried by one failed depth",
+        {},
+    ),
+    "flat at 20%, seed SD 20x at 56 and 110": (
+        FLAT_20,
+        "every part at its limit: 'refuted' is a true claim's false refutation",
+        {56: 20, 110: 20},
     ),
     "paper-like (resnet illustrative)": (PAPER, "all true: 'reproduced' is the power", {}),
     "effects of one seed SD": (SMALL, "all true, small: 'reproduced' is the power", {}),

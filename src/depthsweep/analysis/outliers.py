@@ -53,9 +53,11 @@ def _pooled(cells: Cells, leave_out: int | None = None, seed: int | None = None)
     return ss, dof
 
 
-def tests(cells: Cells, own_noise: float = 0.0) -> list[tuple[int, int | None, float]]:
-    """Every test of one arch: (depth, seed index or None for a pair, two-sided p). `own_noise`:
-    the runs' own window noise (points), a floor on the pooled SD."""
+def tests(cells: Cells, own_noise: float = 0.0) -> list[dict]:
+    """Every test of one arch, each with its numbers: depth, seed_index (None for a pair), test
+    ("t" for a seed against the others, "F" for a pair), statistic, dof, noise_sd (the seed SD
+    it was judged against, points), p (two-sided; the F test's upper tail). `own_noise`: the
+    runs' own window noise (points), a floor on the pooled SD."""
     made = []
     for depth, values in cells.items():
         x = np.asarray(values, float)
@@ -65,7 +67,9 @@ def tests(cells: Cells, own_noise: float = 0.0) -> list[tuple[int, int | None, f
                 var = max(ss / dof, own_noise**2)
                 if var >= NO_NOISE**2:
                     f = float(np.var(x, ddof=1)) / var
-                    made.append((depth, None, float(stats.f.sf(f, 1, dof))))
+                    made.append(dict(depth=depth, seed_index=None, test="F", statistic=f,
+                                     dof=dof, noise_sd=math.sqrt(var),
+                                     p=float(stats.f.sf(f, 1, dof))))  # fmt: skip
         elif len(x) >= 3:
             for i in range(len(x)):
                 others = np.delete(x, i)
@@ -75,23 +79,29 @@ def tests(cells: Cells, own_noise: float = 0.0) -> list[tuple[int, int | None, f
                 if sd < NO_NOISE:
                     continue
                 t = (x[i] - others.mean()) / (sd * math.sqrt(1 + 1 / len(others)))
-                made.append((depth, i, float(2 * stats.t.sf(abs(t), dof))))
+                p = float(2 * stats.t.sf(abs(t), dof))
+                made.append(dict(depth=depth, seed_index=i, test="t", statistic=float(t),
+                                 dof=dof, noise_sd=sd, p=p))  # fmt: skip
     return made
 
 
-def far(cells: Mapping[str, Cells], noise: Mapping[str, float]) -> list[tuple]:
-    """The tests of every arch's `cells` (arch -> depth -> seeds) whose p is below OUTLIER_ALPHA
-    / the tests made: (arch, depth, seed index or None for a pair, p). `noise`: each arch's runs'
-    own window noise."""
+def far(cells: Mapping[str, Cells], noise: Mapping[str, float]) -> list[dict]:
+    """The tests (as `tests` gives them, with their arch) of every arch's `cells` (arch -> depth
+    -> seeds) whose p is below `level`: OUTLIER_ALPHA / `tests_made`, the tests of the sweep.
+    `noise`: each arch's runs' own window noise."""
     made = [
-        (arch, *test) for arch, of_arch in cells.items() for test in tests(of_arch, noise[arch])
-    ]
-    return [test for test in made if test[-1] < OUTLIER_ALPHA / len(made)]
+        {"arch": arch, **test} for arch, of_arch in cells.items()
+        for test in tests(of_arch, noise[arch])
+    ]  # fmt: skip
+    level = OUTLIER_ALPHA / len(made) if made else math.nan
+    return [{**test, "tests_made": len(made), "level": level} for test in made
+            if test["p"] < level]  # fmt: skip
 
 
-def named(runs: pd.DataFrame) -> list[str]:
-    """The seeds (pairs) far from the others, in words with their p. `runs`: finished runs with
-    arch, depth, seed, final_train_error and its within-run SE (final_train_error_se)."""
+def named(runs: pd.DataFrame) -> list[dict]:
+    """The seeds (pairs) far from the others: `far`'s tests with the seed (None for a pair), the
+    depth's values and `said`, the test in words with its p. `runs`: finished runs with arch,
+    depth, seed, final_train_error and its within-run SE (final_train_error_se)."""
     cells, noise, frames = {}, {}, {}
     for arch, of_arch in runs.groupby("arch", sort=True):
         frames[arch] = {int(d): g for d, g in of_arch.groupby("depth", sort=True)}
@@ -99,18 +109,21 @@ def named(runs: pd.DataFrame) -> list[str]:
         own = of_arch["final_train_error_se"].to_numpy(float)
         own = own[np.isfinite(own)]
         noise[arch] = math.sqrt(float(np.mean(own**2))) if len(own) else 0.0
-    words = []
-    for arch, depth, i, p in far(cells, noise):
+    found = []
+    for test in far(cells, noise):
+        arch, depth, i, p = test["arch"], test["depth"], test["seed_index"], test["p"]
         x, cell = cells[arch][depth], frames[arch][depth]
         if i is None:
-            words.append(
+            said = (
                 f"{arch}-{depth}'s two seeds ({x[0]:.2f} and {x[1]:.2f}: far apart for the "
                 f"arch's seed noise at its other depths, p = {p:.2g})"
             )
         else:
             rest = ", ".join(f"{v:.2f}" for v in np.delete(x, i))
-            words.append(
+            said = (
                 f"{arch}-{depth} seed {cell['seed'].iloc[i]} ({x[i]:.2f}; the others {rest}; "
                 f"p = {p:.2g})"
             )
-    return words
+        seed = None if i is None else int(cell["seed"].iloc[i])
+        found.append({**test, "seed": seed, "values": [float(v) for v in x], "said": said})
+    return found
