@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from depthsweep.apps.transfer import transfer
 from depthsweep.errors import USER_ERROR, UserError
 from depthsweep.training.config import home_expanded
-from depthsweep.training.overrides import check_added_keys, unknown_key_error
+from depthsweep.training.overrides import check_added_keys, command_line_error
 from experiments.exits import setup_error, unexpected_error
 
 
@@ -42,8 +42,8 @@ def main(cfg: DictConfig) -> dict:
 
 if __name__ == "__main__":
     sys.argv = home_expanded(sys.argv)
-    unknown = unknown_key_error(sys.argv[1:], "transfer")  # one line, before Hydra's several
-    if unknown:
-        print(f"error: {unknown}", file=sys.stderr)
+    refused = command_line_error(sys.argv[1:], "transfer")  # one line, before Hydra's several
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
         raise SystemExit(USER_ERROR)
     main()

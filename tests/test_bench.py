@@ -76,6 +76,24 @@ def test_the_bench_says_where_it_looked_for_missing_data(tmp_path, capsys):
     assert f"{tmp_path / 'none' / 'cifar-10-batches-py'}" in err
 
 
+@pytest.mark.parametrize(
+    "override, meant",
+    [
+        ("schedule.lr=0.05", "Did you mean schedule.optimizer.lr=0.05"),  # Hydra's error, in one
+        ("+schedule.lr=0.05", "nothing reads schedule.lr"),  # Hydra's suggestion: a no-op
+        ("+data.seed=3", "the harness sets seed itself"),
+    ],
+)
+def test_an_override_the_bench_would_not_apply_is_one_line_before_any_timing(
+    override, meant, tmp_path, capsys
+):
+    args = ["--depths", "8", "--data-root", str(tmp_path / "none"), override]
+    assert bench_cli.main([*args, "--out", str(tmp_path / "bench.csv")]) == USER_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {override}: ") and err.count("\n") == 1 and meant in err
+    assert not (tmp_path / "bench.csv").exists()
+
+
 def rows_of(ms: dict[str, float], depths=(20, 56), archs=("plain", "resnet")) -> list[dict]:
     """Bench rows whose ms/step is depth times each variant's factor."""
     return [

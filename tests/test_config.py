@@ -16,7 +16,14 @@ from depthsweep.analysis.report import analyze
 from depthsweep.errors import USER_ERROR, OptionError
 from depthsweep.nets.models import CifarNet, PlainBlock
 from depthsweep.training import config
-from depthsweep.training.build import make_extras, make_module, make_schedule, make_trainer
+from depthsweep.training.build import (
+    build_net,
+    make_datamodule,
+    make_extras,
+    make_module,
+    make_schedule,
+    make_trainer,
+)
 from depthsweep.training.config import compose_config, use_threads
 from depthsweep.training.overrides import (
     added_hydra_key_error,
@@ -177,6 +184,30 @@ def test_an_objects_misspelt_option_is_refused_naming_the_one_meant(override, me
         preflight(cfg, [override])
 
 
+@pytest.mark.parametrize(
+    "override, meant",
+    [
+        ("+schedule.scheduler.warmup_lr=0.01", "schedule.warmup.lr=0.01"),
+        ("++schedule.scheduler.iterations=1000", "schedule.iterations=1000"),
+        ("+schedule.scheduler.warmup_max_fraction=0.5", "schedule.warmup.max_fraction=0.5"),
+        ("+data.seed=7", "seed=7"),
+        ("+module.channels_last=true", "channels_last=true"),
+    ],
+)
+def test_an_option_the_harness_sets_itself_is_refused_naming_the_key_that_sets_it(
+    override, meant, fake_cifar
+):
+    """The constructor takes it, so it was let through (and the check's own hint said to add it
+    with +), but the harness passes it itself: the run trained as if it were not given."""
+    key = override.lstrip("+").partition("=")[0]
+    cfg = compose_config([f"data.root={fake_cifar}", override])
+    with pytest.raises(OptionError, match=re.escape(f"the harness sets {key.rpartition('.')[2]}")):
+        preflight(cfg, [override])
+    assert unknown_key_error([override.lstrip("+")]).endswith(f"set {meant} instead")
+    with pytest.raises(OptionError, match=re.escape(f"set {meant.partition('=')[0]} instead")):
+        make_datamodule(cfg) if key == "data.seed" else make_module(cfg, build_net(cfg))
+
+
 @pytest.mark.parametrize("key", ["max_steps", "max_epochs", "min_steps", "min_epochs"])
 def test_the_trainers_run_length_is_refused_for_schedule_iterations(key, fake_cifar):
     """make_trainer sets them from schedule.iterations: a value given would be overwritten."""
@@ -224,6 +255,36 @@ def test_a_key_the_config_lacks_is_named_with_the_one_meant(arguments, error):
     """What experiments.run says before Hydra's own error (exit 1), which suggests a + that would
     add a key nothing reads."""
     got = unknown_key_error(arguments)
+    assert got == error if error is None else error in got
+
+
+@pytest.mark.parametrize(
+    "arguments, config_name, error",
+    [
+        (["~seed"], "config", "~seed: the harness reads seed, so the run would fail part-way "
+         "without it: set seed=VALUE (now 0) instead"),
+        (["depth=8", "~schedule.warmup"], "config", "set one of its options (lr, "
+         "until_train_error, max_fraction, from_depth) instead"),
+        (["~arch_name"], "config", "set arch=NAME (its file gives the label) instead"),
+        (["~data.root"], "config", None),  # the constructor's default ("data") is taken
+        (["~schedule.optimizer._target_"], "config", "the harness reads"),
+        (["~schedule.optimizer.weight_decay"], "config", None),  # SGD's default: 0
+        (["~callbacks.none_such"], "config", None),  # nothing to delete: Hydra says so
+        (["~seed", "transfer.source=x"], "transfer", "~seed: the harness reads seed"),
+        (["schedule.optimizer=0.05", "transfer.source=x"], "transfer", "schedule.optimizer is a "
+         "node of options"),
+        (["hydra/launcher=joblib", "+hydra.launcher.n_job=1", "transfer.source=x"], "transfer",
+         "nothing reads hydra.launcher.n_job"),
+        (["+data.seed=1", "transfer.source=x"], "transfer", None),  # + keys: each job's check
+    ],
+)  # fmt: skip
+def test_a_deleted_key_and_transfers_command_line_are_checked_before_hydra(
+    arguments, config_name, error
+):
+    """Hydra's ~KEY of a key the harness reads failed mid-build, a traceback and a run directory
+    left; experiments.transfer checked only unknown keys (a +hydra.KEY no plugin reads and a node
+    given one value went through)."""
+    got = command_line_error(arguments, config_name)
     assert got == error if error is None else error in got
 
 

@@ -40,6 +40,7 @@ from depthsweep.training.config import (
     resolve_precision,
 )
 from depthsweep.training.data import ensure_cifar10, read_cifar10
+from depthsweep.training.overrides import check_added_keys, command_line_error
 
 COLUMNS = [
     *["device", "torch_version", "arch", "depth", "variant", "batch", "ms_per_step"],
@@ -397,6 +398,10 @@ def run(settings: Settings, note: str | None = None) -> list[dict]:
         raise OptionError("--warmup and --steps must be at least 1")
     for variant in s.variants:
         variant_overrides(variant)  # an unknown variant fails now, not after minutes of timing
+    refused = command_line_error(s.overrides)  # as experiments.run's: schedule.lr=0.05 and the like
+    if refused:
+        raise OptionError(refused)
+    check_added_keys(compose_config(s.overrides), s.overrides)  # a +KEY that nothing reads
     if s.threads:
         torch.set_num_threads(s.threads)
     root = s.data_root or compose_config().data.root

@@ -40,6 +40,30 @@ GRAPHED = "depthsweep.training.graphed.GraphedClassifier"
 # The Trainer's options that the run's length sets (make_trainer): a value given for one would be
 # overwritten, the run as long as schedule.iterations all the same.
 RUN_LENGTH = ("max_steps", "max_epochs", "min_steps", "min_epochs")
+# The options the harness passes to an object's constructor itself (make_schedule, make_module,
+# make_datamodule), never read from its node: a value given there (+schedule.scheduler.
+# warmup_lr=0.01, +data.seed=7) would be overwritten. Each with the key that sets it.
+HARNESS_SETS = {
+    "schedule.scheduler": {
+        "iterations": "schedule.iterations",
+        "warmup_lr": "schedule.warmup.lr",
+        "warmup_max_fraction": "schedule.warmup.max_fraction",
+    },
+    "module": {
+        "model": "arch and depth",
+        "optimizer": "schedule.optimizer",
+        "scheduler": "schedule.scheduler",
+        "channels_last": "channels_last",
+        "spec": "arch, depth and data",
+    },
+    "data": {"seed": "seed", "seeds": "seed"},
+}
+
+
+def harness_sets(key: str) -> str | None:
+    """The key that sets `key`, an option the harness passes its object itself; None if not one."""
+    parent, _, name = key.rpartition(".")
+    return HARNESS_SETS.get(parent, {}).get(name)
 
 
 def build_model(arch: DictConfig, depth: int, num_classes: int = 10) -> nn.Module:
@@ -145,7 +169,15 @@ def job_devices(cfg: DictConfig) -> dict:
 
 def build(node: DictConfig, what: str, **kwargs) -> object:
     """`instantiate(node)`, with a bad option reported as the user's error, named by `what`
-    (Hydra wraps whatever a constructor raises in its own InstantiationException)."""
+    (Hydra wraps whatever a constructor raises in its own InstantiationException). An option
+    the harness sets itself (HARNESS_SETS), given in the node too, is refused, not overwritten."""
+    for name in node:
+        meant = harness_sets(f"{what}.{name}")
+        if meant:
+            raise OptionError(
+                f"{what}.{name}={node[name]}: the harness sets {name} itself, so this value would "
+                f"be ignored: set {meant} instead"
+            )
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as e:

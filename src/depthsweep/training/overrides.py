@@ -20,7 +20,7 @@ from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 from depthsweep import CONF_DIR
 from depthsweep.errors import OptionError
 from depthsweep.runs.rundir import flat_config
-from depthsweep.training.build import RUN_LENGTH, run_length_is_schedule
+from depthsweep.training.build import RUN_LENGTH, harness_sets, run_length_is_schedule
 from depthsweep.training.config import compose_config
 
 _ABSENT = object()
@@ -85,12 +85,22 @@ def check_added_keys(
             read = isinstance(node, DictConfig) and "_target_" in node
             if read or not isinstance(node, DictConfig):
                 break
-        if read:
+        if read and not harness_sets(key):
             continue  # an object's option: its constructor takes it or refuses it
+        if read:
+            raise OptionError(
+                f"{override}: the harness sets {key.rpartition('.')[2]} itself, so the run would "
+                f"train as if it were not given: set {_setting(harness_sets(key), value)} instead"
+            )
         raise OptionError(
             f"{override}: nothing reads {key}, so the run would train as if it were not given "
             f"(Hydra's {typed[: -len(key)]} adds a key the config lacks).{_meant(cfg, key, value)}"
         )
+
+
+def _setting(meant: str, value: str) -> str:
+    """`meant`=`value` where `meant` is one key; else `meant` as it is ("arch and depth")."""
+    return meant if " " in meant else f"{meant}={value}"
 
 
 def _meant(
@@ -212,6 +222,11 @@ def unknown_key_error(arguments: Sequence[str], config_name: str = "config") -> 
         parent, _, name = key.rpartition(".")
         if parent == "trainer" and name in RUN_LENGTH:
             return f"{key}={value}: {run_length_is_schedule(name)}"
+        if harness_sets(key):
+            return (
+                f"{key}={value}: the harness sets {name} itself, and Hydra's +{key}={value} "
+                f"would be ignored: set {_setting(harness_sets(key), value)} instead"
+            )
         target = _target(cfg, key)
         if target and target[1]:
             return (
@@ -249,7 +264,7 @@ def _plugin_reads(node: DictConfig, name: str) -> bool:
     return name in (_parameters(HANDED_ON.get(target) or target) or [])
 
 
-def added_hydra_key_error(arguments: Sequence[str]) -> str | None:
+def added_hydra_key_error(arguments: Sequence[str], config_name: str = "config") -> str | None:
     """Why a `+hydra.KEY=VALUE` on the command line would do nothing, or None. Hydra's own nodes
     (its launcher's, sweeper's, job's) are dataclasses whose fields their code reads; + adds a key
     beside them that nothing looks at (+hydra.launcher.n_job=1 left joblib at n_jobs -1). A key
@@ -261,7 +276,7 @@ def added_hydra_key_error(arguments: Sequence[str]) -> str | None:
     if not added:
         return None
     try:
-        hydra_cfg = _composed(_split(arguments)[0], True, "config").hydra
+        hydra_cfg = _composed(_split(arguments)[0], True, config_name).hydra
     except Exception:  # Hydra's own run will say why
         return None
     for typed, value in added:
@@ -297,14 +312,15 @@ def _node_given_a_value(cfg: DictConfig, key: str, value: str) -> str | None:
     )
 
 
-def command_line_error(arguments: Sequence[str]) -> str | None:
+def command_line_error(arguments: Sequence[str], config_name: str = "config") -> str | None:
     """Why the command line would train something other than it says, found before Hydra runs
     (one line, or None): a `+hydra.KEY` no plugin reads (`added_hydra_key_error`), `arch_name`
     set (the arch file's label: the net stays the arch's), a node of options given one value.
     A key the config lacks (`unknown_key_error`), said in one line before Hydra says more. The
-    config is composed with the command line's groups (the first of a comma list)."""
+    config (`config_name`: experiments.transfer's "transfer") is composed with the command line's
+    groups (the first of a comma list)."""
     _composed.cache_clear()  # this command line's config, composed afresh
-    added = added_hydra_key_error(arguments)
+    added = added_hydra_key_error(arguments, config_name)
     if added:
         return added
     overrides = _command_overrides(arguments)
@@ -318,13 +334,47 @@ def command_line_error(arguments: Sequence[str]) -> str | None:
                 f"mean {meant}?"
             )
     groups, changed = _split(arguments)
-    if changed:
+    deleted = [a[1:].partition("=")[0] for a in arguments if a.startswith("~")]
+    if changed or deleted:
         try:
-            cfg = _composed(groups, False, "config")
+            cfg = _composed(groups, False, config_name)
         except Exception:  # Hydra's own run will say why
             return None
         for key, value in changed:
             given = _node_given_a_value(cfg, key, value)
             if given:
                 return given
-    return unknown_key_error(arguments)  # before Hydra's own multi-line refusal
+        for key in deleted:
+            if _deletes_what_is_read(cfg, key):
+                now = OmegaConf.select(cfg, key)
+                instead = (
+                    f"one of its options ({', '.join(map(str, now))})"
+                    if isinstance(now, DictConfig)
+                    else "arch=NAME (its file gives the label)"
+                    if key == "arch_name"
+                    else f"{key}=VALUE (now {now})"
+                )
+                return (
+                    f"~{key}: the harness reads {key}, so the run would fail part-way without it: "
+                    f"set {instead} instead"
+                )
+    return unknown_key_error(arguments, config_name)  # before Hydra's own multi-line refusal
+
+
+def _deletes_what_is_read(cfg: DictConfig, key: str) -> bool:
+    """Whether Hydra's ~KEY would delete a key the harness reads. A logger or callback the config
+    adds may go (~callbacks.lr_monitor), and so may an object's option that the constructor has a
+    default for (~schedule.optimizer.weight_decay: SGD's 0); Hydra's own keys are Hydra's."""
+    if key.startswith("hydra") or not _has(cfg, key):
+        return False  # Hydra's, or none to delete (Hydra says so)
+    parent, _, name = key.rpartition(".")
+    if parent in ("callbacks", "logger"):
+        return False
+    node = OmegaConf.select(cfg, parent) if parent else None
+    if not isinstance(node, DictConfig) or "_target_" not in node or harness_sets(key):
+        return True
+    try:  # an option whose constructor has a default for it: the default is taken
+        param = inspect.signature(get_object(node._target_)).parameters.get(name)
+    except (ImportError, ValueError, TypeError):
+        return True
+    return param is None or param.default is inspect.Parameter.empty
