@@ -95,5 +95,7 @@ class TransferReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from depthsweep.analysis.transfer_report import write_report  # deferred: as AnalyzeSweep's
 
-        table = write_report(config.hydra.sweep.dir)
+        sweep_dir = config.hydra.sweep.dir
+        table = write_report(sweep_dir)
         print(table[["freeze", "labels_per_class", "seed", "test_error"]].to_string(index=False))
+        print(f"in {Path(sweep_dir).absolute()}: transfer.csv and transfer.png (and .svg)")

@@ -9,6 +9,7 @@ import pytest
 import torch
 from helpers import run_cli
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from depthsweep import CONF_DIR
@@ -291,6 +292,8 @@ def test_a_deleted_key_and_transfers_command_line_are_checked_before_hydra(
 def test_experiments_transfers_keys_are_checked_against_its_own_config():
     got = unknown_key_error(["transfer.labels_per_clas=10", "transfer.source=x"], "transfer")
     assert got.endswith("Did you mean transfer.labels_per_class=10?")
+    got = unknown_key_error(["data.root=/tmp/x", "transfer.source=x"], "transfer")
+    assert got.endswith("Did you mean transfer.data_root=/tmp/x?")  # run's key, transfer's name
     assert (
         unknown_key_error(["transfer.labels_per_class=10", "transfer.source=x"], "transfer") is None
     )
@@ -362,6 +365,20 @@ def test_a_key_no_hydra_plugin_reads_stops_a_sweep_before_it_launches(tmp_path):
 
 
 @pytest.mark.slow
+def test_missing_data_stops_a_sweep_before_its_launch_estimate(tmp_path):
+    """With data.download=false, no data is one line before the steps are timed (a minute of
+    timing, on a busy CPU, came first), nothing written."""
+    out = tmp_path / "out"
+    done = run_cli(
+        "experiments.run", "-m", "depth=8,14", f"data.root={tmp_path / 'none'}",
+        "data.download=false", f"hydra.sweep.dir={out}", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == USER_ERROR, done.stderr
+    assert done.stderr.startswith("error: CIFAR-10 not found") and done.stderr.count("\n") == 1
+    assert "sweep:" not in done.stdout and not out.exists()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "entry, sweep, plus",
     [
@@ -386,6 +403,27 @@ def test_hydras_own_suggestion_of_a_plus_is_refused_before_anything_trains(
     assert done.returncode == USER_ERROR, done.stderr
     assert done.stderr.count("\n") == 1 and "schedule.optimizer.lr=0.05" in done.stderr
     assert not out.exists()
+
+
+def test_a_relative_data_root_is_where_the_command_started_also_after_hydras_chdir(
+    tmp_path, monkeypatch
+):
+    """hydra.job.chdir=true moves a job into its run directory: data.root=data, relative to where
+    the command was typed, was looked for in the run directory."""
+    started, run_dir = tmp_path / "project", tmp_path / "project" / "runs" / "one"
+    run_dir.mkdir(parents=True)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra.job.chdir=true"], return_hydra_config=True)
+    cfg.hydra.runtime.cwd = str(started)
+    HydraConfig.instance().set_config(cfg)
+    monkeypatch.chdir(run_dir)  # as Hydra does with chdir=true
+    try:
+        config.pin_data_root(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert cfg.data.root == str(started / "data")
+    config.pin_data_root(cfg)  # outside Hydra, an absolute root stays as it is
+    assert cfg.data.root == str(started / "data")
 
 
 def test_threads_sets_torchs_threads_for_a_run_on_the_cpu():

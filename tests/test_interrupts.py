@@ -84,6 +84,23 @@ def test_a_signal_saves_the_current_step_and_the_same_command_resumes(sig, fake_
     assert set(range(5, 201, 5)) <= set(logged) <= set(range(5, 201, 5)) | {step}
 
 
+def test_ctrl_c_while_the_launch_estimate_times_steps_stops_the_sweep_with_one_line(
+    fake_cifar, tmp_path
+):
+    """The paper's sweep on a CPU times a plain-110 step at launch, some seconds: Ctrl-C there
+    printed a KeyboardInterrupt traceback. Its size line comes first, before the timing."""
+    sweep = tmp_path / "sweep"
+    args = ["experiments.run", "-m", "experiment=figure6", f"data.root={fake_cifar}"]
+    proc = start([*args, f"hydra.sweep.dir={sweep}"], new_session=True)
+    first = proc.stdout.readline()
+    assert first.startswith("sweep: 10 runs x 64,000 iterations"), first + proc.communicate()[0]
+    os.killpg(proc.pid, signal.SIGINT)  # the estimate is timing steps now
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == INTERRUPTED["SIGINT"], output[-3000:]
+    assert output == "interrupted before any run started: nothing trained\n"
+    assert not sweep.exists()
+
+
 def test_a_run_held_by_a_live_process_is_skipped_and_a_killed_one_does_not_block(
     fake_cifar, tmp_path
 ):

@@ -82,7 +82,7 @@ def test_a_sweep_says_its_size_and_on_a_cpu_how_long_it_takes(monkeypatch):
         for a in ("plain", "resnet")
         for d in (8, 20)
     ]
-    size, estimate, *note = sweep_size.describe(smoke)
+    size, estimate, *note = list(sweep_size.describe(smoke))
     assert size == "sweep: 4 runs x 200 iterations (800 training steps)"
     assert re.fullmatch(
         r"sweep: about \S+ of training steps on this CPU, one run after another \(a step of "
@@ -98,7 +98,7 @@ def test_a_sweep_says_its_size_and_on_a_cpu_how_long_it_takes(monkeypatch):
         for a in ("plain", "resnet")
         for d in (20, 32, 44, 56, 110)
     ]
-    lines = sweep_size.describe(figure6)
+    lines = list(sweep_size.describe(figure6))
     assert lines[0] == "sweep: 10 runs x 64,000 iterations (640,000 training steps)"
     assert lines[-1].startswith("warning: this sweep is sized for a GPU (about ")
     assert "`python -m experiments.run -m experiment=figure6_cpu` shows Figure 6" in lines[-1]
@@ -113,13 +113,13 @@ def test_a_sweep_sized_for_a_cpu_is_not_told_to_run_itself_instead(monkeypatch):
         for a in ("plain", "resnet")
         for d in (20, 56)
     ]
-    lines = sweep_size.describe(sweep, at_once=2)
+    lines = list(sweep_size.describe(sweep, at_once=2))
     # 4 runs x 2,500 steps of 1 s, 2 at once
     assert "about 1h23m of training steps on this CPU, 2 runs at once" in lines[1]
     assert not [line for line in lines if line.startswith("warning")], lines
     # the same runs under another name are not CPU-sized: warned, and offered figure6_cpu
     renamed = [OmegaConf.merge(cfg, {"name": "mine"}) for cfg in sweep]
-    assert "experiment=figure6_cpu` shows" in sweep_size.describe(renamed, at_once=2)[-1]
+    assert "experiment=figure6_cpu` shows" in list(sweep_size.describe(renamed, at_once=2))[-1]
 
 
 def test_a_fused_sweep_is_estimated_by_its_jobs(monkeypatch):
@@ -140,7 +140,7 @@ def test_a_fused_sweep_is_estimated_by_its_jobs(monkeypatch):
     ]
     groups = fuse([([], cfg) for cfg in sweep])
     assert groups == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
-    line = sweep_size.describe(sweep, at_once=2, groups=groups)[1]
+    line = list(sweep_size.describe(sweep, at_once=2, groups=groups))[1]
     assert members == [3, 3]  # the cheapest job and the dearest, each a fused step of three
     # 4 jobs x 2,500 steps of 0.5 s, 2 at once
     assert line.startswith(
@@ -186,7 +186,7 @@ def test_the_estimate_draws_a_line_through_the_cheapest_and_the_dearest_step(per
     multiply-add): measured at both ends, the line through them gives the nets in between."""
     jobs = [compose_config([f"depth={d}", "schedule.iterations=1000"]) for d in (8, 20, 56)]
     timed = affine_steps(monkeypatch, 0.05, per_mac)
-    (_, line, *warning) = sweep_size.describe(jobs)
+    (_, line, *warning) = list(sweep_size.describe(jobs))
     assert set(timed) == {"resnet-8", "resnet-56"}  # only the ends are timed
     macs = {j.label: j.macs for j in sweep_size.jobs_of(jobs)}
     expected = sum(1000 * (0.05 + per_mac * m * 128) for m in macs.values())
@@ -198,18 +198,19 @@ def test_runs_at_once_share_the_steps_and_finished_runs_are_not_counted(monkeypa
     jobs = [compose_config([f"depth={d}", "schedule.iterations=1000"]) for d in (8, 20, 56)]
     timed = affine_steps(monkeypatch, 0.1, 0.0)  # every step 0.1 s
     assert (
-        "about 5m00s of training steps on this CPU, one run after" in sweep_size.describe(jobs)[1]
+        "about 5m00s of training steps on this CPU, one run after"
+        in list(sweep_size.describe(jobs))[1]
     )
     assert (
         "about 2m30s of training steps on this CPU, 2 runs at once"
-        in (sweep_size.describe(jobs, at_once=2)[1])
+        in (list(sweep_size.describe(jobs, at_once=2))[1])
     )
     timed.clear()
-    line = sweep_size.describe(jobs, finished=[True, False, True])[1]
+    line = list(sweep_size.describe(jobs, finished=[True, False, True]))[1]
     assert "about 1m40s of training steps on this CPU, 1 run to train, one run after" in line
     assert set(timed) == {"resnet-20"}
     timed.clear()
-    done = sweep_size.describe(jobs, at_once=2, finished=[True, True, True])
+    done = list(sweep_size.describe(jobs, at_once=2, finished=[True, True, True]))
     assert done[1] == "sweep: every run finished before: nothing to train, only the analysis"
     assert not timed  # nothing timed for a sweep that only re-analyses
 
@@ -218,7 +219,7 @@ def test_a_busy_cpu_is_said_beside_the_estimate(monkeypatch):
     affine_steps(monkeypatch, 0.1, 0.0)
     monkeypatch.setattr(sweep_size.os, "getloadavg", lambda: (5.0, 5.0, 5.0))
     monkeypatch.setattr(sweep_size.os, "cpu_count", lambda: 2)
-    lines = sweep_size.describe([compose_config(["depth=8", "schedule.iterations=10"])])
+    lines = list(sweep_size.describe([compose_config(["depth=8", "schedule.iterations=10"])]))
     assert lines[2] == (
         "note: the CPU was busy while the steps were timed (load 5.0 on 2 cores): on an idle "
         "one the sweep takes less"
@@ -292,6 +293,6 @@ def test_a_gpu_sweep_says_how_long_where_the_gpu_was_measured(gpu, expected, mon
     monkeypatch.setattr(sweep_size, "resolve_precision", lambda trainer: "bf16-mixed")
     monkeypatch.setattr(sweep_size, "gpu_name", lambda: gpu)
     jobs = [compose_config([f"depth={d}", "schedule.iterations=1000"]) for d in (20, 110)]
-    size, line = sweep_size.describe(jobs)
+    size, line = list(sweep_size.describe(jobs))
     assert size == "sweep: 2 runs x 1,000 iterations (2,000 training steps)"
     assert line.startswith(expected)

@@ -261,6 +261,9 @@ def test_a_transfer_sweep_writes_its_table_and_figure(source, tmp_path):
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     )
     assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.endswith(
+        f"in {tmp_path / 'sweep'}: transfer.csv and transfer.png (and .svg)\n"
+    )
     table = pd.read_csv(tmp_path / "sweep" / "transfer.csv")
     assert (
         list(table["freeze"]) == ["all"] * 2 + ["last_stage"] * 2 + ["none"] * 2 + ["scratch"] * 2

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from depthsweep.errors import INTERRUPTED, USER_ERROR, UserError, full_error
 from depthsweep.runs.rundir import RunRecord
 from depthsweep.tools.sweep_size import describe, runs_at_once
+from depthsweep.training.data import ensure_cifar10
 from depthsweep.training.sweeper import (
     STOPPED,
     expand,
@@ -67,6 +68,10 @@ class DepthSweeper(Sweeper):
         try:
             for (_, job), cfg in zip(jobs, configs, strict=True):  # before the first one trains
                 preflight(cfg, job.hydra.overrides.task, job.hydra.job.config_name)
+            for root in sorted({c.data.root for c in configs if not c.data.get("download", True)}):
+                ensure_cifar10(
+                    root, download=False
+                )  # missing data: said now, not after the estimate
         except UserError as e:  # as experiments.run reports a run's: one line, exit 2
             if full_error():
                 raise
@@ -76,7 +81,12 @@ class DepthSweeper(Sweeper):
         finished = [RunRecord(d).is_finished() for d in run_dirs]  # skipped: not timed
         # its size, and on a CPU how long it will take
         at_once = runs_at_once(self.config.hydra.launcher)
-        print("\n".join(describe(configs, at_once, finished, fuse(jobs))))
+        try:  # the estimate times steps for some seconds: Ctrl-C there stops a sweep not started
+            for line in describe(configs, at_once, finished, fuse(jobs)):
+                print(line, flush=True)
+        except KeyboardInterrupt:
+            print("interrupted before any run started: nothing trained", file=sys.stderr)
+            raise SystemExit(INTERRUPTED["SIGINT"]) from None
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

@@ -25,7 +25,7 @@ import os
 import statistics
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -162,8 +162,9 @@ def describe(
     at_once: int = 1,
     finished: Sequence[bool] | None = None,
     groups: Sequence[Sequence[int]] | None = None,
-) -> list[str]:
-    """The lines a sweep prints at its launch: its size; on a CPU, its estimated duration, and
+) -> Iterator[str]:
+    """The lines a sweep prints at its launch, each as it is known (its size first: the estimate
+    then times steps for a few seconds): its size; on a CPU, its estimated duration, and
     past LONG_S, unless it is one of the CPU_SIZED sweeps, a warning with what to run instead.
     `configs`: every run's composed config; `at_once`: how many jobs the launcher trains at a
     time; `finished`: which runs finished before (neither timed nor counted); `groups`: the
@@ -173,12 +174,14 @@ def describe(
     sizes = sorted({j.iterations for j in jobs})
     each = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,} to {sizes[-1]:,}"
     runs = f"{len(jobs)} run{'s' if len(jobs) != 1 else ''}"
-    lines = [f"sweep: {runs} x {each} iterations ({total:,} training steps)"]
+    yield f"sweep: {runs} x {each} iterations ({total:,} training steps)"
     todo = [i for i in range(len(jobs)) if not (finished and finished[i])]
     if not todo:
-        return [*lines, "sweep: every run finished before: nothing to train, only the analysis"]
+        yield "sweep: every run finished before: nothing to train, only the analysis"
+        return
     if trains_on_gpu(configs[0].trainer):
-        return [*lines, _gpu_line([jobs[i] for i in todo], [configs[i] for i in todo])]
+        yield _gpu_line([jobs[i] for i in todo], [configs[i] for i in todo])
+        return
     # the jobs still to train, each a run or the unfinished members of a fused group
     units = [tuple(i for i in g if i in todo) for g in groups or [[i] for i in range(len(jobs))]]
     units = [u for u in units if u]
@@ -210,25 +213,24 @@ def describe(
         if len(todo) < len(jobs) and not fused
         else ""
     )
-    lines.append(
+    yield (
         f"sweep: about {duration(estimate)} of training steps on this CPU, {left}{how} (a step "
         f"of {measured} here, {path}; the others' by multiply-adds x batch; evaluations add "
         "to it)"
     )
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > BUSY_LOAD * cores + 1:  # + 1: this process, timing the steps
-        lines.append(
+        yield (
             f"note: the CPU was busy while the steps were timed (load {load:.1f} on {cores} "
             "cores): on an idle one the sweep takes less"
         )
     if estimate > LONG_S and configs[0].get("name") not in CPU_SIZED:
-        lines.append(
+        yield (
             f"warning: this sweep is sized for a GPU (about {duration(estimate)} here). On this "
             f"CPU, `{FIGURE6_CPU}` shows Figure 6's claim at a CPU's scale (about an hour on 2 "
             f"cores), `{SMOKE}` checks the pipeline in minutes; for the paper's scale, a GPU "
             "(see the README's Speed section)."
         )
-    return lines
 
 
 def runs_at_once(launcher: DictConfig) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from depthsweep import CONF_DIR
@@ -138,10 +139,11 @@ def use_threads(cfg: DictConfig) -> None:
 
 
 def pin_data_root(cfg: DictConfig) -> None:
-    """data.root as the absolute folder it names where the run starts (a relative root is
-    relative to there), so that its config.yaml and checkpoint name the data it read wherever
-    they are used from: a notebook's kernel runs in notebooks/, the zoo anywhere."""
-    cfg.data.root = str(Path(cfg.data.root).expanduser().absolute())
+    """data.root as the absolute folder it names where the command was started (a relative root
+    is relative to there, also with hydra.job.chdir=true, which moves the job into its run
+    directory: Hydra's to_absolute_path), so that its config.yaml and checkpoint name the data it
+    read wherever they are used from: a notebook's kernel runs in notebooks/, the zoo anywhere."""
+    cfg.data.root = to_absolute_path(str(Path(cfg.data.root).expanduser()))
 
 
 def job_overrides() -> list[str]:

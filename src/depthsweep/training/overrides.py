@@ -113,6 +113,8 @@ def _meant(
     known = [k for k in flat_config(container) if k != key]
     parent, _, last = key.rpartition(".")
     meant = [k for k in known if k.rpartition(".")[2] == last]  # schedule.lr: its lr
+    # data.root on experiments.transfer: transfer.data_root
+    meant = meant or [k for k in known if k.rpartition(".")[2] == key.replace(".", "_")]
     siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
     if not parent and not prefix:  # trainers=cpu: a config group's name mistyped
         siblings |= {g: g for g in _groups(config_name)}
