@@ -277,6 +277,11 @@ def test_a_key_the_config_lacks_is_named_with_the_one_meant(arguments, error):
         (["hydra/launcher=joblib", "+hydra.launcher.n_job=1", "transfer.source=x"], "transfer",
          "nothing reads hydra.launcher.n_job"),
         (["+data.seed=1", "transfer.source=x"], "transfer", None),  # + keys: each job's check
+        (["-m", "experiment=figure6_cpu", "--cfg", "job"], "config", "-m and --cfg: Hydra takes "
+         "one of --run, --multirun, --cfg, --info at a time; to see a sweep's config, leave out "
+         "-m (--cfg job shows its first job's)"),  # Hydra's ValueError traceback
+        (["--multirun", "--info=searchpath"], "config", "--multirun and --info:"),
+        (["experiment=figure6_cpu", "--cfg", "job"], "config", None),
     ],
 )  # fmt: skip
 def test_a_deleted_key_and_transfers_command_line_are_checked_before_hydra(

@@ -90,7 +90,7 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
 # an AMD EPYC with AVX-512 in fp32 (more in bf16), and 1.24-1.75x more with oneDNN and ATen held
 # to AVX2, as on most laptops (results/cpu_bench/fused_fp32_width4.txt). A Xeon with AMX trains
 # bf16 on other kernels, where fused groups were never timed: there each run trains alone, as
-# the experiment was measured there (figure6_cpu_intel, 43-58 min).
+# the experiment was measured there (figure6_cpu_2500_intel and its rerun, 48-58 min).
 FUSE_WHERE_AVX512 = re.compile(r"(\d+)-where-avx512")
 
 

@@ -322,6 +322,12 @@ def command_line_error(arguments: Sequence[str], config_name: str = "config") ->
     config (`config_name`: experiments.transfer's "transfer") is composed with the command line's
     groups (the first of a comma list)."""
     _composed.cache_clear()  # this command line's config, composed afresh
+    modes = _modes(arguments)
+    if len(modes) > 1:  # Hydra's own refusal is a ValueError's traceback
+        return (
+            f"{' and '.join(modes)}: Hydra takes one of --run, --multirun, --cfg, --info at a "
+            "time; to see a sweep's config, leave out -m (--cfg job shows its first job's)"
+        )
     added = added_hydra_key_error(arguments, config_name)
     if added:
         return added
@@ -361,6 +367,22 @@ def command_line_error(arguments: Sequence[str], config_name: str = "config") ->
                     f"set {instead} instead"
                 )
     return unknown_key_error(arguments, config_name)  # before Hydra's own multi-line refusal
+
+
+# Hydra's flags that choose what a command does, each with its short form
+_MODES = {"--run": "-r", "--multirun": "-m", "--cfg": "-c", "--info": "-i"}
+
+
+def _modes(arguments: Sequence[str]) -> list[str]:
+    """The mode flags among `arguments` (--cfg=job as --cfg), each once, as typed."""
+    named = {short: long for long, short in _MODES.items()}
+    modes: dict[str, str] = {}
+    for a in arguments:
+        flag = a.partition("=")[0]
+        long = named.get(flag, flag)
+        if long in _MODES:
+            modes.setdefault(long, flag)
+    return list(modes.values())
 
 
 def _deletes_what_is_read(cfg: DictConfig, key: str) -> bool:
