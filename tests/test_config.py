@@ -262,14 +262,17 @@ def test_a_key_the_config_lacks_is_named_with_the_one_meant(arguments, error):
 @pytest.mark.parametrize(
     "arguments, config_name, error",
     [
-        (["~seed"], "config", "~seed: the harness reads seed, so the run would fail part-way "
-         "without it: set seed=VALUE (now 0) instead"),
+        (["~seed"], "config", "~seed: the harness reads seed, and without it a run fails "
+         "part-way or takes a default unsaid: set seed=VALUE (now 0) instead"),
         (["depth=8", "~schedule.warmup"], "config", "set one of its options (lr, "
          "until_train_error, max_fraction, from_depth) instead"),
         (["~arch_name"], "config", "set arch=NAME (its file gives the label) instead"),
-        (["~data.root"], "config", None),  # the constructor's default ("data") is taken
+        (["~data.root"], "config", "~data.root: the harness reads data.root"),  # pin_data_root
+        (["~callbacks"], "config", "set callbacks=none, or ~callbacks.NAME for one of its"),
+        (["+callbacks.timer._target_=x", "~callbacks.timer"], "config", None),  # one added
         (["~schedule.optimizer._target_"], "config", "the harness reads"),
-        (["~schedule.optimizer.weight_decay"], "config", None),  # SGD's default: 0
+        (["~schedule.optimizer.weight_decay"], "config", "set schedule.optimizer.weight_decay="
+         "VALUE (now 0.0001) instead"),  # SGD's default, 0, would be taken unsaid
         (["~callbacks.none_such"], "config", None),  # nothing to delete: Hydra says so
         (["~seed", "transfer.source=x"], "transfer", "~seed: the harness reads seed"),
         (["schedule.optimizer=0.05", "transfer.source=x"], "transfer", "schedule.optimizer is a "
@@ -278,8 +281,8 @@ def test_a_key_the_config_lacks_is_named_with_the_one_meant(arguments, error):
          "nothing reads hydra.launcher.n_job"),
         (["+data.seed=1", "transfer.source=x"], "transfer", None),  # + keys: each job's check
         (["-m", "experiment=figure6_cpu", "--cfg", "job"], "config", "-m and --cfg: Hydra takes "
-         "one of --run, --multirun, --cfg, --info at a time; to see a sweep's config, leave out "
-         "-m (--cfg job shows its first job's)"),  # Hydra's ValueError traceback
+         "one of --run, --multirun, --cfg, --info at a time: --cfg job without -m shows one "
+         "job's config (give each swept key one value)"),  # Hydra's ValueError traceback
         (["--multirun", "--info=searchpath"], "config", "--multirun and --info:"),
         (["experiment=figure6_cpu", "--cfg", "job"], "config", None),
     ],

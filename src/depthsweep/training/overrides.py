@@ -90,7 +90,7 @@ def check_added_keys(
         if read:
             raise OptionError(
                 f"{override}: the harness sets {key.rpartition('.')[2]} itself, so the run would "
-                f"train as if it were not given: set {_setting(harness_sets(key), value)} instead"
+                f"train as if it were not given{_instead(cfg, key, value)}"
             )
         raise OptionError(
             f"{override}: nothing reads {key}, so the run would train as if it were not given "
@@ -98,9 +98,19 @@ def check_added_keys(
         )
 
 
-def _setting(meant: str, value: str) -> str:
-    """`meant`=`value` where `meant` is one key; else `meant` as it is ("arch and depth")."""
-    return meant if " " in meant else f"{meant}={value}"
+def _instead(cfg: DictConfig, key: str, value: str) -> str:
+    """For `key`, an option the harness sets itself: ": set K=VALUE instead", K the key of `cfg`
+    that sets it, or its options where K is a node, as it is where K is no key ("arch and
+    depth"); "" where `cfg` (another entry point's) has no such key."""
+    meant = harness_sets(key)
+    if " " in meant:
+        return f": set {meant} instead"
+    if not _has(cfg, meant):
+        return ""
+    if isinstance(OmegaConf.select(cfg, meant), DictConfig):
+        return f": set {meant}'s options instead"
+    one = not value.lstrip().startswith(("[", "{"))
+    return f": set {meant}={value} instead" if one else f": set {meant} instead"
 
 
 def _meant(
@@ -227,7 +237,7 @@ def unknown_key_error(arguments: Sequence[str], config_name: str = "config") -> 
         if harness_sets(key):
             return (
                 f"{key}={value}: the harness sets {name} itself, and Hydra's +{key}={value} "
-                f"would be ignored: set {_setting(harness_sets(key), value)} instead"
+                f"would be ignored{_instead(cfg, key, value)}"
             )
         target = _target(cfg, key)
         if target and target[1]:
@@ -326,7 +336,7 @@ def command_line_error(arguments: Sequence[str], config_name: str = "config") ->
     if len(modes) > 1:  # Hydra's own refusal is a ValueError's traceback
         return (
             f"{' and '.join(modes)}: Hydra takes one of --run, --multirun, --cfg, --info at a "
-            "time; to see a sweep's config, leave out -m (--cfg job shows its first job's)"
+            "time: --cfg job without -m shows one job's config (give each swept key one value)"
         )
     added = added_hydra_key_error(arguments, config_name)
     if added:
@@ -356,15 +366,17 @@ def command_line_error(arguments: Sequence[str], config_name: str = "config") ->
             if _deletes_what_is_read(cfg, key):
                 now = OmegaConf.select(cfg, key)
                 instead = (
-                    f"one of its options ({', '.join(map(str, now))})"
-                    if isinstance(now, DictConfig)
-                    else "arch=NAME (its file gives the label)"
+                    "arch=NAME (its file gives the label)"
                     if key == "arch_name"
+                    else f"{key}=none, or ~{key}.NAME for one of its entries"
+                    if key in ("callbacks", "logger")
+                    else f"one of its options ({', '.join(map(str, now))})"
+                    if isinstance(now, DictConfig)
                     else f"{key}=VALUE (now {now})"
                 )
                 return (
-                    f"~{key}: the harness reads {key}, so the run would fail part-way without it: "
-                    f"set {instead} instead"
+                    f"~{key}: the harness reads {key}, and without it a run fails part-way or "
+                    f"takes a default unsaid: set {instead} instead"
                 )
     return unknown_key_error(arguments, config_name)  # before Hydra's own multi-line refusal
 
@@ -386,19 +398,10 @@ def _modes(arguments: Sequence[str]) -> list[str]:
 
 
 def _deletes_what_is_read(cfg: DictConfig, key: str) -> bool:
-    """Whether Hydra's ~KEY would delete a key the harness reads. A logger or callback the config
-    adds may go (~callbacks.lr_monitor), and so may an object's option that the constructor has a
-    default for (~schedule.optimizer.weight_decay: SGD's 0); Hydra's own keys are Hydra's."""
+    """Whether Hydra's ~KEY would delete a key the harness reads: any but a logger or callback the
+    config adds (~callbacks.lr_monitor) and Hydra's own keys. An object's option with a
+    constructor default is no exception: the harness reads some of those itself (data.root,
+    data.batch_size), which then fail part-way."""
     if key.startswith("hydra") or not _has(cfg, key):
         return False  # Hydra's, or none to delete (Hydra says so)
-    parent, _, name = key.rpartition(".")
-    if parent in ("callbacks", "logger"):
-        return False
-    node = OmegaConf.select(cfg, parent) if parent else None
-    if not isinstance(node, DictConfig) or "_target_" not in node or harness_sets(key):
-        return True
-    try:  # an option whose constructor has a default for it: the default is taken
-        param = inspect.signature(get_object(node._target_)).parameters.get(name)
-    except (ImportError, ValueError, TypeError):
-        return True
-    return param is None or param.default is inspect.Parameter.empty
+    return key.rpartition(".")[0] not in ("callbacks", "logger")
