@@ -31,7 +31,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from depthsweep.analysis.summaries import by_depth, decide, load_sweep, summarize
-from depthsweep.analysis.verdict import Comparison, Part
+from depthsweep.analysis.verdict import Comparison, Part, unplaced
 from depthsweep.runs.rundir import read_config
 
 # column: (option, its value where a run's config predates it)
@@ -94,7 +94,7 @@ def decided(part: Part) -> str:
     for check in part.checks:  # a depth out of order, or not placed: what stopped support
         if check.state == "out of order":
             shown.append(f"but {_named(check)} {_interval(check)} p against {check.p_against:.2g}")
-        elif check.state == "untested" and not check.at_floor:
+        elif unplaced(check):
             shown.append(f"but {_named(check)} unchecked ({check.reason})")
     if part.name != "resnet below plain" and not math.isnan(part.estimate):
         ci = "" if math.isnan(part.low) else f" [{part.low:+.2f}, {part.high:+.2f}]"

@@ -270,6 +270,10 @@ def test_a_key_the_config_lacks_is_named_with_the_one_meant(arguments, error):
         (["~data.root"], "config", "~data.root: the harness reads data.root"),  # pin_data_root
         (["~callbacks"], "config", "set callbacks=none, or ~callbacks.NAME for one of its"),
         (["+callbacks.timer._target_=x", "~callbacks.timer"], "config", None),  # one added
+        (["logger=tensorboard", "~logger.tensorboard.version"], "config", None),  # Lightning's
+        (["~arch"], "config", "set arch=NAME, a file of conf/arch/, instead"),
+        (["~transfer.data_root", "transfer.source=x"], "transfer", "VALUE (now null)"),
+        (["module.model=x", "transfer.source=x"], "transfer", "the config has no module.model"),
         (["~schedule.optimizer._target_"], "config", "the harness reads"),
         (["~schedule.optimizer.weight_decay"], "config", "set schedule.optimizer.weight_decay="
          "VALUE (now 0.0001) instead"),  # SGD's default, 0, would be taken unsaid

@@ -572,6 +572,18 @@ def test_a_check_at_the_floor_does_not_stop_a_trend():
     assert part.state == "supported" and got.outcome == "reproduced"
 
 
+def test_a_plain_net_the_resnet_check_cannot_use_asks_for_nothing_more():
+    """plain-20 of one seed, plain at two depths: resnet's trend is judged without the check
+    against plain-20 (FAILED_ANCHOR), and nothing asks for a second plain-20 seed for it."""
+    plain = {20: [1.4], 110: seeds(62.0, 0.2)}
+    got = analysis.decide(summary(plain, {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()}, 0.05))
+    assert got.parts[1].state == "supported"
+    assert "a second seed at plain-20" not in got.sentence
+    (cross,) = [c for c in got.parts[1].checks if c.higher == "plain-20"]
+    assert (cross.state, cross.reason) == ("untested", "one seed at plain-20")
+    assert not verdict.unplaced(cross)
+
+
 def test_an_arch_with_no_finished_run_names_its_runs():
     """Every resnet failed: the depths are there, the runs are not; named, with what to do, and
     plain's trend judged all the same."""

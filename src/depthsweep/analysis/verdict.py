@@ -335,6 +335,16 @@ def _arch(label: str) -> str:
     return label.rpartition("-")[0]
 
 
+def unplaced(check: Comparison) -> bool:
+    """Whether a trend's `check` could not be made and so stops its support: untested other than
+    at the floor, within an arch (across archs it is not made: FAILED_ANCHOR)."""
+    return (
+        check.state == "untested"
+        and not check.at_floor
+        and _arch(check.higher) == _arch(check.lower)
+    )
+
+
 def _fmt(x: float) -> str:
     return f"{x:+.2f}"
 
@@ -408,8 +418,7 @@ def trend_part(
                 f"{FAILED_MARGIN:g} points"
             )
     against = [c for c in checks if c.state == "out of order"]
-    unchecked = [c for c in checks if c.state == "untested" and not c.at_floor
-                 and _arch(c.higher) == _arch(c.lower)]  # fmt: skip  # see FAILED_ANCHOR
+    unchecked = [c for c in checks if unplaced(c)]
     state = _combined(tests)
     if state == "supported" and against:
         state = "open"
@@ -587,7 +596,7 @@ def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
 def _blocking(parts: Sequence[Part]) -> list[Comparison]:
     """The trends' checks that could not be made (other than at the floor): what kept a part whose
     comparisons all held from being supported."""
-    return [c for p in parts for c in p.checks if c.state == "untested" and not c.at_floor]
+    return [c for p in parts for c in p.checks if unplaced(c)]
 
 
 def _describe(cells: Sequence[Cell]) -> str:

@@ -103,10 +103,10 @@ def _instead(cfg: DictConfig, key: str, value: str) -> str:
     that sets it, or its options where K is a node, as it is where K is no key ("arch and
     depth"); "" where `cfg` (another entry point's) has no such key."""
     meant = harness_sets(key)
+    if not _has(cfg, meant.split()[0].rstrip(",")):  # "arch and depth": arch
+        return ""
     if " " in meant:
         return f": set {meant} instead"
-    if not _has(cfg, meant):
-        return ""
     if isinstance(OmegaConf.select(cfg, meant), DictConfig):
         return f": set {meant}'s options instead"
     one = not value.lstrip().startswith(("[", "{"))
@@ -234,7 +234,7 @@ def unknown_key_error(arguments: Sequence[str], config_name: str = "config") -> 
         parent, _, name = key.rpartition(".")
         if parent == "trainer" and name in RUN_LENGTH:
             return f"{key}={value}: {run_length_is_schedule(name)}"
-        if harness_sets(key):
+        if harness_sets(key) and _has(cfg, parent):  # another entry point's config may lack it
             return (
                 f"{key}={value}: the harness sets {name} itself, and Hydra's +{key}={value} "
                 f"would be ignored{_instead(cfg, key, value)}"
@@ -310,16 +310,21 @@ def added_hydra_key_error(arguments: Sequence[str], config_name: str = "config")
     return None
 
 
+def _options(node: DictConfig) -> list[str]:
+    """A node's options as a user sets them: its keys but Hydra's own (_target_, _partial_)."""
+    return [str(k) for k in node if not str(k).startswith("_")]
+
+
 def _node_given_a_value(cfg: DictConfig, key: str, value: str) -> str | None:
     """Why KEY=VALUE would replace a node of options (an object's: schedule.optimizer=0.05; the
     warm-up's: schedule.warmup=null) with one value, which fails late, mid-build; or None."""
     node = OmegaConf.select(cfg, key, default=None)
     if not isinstance(node, DictConfig) or value.lstrip().startswith("{"):
         return None
-    options = [k for k in node if not str(k).startswith("_")]
+    options = _options(node)
     example = f": e.g. {key}.{options[0]}={value}" if options and value != "null" else ""
     return (
-        f"{key}={value}: {key} is a node of options ({', '.join(map(str, options))}), not one "
+        f"{key}={value}: {key} is a node of options ({', '.join(options)}), not one "
         f"value; set one of them{example}"
     )
 
@@ -370,9 +375,11 @@ def command_line_error(arguments: Sequence[str], config_name: str = "config") ->
                     if key == "arch_name"
                     else f"{key}=none, or ~{key}.NAME for one of its entries"
                     if key in ("callbacks", "logger")
-                    else f"one of its options ({', '.join(map(str, now))})"
+                    else f"{key}=NAME, a file of conf/{key}/,"
+                    if _is_group(key)
+                    else f"one of its options ({', '.join(_options(now))})"
                     if isinstance(now, DictConfig)
-                    else f"{key}=VALUE (now {now})"
+                    else f"{key}=VALUE (now {OmegaConf.to_yaml({'v': now})[3:].strip()})"
                 )
                 return (
                     f"~{key}: the harness reads {key}, and without it a run fails part-way or "
@@ -398,10 +405,11 @@ def _modes(arguments: Sequence[str]) -> list[str]:
 
 
 def _deletes_what_is_read(cfg: DictConfig, key: str) -> bool:
-    """Whether Hydra's ~KEY would delete a key the harness reads: any but a logger or callback the
-    config adds (~callbacks.lr_monitor) and Hydra's own keys. An object's option with a
-    constructor default is no exception: the harness reads some of those itself (data.root,
-    data.batch_size), which then fail part-way."""
+    """Whether Hydra's ~KEY would delete a key the harness reads: any but Hydra's own and those of
+    a logger or callback the config adds (~callbacks.timer, ~logger.tensorboard.version: what
+    Lightning reads of them has its defaults). An object's option with a constructor default is
+    no exception: the harness reads some of those itself (data.root, data.batch_size), which
+    then fail part-way."""
     if key.startswith("hydra") or not _has(cfg, key):
         return False  # Hydra's, or none to delete (Hydra says so)
-    return key.rpartition(".")[0] not in ("callbacks", "logger")
+    return not key.startswith(("callbacks.", "logger."))
