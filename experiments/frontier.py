@@ -105,6 +105,16 @@ def decided(part: Part) -> str:
     return f"{part.state}: {'; '.join(shown)}" if shown else part.state
 
 
+def warmup_depth(sweep: Path, summary: pd.DataFrame, arch: str) -> str:
+    """`arch`'s schedule.warmup.from_depth from its first run's config ("—": none, or no runs):
+    each arch's own, as an experiment may set plain's too (figure6_cpu does)."""
+    runs = summary.loc[summary["arch"] == arch, "run_dir"]
+    if not len(runs):
+        return "—"
+    depth = OmegaConf.select(read_config(sweep / runs.iloc[0]), "schedule.warmup.from_depth")
+    return "—" if depth is None else str(depth)
+
+
 def row(sweep: Path) -> list[str]:
     """One sweep as the table's cells."""
     runs, metrics = load_sweep(sweep)
@@ -118,13 +128,7 @@ def row(sweep: Path) -> list[str]:
     info = json.loads((first / "run.json").read_text())
     precision = info.get("precision", "?")
     knobs["fuse"] = len(info.get("fused_with") or []) + 1  # as trained: K-where-avx512 resolved
-    warmup = []  # each arch's own: an experiment may set plain's too (figure6_cpu does)
-    for arch in ("plain", "resnet"):
-        runs = summary.loc[summary["arch"] == arch, "run_dir"]
-        key = "schedule.warmup.from_depth"
-        warmup.append(str(OmegaConf.select(read_config(sweep / runs.iloc[0]), key)) if len(runs)
-                      else "—")  # fmt: skip
-    warmup = " / ".join("—" if w == "None" else w for w in warmup)
+    warmup = " / ".join(warmup_depth(sweep, summary, arch) for arch in ("plain", "resnet"))
     seeds = summary.groupby(["arch", "depth"])["seed"].nunique().min()
     cells = []
     for arch in ("plain", "resnet"):

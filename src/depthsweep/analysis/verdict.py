@@ -405,18 +405,9 @@ def trend_part(
         orders = [(c, s) for c in between] + [(m, c) for c in between]
     else:  # and resnet-d not above resnet-m, which no comparison says
         orders = [(s, c) for c in between] + [(c, m) for c in between] + [(m, d)]
-        if plain_at_shallowest is not None:  # see FAILED_ANCHOR
-            orders.append((plain_at_shallowest, s))
     checks = [check(higher, lower) for higher, lower in orders]
-    for c, (higher, lower) in zip(checks, orders, strict=True):
-        across = higher.arch != lower.arch  # resnet-s against plain-s: see FAILED_ANCHOR
-        far = lower.mean > max(FAILED_RATIO * higher.mean, higher.mean + FAILED_MARGIN)
-        if across and c.state == "out of order" and not far:
-            c.state = "not out of order"  # above it, but not so far as a failed run
-            c.reason = (
-                f"{lower.label} above {higher.label}, by no more than {FAILED_RATIO:g}x or "
-                f"{FAILED_MARGIN:g} points"
-            )
+    if not rises and plain_at_shallowest is not None:
+        checks.append(failed_anchor(plain_at_shallowest, s))
     against = [c for c in checks if c.state == "out of order"]
     unchecked = [c for c in checks if unplaced(c)]
     state = _combined(tests)
@@ -452,7 +443,7 @@ def trend_part(
             + (f" ({FAILED_ANCHOR})" if _arch(c.higher) != _arch(c.lower) else "")
             for c in against
         )
-    mean = {c.label: c.mean for c in [*cells, *(o for pair in orders for o in pair)]}
+    mean = {c.label: c.mean for c in [*cells, plain_at_shallowest] if c is not None}
     exempt = [c for c in checks if c.at_floor and max(mean[c.higher], mean[c.lower]) > NEAR_FLOOR]
     if exempt:  # said, so that a trend supported past them is seen to be
         said += "; near the floor, not counted: " + "; ".join(c.reason for c in exempt)
@@ -474,6 +465,20 @@ def check(higher: Cell, lower: Cell) -> Comparison:
     reason = _floor_reversal(higher, lower) if c.state == "out of order" else ""
     if reason:
         c.state, c.reason, c.at_floor = "untested", reason, True
+    return c
+
+
+def failed_anchor(plain: Cell, resnet: Cell) -> Comparison:
+    """FAILED_ANCHOR's check of the shallowest ResNet against the plain net of its depth: a
+    `check`, out of order only where the ResNet is far above the plain net."""
+    c = check(plain, resnet)
+    far = resnet.mean > max(FAILED_RATIO * plain.mean, plain.mean + FAILED_MARGIN)
+    if c.state == "out of order" and not far:
+        c.state = "not out of order"  # above it, but not so far as a failed run
+        c.reason = (
+            f"{resnet.label} above {plain.label}, by no more than {FAILED_RATIO:g}x or "
+            f"{FAILED_MARGIN:g} points"
+        )
     return c
 
 

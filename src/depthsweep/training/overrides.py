@@ -369,21 +369,9 @@ def command_line_error(arguments: Sequence[str], config_name: str = "config") ->
                 return given
         for key in deleted:
             if _deletes_what_is_read(cfg, key):
-                now = OmegaConf.select(cfg, key)
-                instead = (
-                    "arch=NAME (its file gives the label)"
-                    if key == "arch_name"
-                    else f"{key}=none, or ~{key}.NAME for one of its entries"
-                    if key in ("callbacks", "logger")
-                    else f"{key}=NAME, a file of conf/{key}/,"
-                    if _is_group(key)
-                    else f"one of its options ({', '.join(_options(now))})"
-                    if isinstance(now, DictConfig)
-                    else f"{key}=VALUE (now {OmegaConf.to_yaml({'v': now})[3:].strip()})"
-                )
                 return (
                     f"~{key}: the harness reads {key}, and without it a run fails part-way or "
-                    f"takes a default unsaid: set {instead} instead"
+                    f"takes a default unsaid: set {_set_instead(cfg, key)} instead"
                 )
     return unknown_key_error(arguments, config_name)  # before Hydra's own multi-line refusal
 
@@ -402,6 +390,20 @@ def _modes(arguments: Sequence[str]) -> list[str]:
         if long in _MODES:
             modes.setdefault(long, flag)
     return list(modes.values())
+
+
+def _set_instead(cfg: DictConfig, key: str) -> str:
+    """What to set rather than delete `key`: a group's choice, a node's options, or a value."""
+    if key == "arch_name":
+        return "arch=NAME (its file gives the label)"
+    if key in ("callbacks", "logger"):
+        return f"{key}=none, or ~{key}.NAME for one of its entries"
+    if _is_group(key):
+        return f"{key}=NAME, a file of conf/{key}/,"
+    now = OmegaConf.select(cfg, key)
+    if isinstance(now, DictConfig):
+        return f"one of its options ({', '.join(_options(now))})"
+    return f"{key}=VALUE (now {OmegaConf.to_yaml({'v': now})[3:].strip()})"  # null, as typed
 
 
 def _deletes_what_is_read(cfg: DictConfig, key: str) -> bool:
