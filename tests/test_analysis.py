@@ -42,7 +42,7 @@ def test_summary_values_and_columns(tmp_path):
     assert list(summary.columns[10:12]) == ["final_train_error_se", "final_test_error_se"]
     assert list(summary.columns[12:16]) == ["macs", "wall_time_s", "first_step_s", "run_dir"]
     assert list(summary.columns[17:]) == [
-        *["train_images", "test_images", "test_md5", "test_official"],
+        *["train_images", "classes", "test_images", "test_md5", "test_official"],
         *["warmup_end", "warmup_end_reason"],
         "variant",  # the arch, and the options that tell its runs apart (none here)
     ]

@@ -39,7 +39,7 @@ SE_COLUMNS = ["final_train_error_se", "final_test_error_se"]
 SUMMARY_COLUMNS = [
     *["arch", "depth", "seed", "params", "iterations", "status", *ERROR_COLUMNS, *SE_COLUMNS],
     *["macs", "wall_time_s", "first_step_s", "run_dir", "error"],
-    *["train_images", "test_images", "test_md5", "test_official"],
+    *["train_images", "classes", "test_images", "test_md5", "test_official"],
     *["warmup_end", "warmup_end_reason"],
 ]
 
@@ -105,7 +105,7 @@ def summarize(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     )
     # Target iterations from run.json give way to the iterations actually reached.
     summary = pd.concat([runs.drop(columns="iterations"), finals], axis=1)
-    ints = ["params", "macs", "iterations", "warmup_end", "train_images", "test_images"]
+    ints = ["params", "macs", "iterations", "warmup_end", "train_images", "classes", "test_images"]
     summary = summary.astype(dict.fromkeys(ints, "Int64"))
     summary["final_test_error_se"] = [
         test_error_se(e, n) if pd.notna(n) else math.nan

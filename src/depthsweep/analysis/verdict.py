@@ -27,11 +27,12 @@ intersection-union test (IUT): a part is supported only when every one of its co
   plain-m is a comparison). The error does not then rise (fall) with depth, whatever the anchors
   say: plain 2/85/3/4/60 or resnet 5/3/2/1/4 at 20-110 are no trend (the sentence says to look
   at those runs before adding seeds). One more check is across archs: resnet-s far above
-  plain-s, where plain was trained at resnet's shallowest depth (`FAILED_ANCHOR`: resnet
-  80/2/2/2/2 is one failed depth, not a fall). A check within an arch that cannot be made (a
-  depth with one seed, a run that did not finish) leaves the part untested, never supported:
-  the depth it cannot place might be the 85. Only ever withholding support, these checks cannot
-  raise a false rate.
+  plain-s (`FAILED_ANCHOR`: resnet 80/2/2/2/2 is one failed depth, not a fall); where its test
+  cannot be made, a resnet-s not far above plain-s's mean, nor at chance, passes it. A check
+  that cannot be made (a depth with one seed, a run that did not finish, plain not trained at
+  resnet's shallowest depth) leaves the part untested, never supported: the depth it cannot
+  place might be the 85, the resnet-s it cannot check the 80. Only ever withholding support,
+  these checks cannot raise a false rate.
 
 Each comparison's difference is in points, its SE sqrt(SE_a^2 + SE_b^2) from the two means' SEs
 (`seed_se`: over seeds, never below the runs' own noise), with Welch-Satterthwaite's degrees of
@@ -56,8 +57,9 @@ are, from all the runs at depths >= MIN_DEPTH, so that dropping it cannot move a
   twice too often and it reached 3.3-3.5% at two seeds (results/verdict_calibration/, "flat at
   20%"; tests/test_calibration.py bounds it).
 - Untested: too few depths or seeds, a run that did not finish, seeds that all gave the same
-  error above the floor (one draw repeated, not noise: a seed that does not reach the runs; at
-  the floor, 0.0 three times is every seed fitting every image), or a floor effect:
+  error above the floor and below chance (one draw repeated, not noise: a seed that does not
+  reach the runs; at the floor, 0.0 three times is every seed fitting every image, at chance
+  every seed guessing one class), or a floor effect:
   where both sides are at or near the floor (error <= NEAR_FLOOR), their order is that of a few
   last mistakes, so the comparison is neither supported nor refuted (a floor-bound check does
   not stop a part: the order of two nets that both fit 99% of their images is no trend). One
@@ -66,6 +68,8 @@ are, from all the runs at depths >= MIN_DEPTH, so that dropping it cannot move a
   6% is a clear refutation, 0.98 against 1.02 is the order of their last mistakes, untested at
   the floor. A significant difference in the claim's direction is support as anywhere (1.3
   against 0.5): a floor can keep a deeper net from falling further, it cannot make it fall.
+  Likewise at the ceiling: both sides at chance (`CHANCE_MARGIN`), two nets that learned
+  nothing, whose order is which class each guesses.
 - A part is refuted if any comparison is, supported if all are, untested if any is untested, else
   open. Any part refuted: "NOT reproduced"; all supported: "Degradation reproduced"; else
   "Inconclusive", saying what would settle it.
@@ -79,7 +83,8 @@ resnet runs whose configs differ in more than the arch (`mixed_options`, found b
 `analysis.load_sweep`), runs that repeat an arch, depth and seed (copies of one draw would pass
 for seeds that agree), or no finished plain or resnet run at depths >= MIN_DEPTH at all; with one
 arch's runs only, its part is judged and the others say what they lack. The sentence says when
-the schedule was shorter than the paper's, and names seeds far from their depth's others, and a
+the schedule was shorter than the paper's (the shortest run's, saying so where runs differ),
+names the depths at chance (did they train at all?), seeds far from their depth's others, and a
 depth's two seeds far apart (`outliers`: each tested against the arch's pooled seed noise,
 Bonferroni over the sweep). A significant rise
 or fall counts whatever its size (the IUT has no minimum effect): plain 2.0/2.1/2.0/2.2/85 with
@@ -99,7 +104,7 @@ from scipy.special import stdtr, stdtrit  # Student's t CDF and quantile: fast f
 
 from depthsweep.analysis import outliers
 from depthsweep.files import plain_data
-from depthsweep.paper import PAPER_ITERATIONS
+from depthsweep.paper import CIFAR_CLASSES, PAPER_ITERATIONS
 
 # The claim is about depths 20 to 110; depth 8 is a smoke-test size, no evidence.
 MIN_DEPTH = 20
@@ -116,6 +121,15 @@ ARCHS = ("plain", "resnet")
 # CPU Figure 6 the lowest error is resnet-56's 13%.
 FLOOR_ERROR = 0.5
 NEAR_FLOOR = 2 * FLOOR_ERROR
+# The ceiling: a net within this many points of the chance-level error (90% on ten classes) has
+# learned next to nothing; it guesses one class, so its error is that class's share of the
+# images (88.5-91% on the first 2,000 CIFAR-10 images, whichever class), and its seeds can agree
+# to the digit. Two such nets' order is which class each guesses, not depth's: plain 1.4/2.5/4.0
+# at 20-44 and 90.2/89.9 at 56/110 refuted "plain rises" on 0.3 points at chance, where plain-56
+# and plain-110 are both nets that did not train. A comparison with both sides there is untested.
+CHANCE_MARGIN = 5.0
+AT_CHANCE = "both at chance"  # how such a comparison's reason starts
+
 # An SE below this (points) is no noise estimate: equal seeds give 1e-17 by rounding, not 0, and
 # one image in 2,000 is 0.05 points.
 NO_NOISE = 1e-9
@@ -163,6 +177,12 @@ class Cell:
     se: float
     unfinished: int = 0  # runs of this arch and depth that did not finish: failed or unfinished
     sd: float = math.nan  # the seeds' SD (0: they all gave the same error; NaN: unknown)
+    chance: float = 100 * (1 - 1 / CIFAR_CLASSES)  # the error of a net that learned nothing
+
+    @property
+    def at_chance(self) -> bool:
+        """Within CHANCE_MARGIN points of the chance-level error: a net that did not train."""
+        return self.mean >= self.chance - CHANCE_MARGIN
 
     @property
     def label(self) -> str:
@@ -268,12 +288,27 @@ def degrees_of_freedom(a: Cell, b: Cell) -> float:
     return welch_dof(a, b) if a.n == b.n else min(a.n, b.n) - 1
 
 
+def _numbers(higher: Cell, lower: Cell) -> dict:
+    """The one-sided Welch test's numbers of `higher`'s mean above `lower`'s, as Comparison
+    fields; {} with fewer than two seeds on a side or no noise estimate."""
+    se = math.hypot(higher.se, lower.se)
+    if min(higher.n, lower.n) < 2 or not (math.isfinite(se) and se >= NO_NOISE):
+        return {}
+    dof, diff = degrees_of_freedom(higher, lower), higher.mean - lower.mean
+    half = float(stdtrit(dof, 1 - ALPHA)) * se
+    p, p_against = float(stdtr(dof, -diff / se)), float(stdtr(dof, diff / se))
+    return dict(difference=diff, se=se, dof=dof, low=diff - half, high=diff + half, p=p,
+                p_against=p_against)  # fmt: skip
+
+
 def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
     """The one-sided Welch test of `higher`'s mean above `lower`'s. Supported at p < ALPHA,
     refuted when the opposite has p < `refute_alpha`; untested where a run of either did not
-    finish, with one seed on either side, both at or near the floor, seeds that all agree, an
-    unknown SE, or where the opposite would refute but is a small reversal near the floor."""
-    made = {"higher": higher.label, "lower": lower.label}
+    finish, with one seed on either side, both at or near the floor, both at chance, seeds that
+    all agree, an unknown SE, or where the opposite would refute but is a small reversal near the
+    floor. An untested comparison keeps the test's numbers where there are any (verdict.json):
+    on the finished seeds, where a run did not finish."""
+    made = {"higher": higher.label, "lower": lower.label, **_numbers(higher, lower)}
     unfinished = [f"{c.label} ({c.unfinished} of {c.n + c.unfinished})" for c in (higher, lower)
                   if c.unfinished]  # fmt: skip
     if unfinished:  # a diverged run is no missing value: the finished seeds alone would hide it
@@ -282,35 +317,37 @@ def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
     one = [c.label for c in (higher, lower) if c.n < 2]
     if one:  # see ONE_SEED
         return Comparison(**made, state="untested", reason=f"one seed at {' and '.join(one)}")
-    se = math.hypot(higher.se, lower.se)
-    numbers = {}  # the test's, kept (verdict.json) where it is left untested too
-    if math.isfinite(se) and se >= NO_NOISE:
-        dof, diff = degrees_of_freedom(higher, lower), higher.mean - lower.mean
-        half = float(stdtrit(dof, 1 - ALPHA)) * se
-        p, p_against = float(stdtr(dof, -diff / se)), float(stdtr(dof, diff / se))
-        numbers = dict(difference=diff, se=se, dof=dof, low=diff - half, high=diff + half,
-                       p=p, p_against=p_against)  # fmt: skip
     if max(higher.mean, lower.mean) <= NEAR_FLOOR:
         why = (
             f"{higher.label} and {lower.label} are at the floor ({higher.mean:.2f}% and "
             f"{lower.mean:.2f}%, both ≤ {NEAR_FLOOR:g}%)"
         )
-        return Comparison(**made, state="untested", **numbers, reason=why, at_floor=True)
-    # Seeds that agree at 0 agree on fitting every image; elsewhere they are one draw repeated.
+        return Comparison(**made, state="untested", reason=why, at_floor=True)
+    if higher.at_chance and lower.at_chance:  # see CHANCE_MARGIN
+        why = (
+            f"{AT_CHANCE}: {higher.label} and {lower.label} ({higher.mean:.2f}% and "
+            f"{lower.mean:.2f}%) are within {CHANCE_MARGIN:g} points of chance "
+            f"({min(higher.chance, lower.chance):.0f}%), nets that learned next to nothing, whose "
+            "order is which class each guesses"
+        )
+        return Comparison(**made, state="untested", reason=why)
+    # Seeds that agree at 0 agree on fitting every image, at chance on guessing one class;
+    # elsewhere they are one draw repeated.
     same = [f"{c.label}'s {c.n} ({c.mean:.2f}%)" for c in (higher, lower)
-            if c.sd < NO_NOISE and c.mean > 0]  # fmt: skip
+            if c.sd < NO_NOISE and c.mean > 0 and not c.at_chance]  # fmt: skip
     if same:  # NaN (unknown) is never below: tables without a std
         why = (
             f"{SAME_SEEDS} {' and '.join(same)} all gave the same error: one draw repeated, not "
             "seed-to-seed noise (is the seed reaching the runs?)"
         )
-        return Comparison(**made, state="untested", **numbers, reason=why)
-    if not numbers:
+        return Comparison(**made, state="untested", reason=why)
+    if "p" not in made:
         why = f"no noise estimate for {higher.label} or {lower.label}"
         return Comparison(**made, state="untested", reason=why)
+    p, p_against = made["p"], made["p_against"]
     state = "supported" if p < ALPHA else "refuted" if p_against < refute_alpha else "open"
     reason = _floor_reversal(higher, lower) if state == "refuted" else ""
-    return Comparison(**made, state="untested" if reason else state, **numbers, reason=reason,
+    return Comparison(**made, state="untested" if reason else state, reason=reason,
                       at_floor=bool(reason))  # fmt: skip
 
 
@@ -331,18 +368,16 @@ def _floor_reversal(higher: Cell, lower: Cell) -> str:
     )
 
 
-def _arch(label: str) -> str:
-    return label.rpartition("-")[0]
+def _across(c: Comparison) -> bool:
+    """Whether `c` compares two archs (FAILED_ANCHOR's check), not two depths of one."""
+    return c.higher.rpartition("-")[0] != c.lower.rpartition("-")[0]
 
 
 def unplaced(check: Comparison) -> bool:
     """Whether a trend's `check` could not be made and so stops its support: untested other than
-    at the floor, within an arch (across archs it is not made: FAILED_ANCHOR)."""
-    return (
-        check.state == "untested"
-        and not check.at_floor
-        and _arch(check.higher) == _arch(check.lower)
-    )
+    at the floor (FAILED_ANCHOR's included: the shallowest ResNet it cannot check might be the
+    failed one)."""
+    return check.state == "untested" and not check.at_floor
 
 
 def _fmt(x: float) -> str:
@@ -406,7 +441,7 @@ def trend_part(
     else:  # and resnet-d not above resnet-m, which no comparison says
         orders = [(s, c) for c in between] + [(c, m) for c in between] + [(m, d)]
     checks = [check(higher, lower) for higher, lower in orders]
-    if not rises and plain_at_shallowest is not None:
+    if not rises:
         checks.append(failed_anchor(plain_at_shallowest, s))
     against = [c for c in checks if c.state == "out of order"]
     unchecked = [c for c in checks if unplaced(c)]
@@ -439,8 +474,7 @@ def trend_part(
         ) + "; ".join(
             f"{c.higher} − {c.lower} = {_fmt(c.difference)} points, 95% CI [{_fmt(c.low)}, "
             f"{_fmt(c.high)}], p of the opposite = {c.p_against:.2g}: "
-            f"{c.higher} lies below {c.lower}"
-            + (f" ({FAILED_ANCHOR})" if _arch(c.higher) != _arch(c.lower) else "")
+            f"{c.higher} lies below {c.lower}" + (f" ({FAILED_ANCHOR})" if _across(c) else "")
             for c in against
         )
     mean = {c.label: c.mean for c in [*cells, plain_at_shallowest] if c is not None}
@@ -449,7 +483,9 @@ def trend_part(
         said += "; near the floor, not counted: " + "; ".join(c.reason for c in exempt)
     if unchecked and not against and _combined(tests) == "supported":
         said += "; but unchecked " + "; ".join(
-            f"{c.higher} vs {c.lower}: {c.reason}" for c in unchecked
+            f"{c.higher} vs {c.lower}: {c.reason}"
+            + (f" (a failed {c.lower} would carry the fall)" if _across(c) else "")
+            for c in unchecked
         )
     reason = f"{subject} {words} ({said}; {fit})"
     return Part(f"{arch} trend", state, k, low, high, depths, fit_depths, reason, tests, checks)
@@ -468,17 +504,25 @@ def check(higher: Cell, lower: Cell) -> Comparison:
     return c
 
 
-def failed_anchor(plain: Cell, resnet: Cell) -> Comparison:
-    """FAILED_ANCHOR's check of the shallowest ResNet against the plain net of its depth: a
-    `check`, out of order only where the ResNet is far above the plain net."""
+def failed_anchor(plain: Cell | None, resnet: Cell) -> Comparison:
+    """FAILED_ANCHOR's check of the shallowest ResNet against the plain net of its depth (None:
+    not trained, so unchecked): a `check`, out of order only where the ResNet is far above the
+    plain net. A ResNet not far above it, nor at chance, is no failed run even where the test
+    cannot be made (a plain net of one seed): a failure's gap shows without one."""
+    if plain is None:
+        why = f"plain was not trained at depth {resnet.depth}"
+        return Comparison(f"plain-{resnet.depth}", resnet.label, "untested", reason=why)
     c = check(plain, resnet)
     far = resnet.mean > max(FAILED_RATIO * plain.mean, plain.mean + FAILED_MARGIN)
-    if c.state == "out of order" and not far:
-        c.state = "not out of order"  # above it, but not so far as a failed run
+    known = math.isfinite(plain.mean) and math.isfinite(resnet.mean)
+    untested = c.state == "untested" and not c.at_floor
+    if known and not far and not resnet.at_chance and (c.state == "out of order" or untested):
         c.reason = (
-            f"{resnet.label} above {plain.label}, by no more than {FAILED_RATIO:g}x or "
-            f"{FAILED_MARGIN:g} points"
+            f"{resnet.label} ({resnet.mean:.2f}%) not above {plain.label} ({plain.mean:.2f}%) by "
+            f"more than {FAILED_RATIO:g}x and {FAILED_MARGIN:g} points"
+            + (f", untested ({c.reason})" if untested else "")
         )
+        c.state = "not out of order"  # above it, if at all, not so far as a failed run
     return c
 
 
@@ -566,6 +610,20 @@ def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
         hints.append(
             f"seeds that differ at {', '.join(same)}, whose seeds all gave the same error (check "
             "that the seed reaches the runs: run.json's seed, metrics.csv)"
+        )
+    labels = {c.label for c in cells}
+    untrained = [c for c in made if _across(c) and c.higher not in labels]
+    if untrained:  # FAILED_ANCHOR's check, where plain was not trained at that depth
+        hints.append(
+            f"{', '.join(c.higher for c in untrained)} (≥ 2 seeds), to check that "
+            f"{', '.join(c.lower for c in untrained)} trained"
+        )
+    guessing = {x for c in made if c.reason.startswith(AT_CHANCE) for x in (c.higher, c.lower)}
+    chance = [c.label for c in cells if c.label in guessing]  # by arch and depth
+    if chance:
+        hints.append(
+            f"a recipe that trains {', '.join(chance)} above chance (a lower learning rate, or "
+            "the warm-up from their depth: schedule.warmup.from_depth)"
         )
     mean = {c.label: c.mean for c in cells}
     floor = sorted(
@@ -673,20 +731,30 @@ def _schedule(iterations: int | None, outcome: str, parts: Sequence[Part]) -> st
     )
 
 
-def _cells(finished: pd.DataFrame, unfinished: pd.DataFrame) -> list[Cell]:
+def chance_error(summary: pd.DataFrame) -> float:
+    """The error (%) of a net that learned nothing on the claim's runs: 100 (1 - 1 / classes),
+    with the most classes any of them trained on (CIFAR_CLASSES where run.json predates the
+    record; plain and resnet on different classes are `mixed_options` anyway)."""
+    runs = summary[judged(summary)]
+    classes = pd.to_numeric(runs.get("classes", pd.Series(dtype=float)), errors="coerce")
+    return 100 * (1 - 1 / int(classes.max() if classes.notna().any() else CIFAR_CLASSES))
+
+
+def _cells(finished: pd.DataFrame, unfinished: pd.DataFrame, chance: float) -> list[Cell]:
     """One Cell per (arch, depth) of the claim's runs: the `finished` ones' mean, SE and count
     (a by_depth table's rows), and how many `unfinished` (summary rows) there are."""
     count = unfinished.groupby(["arch", "depth"]).size()
     cells = {
         (r.arch, int(r.depth)): Cell(r.arch, int(r.depth), int(r.n),
                                      float(r.final_train_error_mean), float(r.final_train_error_se),
-                                     sd=float(getattr(r, "final_train_error_std", math.nan)))
+                                     sd=float(getattr(r, "final_train_error_std", math.nan)),
+                                     chance=chance)
         for r in finished.itertuples()
     }  # fmt: skip
     for (arch, depth), k in count.items():
         done = cells.get((arch, int(depth)), Cell(arch, int(depth), 0, math.nan, math.nan))
         cells[arch, int(depth)] = Cell(
-            done.arch, done.depth, done.n, done.mean, done.se, int(k), done.sd
+            done.arch, done.depth, done.n, done.mean, done.se, int(k), done.sd, chance
         )
     return [cells[key] for key in sorted(cells)]
 
@@ -719,7 +787,8 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
             "configuration (sweep them apart, or analyse each configuration's runs apart).",
         )
     used = table[judged(table)].sort_values(["arch", "depth"])  # groups of finished runs
-    cells = _cells(used, summary[judged(summary) & (summary["status"] != "done")])
+    cells = _cells(used, summary[judged(summary) & (summary["status"] != "done")],
+                   chance_error(summary))  # fmt: skip
     points = [asdict(c) for c in cells]
     unjudged = [a for a in ARCHS if not any(c.arch == a and c.n for c in cells)]
     none_finished = [a for a in unjudged if any(c.arch == a for c in cells)]
@@ -764,8 +833,21 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
         supported = [p.reason for p in parts if p.state == "supported"]
         sentence += f" Supported: {'; '.join(supported)}." if supported else ""
     done = summary[(summary["status"] == "done") & judged(summary)]
-    iterations = int(used["iterations"].max()) if used["iterations"].notna().any() else None
+    reached = pd.to_numeric(done["iterations"], errors="coerce").dropna()
+    iterations = int(reached.min()) if len(reached) else None  # the shortest: see _schedule
     sentence += _schedule(iterations, outcome, parts)
+    if len(reached) and reached.max() > reached.min():
+        sentence += (
+            f" The finished runs differ in length, {int(reached.min()):,} to "
+            f"{int(reached.max()):,} iterations: the schedule said here is the shortest, and "
+            "depths trained for different lengths compare lengths as well as depths."
+        )
+    failed = [f"{c.label} ({c.mean:.1f}%)" for c in cells if c.n and c.at_chance]
+    if failed:
+        sentence += (
+            f" At chance (within {CHANCE_MARGIN:g} points of {cells[0].chance:.0f}%, the error "
+            f"of a net that learned nothing: did it train at all?): {', '.join(failed)}."
+        )
     if any(c.reason.startswith("one seed") for p in parts for c in p.tests + p.checks):
         sentence += f" {ONE_SEED}"
     far = outliers.named(done)

@@ -29,7 +29,7 @@ RESOLVED_KEYS = {"precision": "trainer.precision", "cuda_graph": "cuda_graph"}
 RUN_KEYS = [  # read from each run.json, columns of the runs table
     *["arch", "depth", "seed", "params", "macs", "iterations"],
     *["status", "error", "first_step_s", "warmup_end", "warmup_end_reason"],
-    *["train_images", "test_images", "test_md5", "test_official"],
+    *["train_images", "classes", "test_images", "test_md5", "test_official"],
 ]
 # Never options of their own: the tables' rows already are per arch, depth and seed.
 IDENTITY_KEYS = {"arch_name", "arch._target_", "depth", "seed"}

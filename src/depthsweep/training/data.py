@@ -344,6 +344,12 @@ class CIFAR10DataModule(pl.LightningDataModule):
             self.scale = torch.tensor(255.0)  # pixels on a 0-1 scale
 
     @property
+    def class_count(self) -> int:
+        """How many classes the run trains on (data.classes, or all ten): its chance-level error,
+        100 (1 - 1 / this)%, is what a net that learned nothing gets (the verdict's ceiling)."""
+        return len(CLASSES) if self.classes is None else len(self.classes)
+
+    @property
     def train_images(self) -> int:
         """How many images training draws from (after data.limit, classes and val_split)."""
         return len(self.data.x_train) - self.val_split

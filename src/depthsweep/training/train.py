@@ -170,6 +170,7 @@ def run_setting(cfg: DictConfig, data: pl.LightningDataModule) -> dict:
     return {
         "iterations": cfg.schedule.iterations,
         "train_images": data.train_images,
+        "classes": data.class_count,
         **data.test_set,
         "precision": resolve_precision(cfg.trainer),
         "cuda_graph": resolve_cuda_graph(cfg),
