@@ -195,6 +195,14 @@ CASES = {
         "inconclusive",
         "resnet's trend is not tested: it needs ≥ 3 depths ≥ 20, the deepest ≥ 56 (has none)",
     ),
+    "resnet alone": (  # its fall untested: no plain-20 to show that resnet-20 trained
+        {},
+        {d: seeds(e, 0.1) for d, e in PAPER_RESNET.items()},
+        0.05,
+        "inconclusive",
+        "but unchecked plain-20 vs resnet-20: plain was not trained at depth 20 (a failed "
+        "resnet-20 would carry the fall)",
+    ),
     "two depths only, plain-110 collapsed": (
         {20: seeds(2.0, 0.3), 110: seeds(89.9, 0.3)},
         {20: seeds(1.8, 0.3), 110: seeds(1.0, 0.3)},
