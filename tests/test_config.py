@@ -244,6 +244,9 @@ def test_an_arch_option_out_of_range_is_refused_before_training(fake_cifar):
         (["hydra.job.chdri=true"], "hydra.job.chdri=true: Hydra's config has no hydra.job.chdri. "
          "Did you mean hydra.job.chdir=true?"),
         (["hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "hydra.run.dir=x"], None),
+        (["-m", "hydra.launcher.n_jobs=4"], "hydra.launcher.n_jobs=4: Hydra's config has no "
+         "hydra.launcher.n_jobs. The launcher is BasicLauncher: choose one first "
+         "(hydra/launcher=joblib)."),
         (["trainer.max_steps=10"], "trainer.max_steps=10: A run's length is schedule.iterations"),
         # Hydra's own + is right for a dict Hydra reads whole and for a key its plugin reads
         (["hydra.job.env_set.OMP_NUM_THREADS=1"], "add it with "
@@ -377,16 +380,25 @@ def test_a_key_no_hydra_plugin_reads_stops_a_sweep_before_it_launches(tmp_path):
 
 
 @pytest.mark.slow
-def test_missing_data_stops_a_sweep_before_its_launch_estimate(tmp_path):
-    """With data.download=false, no data is one line before the steps are timed (a minute of
-    timing, on a busy CPU, came first), nothing written."""
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        (["data.root=none", "data.download=false"], "error: CIFAR-10 not found"),
+        # downloading (the default), fused, two jobs at once: each job fetching its data left the
+        # fused plan and its members' directories behind when that failed
+        (["data.root=afile", "fuse=2", "seed=0,1", "hydra/launcher=joblib"], "error: data.root="),
+    ],
+    ids=["download=false", "fused, downloading"],
+)
+def test_missing_data_stops_a_sweep_before_its_launch_estimate(data, error, tmp_path):
+    """No data is one line before the steps are timed (a minute of timing, on a busy CPU, came
+    first), nothing written."""
+    (tmp_path / "afile").write_text("not a folder")
     out = tmp_path / "out"
-    done = run_cli(
-        "experiments.run", "-m", "depth=8,14", f"data.root={tmp_path / 'none'}",
-        "data.download=false", f"hydra.sweep.dir={out}", cwd=tmp_path,
-    )  # fmt: skip
+    done = run_cli("experiments.run", "-m", "depth=8,14", *data, f"hydra.sweep.dir={out}",
+                   cwd=tmp_path)  # fmt: skip
     assert done.returncode == USER_ERROR, done.stderr
-    assert done.stderr.startswith("error: CIFAR-10 not found") and done.stderr.count("\n") == 1
+    assert done.stderr.startswith(error) and done.stderr.count("\n") == 1, done.stderr
     assert "sweep:" not in done.stdout and not out.exists()
 
 
@@ -467,13 +479,43 @@ def test_a_thread_count_that_is_no_count_is_refused(threads):
         ("progress_every=soon", "progress_every='soon': seconds >= 0"),
         ("progress_every=true", "progress_every=True: seconds >= 0"),
         ("optimized_metric=final_eror", "optimized_metric='final_eror': null or one of final_tra"),
+        # the warm-up's, read only from its depth on: a sweep's deep runs failed mid-training
+        ("schedule.warmup.lr=-5", "schedule.warmup.lr=-5: must be a number > 0"),
+        ("schedule.warmup.lr=abc", "schedule.warmup.lr='abc': must be a number > 0"),
+        (
+            "schedule.warmup.until_train_error=abc",
+            "until_train_error='abc': must be a number >= 0 and <= 100",
+        ),  # fmt: skip
+        ("schedule.warmup.max_fraction=1.5", "max_fraction=1.5: must be a number >= 0 and <= 1"),
+        ("schedule.warmup.from_depth=0", "from_depth=0: must be an integer >= 1, or null: never"),
+        ("schedule.optimizer.lr=abc", "schedule.optimizer.lr='abc': must be a number > 0"),
+        ("schedule.optimizer.lr=0", "schedule.optimizer.lr=0: must be a number > 0"),
+        ("schedule.optimizer.momentum=abc", "momentum='abc': must be a number >= 0"),
     ],
 )
 def test_an_option_no_run_could_use_is_refused_before_anything_is_built(override, message):
     """Options read only during or after training (a progress line, a gradient-norm logger, the
-    metric a search returns, the sweeper's group size) are checked with the others."""
+    metric a search returns, the sweeper's group size, the warm-up's numbers) are checked with the
+    others."""
     with pytest.raises(OptionError, match=message):
         check_options(compose_config([override]))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.devices=3", r"trainer.devices=3: a run trains on one device \(1, or one named"),
+        ("trainer.devices=-1", "trainer.devices=-1: a run trains on one device"),
+        ("trainer.devices=auto", "trainer.devices=auto: a run trains on one device"),
+        ("trainer.devices=[0,1]", r"trainer.devices=\[0, 1\]: a run trains on one device"),
+        ("+trainer.num_nodes=2", "trainer.num_nodes=2: a run trains on one device"),
+    ],
+)
+def test_more_than_one_device_is_refused_before_anything_is_built(override, message):
+    """Lightning would start a process per device, each running the command again: they found
+    the run directory held and left, and the first waited for them for good, deaf to Ctrl-C."""
+    with pytest.raises(OptionError, match=message):
+        preflight(compose_config(["trainer=cpu", override]))
 
 
 def test_the_options_defaults_pass_their_checks():

@@ -355,6 +355,8 @@ def test_a_directory_of_another_config_is_refused(tmp_path):
     record.check_config(compose_config(["data.root=elsewhere"]))  # data moved: fine
     with pytest.raises(ConfigMismatchError, match=r"differs in: schedule\.optimizer\.lr\)"):
         record.check_config(compose_config(["data.root=a", "schedule.optimizer.lr=0.2"]))
+    with pytest.raises(ConfigMismatchError, match=r"another hydra\.run\.dir \(in a sweep, hydra"):
+        record.check_config(compose_config(["data.root=a", "schedule.optimizer.lr=0.2"]))
 
 
 def test_a_run_recorded_before_a_key_became_neutral_is_still_the_same_run(tmp_path):

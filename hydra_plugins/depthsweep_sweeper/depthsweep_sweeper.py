@@ -68,10 +68,12 @@ class DepthSweeper(Sweeper):
         try:
             for (_, job), cfg in zip(jobs, configs, strict=True):  # before the first one trains
                 preflight(cfg, job.hydra.overrides.task, job.hydra.job.config_name)
-            for root in sorted({c.data.root for c in configs if not c.data.get("download", True)}):
-                ensure_cifar10(
-                    root, download=False
-                )  # missing data: said now, not after the estimate
+            # Missing data fetched once here, or said now (offline, download=false), before the
+            # estimate and before anything is written: each job fetching it left a fused
+            # sweep's plan and its members' directories behind when the download failed.
+            roots = {(c.data.root, bool(c.data.get("download", True))) for c in configs}
+            for root, download in sorted(roots):
+                ensure_cifar10(root, download=download)
         except UserError as e:  # as experiments.run reports a run's: one line, exit 2
             if full_error():
                 raise

@@ -7,6 +7,7 @@ else that goes wrong during training is recorded in the run's run.json as a fail
 
 from __future__ import annotations
 
+import math
 import os
 
 # Exit codes of experiments.run, documented in the README.
@@ -45,3 +46,16 @@ def check_count(
         raise OptionError(f"{name}={value!r}: must be an integer >= {minimum}{also}")
     if maximum is not None and value > maximum:
         raise OptionError(f"{name}={value!r}: must be at most {maximum:,}")
+
+
+def check_number(
+    name: str, value: object, low: float, high: float = math.inf, above_low: bool = False
+) -> None:
+    """A number option `name` from `low` (above it, with `above_low`) to `high`: an OptionError
+    naming it otherwise, before it reaches code that would fail on it mid-run (a warm-up lr of
+    "abc" failed at the first step the warm-up applies, in a sweep after the shallow runs)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool) and value == value
+    if not number or value < low or (above_low and value == low) or value > high:
+        bottom = f"{'>' if above_low else '>='} {low:g}"
+        top = f" and <= {high:g}" if high < math.inf else ""
+        raise OptionError(f"{name}={value!r}: must be a number {bottom}{top}")

@@ -189,7 +189,8 @@ class RunRecord:
         if diff:
             raise ConfigMismatchError(
                 f"{self.dir} holds a run with a different config (differs in: {', '.join(diff)}). "
-                "Use another hydra.sweep.dir or name=, or delete that directory."
+                "Use another hydra.run.dir (in a sweep, hydra.sweep.dir) or name=, or delete that "
+                "directory."
             )
 
     def start(self, cfg: DictConfig, info: dict[str, Any]) -> None:

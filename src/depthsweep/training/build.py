@@ -156,6 +156,23 @@ def make_module(cfg: DictConfig, model: nn.Module) -> Classifier:
     )
 
 
+def check_one_device(trainer: DictConfig) -> None:
+    """A run trains on one device: 1, or one device named ([2]). Lightning would start a process
+    per device, each running the whole command again; those find the run directory held and
+    leave, and the first then waited for them for good, deaf to Ctrl-C."""
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    if not (devices == 1 or OmegaConf.is_list(devices) and len(devices) == 1):
+        what = f"trainer.devices={devices}"
+    elif nodes != 1:
+        what = f"trainer.num_nodes={nodes}"
+    else:
+        return
+    raise OptionError(
+        f"{what}: a run trains on one device (1, or one named: [N]); to train runs side by side, "
+        "hydra/launcher=joblib hydra.launcher.n_jobs=N (on several GPUs each job takes its own)"
+    )
+
+
 def job_devices(cfg: DictConfig) -> dict:
     """In a Hydra multirun on several GPUs, job n trains on GPU n % count, so that jobs run at
     once (hydra/launcher=joblib) spread over the GPUs instead of all landing on GPU 0."""
@@ -253,6 +270,7 @@ def make_trainer(
     for key in RUN_LENGTH:
         if key in cfg.trainer:
             raise OptionError(f"trainer.{key}={cfg.trainer[key]}: {run_length_is_schedule(key)}")
+    check_one_device(cfg.trainer)
     kwargs = {
         "plugins": [SafeCheckpointIO()],  # atomic writes, weights-only reads
         "precision": resolve_precision(cfg.trainer),

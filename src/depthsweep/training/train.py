@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 from torch import nn
 
-from depthsweep.errors import OptionError, UserError, check_count, full_error
+from depthsweep.errors import OptionError, UserError, check_count, check_number, full_error
 from depthsweep.nets.models import conv_layers, count_macs, count_params
 from depthsweep.runs.provenance import provenance
 from depthsweep.runs.rundir import ERROR_COLUMNS, RunRecord
@@ -94,6 +94,22 @@ def check_options(cfg: DictConfig) -> None:
         raise OptionError(f"cuda_graph={cfg.cuda_graph!r}: must be auto, true or false")
     if cfg.channels_last not in ("auto", True, False):
         raise OptionError(f"channels_last={cfg.channels_last!r}: must be auto, true or false")
+    check_schedule_numbers(cfg.schedule)
+
+
+def check_schedule_numbers(schedule: DictConfig) -> None:
+    """The schedule's numbers, every run's: the warm-up's are read only where it applies (from
+    its depth on), so a bad one would otherwise fail the deep runs of a sweep mid-training."""
+    optimizer = schedule.optimizer
+    check_number("schedule.optimizer.lr", optimizer.get("lr"), 0, above_low=True)
+    for key in ("momentum", "weight_decay"):  # SGD's, Adam's ...; an optimizer may lack them
+        if key in optimizer:
+            check_number(f"schedule.optimizer.{key}", optimizer[key], 0)
+    warmup = schedule.warmup
+    check_count("schedule.warmup.from_depth", warmup.from_depth, 1, none="null: never")
+    check_number("schedule.warmup.lr", warmup.lr, 0, above_low=True)
+    check_number("schedule.warmup.until_train_error", warmup.until_train_error, 0, 100)
+    check_number("schedule.warmup.max_fraction", warmup.max_fraction, 0, 1)
 
 
 def preflight(
