@@ -15,6 +15,7 @@ from pathlib import Path
 
 from depthsweep.analysis.calibration import table
 from depthsweep.analysis.verdict import ALPHA
+from depthsweep.errors import OptionError, check_count
 from depthsweep.files import atomic_write_text
 
 SHOWN = {
@@ -31,10 +32,24 @@ SHOWN = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Draw, print and write the table; exit status 2 on a bad --draws (one line, nothing
+    written)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", nargs="?", default="results/verdict_calibration", type=Path)
+    parser.add_argument(
+        "out",
+        nargs="?",
+        default="results/verdict_calibration",
+        type=Path,
+        help="where to write calibration.csv and calibration.md (default: "
+        "results/verdict_calibration/, the committed results, which a run rewrites)",
+    )
     parser.add_argument("--draws", type=int, default=4000, help="sweeps per row (4000)")
     args = parser.parse_args(argv)
+    try:  # before the minutes of drawing: no rate of 0 draws
+        check_count("--draws", args.draws, minimum=1)
+    except OptionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     rates = table(draws=args.draws)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "calibration.csv", rates.to_csv(index=False))

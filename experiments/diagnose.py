@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from depthsweep.analysis.diagnostics import DIAGNOSTICS, diagnose
+from depthsweep.errors import OptionError, check_count
 
 
 def _steps(text: str) -> list[str | int]:
@@ -33,7 +34,8 @@ def _diagnostics(text: str) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the diagnostics; exit status 2 when nothing was written (no runs, or no inputs)."""
+    """Run the diagnostics; exit status 2 when nothing was written (no runs, or no inputs), or on
+    a bad --limit (one line, before anything is written)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -43,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="only the first N test images")
     parser.add_argument("--grad-steps", type=_steps, default=["first", "last"], metavar="LIST")
     args = parser.parse_args(argv)
+    try:  # before any diagnostic: the gradient-flow files would be written before the data is read
+        check_count("--limit", args.limit, minimum=1, none="omitted for every test image")
+    except OptionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     written = diagnose(
         args.path, args.what, data_root=args.data_root, limit=args.limit, grad_steps=args.grad_steps
     )

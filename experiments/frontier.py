@@ -33,6 +33,7 @@ from omegaconf import OmegaConf
 from depthsweep.analysis.summaries import by_depth, decide, load_sweep, summarize
 from depthsweep.analysis.verdict import Comparison, Part, unplaced
 from depthsweep.runs.rundir import read_config
+from depthsweep.runs.sweep import NoRunsError
 
 # column: (option, its value where a run's config predates it)
 KNOBS = {
@@ -154,15 +155,25 @@ HEADER = [
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the table (and write it to --out); exit status 2 when a directory holds no runs or
+    --out cannot be written (one line, nothing written)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("sweeps", nargs="+", type=Path)
     p.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = p.parse_args(argv)
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row(s)) + " |" for s in args.sweeps]
+    try:
+        lines += ["| " + " | ".join(row(s)) + " |" for s in args.sweeps]
+    except NoRunsError as e:  # a missing or empty directory, as experiments.analyze says it
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     text = "\n".join(lines) + "\n"
     if args.out:
-        args.out.write_text(text)
+        try:
+            args.out.write_text(text)
+        except OSError as e:  # a missing folder, a read-only one, a full disk
+            print(f"error: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
+            return 2
     print(text, end="")
     return 0
 

@@ -94,6 +94,37 @@ def test_an_override_the_bench_would_not_apply_is_one_line_before_any_timing(
     assert not (tmp_path / "bench.csv").exists()
 
 
+@pytest.mark.parametrize(
+    "given, said",
+    [
+        (
+            ["--archs", "resnt"],
+            "--archs resnt: In 'config': Could not find 'arch/resnt' (available",
+        ),
+        (["--depths", "8,21"], "--depths 21 (plain): depth=21 is invalid"),
+        (["--batch", "0"], "--batch=0: must be an integer >= 1"),
+        (["data.limit=0"], "data.limit=0: must be an integer >= 1"),
+        (
+            ["schedule=fast"],
+            "In 'config': Could not find 'schedule/fast' (available in 'schedule': ",
+        ),
+        (["--workers", "-1"], "--workers=-1: must be an integer >= 0"),
+        (["--threads", "-1"], "--threads=-1: must be an integer >= 0"),
+    ],
+)
+def test_an_option_every_variant_would_refuse_is_one_line_before_any_timing(
+    given, said, tmp_path, capsys, monkeypatch
+):
+    """Checked before the data (missing here) and before anything is timed: a variant that fails
+    is skipped, so these would otherwise end in "every variant failed", exit 1."""
+    monkeypatch.setattr(bench, "time_harness", pytest.fail)  # nothing is timed
+    args = ["--depths", "8", "--data-root", str(tmp_path / "none"), "data.download=false", *given]
+    assert bench_cli.main([*args, "--out", str(tmp_path / "bench.csv")]) == USER_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {said}") and err.count("\n") == 1
+    assert not (tmp_path / "bench.csv").exists()
+
+
 def rows_of(ms: dict[str, float], depths=(20, 56), archs=("plain", "resnet")) -> list[dict]:
     """Bench rows whose ms/step is depth times each variant's factor."""
     return [

@@ -215,3 +215,15 @@ def test_cli_on_a_tiny_real_sweep(fake_cifar, tmp_path, capsys):
     assert "zero_init: no (arch, depth)" in capsys.readouterr().out
     grads = pd.read_csv(bare / "grad_flow.csv")
     assert sorted(grads["run"].unique()) == ["plain-8", "resnet-8", "resnet-8-zi"]
+
+
+def test_cli_refuses_no_test_images_before_writing_anything(fake_cifar, tmp_path, capsys):
+    """--limit 0 used to fail in the data module after the gradient-flow files were written."""
+    sweep = tmp_path / "sweep"
+    train_tiny(sweep / "resnet-8", fake_cifar, "arch=resnet", "depth=8")
+    capsys.readouterr()  # training's output
+    assert diagnose_cli.main([str(sweep), "--limit", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: --limit=0: must be an integer >= 1")
+    assert err.count("\n") == 1
+    assert [p.name for p in sweep.iterdir()] == ["resnet-8"]

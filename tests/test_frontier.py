@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fakesweep import write_sweep
+from fakesweep import degradation_sweep, write_sweep
 
 from experiments import frontier
 
@@ -46,6 +46,24 @@ def test_a_sweep_becomes_a_row_of_its_knobs_minutes_errors_and_verdict(tmp_path,
     assert cells[20].startswith("supported: plain-56 − resnet-56 +19.0 [+18.7, +19.3] p ")
     assert cells[21] == "reproduced"
     assert capsys.readouterr().out == (tmp_path / "frontier.md").read_text()
+
+
+def test_a_directory_without_runs_or_an_unwritable_out_is_one_line_and_nothing_written(
+    tmp_path, capsys
+):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "frontier.md"
+    sweep = degradation_sweep(tmp_path / "sweep")
+    for given in (tmp_path / "empty", tmp_path / "missing"):  # after a good sweep: no row kept
+        assert frontier.main([str(sweep), str(given), "--out", str(out)]) == 2
+        printed, err = capsys.readouterr()
+        assert printed == "" and err.startswith("error: ") and err.count("\n") == 1
+        assert str(given) in err
+    assert not out.exists()
+    assert frontier.main([str(sweep), "--out", str(tmp_path / "no" / "frontier.md")]) == 2
+    printed, err = capsys.readouterr()
+    assert printed == "" and err.startswith(f"error: cannot write {tmp_path / 'no'}")
+    assert err.count("\n") == 1
 
 
 def test_a_sweep_without_both_archs_at_judged_depths_keeps_every_column(tmp_path):

@@ -86,6 +86,21 @@ def test_calibrate_writes_each_truths_rates(tmp_path, capsys):
     assert capsys.readouterr().out == md
 
 
+@pytest.mark.parametrize("draws", ["0", "-1"])
+def test_calibrate_refuses_no_draws_in_one_line(draws, tmp_path, capsys):
+    assert calibrate.main([str(tmp_path / "out"), "--draws", draws]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"error: --draws={draws}: must be an integer >= 1\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_calibrates_help_says_where_it_writes_by_default(capsys):
+    with pytest.raises(SystemExit):
+        calibrate.main(["--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "results/verdict_calibration/, the committed results, which a run rewrites" in said
+
+
 def test_processes_at_once_that_fail_are_said_not_waited_for():
     """A child that fails (here an invalid depth) aborts the barrier and names its error."""
     with pytest.raises(RuntimeError, match="a process of 2 at once failed: InvalidDepthError"):

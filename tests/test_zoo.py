@@ -156,4 +156,40 @@ def test_evaluate_reproduces_the_logged_final_test_error(fake_cifar, tmp_path, c
     assert float(printed["test_error"]) == last["test_error"]
     assert float(printed["test_loss"]) == last["test_loss"]
     assert evaluate_cli.main([str(run)]) == 2  # the data is no longer at the run's data.root
-    assert "cifar-10-batches-py" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "cifar-10-batches-py" in err and "Point --data-root" in err  # evaluate's own option
+    assert "data.root=" not in err and "data.download" not in err  # not a run's options
+
+
+def test_evaluate_prints_the_validation_splits_error_and_loss(fake_cifar, tmp_path, capsys):
+    """A run trained with data.val_split: val_error and val_loss as its last logged ones, on
+    its held-out last training images, besides test_error and test_loss."""
+    run = tmp_path / "run"
+    train_tiny(run, fake_cifar, "depth=8", "data.val_split=30", "data.eval_batch_size=7")
+    last = pd.read_csv(run / METRICS).dropna(subset=["val_error"]).iloc[-1]
+    capsys.readouterr()  # training's output
+    assert evaluate_cli.main([str(run)]) == 0
+    printed = dict(line.split(": ") for line in capsys.readouterr().out.splitlines())
+    assert set(printed) == {"test_error", "test_loss", "val_error", "val_loss"}
+    assert {k: float(v) for k, v in printed.items()} == last[list(printed)].to_dict()
+
+
+def test_a_file_torch_cannot_parse_is_not_a_checkpoint_in_one_line(fake_cifar, tmp_path, capsys):
+    """torch.load raises KeyError on a text file, IndexError on a CSV and OSError on a truncated
+    checkpoint: each is named as not a checkpoint, and a listing leaves such a run out."""
+    sweep = tmp_path / "sweep"
+    train_tiny(sweep / "whole", fake_cifar, "depth=8")
+    shutil.copytree(sweep / "whole", sweep / "cut")
+    (sweep / "cut" / CHECKPOINT).write_bytes((sweep / "whole" / CHECKPOINT).read_bytes()[:50_000])
+    (tmp_path / "text.ckpt").write_text("not a checkpoint\n")
+    capsys.readouterr()  # training's output
+    for path in (tmp_path / "text.ckpt", sweep / "whole" / METRICS, sweep / "cut"):
+        assert evaluate_cli.main([str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+        assert "is not a depthsweep checkpoint" in err
+    assert zoo_cli.main([str(sweep)]) == 0
+    out, err = capsys.readouterr()
+    assert str(sweep / "whole") in out and str(sweep / "cut") not in out
+    assert err.startswith(f"warning: left out {sweep / 'cut'}: ") and err.count("\n") == 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from depthsweep.runs.rundir import (
 )
 from depthsweep.training.build import build_model, model_spec
 from depthsweep.training.console import quiet_libraries
+from depthsweep.training.data import FOLDER, DatasetMissingError, ensure_cifar10
 from depthsweep.training.module import Classifier
 
 
@@ -105,7 +105,11 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         # weights_only: tensors and plain containers only, so loading someone else's file
         # cannot run code; depthsweep writes nothing else.
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+    except Exception as e:
+        # Any error: torch.load parses arbitrary bytes with no single error of its own. A text
+        # file, a CSV, a truncated or damaged checkpoint raised UnpicklingError, KeyError,
+        # IndexError, EOFError, UnicodeDecodeError, struct.error, AssertionError, RuntimeError and
+        # OSError (EINVAL from its zip reader), and the call does nothing but read the file.
         raise NotACheckpointError(f"{not_ours}: {unreadable(e)}") from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise NotACheckpointError(f"{not_ours}: it has no Lightning state_dict/hyper_parameters")
@@ -231,5 +235,14 @@ def evaluate(
     if data_root is not None:
         overrides["root"] = data_root
     datamodule = instantiate(zm.spec["data"], **overrides, _convert_="all")
-    result = trainer.validate(Classifier(zm.model), datamodule, verbose=False)[0]
-    return {k: v for k, v in result.items() if k.endswith(("_error", "_loss"))}
+    try:  # checked here to name evaluate's option: the data module's message names data.root=
+        ensure_cifar10(datamodule.root, download=datamodule.download)  # the run's, as it trained
+    except DatasetMissingError:
+        folder = (Path(datamodule.root) / FOLDER).resolve()
+        raise DatasetMissingError(
+            f"CIFAR-10 not found: expected the official python-version batches in {folder}. "
+            f"Point --data-root (data_root) at the folder that contains {FOLDER}/"
+        ) from None
+    # One dict per dataloader: the test set's test_*, then the validation split's val_*.
+    results = trainer.validate(Classifier(zm.model), datamodule, verbose=False)
+    return {k: v for r in results for k, v in r.items() if k.endswith(("_error", "_loss"))}

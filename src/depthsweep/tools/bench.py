@@ -20,18 +20,20 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from depthsweep.errors import OptionError
+from depthsweep.errors import OptionError, check_count
+from depthsweep.nets.models import InvalidDepthError
 from depthsweep.paper import PAPER_BATCH, PAPER_DEPTHS, PAPER_ITERATIONS
 from depthsweep.tools.budget import fastest_variant, ms_by_depth, project_sweep_s
 from depthsweep.tools.concurrency import time_concurrent
 from depthsweep.tools.timing import Timing, quiet_lightning, time_harness
-from depthsweep.training.build import build_net, make_schedule
+from depthsweep.training.build import build_net, make_datamodule, make_schedule
 from depthsweep.training.clocks import StepClock
 from depthsweep.training.config import (
     compose_config,
@@ -387,6 +389,52 @@ def measure_jobs(
     return {k: totals[k] / totals[1] for k in totals}
 
 
+def hydra_error(e: HydraException) -> str:
+    """Hydra's message (an unknown arch or config group, an override's syntax) in one line,
+    without its config search path."""
+    text = str(e).split("\nConfig search path:")[0]
+    said, _, options = text.partition("\n\nAvailable options in ")
+    group, _, names = options.partition(":")
+    available = f" (available in {group}: {', '.join(names.split())})" if options else ""
+    return " ".join(said.split()) + available
+
+
+def check_settings(s: Settings, root: str) -> None:
+    """Every option and override as the timing would refuse it, refused before anything is timed
+    or downloaded: a variant that fails is reported and skipped, so an option every variant
+    refuses (--depths 21, --batch 0, data.limit=0) would otherwise end, minutes later, in
+    "every variant failed"."""
+    for name, value, minimum in [
+        ("--steps", s.steps, 1),
+        ("--warmup", s.warmup, 1),
+        ("--batch", s.batch, 1),
+        ("--workers", s.workers, 0),
+        ("--jobs", s.jobs, 1),
+    ]:
+        check_count(name, value, minimum)
+    check_count("--threads", s.threads, 0, none="unset for torch's default")  # 0: torch's
+    for variant in s.variants:
+        variant_overrides(variant)  # an unknown variant
+    refused = command_line_error(s.overrides)  # as experiments.run's: schedule.lr=0.05 and the like
+    if refused:
+        raise OptionError(refused)
+    try:
+        check_added_keys(compose_config(s.overrides), s.overrides)  # a +KEY that nothing reads
+    except HydraException as e:
+        raise OptionError(hydra_error(e)) from None
+    for arch in s.archs:
+        for depth in s.depths:  # a variant's overrides change neither the net nor the data
+            try:
+                cfg = compose_run(s, arch, depth, root)
+            except HydraException as e:  # an unknown arch (the overrides composed above)
+                raise OptionError(f"--archs {arch}: {hydra_error(e)}") from None
+            try:
+                build_net(cfg)  # also an unknown class of data.classes
+            except InvalidDepthError as e:
+                raise OptionError(f"--depths {depth} ({arch}): {e}") from None
+            make_datamodule(cfg)  # the data options (data.limit=0), without reading the data
+
+
 def run(settings: Settings, note: str | None = None) -> list[dict]:
     """Measure, print the table and projection, write the CSV; returns the CSV's rows."""
     quiet_lightning()
@@ -394,17 +442,10 @@ def run(settings: Settings, note: str | None = None) -> list[dict]:
     device = device_for()
     name = device_name(device)
     say(f"depthsweep bench on {name}, torch {torch.__version__}", *([note] if note else []))
-    if s.warmup < 1 or s.steps < 1:
-        raise OptionError("--warmup and --steps must be at least 1")
-    for variant in s.variants:
-        variant_overrides(variant)  # an unknown variant fails now, not after minutes of timing
-    refused = command_line_error(s.overrides)  # as experiments.run's: schedule.lr=0.05 and the like
-    if refused:
-        raise OptionError(refused)
-    check_added_keys(compose_config(s.overrides), s.overrides)  # a +KEY that nothing reads
+    root = s.data_root or compose_config().data.root
+    check_settings(s, root)
     if s.threads:
         torch.set_num_threads(s.threads)
-    root = s.data_root or compose_config().data.root
     ensure_cifar10(root)  # downloads if online and missing, else says where it looked
     say(
         f"data: CIFAR-10 from {root}; {s.steps} timed steps after {s.warmup} warm-up steps",
