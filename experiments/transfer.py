@@ -9,16 +9,21 @@ is); a sweep also writes transfer.csv and transfer.png/.svg into its sweep direc
 conf/transfer.yaml, conf/transfer/.
 """
 
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, OverrideType, ValueType
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from depthsweep.apps.transfer import transfer
-from depthsweep.errors import USER_ERROR, UserError
+from depthsweep.apps import zoo
+from depthsweep.apps.transfer import SOURCE_REQUIRED, transfer, unread
+from depthsweep.errors import USER_ERROR, OptionError, UserError
 from depthsweep.training.config import home_expanded
 from depthsweep.training.overrides import check_added_keys, command_line_error
 from experiments.exits import setup_error, unexpected_error
@@ -32,7 +37,10 @@ def main(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
-        check_added_keys(cfg, hc.overrides.task)
+        try:
+            check_added_keys(cfg, hc.overrides.task)
+        except OptionError as e:  # +schedule.lr=0.1: its hint, without keys transfer ignores
+            raise OptionError(without_unread_hints(str(e))) from None
         return transfer(cfg, run_dir)
     except UserError as e:
         setup_error(e, [run_dir], sweep=hc.mode == RunMode.MULTIRUN)
@@ -40,9 +48,101 @@ def main(cfg: DictConfig) -> dict:
         unexpected_error(e, [run_dir])
 
 
+def unread_key_error(arguments: Sequence[str]) -> str | None:
+    """Why KEY=VALUE would do nothing but name the run's directory: a schedule key that a
+    transfer never reads (apps.transfer.UNREAD: the warm-up); or None."""
+    for arg in arguments:
+        key, sep, _ = arg.partition("=")
+        if sep and not arg.startswith("-") and unread(key.lstrip("+")):
+            return (
+                f"{arg}: a transfer trains without a warm-up (schedule.warmup is the deep training "
+                "runs' recipe), so the run would train as if it were not given"
+            )
+    return None
+
+
+# A key hint of training.overrides: " Did you mean K=VALUE?", " Did you mean K=VALUE (or K2, K3)?"
+_HINT = re.compile(
+    r" Did you mean (?P<first>[^=\s]+)=(?P<value>.*?)(?: \(or (?P<others>[^()]*)\))?\?$"
+)
+
+
+def without_unread_hints(message: str) -> str:
+    """`message` with the keys a transfer never reads left out of its "Did you mean" hint (the
+    whole hint where no other key is left): schedule.lr=0.1 means schedule.optimizer.lr."""
+    hint = _HINT.search(message)
+    if hint is None:
+        return message
+    others = hint["others"].split(", ") if hint["others"] else []
+    keys = [k for k in [hint["first"], *others] if not unread(k)]
+    if not keys:
+        return message[: hint.start()]
+    more = f" (or {', '.join(keys[1:])})" if len(keys) > 1 else ""
+    return f"{message[: hint.start()]} Did you mean {keys[0]}={hint['value']}{more}?"
+
+
+def _sources(arguments: Sequence[str]) -> list[str] | None:
+    """The transfer.source values of a command line ([] where none is given), each of a sweep's;
+    None where they are not plain paths to check here (another config, a mode that trains
+    nothing, an interpolation, a glob or range sweep, a line Hydra cannot parse): the job checks
+    then."""
+    if any(a.startswith("-") and a not in ("-m", "--multirun", "-r", "--run") for a in arguments):
+        return None  # --cfg, --help, -cn ...: another config, or nothing trained
+    try:
+        overrides = OverridesParser.create().parse_overrides(
+            [a for a in arguments if not a.startswith("-")]
+        )
+    except Exception:  # Hydra's own message says why
+        return None
+    sources: list[str] = []
+    for o in overrides:
+        if o.key_or_group != "transfer.source" or o.type == OverrideType.DEL:
+            continue
+        value = o.value()
+        if o.value_type == ValueType.ELEMENT:
+            values = [value]
+        elif isinstance(value, ChoiceSweep):  # quoted strings come as QuotedString
+            values = [getattr(v, "text", v) for v in value.list]
+        else:
+            return None
+        if any(isinstance(v, str) and "${" in v for v in values):
+            return None
+        sources += ["" if v is None else str(v) for v in values]
+    return sources
+
+
+def source_error(arguments: Sequence[str]) -> str | None:
+    """Why the command line's transfer.source cannot be transferred from (none given, no such
+    path, not a checkpoint, an arch not installed here), or None; a fault in reading it ends
+    the process (experiments.exits.unexpected_error). Said before Hydra writes anything: a run
+    directory's name leaves the source out, so Hydra's .hydra/ and log would go into one that
+    may hold another source's run."""
+    sources = _sources(arguments)
+    if sources is None:
+        return None
+    if not sources or "" in sources:
+        return SOURCE_REQUIRED
+    for source in dict.fromkeys(sources):
+        try:
+            zoo.load(source)
+        except UserError as e:
+            return str(e)
+        except Exception as e:  # a fault no check foresaw (exit 1): still nothing written
+            unexpected_error(e, [Path(source)])
+    return None
+
+
 if __name__ == "__main__":
     sys.argv = home_expanded(sys.argv)
-    refused = command_line_error(sys.argv[1:], "transfer")  # one line, before Hydra's several
+    arguments = sys.argv[1:]
+    # One line, before Hydra's several, and before it writes anything
+    refused = unread_key_error(arguments) or command_line_error(arguments, "transfer")
+    # A +KEY or ++KEY is checked in the job, against the composed config, before the source is
+    # read there: the source waits for it, so that the key's error comes first either way
+    if refused:
+        refused = without_unread_hints(refused)
+    elif not any(a.startswith("+") for a in arguments):
+        refused = source_error(arguments)
     if refused:
         print(f"error: {refused}", file=sys.stderr)
         raise SystemExit(USER_ERROR)

@@ -27,10 +27,17 @@ from omegaconf import OmegaConf
 
 from depthsweep.apps import transfer as tr
 from depthsweep.apps import zoo
-from depthsweep.errors import USER_ERROR, UserError
+from depthsweep.errors import USER_ERROR, UserError, check_count
 from depthsweep.training.clocks import StepClock
 from depthsweep.training.config import CONF_DIR
 from depthsweep.training.console import quiet_libraries
+
+# The app's checks name these flags, not the transfer.* keys they set
+FLAGS = {
+    "labels_per_class": "--labels-per-class",
+    "batch_size": "--batch-size",
+    "data_root": "--data-root",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     # Set, not overridden: Hydra's override grammar would need paths with = or , quoted.
     cfg.transfer.source, cfg.transfer.data_root = args.source, args.data_root
     try:
+        check_count("--epochs", args.epochs, minimum=1)  # the median of none
         source = zoo.load(args.source)
-        data = tr.target_data(cfg, source)
+        data = tr.target_data(cfg, source, FLAGS)
     except UserError as e:  # no such source, no checkpoint, no data: one line, as the zoo's
         print(f"error: {e}", file=sys.stderr)
         return USER_ERROR

@@ -14,10 +14,15 @@ from helpers import run_cli, train_tiny, write_random_cifar10
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from depthsweep.analysis.transfer_report import collect
 from depthsweep.apps import transfer as tr
 from depthsweep.apps import zoo
+from depthsweep.errors import USER_ERROR, OptionError
 from depthsweep.runs.rundir import CHECKPOINT, ConfigMismatchError, RunRecord, find_runs
 from depthsweep.training.config import CONF_DIR
+from depthsweep.training.overrides import command_line_error
+from experiments import transfer_bench
+from experiments.transfer import source_error, unread_key_error, without_unread_hints
 
 SOURCE_CLASSES = "[airplane,automobile,bird,cat,deer]"
 
@@ -228,6 +233,7 @@ def test_bad_transfer_input_names_the_fix(source, tmp_path):
         ("transfer.classes=[dog,frgo]", "transfer.classes: unknown class 'frgo'; valid: airplane"),
         ("transfer.labels_per_class=500", "set transfer.labels_per_class between 1 and"),
         ("transfer.freeze=some", "choose one of all, last_stage, none, scratch"),
+        ("transfer.batch_size=0", r"^transfer.batch_size=0: must be an integer >= 1"),
         (  # the source was trained on these: no transfer to measure
             "transfer.classes=[dog,cat]",
             "transfer.classes: cat already among the source's classes .* "
@@ -278,3 +284,93 @@ def test_a_transfer_sweep_writes_its_table_and_figure(source, tmp_path):
         record = RunRecord(tmp_path / "sweep" / row["run_dir"]).read()
         assert record["test_error"] == row["test_error"] and record["freeze"] == row["freeze"]
     assert (tmp_path / "sweep" / "transfer.png").stat().st_size > 0
+
+
+def test_transfer_bench_errors_name_its_flags(source, capsys):
+    """Not the transfer.* keys the bench sets from them."""
+    labels = ["--labels-per-class 1000: class ", "set --labels-per-class between", "(--data-root;"]
+    for flags, said in [
+        (["--labels-per-class", "1000"], labels),
+        (["--batch-size", "0"], ["--batch-size=0: must be an integer >= 1"]),
+        (["--epochs", "0"], ["--epochs=0: must be an integer >= 1"]),
+    ]:
+        assert transfer_bench.main([str(source), *flags]) == USER_ERROR
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {said[0]}") and err.count("\n") == 1, err
+        assert all(s in err for s in said) and "transfer." not in err, err
+
+
+def test_a_transfer_without_a_source_asks_for_one(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="t"):
+        cfg = compose("transfer", ["trainer=cpu"])
+    with pytest.raises(OptionError, match="^transfer.source is required: give transfer.source="):
+        tr.transfer(cfg, tmp_path / "run")  # not OmegaConf's MissingMandatoryValue
+    assert source_error(["-m", "transfer.freeze=all,none"]) == tr.SOURCE_REQUIRED
+    assert source_error(["transfer.source=null"]) == tr.SOURCE_REQUIRED
+    assert source_error(["--cfg", "job"]) is None  # shows the config: no source needed
+    # Each of a sweep's sources, quoted ones unquoted, is checked before Hydra runs
+    missing = tmp_path / "depth=8,seed=1"
+    error = source_error(["-m", f"transfer.source='{missing}',{tmp_path / 'x'}"])
+    assert error == f"{missing}: no such run directory or checkpoint file"
+
+
+@pytest.mark.slow
+def test_a_transfer_without_a_source_is_one_line_and_leaves_nothing(tmp_path):
+    res = run_cli("experiments.transfer", "transfer.freeze=none", cwd=tmp_path)
+    assert (res.returncode, res.stderr) == (USER_ERROR, f"error: {tr.SOURCE_REQUIRED}\n")
+    assert list(tmp_path.iterdir()) == []  # no runs/transfer/.hydra
+
+
+@pytest.mark.slow
+def test_a_source_that_is_no_checkpoint_is_refused_before_hydra_writes(tmp_path):
+    """Refused before Hydra writes its .hydra/ and log into the run directory, which (its name
+    leaving the source out) may hold another source's run."""
+    text = tmp_path / "text.ckpt"
+    text.write_text("hello text\n")  # once a KeyError out of the checkpoint reader
+    run_dir = tmp_path / "runs" / "transfer" / "transfer.freeze=none"
+    (run_dir / ".hydra").mkdir(parents=True)
+    for name in (".hydra/config.yaml", "run.json", "transfer.log"):
+        (run_dir / name).write_text(f"another source's {name}\n")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    res = run_cli(
+        "experiments.transfer", f"transfer.source={text}", "transfer.freeze=none", cwd=tmp_path
+    )
+    assert res.returncode == USER_ERROR, res.stderr
+    assert res.stderr.startswith(f"error: {text} is not a depthsweep checkpoint")
+    assert res.stderr.count("\n") == 1, res.stderr
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("override", ["schedule.warmup.lr=0.5", "+schedule.warmup.foo=1"])
+def test_a_warm_up_is_refused_as_transfer_never_reads_it(override):
+    """make_schedule is called without a warm-up: the key would only name the run directory."""
+    error = unread_key_error([override, "transfer.freeze=none"])
+    assert error.startswith(f"{override}: a transfer trains without a warm-up")
+    assert unread_key_error(["schedule.optimizer.lr=0.5", "~schedule.warmup.lr"]) is None
+
+
+def test_a_key_hint_leaves_out_the_keys_transfer_never_reads():
+    error = without_unread_hints(command_line_error(["schedule.lr=0.1"], "transfer"))
+    assert error.endswith("Did you mean schedule.optimizer.lr=0.1?")
+    error = without_unread_hints(command_line_error(["schedule.until_train_error=5"], "transfer"))
+    assert "warmup" not in error and error.endswith("nothing reads.")
+    unchanged = "x=1: no x. Did you mean a.x=1 (or b.x, c.x)?"
+    assert without_unread_hints(unchanged) == unchanged
+
+
+@pytest.mark.slow
+def test_a_warm_up_on_the_command_line_is_one_line_and_leaves_nothing(tmp_path):
+    res = run_cli(
+        "experiments.transfer", "schedule.warmup.lr=0.5", "transfer.freeze=none", cwd=tmp_path
+    )
+    assert res.returncode == USER_ERROR and res.stderr.count("\n") == 1, res.stderr
+    assert "transfer trains without a warm-up" in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_transfer_table_holds_the_runs_source_hash_cache_file_and_precision(source, tmp_path):
+    """The run.json fields the README says transfer.csv holds."""
+    record = tr.transfer(transfer_cfg(source, tmp_path / "cache"), tmp_path / "sweep" / "a")
+    [row] = collect(tmp_path / "sweep").to_dict("records")
+    for key in ("source_sha256", "cache_file", "precision", "source", "cache"):
+        assert row[key] == record[key], key

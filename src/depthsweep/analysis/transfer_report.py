@@ -15,10 +15,12 @@ from depthsweep.apps.transfer import MODES
 from depthsweep.files import atomic_write_text
 from depthsweep.runs.rundir import RunRecord, find_runs
 
+# run.json's fields but the provenance; those added later go last, so older tables' order stays
 COLUMNS = [
     *["freeze", "labels_per_class", "seed", "test_error", "test_loss", "train_images"],
     *["test_images", "iterations", "wall_time_s", "cache", "source_arch", "source_depth"],
-    *["source_classes", "target_classes", "source", "run_dir"],
+    *["source_classes", "target_classes", "source", "source_sha256", "cache_file", "precision"],
+    "run_dir",
 ]
 
 

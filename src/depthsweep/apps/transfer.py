@@ -30,7 +30,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from depthsweep.apps import zoo
-from depthsweep.errors import OptionError, UserError
+from depthsweep.errors import OptionError, UserError, check_count
 from depthsweep.files import atomic_write
 from depthsweep.nets.models import count_params
 from depthsweep.runs.provenance import provenance
@@ -57,22 +57,50 @@ MODES = ("all", "last_stage", "none", "scratch")
 HEAD = "fc"  # the classifier every CifarNet ends with
 Batches = list[tuple[Tensor, Tensor]]
 
+# The options the input checks name, as the user gave them: experiments.transfer's keys;
+# experiments.transfer_bench passes its flags (--labels-per-class), so each message names the
+# option to change on the command line that was typed.
+OPTIONS = {k: f"transfer.{k}" for k in ("labels_per_class", "batch_size", "data_root")}
+SOURCE_REQUIRED = (
+    "transfer.source is required: give transfer.source=RUN_DIR_OR_CKPT, a finished run "
+    "directory or its checkpoint file (python -m experiments.zoo DIR lists the finished runs)"
+)
+# Keys of the shared schedule/ group that change nothing in a transfer: make_schedule is called
+# without a warm-up (the paper's recipe for a deep net from scratch), so its options (read or
+# not: the training window's threshold only ends a warm-up) would only name the run directory.
+UNREAD = ("schedule.warmup",)
+
+
+def unread(key: str) -> bool:
+    """Whether `key` (+ and ++ stripped) is one a transfer never reads (UNREAD, or below one)."""
+    return any(key == k or key.startswith(f"{k}.") for k in UNREAD)
+
+
+def given(option: str, value: object) -> str:
+    """`option` set to `value` as typed: KEY=VALUE, or --flag VALUE."""
+    return f"{option} {value}" if option.startswith("-") else f"{option}={value}"
+
 
 class CacheMismatchError(UserError, ValueError):
     """A features cache file holds features of another source or data set."""
 
 
-def draw_labelled(labels: Tensor, per_class: int, seed: int, names: Sequence[str]) -> Tensor:
+def draw_labelled(
+    labels: Tensor,
+    per_class: int,
+    seed: int,
+    names: Sequence[str],
+    options: Mapping[str, str] = OPTIONS,
+) -> Tensor:
     """Indices of `per_class` images of each label 0..k-1, drawn with `seed`, sorted. Each class's
     draw is the start of one seeded permutation, so a smaller draw is part of a larger one."""
     counts = torch.bincount(labels, minlength=len(names))
     if per_class < 1 or per_class > counts.min():
-        fewest = int(counts.argmin())
+        fewest, option = int(counts.argmin()), options["labels_per_class"]
         raise OptionError(
-            f"transfer.labels_per_class={per_class}: class {names[fewest]!r} has "
-            f"{int(counts[fewest])} training images here; set transfer.labels_per_class between "
-            f"1 and {int(counts[fewest])}, or give more training images (transfer.data_root; "
-            "the source's data.limit applies)"
+            f"{given(option, per_class)}: class {names[fewest]!r} has {int(counts[fewest])} "
+            f"training images here; set {option} between 1 and {int(counts[fewest])}, or give "
+            f"more training images ({options['data_root']}; the source's data.limit applies)"
         )
     g = torch.Generator().manual_seed(seed)
     picks = []
@@ -84,17 +112,20 @@ def draw_labelled(labels: Tensor, per_class: int, seed: int, names: Sequence[str
 
 class TargetData(CIFAR10DataModule):
     """The target task: CIFAR10DataModule on the target classes, its training images cut to
-    `labels_per_class` per class (`draw_labelled`), normalised with the source's (shift, scale)."""
+    `labels_per_class` per class (`draw_labelled`), normalised with the source's (shift, scale);
+    `options`: how its errors name the options (OPTIONS)."""
 
     def __init__(
         self,
         labels_per_class: int,
         seed: int,
         normalization: tuple[Tensor, Tensor],
+        options: Mapping[str, str] = OPTIONS,
         **data: Any,
     ) -> None:
         super().__init__(**data, seed=seed)
         self.labels_per_class, self.normalization = labels_per_class, normalization
+        self.options = options
         labels = self.classes if self.classes is not None else range(len(CLASSES))
         self.names = [CLASSES[i] for i in labels]  # of the target's labels 0..k-1
 
@@ -102,7 +133,9 @@ class TargetData(CIFAR10DataModule):
         if self.data is not None:
             return
         super().setup(stage)
-        keep = draw_labelled(self.data.y_train, self.labels_per_class, self.seed, self.names)
+        keep = draw_labelled(
+            self.data.y_train, self.labels_per_class, self.seed, self.names, self.options
+        )
         d = self.data
         self.data = d._replace(x_train=d.x_train[keep], y_train=d.y_train[keep])
         self.shift, self.scale = self.normalization
@@ -115,10 +148,14 @@ class TargetData(CIFAR10DataModule):
         return [self.on_after_batch_transfer(b, 0) for b in self._batches(x, y, train=False)]
 
 
-def target_data(cfg: DictConfig, source: zoo.ZooModel) -> TargetData:
+def target_data(
+    cfg: DictConfig, source: zoo.ZooModel, options: Mapping[str, str] = OPTIONS
+) -> TargetData:
     """The target task of `cfg.transfer` with the source's data config (limit, eval batches,
-    padding), set up."""
+    padding), set up; its errors name `options` (OPTIONS)."""
     t = cfg.transfer
+    # Here, not by the data module: it would name data.batch_size, an option transfer lacks.
+    check_count(options["batch_size"], t.batch_size, minimum=1)
     data = {k: v for k, v in source.spec["data"].items() if k != "_target_"}
     data |= {
         "root": t.data_root or data["root"],
@@ -126,7 +163,7 @@ def target_data(cfg: DictConfig, source: zoo.ZooModel) -> TargetData:
         "val_split": 0,
         "batch_size": t.batch_size,
     }
-    dm = TargetData(t.labels_per_class, cfg.seed, source.input_normalization(), **data)
+    dm = TargetData(t.labels_per_class, cfg.seed, source.input_normalization(), options, **data)
     dm.setup("fit")
     return dm
 
@@ -348,6 +385,8 @@ def transfer(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     fails before the run directory is made."""
     quiet_libraries()
     t = cfg.transfer
+    if OmegaConf.is_missing(t, "source") or t.source is None:  # not OmegaConf's 3-line error
+        raise OptionError(SOURCE_REQUIRED)
     if t.freeze not in MODES:
         raise OptionError(f"transfer.freeze={t.freeze!r}: choose one of {', '.join(MODES)}")
     target = [CLASSES[i] for i in class_indices(t.classes, "transfer.classes")]  # fails early
