@@ -19,12 +19,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, OverrideType, ValueType
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from depthsweep.apps import zoo
 from depthsweep.apps.transfer import SOURCE_REQUIRED, transfer, unread
 from depthsweep.errors import USER_ERROR, OptionError, UserError
-from depthsweep.training.config import home_expanded
+from depthsweep.training.config import CONF_DIR, home_expanded
 from depthsweep.training.overrides import check_added_keys, command_line_error
 from experiments.exits import setup_error, unexpected_error
 
@@ -46,6 +46,9 @@ def main(cfg: DictConfig) -> dict:
         setup_error(e, [run_dir], sweep=hc.mode == RunMode.MULTIRUN)
     except Exception as e:
         unexpected_error(e, [run_dir])
+
+
+DEFAULTS = OmegaConf.load(CONF_DIR / "transfer" / "default.yaml")  # transfer's own options
 
 
 def unread_key_error(arguments: Sequence[str]) -> str | None:
@@ -119,6 +122,11 @@ def source_error(arguments: Sequence[str]) -> str | None:
     may hold another source's run."""
     sources = _sources(arguments)
     if sources is None:
+        return None
+    # None on the command line: the job decides where another config may set it (transfer=NAME,
+    # hydra.searchpath), else conf/transfer/default.yaml's (??? unless edited) says
+    elsewhere = any(a.startswith(("transfer=", "hydra.searchpath")) for a in arguments)
+    if not sources and (elsewhere or not OmegaConf.is_missing(DEFAULTS, "source")):
         return None
     if not sources or "" in sources:
         return SOURCE_REQUIRED

@@ -308,6 +308,7 @@ def test_a_transfer_without_a_source_asks_for_one(tmp_path):
     assert source_error(["-m", "transfer.freeze=all,none"]) == tr.SOURCE_REQUIRED
     assert source_error(["transfer.source=null"]) == tr.SOURCE_REQUIRED
     assert source_error(["--cfg", "job"]) is None  # shows the config: no source needed
+    assert source_error(["transfer=mine"]) is None  # another config may set it: the job checks
     # Each of a sweep's sources, quoted ones unquoted, is checked before Hydra runs
     missing = tmp_path / "depth=8,seed=1"
     error = source_error(["-m", f"transfer.source='{missing}',{tmp_path / 'x'}"])

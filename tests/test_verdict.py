@@ -869,6 +869,8 @@ def test_seeds_that_agree_at_chance_are_not_called_one_draw():
     assert got.outcome == "reproduced"
     assert verdict.SAME_SEEDS not in got.sentence
     assert "did it train at all?): plain-110 (90.0%)." in got.sentence
+    both = analysis.decide(summary(plain | {56: [30.0] * 3, 110: [90.0] * 3}, resnet, se=0.02))
+    assert "seeds that differ at plain-56, whose seeds" in both.sentence  # not plain-110
 
 
 def test_a_failed_resnet_20_without_a_plain_20_to_check_it_carries_nothing():

@@ -71,9 +71,12 @@ class DepthSweeper(Sweeper):
             # Missing data fetched once here, or said now (offline, download=false), before the
             # estimate and before anything is written: each job fetching it left a fused
             # sweep's plan and its members' directories behind when the download failed.
-            roots = {(c.data.root, bool(c.data.get("download", True))) for c in configs}
-            for root, download in sorted(roots):
-                ensure_cifar10(root, download=download)
+            download: dict[str, bool] = {}  # a root some job may download into: fetched
+            for c in configs:
+                allowed = bool(c.data.get("download", True))
+                download[c.data.root] = download.get(c.data.root, False) or allowed
+            for root in sorted(download):
+                ensure_cifar10(root, download=download[root])
         except UserError as e:  # as experiments.run reports a run's: one line, exit 2
             if full_error():
                 raise

@@ -56,6 +56,6 @@ def check_number(
     "abc" failed at the first step the warm-up applies, in a sweep after the shallow runs)."""
     number = isinstance(value, int | float) and not isinstance(value, bool) and value == value
     if not number or value < low or (above_low and value == low) or value > high:
-        bottom = f"{'>' if above_low else '>='} {low:g}"
+        bottom = f" {'>' if above_low else '>='} {low:g}" if low > -math.inf else ""
         top = f" and <= {high:g}" if high < math.inf else ""
-        raise OptionError(f"{name}={value!r}: must be a number {bottom}{top}")
+        raise OptionError(f"{name}={value!r}: must be a number{bottom}{top}")

@@ -161,7 +161,7 @@ def check_one_device(trainer: DictConfig) -> None:
     per device, each running the whole command again; those find the run directory held and
     leave, and the first then waited for them for good, deaf to Ctrl-C."""
     devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
-    if not (devices == 1 or OmegaConf.is_list(devices) and len(devices) == 1):
+    if not (devices in (1, "1") or OmegaConf.is_list(devices) and len(devices) == 1):
         what = f"trainer.devices={devices}"
     elif nodes != 1:
         what = f"trainer.num_nodes={nodes}"

@@ -228,8 +228,8 @@ def unknown_key_error(arguments: Sequence[str], config_name: str = "config") -> 
                     f"{key}={value}: Hydra's config does not list {key}: add it with +{key}={value}"
                 )
             meant = _meant(hydra_cfg.hydra, key[6:], value, "hydra.")
-            if not meant and key.startswith("hydra.launcher."):  # n_jobs, with the basic one
-                target = hydra_cfg.hydra.launcher.get("_target_", "").rpartition(".")[2]
+            target = hydra_cfg.hydra.launcher.get("_target_", "").rpartition(".")[2]
+            if not meant and key.startswith("hydra.launcher.") and target == "BasicLauncher":
                 meant = f" The launcher is {target}: choose one first (hydra/launcher=joblib)."
             return f"{key}={value}: Hydra's config has no {key}.{meant}"
         if _has(cfg, key):

@@ -101,14 +101,14 @@ def check_schedule_numbers(schedule: DictConfig) -> None:
     """The schedule's numbers, every run's: the warm-up's are read only where it applies (from
     its depth on), so a bad one would otherwise fail the deep runs of a sweep mid-training."""
     optimizer = schedule.optimizer
-    check_number("schedule.optimizer.lr", optimizer.get("lr"), 0, above_low=True)
-    for key in ("momentum", "weight_decay"):  # SGD's, Adam's ...; an optimizer may lack them
+    for key in ("lr", "momentum", "weight_decay"):  # SGD's, Adam's ...; an optimizer may lack them
         if key in optimizer:
-            check_number(f"schedule.optimizer.{key}", optimizer[key], 0)
+            check_number(f"schedule.optimizer.{key}", optimizer[key], 0, above_low=key == "lr")
     warmup = schedule.warmup
-    check_count("schedule.warmup.from_depth", warmup.from_depth, 1, none="null: never")
+    check_count("schedule.warmup.from_depth", warmup.from_depth, 0, none="null: never")
     check_number("schedule.warmup.lr", warmup.lr, 0, above_low=True)
-    check_number("schedule.warmup.until_train_error", warmup.until_train_error, 0, 100)
+    # above 100 (or any error) it ends at the first window, below 0 only at max_fraction
+    check_number("schedule.warmup.until_train_error", warmup.until_train_error, -math.inf)
     check_number("schedule.warmup.max_fraction", warmup.max_fraction, 0, 1)
 
 
