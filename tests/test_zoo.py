@@ -193,3 +193,11 @@ def test_a_file_torch_cannot_parse_is_not_a_checkpoint_in_one_line(fake_cifar, t
     out, err = capsys.readouterr()
     assert str(sweep / "whole") in out and str(sweep / "cut") not in out
     assert err.startswith(f"warning: left out {sweep / 'cut'}: ") and err.count("\n") == 1
+
+
+def test_a_checkpoint_path_that_cannot_be_read_says_so_not_that_it_is_no_checkpoint(tmp_path):
+    """A folder where a checkpoint file was expected (or a file without read permission) is
+    unreadable, which says nothing about what it holds."""
+    (tmp_path / "last.ckpt").mkdir()
+    with pytest.raises(zoo.NotACheckpointError, match=r"last\.ckpt cannot be read: Is a directory"):
+        zoo._read_checkpoint(tmp_path / "last.ckpt")

@@ -105,6 +105,8 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         # weights_only: tensors and plain containers only, so loading someone else's file
         # cannot run code; depthsweep writes nothing else.
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (PermissionError, IsADirectoryError) as e:  # a checkpoint, maybe, that cannot be read
+        raise NotACheckpointError(f"{path} cannot be read: {e.strerror}") from e
     except Exception as e:
         # Any error: torch.load parses arbitrary bytes with no single error of its own. A text
         # file, a CSV, a truncated or damaged checkpoint raised UnpicklingError, KeyError,
