@@ -125,7 +125,7 @@ NEAR_FLOOR = 2 * FLOOR_ERROR
 # learned next to nothing; it guesses one class, so its error is that class's share of the
 # images (88.5-91% on the first 2,000 CIFAR-10 images, whichever class), and its seeds can agree
 # to the digit. Two such nets' order is which class each guesses, not depth's: plain 1.4/2.5/4.0
-# at 20-44 and 90.2/89.9 at 56/110 refuted "plain rises" on 0.3 points at chance, where plain-56
+# at 20-44 and 90.2/89.9 at 56/110 refuted "plain rises" on 0.4 points at chance, where plain-56
 # and plain-110 are both nets that did not train. A comparison with both sides there is untested.
 CHANCE_MARGIN = 5.0
 AT_CHANCE = "both at chance"  # how such a comparison's reason starts
