@@ -9,7 +9,6 @@ is); a sweep also writes transfer.csv and transfer.png/.svg into its sweep direc
 conf/transfer.yaml, conf/transfer/.
 """
 
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,10 +21,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from depthsweep.apps import zoo
-from depthsweep.apps.transfer import SOURCE_REQUIRED, transfer, unread
-from depthsweep.errors import USER_ERROR, OptionError, UserError
+from depthsweep.apps.transfer import SOURCE_REQUIRED, transfer
+from depthsweep.errors import USER_ERROR, UserError
 from depthsweep.training.config import CONF_DIR, home_expanded
-from depthsweep.training.overrides import check_added_keys, command_line_error
+from depthsweep.training.overrides import check_added_keys, command_line_error, unread
 from experiments.exits import setup_error, unexpected_error
 
 
@@ -37,10 +36,7 @@ def main(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
-        try:
-            check_added_keys(cfg, hc.overrides.task)
-        except OptionError as e:  # +schedule.lr=0.1: its hint, without keys transfer ignores
-            raise OptionError(without_unread_hints(str(e))) from None
+        check_added_keys(cfg, hc.overrides.task)
         return transfer(cfg, run_dir)
     except UserError as e:
         setup_error(e, [run_dir], sweep=hc.mode == RunMode.MULTIRUN)
@@ -53,35 +49,15 @@ DEFAULTS = OmegaConf.load(CONF_DIR / "transfer" / "default.yaml")  # transfer's 
 
 def unread_key_error(arguments: Sequence[str]) -> str | None:
     """Why KEY=VALUE would do nothing but name the run's directory: a schedule key that a
-    transfer never reads (apps.transfer.UNREAD: the warm-up); or None."""
+    transfer never reads (training.overrides.UNREAD: the warm-up); or None."""
     for arg in arguments:
         key, sep, _ = arg.partition("=")
-        if sep and not arg.startswith("-") and unread(key.lstrip("+")):
+        if sep and not arg.startswith("-") and unread(key.lstrip("+"), "transfer"):
             return (
                 f"{arg}: a transfer trains without a warm-up (schedule.warmup is the deep training "
                 "runs' recipe), so the run would train as if it were not given"
             )
     return None
-
-
-# A key hint of training.overrides: " Did you mean K=VALUE?", " Did you mean K=VALUE (or K2, K3)?"
-_HINT = re.compile(
-    r" Did you mean (?P<first>[^=\s]+)=(?P<value>.*?)(?: \(or (?P<others>[^()]*)\))?\?$"
-)
-
-
-def without_unread_hints(message: str) -> str:
-    """`message` with the keys a transfer never reads left out of its "Did you mean" hint (the
-    whole hint where no other key is left): schedule.lr=0.1 means schedule.optimizer.lr."""
-    hint = _HINT.search(message)
-    if hint is None:
-        return message
-    others = hint["others"].split(", ") if hint["others"] else []
-    keys = [k for k in [hint["first"], *others] if not unread(k)]
-    if not keys:
-        return message[: hint.start()]
-    more = f" (or {', '.join(keys[1:])})" if len(keys) > 1 else ""
-    return f"{message[: hint.start()]} Did you mean {keys[0]}={hint['value']}{more}?"
 
 
 def _sources(arguments: Sequence[str]) -> list[str] | None:
@@ -147,9 +123,7 @@ if __name__ == "__main__":
     refused = unread_key_error(arguments) or command_line_error(arguments, "transfer")
     # A +KEY or ++KEY is checked in the job, against the composed config, before the source is
     # read there: the source waits for it, so that the key's error comes first either way
-    if refused:
-        refused = without_unread_hints(refused)
-    elif not any(a.startswith("+") for a in arguments):
+    if not refused and not any(a.startswith("+") for a in arguments):
         refused = source_error(arguments)
     if refused:
         print(f"error: {refused}", file=sys.stderr)

@@ -65,15 +65,6 @@ SOURCE_REQUIRED = (
     "transfer.source is required: give transfer.source=RUN_DIR_OR_CKPT, a finished run "
     "directory or its checkpoint file (python -m experiments.zoo DIR lists the finished runs)"
 )
-# Keys of the shared schedule/ group that change nothing in a transfer: make_schedule is called
-# without a warm-up (the paper's recipe for a deep net from scratch), so its options (read or
-# not: the training window's threshold only ends a warm-up) would only name the run directory.
-UNREAD = ("schedule.warmup",)
-
-
-def unread(key: str) -> bool:
-    """Whether `key` (+ and ++ stripped) is one a transfer never reads (UNREAD, or below one)."""
-    return any(key == k or key.startswith(f"{k}.") for k in UNREAD)
 
 
 def given(option: str, value: object) -> str:

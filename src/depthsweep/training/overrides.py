@@ -27,17 +27,24 @@ _ABSENT = object()
 
 # What the harness adds to a job with + itself: the sweeper's fused group (training.sweeper.plan).
 HARNESS_ADDED = {"fused_group"}
+# Keys of a primary config that its entry point never reads (config name: key prefixes), left
+# out of "Did you mean" hints: experiments.transfer calls make_schedule without a warm-up (the
+# paper's recipe for a deep net from scratch), so the shared schedule/ group's warm-up options
+# (read or not: the training window's threshold only ends a warm-up) would only name its runs.
+UNREAD = {"transfer": ("schedule.warmup",)}
 
 
-def _config_without(overrides: Sequence[str], config_name: str | None) -> DictConfig:
+def unread(key: str, config_name: str) -> bool:
+    """Whether `key` (+ and ++ stripped) is one `config_name`'s entry point never reads."""
+    return any(key == k or key.startswith(f"{k}.") for k in UNREAD.get(config_name, ()))
+
+
+def _config_without(overrides: Sequence[str], config_name: str) -> DictConfig:
     """The job's config composed without its `++` overrides: in a Hydra app (a job, or the
-    sweeper checking one, which names the job's `config_name`: Hydra sets no HydraConfig there)
-    by the app's own Hydra; outside one, as experiments.run's."""
+    sweeper checking one) by the app's own Hydra; outside one, as experiments.run's."""
     others = [o for o in overrides if not o.startswith("++")]
     if not GlobalHydra.instance().is_initialized():
         return compose_config(others)
-    if config_name is None:
-        config_name = HydraConfig.get().job.config_name if HydraConfig.initialized() else "config"
     return compose(config_name, overrides=others)
 
 
@@ -58,7 +65,11 @@ def check_added_keys(
     run would train as if it were not there (+schedule.lr=0.05 trains at lr 0.1). The message
     names the key meant: one whose last name is the same, or the closest. `++KEY` sets KEY
     whether or not the config has it: where it has (the job's config composed without the `++`
-    overrides), the value is the config's own; where not, it was added like `+KEY`."""
+    overrides), the value is the config's own; where not, it was added like `+KEY`.
+    `config_name`: the primary config; None: the job's (the sweeper names it: Hydra sets no
+    HydraConfig there)."""
+    if config_name is None:
+        config_name = HydraConfig.get().job.config_name if HydraConfig.initialized() else "config"
     base = None
     for override in overrides:
         typed, sep, value = override.partition("=")
@@ -94,7 +105,8 @@ def check_added_keys(
             )
         raise OptionError(
             f"{override}: nothing reads {key}, so the run would train as if it were not given "
-            f"(Hydra's {typed[: -len(key)]} adds a key the config lacks).{_meant(cfg, key, value)}"
+            f"(Hydra's {typed[: -len(key)]} adds a key the config lacks)."
+            f"{_meant(cfg, key, value, config_name=config_name)}"
         )
 
 
@@ -117,10 +129,11 @@ def _meant(
     cfg: DictConfig, key: str, value: str, prefix: str = "", config_name: str = "config"
 ) -> str:
     """The hint for `key`, which `cfg` lacks (" Did you mean K=VALUE?"): a key whose last name is
-    the same, or the closest of its siblings or of `config_name`'s groups; "" if none. `prefix`:
+    the same, or the closest of its siblings or of `config_name`'s groups, never one its entry
+    point does not read (`unread`); "" if none. `prefix`:
     where `cfg` sits ("hydra.")."""
     container = OmegaConf.to_container(cfg, resolve=False)
-    known = [k for k in flat_config(container) if k != key]
+    known = [k for k in flat_config(container) if k != key and not unread(k, config_name)]
     parent, _, last = key.rpartition(".")
     meant = [k for k in known if k.rpartition(".")[2] == last]  # schedule.lr: its lr
     # data.root on experiments.transfer: transfer.data_root
@@ -250,7 +263,8 @@ def unknown_key_error(arguments: Sequence[str], config_name: str = "config") -> 
             )
         if target:
             close = f" Did you mean +{parent}.{target[2][0]}={value}?" if target[2] else ""
-            return f"{key}={value}: {target[0]} takes no {name}.{_meant(cfg, key, value) or close}"
+            meant = _meant(cfg, key, value, config_name=config_name)
+            return f"{key}={value}: {target[0]} takes no {name}.{meant or close}"
         return (
             f"{key}={value}: the config has no {key}, and Hydra's +{key}={value} would add "
             f"one that nothing reads.{_meant(cfg, key, value, config_name=config_name)}"
