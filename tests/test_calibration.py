@@ -101,6 +101,7 @@ def test_the_bound_catches_a_verdict_on_the_normal_quantile(monkeypatch):
     # the depths between (32, 44, where the truth is null too), hiding what it does to Welch's.
     anchors = {arch: {d: ONE_STEP_NULL[arch][d] for d in (20, 56, 110)} for arch in verdict.ARCHS}
     got = calibration.rates(anchors, 2, UNEQUAL, draws=1000, seed=1)
+    print(f"normal quantile: the false plain trend supported in {got['plain trend supported']:.1%}")
     assert got["plain trend supported"] > 2 * WELCH_BOUND, got
 
 

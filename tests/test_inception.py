@@ -108,6 +108,21 @@ def test_depth_is_6n_plus_2_with_n_modules_per_stage(depth, n):
 
 
 @pytest.mark.parametrize(
+    "depth, reduce, params, macs",
+    [
+        (8, True, 204_274, 32_279_040),
+        (14, True, 437_402, 66_193_920),
+        (20, True, 670_530, 100_108_800),
+        (8, False, 365_770, 68_880_896),
+    ],
+)
+def test_the_costs_the_readme_gives(depth, reduce, params, macs):
+    """The README's *Inception* numbers, counted as a run counts them (run.json's params, macs)."""
+    net = InceptionNet(depth, reduce=reduce)
+    assert (count_params(net), count_macs(net)) == (params, macs)
+
+
+@pytest.mark.parametrize(
     "depth, nearest", [(-4, "8"), (0, "8"), (7, "8"), (9, "8, 14"), (15, "14, 20")]
 )
 def test_invalid_depth_names_the_rule_and_nearest_depths(depth, nearest):
