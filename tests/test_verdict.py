@@ -726,6 +726,17 @@ def test_power_law_is_an_unweighted_fit_with_t_on_depths_minus_two():
     assert low < 1.5 < high
 
 
+def test_k_interval_is_never_narrower_than_the_means_own_noise():
+    """Means that lie on a line (here flat, every depth's seeds at 8/10/12) leave no residual:
+    the interval comes from their SEs instead, not a zero-width "95% CI"."""
+    cells = [verdict.Cell("plain", d, 3, 10.0, 2 / math.sqrt(3)) for d in DEPTHS]
+    k, low, high = verdict.power_law(cells)
+    x = np.log(DEPTHS)
+    half = stats.t.ppf(0.975, 3) * (2 / math.sqrt(3) / 10) / math.sqrt(((x - x.mean()) ** 2).sum())
+    assert k == pytest.approx(0, abs=1e-12)
+    assert (low, high) == pytest.approx((-half, half))
+
+
 def test_short_schedules_are_said():
     plain = {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()}
     frame = summary(plain, {d: [e] * 3 for d, e in FLAT.items()}, se=0.05)
@@ -844,8 +855,53 @@ def test_two_nets_at_chance_are_not_ordered():
     assert step.state == "untested" and step.reason.startswith(verdict.AT_CHANCE)
     assert step.p_against < 0.001  # the numbers kept: as a test it would have refuted
     assert "a recipe that trains plain-56, plain-110 above chance" in got.sentence
-    assert "At chance (within 5 points of 90%" in got.sentence
+    assert "At chance (at or above 85%, a net that learned nothing errs on 90%" in got.sentence
     assert "plain-56 (90.2%), plain-110 (89.9%)" in got.sentence
+
+
+def test_one_net_at_chance_refutes_nothing():
+    """resnet-110 at chance (no warm-up, say) against a resnet-20 and a plain-110 that trained:
+    a run that did not train, named, with the fix; not "NOT reproduced" on two parts. The same
+    for a plain-20 at chance below a plain-56 that trained."""
+    plain, resnet = paper_like()
+    resnet[110] = [89.6, 90.0, 90.4]
+    got = analysis.decide(summary(plain, resnet, se=0.05))
+    assert got.outcome == "inconclusive", got.sentence
+    assert [p.state for p in got.parts] == ["supported", "untested", "untested"]
+    for part in got.parts[1:]:
+        (lone,) = [c for c in part.tests if c.lower == "resnet-110"]
+        assert lone.reason.startswith(verdict.LONE_AT_CHANCE) and lone.p_against < 1e-4
+    assert "a recipe that trains resnet-110 above chance" in got.sentence
+    assert "resnet-110 (90.0%)" in got.sentence
+
+    plain, resnet = paper_like()
+    plain[20] = [89.6, 90.0, 90.4]
+    got = analysis.decide(summary(plain, resnet, se=0.05))
+    assert got.outcome == "inconclusive" and got.parts[0].state == "untested", got.sentence
+    assert "a recipe that trains plain-20 above chance" in got.sentence
+
+
+def test_a_net_at_chance_still_supports_and_99_percent_is_at_chance():
+    """plain-110 at chance above plain-56 is the claim (110 barely trains); and a net at 99%,
+    worse than guessing, learned no more than one at 90%."""
+    plain, resnet = paper_like()
+    plain[110] = [98.9, 99.0, 99.1]
+    got = analysis.decide(summary(plain, resnet, se=0.05))
+    assert got.outcome == "reproduced", got.sentence
+    assert "At chance (at or above 85%" in got.sentence and "plain-110 (99.0%)" in got.sentence
+
+
+def test_depths_beyond_110_are_shown_not_judged():
+    """plain-164 within noise of plain-110 (both barely train) is a plateau beyond the paper's
+    range: the claim is judged on 20-110, as the paper's, and the deeper nets are named."""
+    plain, resnet = paper_like()
+    plain[164], resnet[164] = [60.6, 60.7, 60.8], [0.3, 0.4, 0.5]
+    got = analysis.decide(summary(plain, resnet, se=0.05))
+    assert got.outcome == "reproduced", got.sentence
+    assert [c.higher for c in got.parts[0].tests] == ["plain-56", "plain-110"]
+    assert got.parts[2].depths == [110]
+    assert "Not judged, beyond the paper's deepest (110): plain-164, resnet-164" in got.sentence
+    assert all(p["depth"] <= 110 for p in got.points)
 
 
 def test_chance_follows_the_runs_classes():

@@ -41,7 +41,8 @@ seeds on both sides (with one, the seed-to-seed noise is unknown, and the runs' 
 alone made a true gap of 0 "significant" either way 90% of the time), and every run of both
 finished: a depth with a failed (diverged) or unfinished run is compared with nothing, since its
 finished seeds alone would hide the failure (and the depth is still chosen as the paper's depths
-are, from all the runs at depths >= MIN_DEPTH, so that dropping it cannot move a comparison).
+are, from all the runs at depths MIN_DEPTH to MAX_DEPTH, so that dropping it cannot move a
+comparison).
 
 - Supported: the one-sided p of the claim is below ALPHA (its 95% interval lies on the claim's
   side). The IUT needs no correction: a part, and "reproduced", are falsely supported at most
@@ -69,22 +70,24 @@ are, from all the runs at depths >= MIN_DEPTH, so that dropping it cannot move a
   the floor. A significant difference in the claim's direction is support as anywhere (1.3
   against 0.5): a floor can keep a deeper net from falling further, it cannot make it fall.
   Likewise at the ceiling: both sides at chance (`CHANCE_MARGIN`), two nets that learned
-  nothing, whose order is which class each guesses.
+  nothing, whose order is which class each guesses; and one side at chance where the test would
+  refute: a run that did not train refutes nothing (it can support: plain-110 barely trains).
 - A part is refuted if any comparison is, supported if all are, untested if any is untested, else
   open. Any part refuted: "NOT reproduced"; all supported: "Degradation reproduced"; else
   "Inconclusive", saying what would settle it.
 
 The exponent k of error ∝ depth^k is kept as the effect size of (1) and (2): an unweighted fit of
-log(mean) on log(depth) over the arch's depths, with Student's t on depths - 2 degrees of freedom;
-it describes, it decides nothing, and is not estimated where a mean is at the floor (its log is
-then the count of a few last mistakes, or minus infinity). "Undetermined" where the input cannot
-be judged: a finished run whose training error is NaN, infinite or outside 0-100, plain and
-resnet runs whose configs differ in more than the arch (`mixed_options`, found by
-`analysis.load_sweep`), runs that repeat an arch, depth and seed (copies of one draw would pass
-for seeds that agree), or no finished plain or resnet run at depths >= MIN_DEPTH at all; with one
-arch's runs only, its part is judged and the others say what they lack. The sentence says when
-the schedule was shorter than the paper's (the shortest run's, saying so where runs differ),
-names the depths at chance (did they train at all?), seeds far from their depth's others, and a
+log(mean) on log(depth) over the arch's depths, with Student's t on depths - 2 degrees of freedom
+(the residual scatter floored by the means' SEs); it describes, it decides nothing, and is not
+estimated where a mean is at the floor (its log is then the count of a few last mistakes, or
+minus infinity). "Undetermined" where the input cannot be judged: a finished run whose training
+error is NaN, infinite or outside 0-100, plain and resnet runs whose configs differ in more than
+the arch (`mixed_options`, found by `analysis.load_sweep`), runs that repeat an arch, depth and
+seed (copies of one draw would pass for seeds that agree), or no finished plain or resnet run at
+depths MIN_DEPTH to MAX_DEPTH at all; with one arch's runs only, its part is judged and the
+others say what they lack. The sentence says when the schedule was shorter than the paper's (the
+shortest run's, saying so where runs differ), names the depths at chance (did they train at
+all?), the depths beyond MAX_DEPTH it does not judge, seeds far from their depth's others, and a
 depth's two seeds far apart (`outliers`: each tested against the arch's pooled seed noise,
 Bonferroni over the sweep). A significant rise
 or fall counts whatever its size (the IUT has no minimum effect): plain 2.0/2.1/2.0/2.2/85 with
@@ -106,8 +109,12 @@ from depthsweep.analysis import outliers
 from depthsweep.files import plain_data
 from depthsweep.paper import CIFAR_CLASSES, PAPER_ITERATIONS
 
-# The claim is about depths 20 to 110; depth 8 is a smoke-test size, no evidence.
+# The claim is about depths 20 to 110; depth 8 is a smoke-test size, no evidence. Deeper nets
+# (164, 1202) are shown in the figures but not judged: with them as the deepest anchor the
+# paper's 20 < 56 < 110 would go untested, and plain-164 within noise of a plain-110 that barely
+# trains refuted "plain rises" on a plateau beyond the paper's range.
 MIN_DEPTH = 20
+MAX_DEPTH = 110
 MIN_DEPTHS = 3  # depths >= MIN_DEPTH an arch needs for its trend to be tested
 DEEP_DEPTH = 56  # ... the deepest of them at least this deep
 ALPHA = 0.025  # one-sided: a comparison is supported at p < ALPHA
@@ -127,8 +134,14 @@ NEAR_FLOOR = 2 * FLOOR_ERROR
 # to the digit. Two such nets' order is which class each guesses, not depth's: plain 1.4/2.5/4.0
 # at 20-44 and 90.2/89.9 at 56/110 refuted "plain rises" on 0.4 points at chance, where plain-56
 # and plain-110 are both nets that did not train. A comparison with both sides there is untested.
+# Nor does one net at chance refute a comparison with one that trained (resnet-110 at 90% against
+# resnet-20 at 18% is a run that did not train at all, which the paper's recipe trains with its
+# warm-up: a failure to look at, not depth's order); it can still support one (plain-110 at
+# chance above plain-56 is the claim: 110 barely trains), and FAILED_ANCHOR keeps a shallowest
+# ResNet at chance from carrying resnet's fall. "At or above": 99% is no better a net than 90%.
 CHANCE_MARGIN = 5.0
 AT_CHANCE = "both at chance"  # how such a comparison's reason starts
+LONE_AT_CHANCE = "at chance"  # ... and one with a single side there that would refute
 
 # An SE below this (points) is no noise estimate: equal seeds give 1e-17 by rounding, not 0, and
 # one image in 2,000 is 0.05 points.
@@ -182,7 +195,8 @@ class Cell:
 
     @property
     def at_chance(self) -> bool:
-        """Within CHANCE_MARGIN points of the chance-level error: a net that did not train."""
+        """At or above CHANCE_MARGIN points below the chance-level error: a net that did not
+        train."""
         return self.mean >= self.chance - CHANCE_MARGIN
 
     @property
@@ -264,14 +278,18 @@ def seed_se(values: Sequence[float], within: Sequence[float]) -> float:
 def power_law(cells: Sequence[Cell]) -> tuple[float, float, float]:
     """(k, low, high): the exponent of error ∝ depth^k, an unweighted least-squares fit of
     log(mean) on log(depth) (every mean above 0), with its 95% interval (t, depths - 2 degrees of
-    freedom; NaN with fewer than 3 depths)."""
+    freedom; NaN with fewer than 3 depths). The means' scatter about the line is floored by their
+    own SEs (root mean square, on the log scale: SE / mean): three means that happen to line up
+    would otherwise give k an interval of zero width whatever their seeds' spread."""
     x = np.log([c.depth for c in cells])
     y = np.log([c.mean for c in cells])
     slope, intercept = np.polyfit(x, y, 1)
     dof = len(x) - 2
     if dof < 1:
         return float(slope), math.nan, math.nan
-    scatter = math.sqrt(np.sum((y - intercept - slope * x) ** 2) / dof)
+    residual = math.sqrt(np.sum((y - intercept - slope * x) ** 2) / dof)
+    relative = [c.se / c.mean for c in cells if math.isfinite(c.se)]
+    scatter = max(residual, math.sqrt(np.mean(np.square(relative)))) if relative else residual
     half = stdtrit(dof, 1 - ALPHA) * scatter / math.sqrt(np.sum((x - x.mean()) ** 2))
     return float(slope), float(slope - half), float(slope + half)
 
@@ -307,8 +325,8 @@ def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
     refuted when the opposite has p < `refute_alpha`; untested where a run of either did not
     finish, with one seed on either side, both at or near the floor, both at chance, seeds that
     all agree, an unknown SE, or where the opposite would refute but is a small reversal near the
-    floor. An untested comparison keeps the test's numbers where there are any (verdict.json):
-    on the finished seeds, where a run did not finish."""
+    floor or rests on `lower` at chance. An untested comparison keeps the test's numbers where
+    there are any (verdict.json): on the finished seeds, where a run did not finish."""
     made = {"higher": higher.label, "lower": lower.label, **_numbers(higher, lower)}
     unfinished = [f"{c.label} ({c.unfinished} of {c.n + c.unfinished})" for c in (higher, lower)
                   if c.unfinished]  # fmt: skip
@@ -327,9 +345,9 @@ def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
     if higher.at_chance and lower.at_chance:  # see CHANCE_MARGIN
         why = (
             f"{AT_CHANCE}: {higher.label} and {lower.label} ({higher.mean:.2f}% and "
-            f"{lower.mean:.2f}%) are within {CHANCE_MARGIN:g} points of chance "
-            f"({min(higher.chance, lower.chance):.0f}%), nets that learned next to nothing, whose "
-            "order is which class each guesses"
+            f"{lower.mean:.2f}%) are at or above {higher.chance - CHANCE_MARGIN:g}% (chance: "
+            f"{higher.chance:.0f}%), nets that learned next to nothing, whose order is which "
+            "class each guesses"
         )
         return Comparison(**made, state="untested", reason=why)
     # Seeds that agree at 0 agree on fitting every image, at chance on guessing one class;
@@ -347,6 +365,13 @@ def compare(higher: Cell, lower: Cell, refute_alpha: float) -> Comparison:
         return Comparison(**made, state="untested", reason=why)
     p, p_against = made["p"], made["p_against"]
     state = "supported" if p < ALPHA else "refuted" if p_against < refute_alpha else "open"
+    if state == "refuted" and lower.at_chance:  # see CHANCE_MARGIN: `higher` is not at chance
+        why = (
+            f"{LONE_AT_CHANCE}: {lower.label} ({lower.mean:.2f}%, at or above "
+            f"{lower.chance - CHANCE_MARGIN:g}%) learned next to nothing against {higher.label} "
+            f"({higher.mean:.2f}%): a run that did not train, which refutes nothing"
+        )
+        return Comparison(**made, state="untested", reason=why)
     reason = _floor_reversal(higher, lower) if state == "refuted" else ""
     return Comparison(**made, state="untested" if reason else state, reason=reason,
                       at_floor=bool(reason))  # fmt: skip
@@ -561,7 +586,7 @@ def planned(cells: Sequence[Cell]) -> int:
 
 
 def judge_cells(cells: Sequence[Cell]) -> list[Part]:
-    """The three parts of the claim from the (arch, depth) cells at depths >= MIN_DEPTH; refuted
+    """The three parts of the claim from the (arch, depth) cells at depths 20-110; refuted
     comparisons at ALPHA / `planned`."""
     by_arch = _by_arch(cells)
     refute_alpha = ALPHA / planned(cells)
@@ -620,8 +645,9 @@ def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
             f"{', '.join(c.higher for c in untrained)} (≥ 2 seeds), to check that "
             f"{', '.join(c.lower for c in untrained)} trained"
         )
-    guessing = {x for c in made if c.reason.startswith(AT_CHANCE) for x in (c.higher, c.lower)}
-    chance = [c.label for c in cells if c.label in guessing]  # by arch and depth
+    guessing = {x for c in made if c.reason.startswith((AT_CHANCE, LONE_AT_CHANCE))
+                for x in (c.higher, c.lower)}  # fmt: skip
+    chance = [c.label for c in cells if c.label in guessing and c.at_chance]  # by arch and depth
     if chance:
         hints.append(
             f"a recipe that trains {', '.join(chance)} above chance (a lower learning rate, or "
@@ -675,16 +701,27 @@ def _describe(cells: Sequence[Cell]) -> str:
         ]  # fmt: skip
         per_arch.append(f"{arch} {', '.join(shown) or 'none'}")
     return (
-        f"Final train error (%, mean ± SE (seeds), finished runs at depth ≥ {MIN_DEPTH}): "
-        + "; ".join(per_arch)
-        + "."
+        "Final train error (%, mean ± SE (seeds), finished runs at depths "
+        f"{MIN_DEPTH}–{MAX_DEPTH}): " + "; ".join(per_arch) + "."
     )
 
 
 def judged(frame: pd.DataFrame) -> pd.Series:
     """Which rows (runs, or a table's arch and depth) the claim is about: plain or resnet, at a
-    depth >= MIN_DEPTH."""
-    return frame["arch"].isin(ARCHS) & (frame["depth"] >= MIN_DEPTH)
+    depth from MIN_DEPTH to MAX_DEPTH."""
+    return frame["arch"].isin(ARCHS) & frame["depth"].between(MIN_DEPTH, MAX_DEPTH)
+
+
+def _beyond(summary: pd.DataFrame) -> str:
+    """The sentence naming plain and resnet depths beyond MAX_DEPTH, which are not judged."""
+    deeper = summary[summary["arch"].isin(ARCHS) & (summary["depth"] > MAX_DEPTH)]
+    if deeper.empty:
+        return ""
+    labels = sorted({(r.arch, int(r.depth)) for r in deeper.itertuples()})
+    return (
+        f" Not judged, beyond the paper's deepest ({MAX_DEPTH}): "
+        f"{', '.join(f'{a}-{d}' for a, d in labels)} (in the figures and the table)."
+    )
 
 
 def bad_values(summary: pd.DataFrame) -> list[str]:
@@ -837,7 +874,7 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
     done = summary[(summary["status"] == "done") & judged(summary)]
     reached = pd.to_numeric(done["iterations"], errors="coerce").dropna()
     iterations = int(reached.min()) if len(reached) else None  # the shortest: see _schedule
-    sentence += _schedule(iterations, outcome, parts)
+    sentence += _schedule(iterations, outcome, parts) + _beyond(summary)
     if len(reached) and reached.max() > reached.min():
         sentence += (
             f" The finished runs differ in length, {int(reached.min()):,} to "
@@ -847,8 +884,8 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
     failed = [f"{c.label} ({c.mean:.1f}%)" for c in cells if c.n and c.at_chance]
     if failed:
         sentence += (
-            f" At chance (within {CHANCE_MARGIN:g} points of {cells[0].chance:.0f}%, the error "
-            f"of a net that learned nothing: did it train at all?): {', '.join(failed)}."
+            f" At chance (at or above {cells[0].chance - CHANCE_MARGIN:g}%, a net that learned "
+            f"nothing errs on {cells[0].chance:.0f}%: did it train at all?): {', '.join(failed)}."
         )
     if any(c.reason.startswith("one seed") for p in parts for c in p.tests + p.checks):
         sentence += f" {ONE_SEED}"
