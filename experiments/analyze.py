@@ -7,6 +7,7 @@ error_vs_depth.{png,svg} into SWEEP_DIR and prints the summary table and the ver
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from depthsweep.analysis.report import analyze
@@ -15,8 +16,8 @@ from depthsweep.runs.sweep import NoRunsError
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the analysis; exit status 2 when the directory holds no runs or cannot be written
-    (one line)."""
+    """Run the analysis; exit status 2 when the directory holds no runs or cannot be written, or
+    --ylim is not two finite numbers LOW < HIGH (one line, nothing written)."""
     parser = argparse.ArgumentParser(description="Summarise a depthsweep sweep directory.")
     parser.add_argument(
         "sweep_dir", help="a sweep directory, multirun/<name> (e.g. multirun/depthsweep)"
@@ -29,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         help="y range of figure6, in %% (default: 0 to above the highest curve; the paper: 0 20)",
     )
     args = parser.parse_args(argv)
+    low, high = args.ylim or (0.0, 1.0)
+    if not (
+        math.isfinite(low) and math.isfinite(high) and low < high
+    ):  # before anything is written
+        print(f"error: --ylim {low:g} {high:g}: two finite numbers, LOW < HIGH", file=sys.stderr)
+        return 2
     try:
         summary = analyze(args.sweep_dir, ylim=args.ylim and tuple(args.ylim))
     except NoRunsError as exc:

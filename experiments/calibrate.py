@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from depthsweep.analysis.calibration import table
@@ -32,8 +33,8 @@ SHOWN = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Draw, print and write the table; exit status 2 on a bad --draws (one line, nothing
-    written)."""
+    """Draw, print and write the table; exit status 2 on a bad --draws or a folder that cannot
+    be written (one line, before any drawing)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "out",
@@ -50,8 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     except OptionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:  # before the minutes of drawing: a folder that takes a file
+        args.out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.out).close()
+    except OSError as e:
+        print(f"error: cannot write into {args.out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     rates = table(draws=args.draws)
-    args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "calibration.csv", rates.to_csv(index=False))
     rows = [
         [str(r[k]) if k in ("scenario", "seeds", "seed_sd", "what") else f"{100 * r[k]:.1f}%"

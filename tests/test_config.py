@@ -493,6 +493,9 @@ def test_a_thread_count_that_is_no_count_is_refused(threads):
         ("schedule.optimizer.lr=abc", "schedule.optimizer.lr='abc': must be a number > 0"),
         ("schedule.optimizer.lr=0", "schedule.optimizer.lr=0: must be a number > 0"),
         ("schedule.optimizer.momentum=abc", "momentum='abc': must be a number >= 0"),
+        # fp32 images against fp64 or bf16 weights failed at the first step, after the checks
+        ("trainer.precision=64-true", "trainer.precision=64-true: a run trains in 32-true, bf16"),
+        ("trainer.precision=bf16-true", "trainer.precision=bf16-true: a run trains in 32-true"),
     ],
 )
 def test_an_option_no_run_could_use_is_refused_before_anything_is_built(override, message):
@@ -518,6 +521,26 @@ def test_more_than_one_device_is_refused_before_anything_is_built(override, mess
     the run directory held and left, and the first waited for them for good, deaf to Ctrl-C."""
     with pytest.raises(OptionError, match=message):
         preflight(compose_config(["trainer=cpu", override]))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["schedule.lr_scales_with_batch=no"],
+            "schedule.lr_scales_with_batch='no': must be true or",
+        ),
+        (["data.download=off"], "data.download='off': must be true or false"),
+        (["arch.zero_init_residual=yes"], "arch.zero_init_residual='yes': must be true or false"),
+        (["arch=inception", "arch.reduce=flase"], "arch.reduce='flase': must be true or false"),
+        (["trainer.enable_progress_bar=1"], "trainer.enable_progress_bar=1: must be true or false"),
+    ],
+)
+def test_a_yes_no_option_given_as_text_is_refused(overrides, message):
+    """Python reads any text as true: schedule.lr_scales_with_batch=no scaled the lr, and
+    data.download=no downloaded."""
+    with pytest.raises(OptionError, match=message):
+        check_options(compose_config(overrides))
 
 
 def test_the_options_defaults_pass_their_checks():
@@ -546,13 +569,23 @@ def test_bf16_where_native_reads_the_cpus_flags(flags, native, amx, tmp_path, mo
 
 
 @pytest.mark.parametrize(
+    "given, recorded",
+    [("32", "32-true"), ("bf16", "bf16-mixed"), ("16", "bf16-mixed"), ("16-mixed", "bf16-mixed")],
+)
+def test_a_precision_is_recorded_as_it_trains_on_a_cpu(given, recorded):
+    """Lightning's short names by their full ones, and fp16, which Lightning trains as bf16 on a
+    CPU: run.json said "16" of a bf16 run, and summaries grouped runs by it."""
+    cfg = compose_config(["trainer=cpu", f"trainer.precision={given}"])
+    assert config.resolve_precision(cfg.trainer) == recorded
+    check_options(cfg)
+
+
+@pytest.mark.parametrize(
     "option, precision, amx, channels_last",
     [
         ("auto", "32-true", False, False),
         ("auto", "32", False, False),
-        ("auto", "64-true", False, False),
         ("auto", "bf16-mixed", False, True),
-        ("auto", "bf16-true", False, True),
         ("auto", "16-mixed", False, True),
         ("auto", "bf16-mixed", True, False),  # with AMX, contiguous bf16 was faster
         ("auto", "bf16-where-native", False, False),  # on a CPU without native bf16: fp32

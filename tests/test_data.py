@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -59,6 +61,36 @@ def test_offline_download_fails_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", offline)
     with pytest.raises(DatasetMissingError, match="downloading .* failed: .*no network"):
         read_cifar10(tmp_path, download=True)
+
+
+class LoginPage(io.BytesIO):
+    """What a network that answers every address with its own page sends instead of CIFAR-10."""
+
+    url = data.URL
+    length = 27
+
+
+@pytest.mark.parametrize("existing_root", [True, False])
+def test_a_download_that_fails_its_md5_check_is_one_error_and_leaves_nothing(
+    tmp_path, monkeypatch, existing_root
+):
+    """torchvision fetches the page, finds its MD5 wrong and raises a RuntimeError: it was a
+    run's failure (exit 3) and left the 27-byte file behind, where it is a setup error."""
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: LoginPage(b"<html>login</html>"))
+    root = tmp_path / "data"
+    if existing_root:
+        root.mkdir()
+    with pytest.raises(DatasetMissingError, match="downloading .* failed: .*corrupted"):
+        read_cifar10(root, download=True)
+    assert (list(root.iterdir()) == []) if existing_root else not root.exists()
+
+
+def test_a_limit_above_the_training_images_is_refused(fake_cifar):
+    """data.limit=2000 on a copy of 100 images trained on the 100 and said nothing; the test set
+    may be smaller (figure6_cpu: 2,000 and the 1,000 exact test images): it is cut, not filled."""
+    assert len(read_cifar10(fake_cifar, False, limit=100).x_test) == 40
+    with pytest.raises(DataError, match=r"data.limit=101: .* holds only 100 training images"):
+        read_cifar10(fake_cifar, False, limit=101)
 
 
 def test_corrupt_batch_file_is_named(fake_cifar):

@@ -13,6 +13,7 @@ import torch
 from hydra.utils import instantiate
 
 from depthsweep.errors import OptionError
+from depthsweep.training import config
 from depthsweep.training import train as train_module
 from depthsweep.training.build import build_model, build_net, make_module, make_trainer
 from depthsweep.training.clocks import StepClock
@@ -154,7 +155,8 @@ def test_graphed_path_resumes_from_a_checkpoint(fake_cifar, tmp_path):
         (["+trainer.accumulate_grad_batches=2"], "cannot take trainer.accumulate_grad_batches=2"),
     ],
 )
-def test_graphed_path_refuses_what_it_cannot_capture(overrides, message):
+def test_graphed_path_refuses_what_it_cannot_capture(overrides, message, monkeypatch):
+    monkeypatch.setattr(config, "trains_on_gpu", lambda trainer: True)  # on a CPU fp16 is bf16
     cfg = compose_config(["depth=8", "cuda_graph=true", *overrides])
     with pytest.raises(OptionError, match=message):
         make_module(cfg, build_model(cfg.arch, cfg.depth))

@@ -504,6 +504,17 @@ def test_analyze_on_a_read_only_sweep_says_so_in_one_line(fake_cifar, tmp_path, 
     assert err.startswith(f"error: cannot write the summary into {tmp_path / 'sweep'}: ")
 
 
+@pytest.mark.parametrize("ylim", [["0", "nan"], ["20", "0"], ["5", "5"]])
+def test_analyze_with_a_bad_ylim_writes_nothing(fake_cifar, tmp_path, capsys, ylim):
+    """--ylim 0 nan rewrote the summary and the verdict, then failed drawing the figure."""
+    train_tiny(tmp_path / "sweep" / "run", fake_cifar)
+    capsys.readouterr()
+    assert analyze_cli.main([str(tmp_path / "sweep"), "--ylim", *ylim]) == USER_ERROR
+    err = one_error_line(capsys.readouterr().err)
+    assert err.startswith(f"error: --ylim {ylim[0]} {ylim[1]}: two finite numbers, LOW < HIGH")
+    assert not (tmp_path / "sweep" / "summary.csv").exists()
+
+
 def test_analyze_help_names_the_sweep_directory_as_it_is(capsys):
     with pytest.raises(SystemExit):
         analyze_cli.main(["--help"])
@@ -511,10 +522,15 @@ def test_analyze_help_names_the_sweep_directory_as_it_is(capsys):
     assert "multirun/<name>" in out and "DATE" not in out
 
 
-def test_evaluate_with_a_precision_lightning_refuses_says_so_in_one_line(tmp_path, capsys):
-    assert evaluate_cli.main([str(tmp_path), "--precision", "fp7"]) == USER_ERROR
+@pytest.mark.parametrize("precision", ["fp7", "16-true", "64"])
+def test_evaluate_with_a_precision_no_run_trains_in_says_so_in_one_line(
+    tmp_path, capsys, precision
+):
+    """Lightning's own refusal (fp7), and the precisions it takes but whose weights would meet
+    fp32 images (a traceback at the first batch): one line, before anything is loaded."""
+    assert evaluate_cli.main([str(tmp_path), "--precision", precision]) == USER_ERROR
     err = one_error_line(capsys.readouterr().err)
-    assert err.startswith("error: --precision fp7: Precision 'fp7' is invalid")
+    assert err.startswith(f"error: --precision {precision}: a run trains in 32-true, bf16-mixed")
 
 
 def test_evaluate_prints_its_numbers_without_lightnings_noise(fake_cifar, tmp_path, monkeypatch):

@@ -94,6 +94,15 @@ def test_calibrate_refuses_no_draws_in_one_line(draws, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_calibrate_refuses_a_folder_it_cannot_write_before_drawing(tmp_path, capsys, monkeypatch):
+    """Under a file: after minutes of drawing, a traceback; now one line, and nothing drawn."""
+    monkeypatch.setattr(calibrate, "table", lambda **kw: pytest.fail("drew before checking"))
+    (tmp_path / "file").write_text("")
+    assert calibrate.main([str(tmp_path / "file" / "out"), "--draws", "5"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: cannot write into {tmp_path / 'file' / 'out'}: ")
+
+
 def test_calibrates_help_says_where_it_writes_by_default(capsys):
     with pytest.raises(SystemExit):
         calibrate.main(["--help"])

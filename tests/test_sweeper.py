@@ -90,7 +90,8 @@ def test_fuse_1_and_other_schedules_train_alone():
     "coupling",
     ["+trainer.gradient_clip_val=1.0", "trainer.precision=16-mixed"],  # one norm, one scaler
 )
-def test_what_would_couple_the_members_trains_alone(coupling):
+def test_what_would_couple_the_members_trains_alone(coupling, monkeypatch):
+    monkeypatch.setattr(config, "trains_on_gpu", lambda trainer: True)  # on a CPU fp16 is bf16
     assert fusion_key(compose_config(["fuse=2"])) is not None
     assert fusion_key(compose_config(["fuse=2", coupling])) is None
 
@@ -147,7 +148,7 @@ def test_a_job_reads_only_its_own_fused_group(tmp_path):
         group_members(tmp_path, 1, tmp_path / "a")
 
 
-@pytest.mark.parametrize("option", ["trainer.precision=fp7", "+trainer.foo=1"])
+@pytest.mark.parametrize("option", ["trainer.accelerator=fpga", "+trainer.foo=1"])
 def test_every_jobs_trainer_options_are_checked_before_the_first_trains(option):
     """What the sweeper runs on every job: Lightning's own checks too, not only at training."""
     assert preflight(compose_config(["trainer=cpu", "depth=8"])) is not None

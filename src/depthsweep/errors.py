@@ -48,6 +48,13 @@ def check_count(
         raise OptionError(f"{name}={value!r}: must be at most {maximum:,}")
 
 
+def check_flag(name: str, value: object) -> None:
+    """A yes/no option `name`: true or false, an OptionError naming it otherwise. Hydra passes
+    `no`, `off` or a typo as text, which Python reads as true (data.download=no downloaded)."""
+    if not isinstance(value, bool):
+        raise OptionError(f"{name}={value!r}: must be true or false")
+
+
 def check_number(
     name: str, value: object, low: float, high: float = math.inf, above_low: bool = False
 ) -> None:

@@ -36,6 +36,7 @@ from depthsweep.runs.rundir import (
     unreadable,
 )
 from depthsweep.training.build import build_model, model_spec
+from depthsweep.training.config import ALIASES, check_precision
 from depthsweep.training.console import quiet_libraries
 from depthsweep.training.data import FOLDER, DatasetMissingError, ensure_cifar10
 from depthsweep.training.module import Classifier
@@ -220,6 +221,7 @@ def evaluate(
     batches) and the Lightning module's validation step, reduced by Lightning. A run trained in
     bf16 logged bf16 numbers: pass precision="bf16-mixed" on a GPU to reproduce them."""
     quiet_libraries()  # Lightning's device lines, advertisement and notices, as in training
+    check_precision(ALIASES.get(precision, precision), f"--precision {precision}")
     try:  # first: a precision Lightning refuses is the user's option, before any loading
         trainer = pl.Trainer(
             accelerator="auto",

@@ -15,6 +15,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from depthsweep import CONF_DIR
+from depthsweep.errors import OptionError
 from depthsweep.runs.provenance import cpu_flags
 
 
@@ -71,17 +72,40 @@ def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return "amx_bf16" in cpu_flags(cpuinfo)
 
 
+# What a run trains in: its images reach the net as fp32 (the data module's normalisation), which
+# autocast (the -mixed ones) takes as they are; a "-true" half or double precision casts the
+# weights alone, and the first convolution failed on fp32 images against fp64 or bf16 weights.
+TRAINED_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
+
+def check_precision(precision: object, given: str) -> None:
+    """An OptionError starting with `given` (the option as typed) unless `precision` is one a
+    run trains in."""
+    if str(precision) not in TRAINED_PRECISIONS:
+        raise OptionError(
+            f"{given}: a run trains in 32-true, bf16-mixed or 16-mixed (its images "
+            "are fp32; a '-true' half or double precision would cast only the weights)"
+        )
+
+
+# Lightning's short names, and what it trains fp16 as on a CPU (with a warning): run.json records
+# the precision a run trained in, which "16" on a CPU is not.
+ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+
+
 def resolve_precision(trainer_cfg: DictConfig) -> str:
     """'auto': bf16-mixed where a GPU trains (with the CUDA graph, the fastest measured), fp32 on
     a CPU. NATIVE_BF16: bf16-mixed on a GPU or a CPU with native bf16 (2.2x faster than fp32 on
-    the project's Xeon at figure6_cpu's sizes, results/cpu_paths), fp32 on other CPUs."""
+    the project's Xeon at figure6_cpu's sizes, results/cpu_paths), fp32 on other CPUs. Others by
+    their full name (ALIASES), 16-mixed on a CPU as bf16-mixed."""
     precision = str(trainer_cfg.precision)
     if precision == NATIVE_BF16:
         native = trains_on_gpu(trainer_cfg) or cpu_has_native_bf16()
         return "bf16-mixed" if native else "32-true"
-    if precision != "auto":
-        return precision
-    return "bf16-mixed" if trains_on_gpu(trainer_cfg) else "32-true"
+    if precision == "auto":
+        return "bf16-mixed" if trains_on_gpu(trainer_cfg) else "32-true"
+    precision = ALIASES.get(precision, precision)
+    return "bf16-mixed" if precision == "16-mixed" and not trains_on_gpu(trainer_cfg) else precision
 
 
 # fuse: "K-where-avx512": K where a GPU trains or ATen runs the CPU's kernels at AVX-512 (so
@@ -107,8 +131,8 @@ def resolve_fuse(cfg: DictConfig) -> object:
 
 
 def resolve_channels_last(cfg: DictConfig) -> bool:
-    """'auto': channels-last wherever the run trains in a reduced precision (bf16 or fp16, mixed
-    or true), except on a CPU with AMX; contiguous in fp32 or fp64."""
+    """'auto': channels-last wherever the run trains in a reduced precision (bf16 or fp16),
+    except on a CPU with AMX; contiguous in fp32."""
     if cfg.channels_last == "auto":
         reduced = resolve_precision(cfg.trainer).startswith(("bf16", "16"))
         # bf16 steps of the 4-16 channel nets in channels-last: 2-14% slower than contiguous on

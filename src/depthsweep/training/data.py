@@ -65,11 +65,17 @@ def ensure_cifar10(root: str | Path, download: bool = True) -> Path:
     from torchvision.datasets.utils import download_and_extract_archive
 
     created = not root.exists()
+    archive = root / URL.rpartition("/")[2]
+    had_archive = archive.exists()
     try:
         download_and_extract_archive(URL, download_root=str(root), md5=MD5)
-    except OSError as e:  # URLError and socket errors are OSErrors: we are offline
+    # URLError and socket errors are OSErrors (offline); a file that fails the MD5 check (a proxy's
+    # login page, a cut-off transfer) is torchvision's RuntimeError
+    except (OSError, RuntimeError) as e:
         if created:
             shutil.rmtree(root, ignore_errors=True)
+        elif not had_archive:
+            archive.unlink(missing_ok=True)
         raise DatasetMissingError(f"{hint}; downloading {URL} failed: {e}") from None
     return folder
 
@@ -130,7 +136,8 @@ def read_batch(path: Path) -> tuple[Tensor, Tensor]:
 
 
 def read_cifar10(root: str | Path, download: bool = True, limit: int | None = None) -> Cifar10:
-    """The training and test sets, optionally only the first `limit` images of each."""
+    """The training and test sets, optionally only the first `limit` images of each (a DataError
+    where the training set has fewer)."""
     folder = ensure_cifar10(root, download)
     missing = [name for name in [*TRAIN_FILES, TEST_FILE] if not (folder / name).is_file()]
     if missing:
@@ -140,6 +147,11 @@ def read_cifar10(root: str | Path, download: bool = True, limit: int | None = No
     x_test, y_test = read_batch(folder / TEST_FILE)
     if not len(x_test):  # a run would finish "done" without a test error
         raise DataError(f"{folder / TEST_FILE} holds no images: a run needs a test set")
+    if limit is not None and limit > len(x_train):  # a run on fewer would pass for the asked size
+        raise DataError(
+            f"data.limit={limit}: {folder} holds only {len(x_train):,} training images (the test "
+            "set may be smaller than data.limit: it is cut to it, not filled)"
+        )
     if limit is not None:
         x_train, y_train, x_test, y_test = (t[:limit] for t in (x_train, y_train, x_test, y_test))
     return Cifar10(x_train, y_train, x_test, y_test)

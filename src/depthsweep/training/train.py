@@ -13,11 +13,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 from torch import nn
 
-from depthsweep.errors import OptionError, UserError, check_count, check_number, full_error
+from depthsweep.errors import (
+    OptionError,
+    UserError,
+    check_count,
+    check_flag,
+    check_number,
+    full_error,
+)
 from depthsweep.nets.models import conv_layers, count_macs, count_params
 from depthsweep.runs.provenance import provenance
 from depthsweep.runs.rundir import ERROR_COLUMNS, RunRecord
@@ -43,6 +50,7 @@ from depthsweep.training.checkpoints import CheckpointWriteError
 from depthsweep.training.clocks import RunClock, StepClock
 from depthsweep.training.config import (
     FUSE_WHERE_AVX512,
+    check_precision,
     job_overrides,
     pin_data_root,
     resolve_channels_last,
@@ -73,6 +81,18 @@ class Interrupted(Exception):
         self.signal = signal
 
 
+# The yes/no options (true or false, not text: Hydra passes `no` as a string, which reads as true)
+FLAGS = (
+    "data.download",
+    "schedule.lr_scales_with_batch",
+    "arch.zero_init_residual",
+    "arch.reduce",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.benchmark",
+)
+
+
 def check_options(cfg: DictConfig) -> None:
     """The top-level options a run needs, before anything is built."""
     check_count("seed", cfg.seed, 0, 2**32 - 1)  # what numpy's generator, seeded with it, accepts
@@ -94,6 +114,11 @@ def check_options(cfg: DictConfig) -> None:
         raise OptionError(f"cuda_graph={cfg.cuda_graph!r}: must be auto, true or false")
     if cfg.channels_last not in ("auto", True, False):
         raise OptionError(f"channels_last={cfg.channels_last!r}: must be auto, true or false")
+    precision = resolve_precision(cfg.trainer)
+    check_precision(precision, f"trainer.precision={precision}")
+    for key in FLAGS:  # where the config has them: an arch may lack its neighbour's
+        if OmegaConf.select(cfg, key) is not None:
+            check_flag(key, OmegaConf.select(cfg, key))
     check_schedule_numbers(cfg.schedule)
 
 
