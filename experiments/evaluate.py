@@ -6,7 +6,8 @@ Rebuilds the net from the checkpoint alone and runs training's own validation on
 module of the recorded data config: its classes, normalisation and eval batches), so a run's last
 logged test_error is reproduced exactly. Prints test_error (%) and test_loss, unrounded (and
 val_error, val_loss for a run with data.val_split). --data-root points at CIFAR-10 if it has
-moved since training.
+moved since training; where its test set is not the one the run was tested on, a note on stderr
+says so (the numbers are then another test set's).
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import sys
 
 from depthsweep.apps.zoo import evaluate
 from depthsweep.errors import UserError
+
+
+def note(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        metrics = evaluate(args.path, args.data_root, args.precision)
+        metrics = evaluate(args.path, args.data_root, args.precision, say=note)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

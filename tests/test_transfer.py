@@ -20,6 +20,7 @@ from depthsweep.apps import zoo
 from depthsweep.errors import USER_ERROR, OptionError
 from depthsweep.runs.rundir import CHECKPOINT, ConfigMismatchError, RunRecord, find_runs
 from depthsweep.training.config import CONF_DIR
+from depthsweep.training.data import DatasetMissingError
 from depthsweep.training.overrides import check_added_keys, command_line_error
 from experiments import transfer_bench
 from experiments.transfer import source_error, unread_key_error
@@ -63,6 +64,13 @@ def test_the_labelled_draw_is_seeded_per_class_and_nested():
     assert not torch.equal(small, tr.draw_labelled(labels, 4, 1, names))
     with pytest.raises(ValueError, match="between 1 and 20"):
         tr.draw_labelled(labels, 21, 0, names)
+
+
+def test_target_data_that_is_not_there_names_transfers_own_option(source, tmp_path):
+    """The data module's message named data.root=DIR, an option experiments.transfer lacks."""
+    cfg = transfer_cfg(source, tmp_path, f"transfer.data_root={tmp_path / 'gone'}")
+    with pytest.raises(DatasetMissingError, match="Point transfer.data_root=DIR at the folder"):
+        tr.target_data(cfg, zoo.load(source))
 
 
 @pytest.mark.parametrize(

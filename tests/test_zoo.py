@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 import torch
-from helpers import train_tiny
+from helpers import train_tiny, write_random_cifar10
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -152,7 +152,9 @@ def test_evaluate_reproduces_the_logged_final_test_error(fake_cifar, tmp_path, c
     shutil.move(fake_cifar, tmp_path / "moved")
     capsys.readouterr()  # training's output
     assert evaluate_cli.main([str(run / CHECKPOINT), "--data-root", str(tmp_path / "moved")]) == 0
-    printed = dict(line.split(": ") for line in capsys.readouterr().out.splitlines())
+    out, err = capsys.readouterr()
+    assert "note" not in err  # the same test set, moved
+    printed = dict(line.split(": ") for line in out.splitlines())
     assert float(printed["test_error"]) == last["test_error"]
     assert float(printed["test_loss"]) == last["test_loss"]
     assert evaluate_cli.main([str(run)]) == 2  # the data is no longer at the run's data.root
@@ -160,6 +162,19 @@ def test_evaluate_reproduces_the_logged_final_test_error(fake_cifar, tmp_path, c
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "cifar-10-batches-py" in err and "Point --data-root" in err  # evaluate's own option
     assert "data.root=" not in err and "data.download" not in err  # not a run's options
+
+
+def test_evaluate_on_another_test_set_says_so(fake_cifar, tmp_path, capsys):
+    """--data-root at other images scored them as if they were the run's test set, silently."""
+    run = tmp_path / "run"
+    train_tiny(run, fake_cifar, "depth=8")
+    other = write_random_cifar10(tmp_path / "other", n_train=100, n_test=30)
+    capsys.readouterr()
+    assert evaluate_cli.main([str(run), "--data-root", str(other)]) == 0
+    out, err = capsys.readouterr()
+    assert "test_error: " in out
+    assert err.startswith(f"note: {run / CHECKPOINT} was tested in training on 40 images")
+    assert "these numbers on 30 (MD5 " in err and err.count("\n") == 1
 
 
 def test_evaluate_prints_the_validation_splits_error_and_loss(fake_cifar, tmp_path, capsys):

@@ -17,7 +17,11 @@ never below the runs' own window noise (their SE's root mean square) nor, for a 
 scatter of its depth's other seeds: seed noise is not equal across depths in practice (the CPU
 Figure 6's SDs run 0.5-4.3 points), and pooled alone it named a seed in 16-20% of such sweeps
 at 3-5 seeds; with this floor, 9-12% at 2-5 seeds (tests/test_outliers.py; a pair, at 2 seeds,
-has no scatter of its own to set against): a name is a run to look at. Nothing is
+has no scatter of its own to set against): a name is a run to look at. Noise that grows with
+the error (a plain-110 at 62% beside a plain-20 at 1.4%) is pooled into the quiet depths' SD:
+there an ordinary seed of the noisy depth is named in 17-76% of sweeps
+(results/verdict_calibration/outliers_scaled_noise.txt), a depth much noisier than the others,
+not an odd seed. Nothing is
 tested where the arch has no pooled degree of freedom left or no noise at all (seeds that all
 agree).
 """

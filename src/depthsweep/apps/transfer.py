@@ -49,7 +49,14 @@ from depthsweep.runs.rundir import RunRecord
 from depthsweep.training.build import build_model, make_schedule, make_trainer
 from depthsweep.training.config import device_for, resolve_precision
 from depthsweep.training.console import quiet_libraries
-from depthsweep.training.data import CLASSES, CIFAR10DataModule, class_indices
+from depthsweep.training.data import (
+    CLASSES,
+    FOLDER,
+    CIFAR10DataModule,
+    DatasetMissingError,
+    class_indices,
+    not_found,
+)
 from depthsweep.training.module import Classifier
 
 log = logging.getLogger(__name__)
@@ -155,7 +162,11 @@ def target_data(
         "batch_size": t.batch_size,
     }
     dm = TargetData(t.labels_per_class, cfg.seed, source.input_normalization(), options, **data)
-    dm.setup("fit")
+    try:
+        dm.setup("fit")
+    except DatasetMissingError:  # named by transfer's option: the data module would say data.root
+        folder = Path(data["root"]).expanduser() / FOLDER
+        raise DatasetMissingError(not_found(folder, f"{options['data_root']}=DIR")) from None
     return dm
 
 

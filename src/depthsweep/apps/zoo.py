@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from depthsweep.runs.rundir import (
 from depthsweep.training.build import build_model, model_spec
 from depthsweep.training.config import ALIASES, check_precision
 from depthsweep.training.console import quiet_libraries
-from depthsweep.training.data import FOLDER, DatasetMissingError, ensure_cifar10
+from depthsweep.training.data import FOLDER, DatasetMissingError, ensure_cifar10, not_found
 from depthsweep.training.module import Classifier
 
 
@@ -60,6 +61,7 @@ class ZooModel:
     spec: dict[str, Any]  # build.model_spec: arch_name, arch, depth, classes, data
     checkpoint: Path
     normalization: tuple[Tensor, Tensor] | None  # (shift, scale); None: not recorded
+    tested_on: dict[str, Any] | None = None  # test_images and test_md5 in training; None: unknown
 
     @property
     def classes(self) -> list[str]:
@@ -162,7 +164,8 @@ def load(path: str | os.PathLike, device: torch.device | str = "cpu") -> ZooMode
         ) from e
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state)
-    return ZooModel(model.to(device).eval(), spec, path, _normalization(ckpt, spec["data"]))
+    normalization = _normalization(ckpt, spec["data"])
+    return ZooModel(model.to(device).eval(), spec, path, normalization, ckpt.get("test_set"))
 
 
 def _normalization(ckpt: dict[str, Any], data: dict[str, Any]) -> tuple[Tensor, Tensor] | None:
@@ -214,12 +217,17 @@ def list_runs(paths: list[str | os.PathLike], unusable: list[str] | None = None)
 
 
 def evaluate(
-    path: str | os.PathLike, data_root: str | None = None, precision: str = "32-true"
+    path: str | os.PathLike,
+    data_root: str | None = None,
+    precision: str = "32-true",
+    say: Callable[[str], None] = print,
 ) -> dict[str, float]:
     """Test error and loss (and val_* with a validation split) of a checkpoint on its run's test
     set, through the code that validated it in training: its data module (normalisation, eval
     batches) and the Lightning module's validation step, reduced by Lightning. A run trained in
-    bf16 logged bf16 numbers: pass precision="bf16-mixed" on a GPU to reproduce them."""
+    bf16 logged bf16 numbers: pass precision="bf16-mixed" on a GPU to reproduce them. Where the
+    test set (`data_root`'s) is not the one the run was tested on, `say` gets a note saying so:
+    the numbers are then on another test set, not comparable with the run's."""
     quiet_libraries()  # Lightning's device lines, advertisement and notices, as in training
     check_precision(ALIASES.get(precision, precision), f"--precision {precision}")
     try:  # first: a precision Lightning refuses is the user's option, before any loading
@@ -242,11 +250,16 @@ def evaluate(
     try:  # checked here to name evaluate's option: the data module's message names data.root=
         ensure_cifar10(datamodule.root, download=datamodule.download)  # the run's, as it trained
     except DatasetMissingError:
-        folder = (Path(datamodule.root) / FOLDER).resolve()
-        raise DatasetMissingError(
-            f"CIFAR-10 not found: expected the official python-version batches in {folder}. "
-            f"Point --data-root (data_root) at the folder that contains {FOLDER}/"
-        ) from None
+        folder = Path(datamodule.root).expanduser() / FOLDER
+        raise DatasetMissingError(not_found(folder, "--data-root (data_root)")) from None
     # One dict per dataloader: the test set's test_*, then the validation split's val_*.
     results = trainer.validate(Classifier(zm.model), datamodule, verbose=False)
+    now = {k: datamodule.test_set[k] for k in ("test_images", "test_md5")}
+    if zm.tested_on and {k: zm.tested_on.get(k) for k in now} != now:
+        say(
+            f"note: {zm.checkpoint} was tested in training on {zm.tested_on['test_images']} "
+            f"images (test_batch MD5 {zm.tested_on['test_md5']}), these numbers on "
+            f"{now['test_images']} (MD5 {now['test_md5']}): another test set, not comparable "
+            "with its metrics.csv"
+        )
     return {k: v for r in results for k, v in r.items() if k.endswith(("_error", "_loss"))}

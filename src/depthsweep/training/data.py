@@ -47,6 +47,15 @@ class Cifar10(NamedTuple):
     y_test: Tensor
 
 
+def not_found(folder: Path, option: str = "data.root=DIR") -> str:
+    """What to say where `folder` (root/cifar-10-batches-py) is missing, naming the `option`
+    that points at the data: a run's data.root, or an entry point's own."""
+    return (
+        f"CIFAR-10 not found: expected the official python-version batches in {folder.resolve()}. "
+        f"Point {option} at the folder that contains {FOLDER}/"
+    )
+
+
 def ensure_cifar10(root: str | Path, download: bool = True) -> Path:
     """Return `root/cifar-10-batches-py`, fetching the official archive first if it is missing.
     A failed download leaves no trace: a `root` it created is removed again."""
@@ -56,10 +65,7 @@ def ensure_cifar10(root: str | Path, download: bool = True) -> Path:
         return folder
     if root.exists() and not root.is_dir():
         raise DataError(f"data.root={root} is a file: point it at the folder that holds {FOLDER}/")
-    hint = (
-        f"CIFAR-10 not found: expected the official python-version batches in {folder.resolve()}. "
-        "Point data.root=DIR at the folder that contains cifar-10-batches-py/"
-    )
+    hint = not_found(folder)
     if not download:
         raise DatasetMissingError(f"{hint} (data.download=false).")
     from torchvision.datasets.utils import download_and_extract_archive
