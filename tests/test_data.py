@@ -88,9 +88,10 @@ def test_a_download_that_fails_its_md5_check_is_one_error_and_leaves_nothing(
 def test_a_limit_above_the_training_images_is_refused(fake_cifar):
     """data.limit=2000 on a copy of 100 images trained on the 100 and said nothing; the test set
     may be smaller (figure6_cpu: 2,000 and the 1,000 exact test images): it is cut, not filled."""
-    assert len(read_cifar10(fake_cifar, False, limit=100).x_test) == 40
+    assert len(read_cifar10(fake_cifar, False, limit=100, strict=True).x_test) == 40
     with pytest.raises(DataError, match=r"data.limit=101: .* holds only 100 training images"):
-        read_cifar10(fake_cifar, False, limit=101)
+        CIFAR10DataModule(root=str(fake_cifar), download=False, limit=101).setup("fit")
+    assert len(read_cifar10(fake_cifar, False, limit=101).x_train) == 100  # a cap, evaluating
 
 
 def test_corrupt_batch_file_is_named(fake_cifar):

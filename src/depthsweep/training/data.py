@@ -141,9 +141,11 @@ def read_batch(path: Path) -> tuple[Tensor, Tensor]:
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
-def read_cifar10(root: str | Path, download: bool = True, limit: int | None = None) -> Cifar10:
-    """The training and test sets, optionally only the first `limit` images of each (a DataError
-    where the training set has fewer)."""
+def read_cifar10(
+    root: str | Path, download: bool = True, limit: int | None = None, strict: bool = False
+) -> Cifar10:
+    """The training and test sets, optionally only the first `limit` images of each; `strict`: a
+    DataError where the training set has fewer (a run's data.limit; evaluation caps with it)."""
     folder = ensure_cifar10(root, download)
     missing = [name for name in [*TRAIN_FILES, TEST_FILE] if not (folder / name).is_file()]
     if missing:
@@ -153,7 +155,7 @@ def read_cifar10(root: str | Path, download: bool = True, limit: int | None = No
     x_test, y_test = read_batch(folder / TEST_FILE)
     if not len(x_test):  # a run would finish "done" without a test error
         raise DataError(f"{folder / TEST_FILE} holds no images: a run needs a test set")
-    if limit is not None and limit > len(x_train):  # a run on fewer would pass for the asked size
+    if strict and limit is not None and limit > len(x_train):  # fewer would pass for the asked
         raise DataError(
             f"data.limit={limit}: {folder} holds only {len(x_train):,} training images (the test "
             "set may be smaller than data.limit: it is cut to it, not filled)"
@@ -342,7 +344,9 @@ class CIFAR10DataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
-        data = read_cifar10(self.root, self.download, self.limit)
+        # training's data.limit must be there; an evaluation (diagnostics) caps the test set with it
+        strict = stage not in ("validate", "test", "predict")
+        data = read_cifar10(self.root, self.download, self.limit, strict)
         if self.classes is not None:  # after data.limit: a subset of the first `limit` images
             data = select_classes(data, self.classes)
         x_train, x_test = (downsample(x, self.resolution) for x in (data.x_train, data.x_test))
