@@ -13,6 +13,7 @@ import sys
 from depthsweep.analysis.report import analyze
 from depthsweep.analysis.summaries import to_markdown
 from depthsweep.runs.sweep import NoRunsError
+from experiments.exits import interruptible
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,4 +51,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interruptible(main))

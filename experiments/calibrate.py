@@ -18,6 +18,7 @@ from depthsweep.analysis.calibration import table
 from depthsweep.analysis.verdict import ALPHA
 from depthsweep.errors import OptionError, check_count
 from depthsweep.files import atomic_write_text
+from experiments.exits import interruptible
 
 SHOWN = {
     "scenario": "truth",
@@ -83,4 +84,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interruptible(main))

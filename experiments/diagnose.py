@@ -17,6 +17,7 @@ import sys
 
 from depthsweep.analysis.diagnostics import DIAGNOSTICS, diagnose
 from depthsweep.errors import OptionError, check_count
+from experiments.exits import interruptible
 
 
 def _steps(text: str) -> list[str | int]:
@@ -59,4 +60,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interruptible(main))

@@ -17,6 +17,7 @@ import sys
 
 from depthsweep.apps.zoo import evaluate
 from depthsweep.errors import UserError
+from experiments.exits import interruptible
 
 
 def note(line: str) -> None:
@@ -48,4 +49,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interruptible(main))

@@ -1,16 +1,17 @@
-"""How the Hydra entry points (experiments.run, experiments.transfer) end on a fault: at once, in
-one line on stderr, with an exit code of depthsweep.errors. HYDRA_FULL_ERROR=1 raises instead,
-and Hydra prints the traceback."""
+"""How the entry points end on a fault: at once, in one line on stderr, with an exit code of
+depthsweep.errors; the Hydra ones (experiments.run, experiments.transfer) on a setup error or a
+bug, the others on Ctrl-C (`interruptible`). HYDRA_FULL_ERROR=1 raises instead, and Python or
+Hydra prints the traceback."""
 
 from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from depthsweep.errors import UNEXPECTED, USER_ERROR, full_error
+from depthsweep.errors import INTERRUPTED, UNEXPECTED, USER_ERROR, full_error
 from depthsweep.runs.rundir import remove_empty_parents, remove_unstarted
 
 # What Hydra, a launcher and the sweeper write into a sweep directory before its first run.
@@ -47,3 +48,16 @@ def unexpected_error(e: Exception, where: Sequence[Path]) -> NoReturn:
         raise e
     print(f"error: {', '.join(map(str, where))}: {type(e).__name__}: {e}", file=sys.stderr)
     raise SystemExit(UNEXPECTED) from None
+
+
+def interruptible(main: Callable[[], int]) -> int:
+    """`main()`'s exit status, or on Ctrl-C one line and 130 instead of a traceback: what an
+    analysis entry point (analyze, calibrate, diagnose, evaluate, frontier, zoo) writes, it
+    writes whole (files.atomic_write*), so a stop leaves each file as it was or as it is now."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        if full_error():
+            raise
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED["SIGINT"]

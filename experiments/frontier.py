@@ -32,8 +32,10 @@ from omegaconf import OmegaConf
 
 from depthsweep.analysis.summaries import by_depth, decide, load_sweep, summarize
 from depthsweep.analysis.verdict import Comparison, Part, unplaced
+from depthsweep.files import atomic_write_text
 from depthsweep.runs.rundir import read_config
 from depthsweep.runs.sweep import NoRunsError
+from experiments.exits import interruptible
 
 # column: (option, its value where a run's config predates it)
 KNOBS = {
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     if args.out:
         try:
-            args.out.write_text(text)
+            atomic_write_text(args.out, text)  # a full disk leaves the old table, not half
         except OSError as e:  # a missing folder, a read-only one, a full disk
             print(f"error: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
             return 2
@@ -179,4 +181,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interruptible(main))

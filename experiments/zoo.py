@@ -16,6 +16,7 @@ import sys
 
 from depthsweep.apps.zoo import list_runs
 from depthsweep.errors import UserError
+from experiments.exits import interruptible
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,4 +43,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interruptible(main))

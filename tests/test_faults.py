@@ -36,6 +36,7 @@ from depthsweep.training.callbacks import CheckpointOnInterrupt
 from depthsweep.training.config import compose_config, home_expanded
 from depthsweep.training.console import NOISY_LOGGERS
 from depthsweep.training.train import Interrupted, kept_on_interrupt, train
+from experiments.exits import interruptible
 from experiments.hydra_callbacks import AnalyzeSweep, _check_writable
 from experiments.run import run as run_entry
 
@@ -641,3 +642,15 @@ def test_a_run_resumed_at_any_step_logs_what_an_unbroken_one_does(
             got = got.drop(saved)
         pd.testing.assert_series_equal(got, want)
     assert unbroken.dropna(subset=["test_error"])["step"].tolist() == [8, 16, 24]
+
+
+def test_ctrl_c_in_an_analysis_entry_point_is_one_line_and_130(capsys):
+    """analyze, calibrate, diagnose, evaluate, frontier and zoo end so on Ctrl-C (a traceback
+    before); their files are written whole, so nothing is left half-written."""
+
+    def stopped() -> int:
+        raise KeyboardInterrupt
+
+    assert interruptible(stopped) == INTERRUPTED["SIGINT"] == 130
+    assert capsys.readouterr().err == "interrupted (Ctrl-C)\n"
+    assert interruptible(lambda: 0) == 0
