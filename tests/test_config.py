@@ -534,6 +534,7 @@ def test_more_than_one_device_is_refused_before_anything_is_built(override, mess
         (["arch.zero_init_residual=yes"], "arch.zero_init_residual='yes': must be true or false"),
         (["arch=inception", "arch.reduce=flase"], "arch.reduce='flase': must be true or false"),
         (["trainer.enable_progress_bar=1"], "trainer.enable_progress_bar=1: must be true or false"),
+        (["arch=inception", "arch.reduce=null"], "arch.reduce=None: must be true or false"),
     ],
 )
 def test_a_yes_no_option_given_as_text_is_refused(overrides, message):

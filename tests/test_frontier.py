@@ -89,8 +89,8 @@ def test_a_sweep_without_both_archs_at_judged_depths_keeps_every_column(tmp_path
     assert small[14] == "—"  # no batch size in its config: no training cost
     plain = cells_of("plain_only", ("plain",), (20, 56))
     assert plain[-4:] == [
-        "untested: it needs ≥ 3 depths ≥ 20, the deepest ≥ 56 (has 20, 56)",
-        "untested: it needs ≥ 3 depths ≥ 20, the deepest ≥ 56 (has none)",
+        "untested: it needs ≥ 3 depths 20–110, the deepest ≥ 56 (has 20, 56)",
+        "untested: it needs ≥ 3 depths 20–110, the deepest ≥ 56 (has none)",
         "untested: plain and resnet share no depth ≥ 56 (shared: none)",
         "inconclusive",
     ]
@@ -108,7 +108,7 @@ def test_an_untested_comparison_says_why(tmp_path):
     cells = [c.strip() for c in (tmp_path / "frontier.md").read_text().splitlines()[2].split("|")]
     assert "untested: plain-56 − resnet-56 (one seed at plain-56 and resnet-56)" in cells
     # two depths: no trend can be tested at all
-    assert "untested: it needs ≥ 3 depths ≥ 20, the deepest ≥ 56 (has 20, 56)" in cells
+    assert "untested: it needs ≥ 3 depths 20–110, the deepest ≥ 56 (has 20, 56)" in cells
 
 
 def test_a_depth_between_on_the_wrong_side_is_shown_with_what_it_stopped(tmp_path):

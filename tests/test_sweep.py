@@ -97,7 +97,7 @@ def test_sweep_trains_analyses_and_rerun_skips(cifar_root, tmp_path):
     ):
         assert (sweep / name).stat().st_size > 0
     # Depths 8 and 14 are below the verdict's MIN_DEPTH of 20.
-    assert "Verdict undetermined: the claim compares plain and resnet nets at depths ≥ 20" in (
+    assert "Verdict undetermined: the claim compares plain and resnet nets at depths 20–110" in (
         first.stdout
     )
     assert "(plain at 8, 14; resnet at 8, 14). Smaller nets check the pipeline" in first.stdout
@@ -268,6 +268,7 @@ def run_in_process(args: list[str], run_dir: Path, sweep: bool = False):
         (["checkpoint_every=-1"], "checkpoint_every=-1: must be an integer >= 1"),
         (["data.limit=0"], "data.limit=0: must be an integer >= 1, or null for all images"),
         (["data.batch_size=0"], "data.batch_size=0: must be an integer >= 1"),
+        (["data.limit=101"], "data.limit=101: "),  # 100 training images there
         (["trainer.precision=fp7"], "trainer.precision=fp7: a run trains in 32-true, bf16-mixed"),
         (["trainer.accelerator=fpga"], "trainer: You selected an invalid accelerator name"),
         (["cuda_graph=bogus"], "cuda_graph='bogus': must be auto, true or false"),

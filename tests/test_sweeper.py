@@ -90,21 +90,32 @@ def test_fuse_1_and_other_schedules_train_alone():
     "coupling",
     ["+trainer.gradient_clip_val=1.0", "trainer.precision=16-mixed"],  # one norm, one scaler
 )
-def test_what_would_couple_the_members_trains_alone(coupling, monkeypatch):
-    monkeypatch.setattr(config, "trains_on_gpu", lambda trainer: True)  # on a CPU fp16 is bf16
+def test_what_would_couple_the_members_trains_alone(coupling):
+    """fp16 as typed, on any host: the sweeper plans where it runs, a login node's CPU, say,
+    for jobs that train on GPUs (there fp16 is fp16, one loss scaler for every member)."""
     assert fusion_key(compose_config(["fuse=2"])) is not None
     assert fusion_key(compose_config(["fuse=2", coupling])) is None
 
 
 @pytest.mark.slow
-def test_a_bad_value_late_in_a_list_stops_the_sweep_before_any_run(fake_cifar, tmp_path):
+@pytest.mark.parametrize(
+    "late, message",
+    [
+        ("depth=8,7", "depth=7 is invalid"),
+        # the data read once before the launch: the first run trained before (100 images here)
+        ("data.limit=50,101", "data.limit=101: "),
+    ],
+)
+def test_a_bad_value_late_in_a_list_stops_the_sweep_before_any_run(
+    fake_cifar, tmp_path, late, message
+):
     sweep = tmp_path / "sweep"
     res = run_cli(
-        *["experiments.run", "-m", "depth=8,7", f"data.root={fake_cifar}"],
+        *["experiments.run", "-m", "depth=8", late, f"data.root={fake_cifar}"],
         *["schedule.iterations=2", f"hydra.sweep.dir={sweep}"],
     )
     assert res.returncode == USER_ERROR, res.stdout + res.stderr
-    assert res.stderr.startswith("error: depth=7 is invalid") and "Traceback" not in res.stderr
+    assert res.stderr.startswith(f"error: {message}") and "Traceback" not in res.stderr
     assert not sweep.exists()  # nothing trained, nothing left behind
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import shutil
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -66,11 +68,28 @@ def test_the_labelled_draw_is_seeded_per_class_and_nested():
         tr.draw_labelled(labels, 21, 0, names)
 
 
-def test_target_data_that_is_not_there_names_transfers_own_option(source, tmp_path):
-    """The data module's message named data.root=DIR, an option experiments.transfer lacks."""
+def test_target_data_that_is_not_there_names_transfers_own_option(source, tmp_path, monkeypatch):
+    """The data module's message named data.root=DIR, an option experiments.transfer lacks;
+    the download's failure is kept (offline here, whatever the machine)."""
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     cfg = transfer_cfg(source, tmp_path, f"transfer.data_root={tmp_path / 'gone'}")
-    with pytest.raises(DatasetMissingError, match="Point transfer.data_root=DIR at the folder"):
+    with pytest.raises(DatasetMissingError) as err:
         tr.target_data(cfg, zoo.load(source))
+    assert "Point transfer.data_root=DIR at the folder" in str(err.value)
+    assert "failed: <urlopen error no network>" in str(err.value)
+
+
+def test_the_sources_data_limit_caps_a_smaller_target_copy(source, tmp_path):
+    """A target copy with fewer images than the source's data.limit: transfer draws
+    labels_per_class a class from what is there (a run would refuse it, as too few)."""
+    src = zoo.load(source)
+    src.spec["data"]["limit"] = 10_000  # the source's copy held 600
+    data = tr.target_data(transfer_cfg(source, tmp_path), src)
+    assert len(data.data.y_train) == 10 * 5  # labels_per_class of each of the five classes
 
 
 @pytest.mark.parametrize(

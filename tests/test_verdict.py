@@ -193,7 +193,7 @@ CASES = {
         {},
         0.05,
         "inconclusive",
-        "resnet's trend is not tested: it needs ≥ 3 depths ≥ 20, the deepest ≥ 56 (has none)",
+        "resnet's trend is not tested: it needs ≥ 3 depths 20–110, the deepest ≥ 56 (has none)",
     ),
     "resnet alone": (  # its fall untested: no plain-20 to show that resnet-20 trained
         {},
@@ -208,7 +208,7 @@ CASES = {
         {20: seeds(1.8, 0.3), 110: seeds(1.0, 0.3)},
         0.2,
         "inconclusive",
-        "plain's trend is not tested: it needs ≥ 3 depths ≥ 20, the deepest ≥ 56 (has 20, 110)",
+        "plain's trend is not tested: it needs ≥ 3 depths 20–110, the deepest ≥ 56 (has 20, 110)",
     ),
     "a flat plain net whose deepest run collapsed": (  # one point must not carry the trend
         {20: seeds(2.0, 0.3), 56: seeds(2.1, 0.3), 110: seeds(80.0, 0.3)},
@@ -243,7 +243,7 @@ CASES = {
         {20: seeds(1.3, 0.1), 32: seeds(0.9, 0.1), 44: seeds(0.7, 0.1)},
         0.05,
         "inconclusive",
-        "What would settle it: train resnet at ≥ 3 depths ≥ 20, the deepest ≥ 56",
+        "What would settle it: train resnet at ≥ 3 depths 20–110, the deepest ≥ 56",
     ),
     "resnet above plain at the deepest depth": (
         {20: seeds(1.0, 0.1), 56: seeds(3.0, 0.1), 110: seeds(6.0, 0.1)},
@@ -615,7 +615,7 @@ def test_an_arch_with_no_finished_run_names_its_runs():
     got = analysis.decide(frame)
     assert got.outcome == "undetermined"
     assert got.sentence.startswith(
-        "Verdict undetermined: no plain or resnet run at depths ≥ 20 finished: "
+        "Verdict undetermined: no plain or resnet run at depths 20–110 finished: "
         "arch=plain,depth=20,seed=0 (failed)"
     )
     assert "Resume the sweep" in got.sentence and "Smaller nets" not in got.sentence

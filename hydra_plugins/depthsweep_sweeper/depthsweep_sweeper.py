@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from depthsweep.errors import INTERRUPTED, USER_ERROR, UserError, full_error
 from depthsweep.runs.rundir import RunRecord
 from depthsweep.tools.sweep_size import describe, runs_at_once
-from depthsweep.training.data import ensure_cifar10
+from depthsweep.training.data import FOLDER, check_limit, ensure_cifar10, training_images
 from depthsweep.training.sweeper import (
     STOPPED,
     expand,
@@ -77,6 +77,10 @@ class DepthSweeper(Sweeper):
                 download[c.data.root] = download.get(c.data.root, False) or allowed
             for root in sorted(download):
                 ensure_cifar10(root, download=download[root])
+            limits = {(c.data.root, c.data.limit) for c in configs if c.data.get("limit")}
+            available = {root: training_images(root) for root in sorted({r for r, _ in limits})}
+            for root, limit in sorted(limits):  # each run's data.limit, there before any trains
+                check_limit(limit, available[root], Path(root) / FOLDER)
         except UserError as e:  # as experiments.run reports a run's: one line, exit 2
             if full_error():
                 raise

@@ -452,7 +452,7 @@ def trend_part(
     anchors = _anchors(cells)
     if anchors is None:
         have = ", ".join(map(str, depths)) or "none"
-        need = f"≥ {MIN_DEPTHS} depths ≥ {MIN_DEPTH}, the deepest ≥ {DEEP_DEPTH}"
+        need = f"≥ {MIN_DEPTHS} depths {MIN_DEPTH}–{MAX_DEPTH}, the deepest ≥ {DEEP_DEPTH}"
         reason = f"{arch}'s trend is not tested: it needs {need} (has {have})"
         return Part(f"{arch} trend", "untested", depths=depths, reason=reason)
     s, m, d = anchors
@@ -612,7 +612,7 @@ def _settle(parts: list[Part], cells: Sequence[Cell]) -> str:
     for p in parts:
         if p.state == "untested" and not p.tests and p.name.endswith("trend"):
             hints.append(
-                f"train {p.name.split()[0]} at ≥ {MIN_DEPTHS} depths ≥ {MIN_DEPTH}, "
+                f"train {p.name.split()[0]} at ≥ {MIN_DEPTHS} depths {MIN_DEPTH}–{MAX_DEPTH}, "
                 f"the deepest ≥ {DEEP_DEPTH}"
             )
     if parts[-1].state == "untested" and not parts[-1].tests:
@@ -837,9 +837,9 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
         names = [f"{r.run_dir} ({r.status})" for r in left_out.itertuples()]
         return Verdict(
             "undetermined",
-            f"{OUTCOMES['undetermined']}: no {' or '.join(none_finished)} run at depths ≥ "
-            f"{MIN_DEPTH} finished: {', '.join(names)}. Resume the sweep (its command again) "
-            "or, where they failed, see the error in their run.json.",
+            f"{OUTCOMES['undetermined']}: no {' or '.join(none_finished)} run at depths "
+            f"{MIN_DEPTH}–{MAX_DEPTH} finished: {', '.join(names)}. Resume the sweep (its command "
+            "again) or, where they failed, see the error in their run.json." + _beyond(summary),
             points=points,
         )
     if len(unjudged) == len(ARCHS):  # no finished runs at the claim's depths at all
@@ -850,11 +850,12 @@ def decide(summary: pd.DataFrame, table: pd.DataFrame, mixed: list[str]) -> Verd
         )
         return Verdict(
             "undetermined",
-            f"{OUTCOMES['undetermined']}: the claim compares plain and resnet nets at depths ≥ "
-            f"{MIN_DEPTH} (20 to 110 in the paper), and this sweep has no finished run of either "
-            f"there ({have or 'no plain or resnet runs'}). Smaller nets check the pipeline, "
-            f"they are no evidence: sweep plain and resnet at ≥ {MIN_DEPTHS} depths from "
-            f"{MIN_DEPTH}, one ≥ {DEEP_DEPTH} (experiment=figure6).",
+            f"{OUTCOMES['undetermined']}: the claim compares plain and resnet nets at depths "
+            f"{MIN_DEPTH}–{MAX_DEPTH}, the paper's, and this sweep has no finished run of either "
+            f"there ({have or 'no plain or resnet runs'}). Smaller nets check the pipeline and "
+            "deeper ones extend it, they are not the claim: sweep plain and resnet at "
+            f"≥ {MIN_DEPTHS} depths from {MIN_DEPTH} to {MAX_DEPTH}, one ≥ {DEEP_DEPTH} "
+            "(experiment=figure6).",
             points=points,
         )
     parts = judge_cells(cells)

@@ -49,14 +49,7 @@ from depthsweep.runs.rundir import RunRecord
 from depthsweep.training.build import build_model, make_schedule, make_trainer
 from depthsweep.training.config import device_for, resolve_precision
 from depthsweep.training.console import quiet_libraries
-from depthsweep.training.data import (
-    CLASSES,
-    FOLDER,
-    CIFAR10DataModule,
-    DatasetMissingError,
-    class_indices,
-    not_found,
-)
+from depthsweep.training.data import CLASSES, CIFAR10DataModule, class_indices
 from depthsweep.training.module import Classifier
 
 log = logging.getLogger(__name__)
@@ -122,6 +115,8 @@ class TargetData(CIFAR10DataModule):
         **data: Any,
     ) -> None:
         super().__init__(**data, seed=seed)
+        self.root_option = f"{options['data_root']}=DIR"  # not data.root, which transfer lacks
+        self.limit_is_required = False  # the source's data.limit caps: labels_per_class draws
         self.labels_per_class, self.normalization = labels_per_class, normalization
         self.options = options
         labels = self.classes if self.classes is not None else range(len(CLASSES))
@@ -162,11 +157,7 @@ def target_data(
         "batch_size": t.batch_size,
     }
     dm = TargetData(t.labels_per_class, cfg.seed, source.input_normalization(), options, **data)
-    try:
-        dm.setup("fit")
-    except DatasetMissingError:  # named by transfer's option: the data module would say data.root
-        folder = Path(data["root"]).expanduser() / FOLDER
-        raise DatasetMissingError(not_found(folder, f"{options['data_root']}=DIR")) from None
+    dm.setup("fit")
     return dm
 
 

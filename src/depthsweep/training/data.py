@@ -56,16 +56,17 @@ def not_found(folder: Path, option: str = "data.root=DIR") -> str:
     )
 
 
-def ensure_cifar10(root: str | Path, download: bool = True) -> Path:
+def ensure_cifar10(root: str | Path, download: bool = True, option: str = "data.root=DIR") -> Path:
     """Return `root/cifar-10-batches-py`, fetching the official archive first if it is missing.
-    A failed download leaves no trace: a `root` it created is removed again."""
+    A failed download leaves no trace: a `root` it created is removed again. Its errors name
+    `option`, what points at the data."""
     root = Path(root).expanduser()
     folder = root / FOLDER
     if folder.is_dir():
         return folder
     if root.exists() and not root.is_dir():
         raise DataError(f"data.root={root} is a file: point it at the folder that holds {FOLDER}/")
-    hint = not_found(folder)
+    hint = not_found(folder, option)
     if not download:
         raise DatasetMissingError(f"{hint} (data.download=false).")
     from torchvision.datasets.utils import download_and_extract_archive
@@ -141,12 +142,32 @@ def read_batch(path: Path) -> tuple[Tensor, Tensor]:
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
+def check_limit(limit: int | None, available: int, folder: Path) -> None:
+    """A DataError where a run's data.limit asks for more training images than `folder` holds:
+    a run on fewer would pass for the size asked."""
+    if limit is not None and limit > available:
+        raise DataError(
+            f"data.limit={limit}: {folder} holds only {available:,} training images (the test "
+            "set may be smaller than data.limit: it is cut to it, not filled)"
+        )
+
+
+def training_images(root: str | Path) -> int:
+    """How many training images the copy at `root` holds (read, as a run reads them)."""
+    return len(read_cifar10(root, download=False).x_train)
+
+
 def read_cifar10(
-    root: str | Path, download: bool = True, limit: int | None = None, strict: bool = False
+    root: str | Path,
+    download: bool = True,
+    limit: int | None = None,
+    strict: bool = False,
+    option: str = "data.root=DIR",
 ) -> Cifar10:
     """The training and test sets, optionally only the first `limit` images of each; `strict`: a
-    DataError where the training set has fewer (a run's data.limit; evaluation caps with it)."""
-    folder = ensure_cifar10(root, download)
+    DataError where the training set has fewer (a run's data.limit; evaluation caps with it).
+    `option`: what the errors name as pointing at the data."""
+    folder = ensure_cifar10(root, download, option)
     missing = [name for name in [*TRAIN_FILES, TEST_FILE] if not (folder / name).is_file()]
     if missing:
         raise DataError(f"{folder} lacks {', '.join(missing)}: an incomplete copy of CIFAR-10")
@@ -155,11 +176,8 @@ def read_cifar10(
     x_test, y_test = read_batch(folder / TEST_FILE)
     if not len(x_test):  # a run would finish "done" without a test error
         raise DataError(f"{folder / TEST_FILE} holds no images: a run needs a test set")
-    if strict and limit is not None and limit > len(x_train):  # fewer would pass for the asked
-        raise DataError(
-            f"data.limit={limit}: {folder} holds only {len(x_train):,} training images (the test "
-            "set may be smaller than data.limit: it is cut to it, not filled)"
-        )
+    if strict:
+        check_limit(limit, len(x_train), folder)
     if limit is not None:
         x_train, y_train, x_test, y_test = (t[:limit] for t in (x_train, y_train, x_test, y_test))
     return Cifar10(x_train, y_train, x_test, y_test)
@@ -291,6 +309,9 @@ class DeviceBatches:
 class CIFAR10DataModule(pl.LightningDataModule):
     """CIFAR-10 on the training device; crop+flip+normalise happen there after transfer."""
 
+    limit_is_required = True  # a run's data.limit: that many training images, or an error
+    root_option = "data.root=DIR"  # what its errors name as pointing at the data
+
     def __init__(
         self,
         root: str = "data",
@@ -339,14 +360,14 @@ class CIFAR10DataModule(pl.LightningDataModule):
         self._train: DeviceBatches | None = None
 
     def prepare_data(self) -> None:
-        ensure_cifar10(self.root, self.download)
+        ensure_cifar10(self.root, self.download, self.root_option)
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
         # training's data.limit must be there; an evaluation (diagnostics) caps the test set with it
-        strict = stage not in ("validate", "test", "predict")
-        data = read_cifar10(self.root, self.download, self.limit, strict)
+        strict = self.limit_is_required and stage not in ("validate", "test", "predict")
+        data = read_cifar10(self.root, self.download, self.limit, strict, self.root_option)
         if self.classes is not None:  # after data.limit: a subset of the first `limit` images
             data = select_classes(data, self.classes)
         x_train, x_test = (downsample(x, self.resolution) for x in (data.x_train, data.x_test))

@@ -39,7 +39,7 @@ from depthsweep.files import atomic_write_text
 from depthsweep.nets.models import CifarNet
 from depthsweep.runs.rundir import flat_config, result_config
 from depthsweep.training.callbacks import Terminated
-from depthsweep.training.config import resolve_fuse, resolve_precision
+from depthsweep.training.config import resolve_fuse
 from depthsweep.training.workers import loky_workers_ignoring_stop_signals, stop_signals_to
 
 PLAN = Path(".fused") / "groups.json"
@@ -81,7 +81,8 @@ def fusion_key(cfg: DictConfig) -> str | None:
         return None
     if cfg.diagnostics.grad_norm_every or cfg.logger or cfg.callbacks:
         return None
-    if cfg.trainer.get("gradient_clip_val") or resolve_precision(cfg.trainer).startswith("16"):
+    # As typed, not as resolved on this host: a sweep planned on a login node trains on GPUs
+    if cfg.trainer.get("gradient_clip_val") or str(cfg.trainer.precision).startswith("16"):
         return None
     optimizer = cfg.schedule.optimizer
     if optimizer.get("_target_") != "torch.optim.SGD" or set(optimizer) - SGD_OPTIONS:

@@ -82,15 +82,10 @@ class Interrupted(Exception):
 
 
 # The yes/no options (true or false, not text: Hydra passes `no` as a string, which reads as true)
-FLAGS = (
-    "data.download",
-    "schedule.lr_scales_with_batch",
-    "arch.zero_init_residual",
-    "arch.reduce",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.benchmark",
-)
+FLAGS = ("data.download", "schedule.lr_scales_with_batch", "arch.zero_init_residual", "arch.reduce")
+# ... and Lightning's, where null is its own default
+TRAINER_FLAGS = ("trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.benchmark")
+ABSENT = object()  # an arch may lack its neighbour's options
 
 
 def check_options(cfg: DictConfig) -> None:
@@ -116,9 +111,10 @@ def check_options(cfg: DictConfig) -> None:
         raise OptionError(f"channels_last={cfg.channels_last!r}: must be auto, true or false")
     precision = resolve_precision(cfg.trainer)
     check_precision(precision, f"trainer.precision={precision}")
-    for key in FLAGS:  # where the config has them: an arch may lack its neighbour's
-        if OmegaConf.select(cfg, key) is not None:
-            check_flag(key, OmegaConf.select(cfg, key))
+    for key in (*FLAGS, *TRAINER_FLAGS):
+        value = OmegaConf.select(cfg, key, default=ABSENT)
+        if value is not ABSENT and not (value is None and key in TRAINER_FLAGS):
+            check_flag(key, value)
     check_schedule_numbers(cfg.schedule)
 
 
