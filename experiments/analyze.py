@@ -31,10 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         help="y range of figure6, in %% (default: 0 to above the highest curve; the paper: 0 20)",
     )
     args = parser.parse_args(argv)
-    low, high = args.ylim or (0.0, 1.0)  # checked before anything is written
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        print(f"error: --ylim {low:g} {high:g}: two finite numbers, LOW < HIGH", file=sys.stderr)
-        return 2
+    if args.ylim:  # checked before anything is written
+        low, high = args.ylim
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            said = f"--ylim {low:g} {high:g}: two finite numbers, LOW < HIGH"
+            print(f"error: {said}", file=sys.stderr)
+            return 2
     try:
         summary = analyze(args.sweep_dir, ylim=args.ylim and tuple(args.ylim))
     except NoRunsError as exc:

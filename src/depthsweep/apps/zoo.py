@@ -37,7 +37,7 @@ from depthsweep.runs.rundir import (
     unreadable,
 )
 from depthsweep.training.build import build_model, model_spec
-from depthsweep.training.config import ALIASES, check_precision
+from depthsweep.training.config import check_precision
 from depthsweep.training.console import quiet_libraries
 from depthsweep.training.data import FOLDER, DatasetMissingError, ensure_cifar10, not_found
 from depthsweep.training.module import Classifier
@@ -229,7 +229,7 @@ def evaluate(
     test set (`data_root`'s) is not the one the run was tested on, `say` gets a note saying so:
     the numbers are then on another test set, not comparable with the run's."""
     quiet_libraries()  # Lightning's device lines, advertisement and notices, as in training
-    check_precision(ALIASES.get(precision, precision), f"--precision {precision}")
+    check_precision(precision, f"--precision {precision}")
     try:  # first: a precision Lightning refuses is the user's option, before any loading
         trainer = pl.Trainer(
             accelerator="auto",

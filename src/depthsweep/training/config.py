@@ -79,9 +79,9 @@ TRAINED_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 
 def check_precision(precision: object, given: str) -> None:
-    """An OptionError starting with `given` (the option as typed) unless `precision` is one a
-    run trains in."""
-    if str(precision) not in TRAINED_PRECISIONS:
+    """An OptionError starting with `given` (the option as typed) unless `precision`, by its full
+    name (ALIASES), is one a run trains in."""
+    if ALIASES.get(str(precision), str(precision)) not in TRAINED_PRECISIONS:
         raise OptionError(
             f"{given}: a run trains in 32-true, bf16-mixed or 16-mixed (its images "
             "are fp32; a '-true' half or double precision would cast only the weights)"
