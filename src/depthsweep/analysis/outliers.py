@@ -17,13 +17,20 @@ never below the runs' own window noise (their SE's root mean square) nor, for a 
 scatter of its depth's other seeds: seed noise is not equal across depths in practice (the CPU
 Figure 6's SDs run 0.5-4.3 points), and pooled alone it named a seed in 16-20% of such sweeps
 at 3-5 seeds; with this floor, 9-12% at 2-5 seeds (tests/test_outliers.py; a pair, at 2 seeds,
-has no scatter of its own to set against): a name is a run to look at. Noise that grows with
-the error (a plain-110 at 62% beside a plain-20 at 1.4%) is pooled into the quiet depths' SD:
-there an ordinary seed of the noisy depth is named in 17-76% of sweeps
-(results/verdict_calibration/outliers_scaled_noise.txt), a depth much noisier than the others,
-not an odd seed. Nothing is
-tested where the arch has no pooled degree of freedom left or no noise at all (seeds that all
-agree).
+has no scatter of its own to set against): a name is a run to look at.
+
+Seed noise also grows with the error (a plain-110 at 62% beside a plain-20 at 1.4%): pooled in
+points, the noisy depth is judged by the quiet depths' SD, and an ordinary plain-110 seed was
+named in 41% / 76% of sweeps at 3 / 2 seeds with SDs a share of the error, 17-20% with
+binomial-shaped SDs. So each test is made twice, on the points and on log(error + LOG_OFFSET),
+where noise proportional to the error is equal at every depth, and a seed is named only where
+both name it: its p is the larger of the two (an intersection-union test, at most OUTLIER_ALPHA
+of sweeps wherever either scale's noise is equal across depths, and any noise between constant
+and proportional is judged between the two). Measured with the paper's errors:
+results/verdict_calibration/outliers_scaled_noise.txt. A genuinely odd seed (a diverged run, a
+bug) is far on both scales. The log scale's floor is the window noise at the arch's highest
+error (the smallest share of an error the runs' own noise allows). Nothing is tested where the
+arch has no pooled degree of freedom left or no noise at all (seeds that all agree).
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ from scipy import stats
 
 OUTLIER_ALPHA = 0.05  # the chance, with equal seed noise, that a sweep names any seed or pair
 NO_NOISE = 1e-9  # points: an SD below this is seeds that agree, no scale to judge by
+# points added before the log, so an error of 0 has one: a tenth of a point, the scale below which
+# a training error's seed differences are the last few mistakes of a window
+LOG_OFFSET = 0.1
 
 Cells = Mapping[int, Sequence[float]]  # depth -> the seeds' final training errors (%)
 
@@ -89,13 +99,33 @@ def tests(cells: Cells, own_noise: float = 0.0) -> list[dict]:
     return made
 
 
+def both_scales(cells: Cells, own_noise: float = 0.0) -> list[dict]:
+    """`tests` on the points and on log(error + LOG_OFFSET), paired: each with the points' numbers
+    (statistic, noise_sd in points, p_points), the log scale's (log_statistic, log_noise_sd,
+    p_log) and p, the larger of the two. A test that one scale cannot make is not made."""
+    logs = {d: np.log(np.asarray(x, float) + LOG_OFFSET) for d, x in cells.items()}
+    top = max(float(np.mean(x)) for x in cells.values()) if cells else 0.0
+    on_log = {
+        (t["depth"], t["seed_index"]): t
+        for t in tests(logs, own_noise / (top + LOG_OFFSET))  # the window noise, as a share
+    }
+    paired = []
+    for t in tests(cells, own_noise):
+        other = on_log.get((t["depth"], t["seed_index"]))
+        if other is not None:
+            paired.append({**t, "p_points": t["p"], "log_statistic": other["statistic"],
+                           "log_noise_sd": other["noise_sd"], "p_log": other["p"],
+                           "p": max(t["p"], other["p"])})  # fmt: skip
+    return paired
+
+
 def far(cells: Mapping[str, Cells], noise: Mapping[str, float]) -> list[dict]:
-    """The tests (as `tests` gives them, with their arch) of every arch's `cells` (arch -> depth
-    -> seeds) whose p is below `level`: OUTLIER_ALPHA / `tests_made`, the tests of the sweep.
-    `noise`: each arch's runs' own window noise."""
+    """The tests (as `both_scales` gives them, with their arch) of every arch's `cells` (arch ->
+    depth -> seeds) whose p is below `level`: OUTLIER_ALPHA / `tests_made`, the tests of the
+    sweep. `noise`: each arch's runs' own window noise."""
     made = [
         {"arch": arch, **test} for arch, of_arch in cells.items()
-        for test in tests(of_arch, noise[arch])
+        for test in both_scales(of_arch, noise[arch])
     ]  # fmt: skip
     level = OUTLIER_ALPHA / len(made) if made else math.nan
     return [{**test, "tests_made": len(made), "level": level} for test in made

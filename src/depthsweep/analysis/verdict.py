@@ -89,10 +89,10 @@ others say what they lack. The sentence says when the schedule was shorter than 
 shortest run's, saying so where runs differ), names the depths at chance (did they train at
 all?), the depths beyond MAX_DEPTH it does not judge, seeds far from their depth's others, and a
 depth's two seeds far apart (`outliers`: each tested against the arch's pooled seed noise,
-Bonferroni over the sweep). A significant rise
-or fall counts whatever its size (the IUT has no minimum effect): plain 2.0/2.1/2.0/2.2/85 with
-a true 0.2-point rise from 20 to 56 is "rises" when the seeds resolve 0.2 points; k and the
-comparisons' intervals say how large it is.
+in points and on a log scale, Bonferroni over the sweep). A significant rise or fall counts
+whatever its size (the IUT has no minimum effect): plain 2.0/2.1/2.0/2.2/85 with a true 0.2-point
+rise from 20 to 56 is "rises" when the seeds resolve 0.2 points; k and the comparisons'
+intervals say how large it is.
 """
 
 from __future__ import annotations
