@@ -133,6 +133,14 @@ class _ThroughBar:
         pass
 
 
+class Interrupted(Exception):
+    """The run was stopped by a signal; its checkpoint and run.json say where."""
+
+    def __init__(self, signal: str) -> None:
+        super().__init__(signal)
+        self.signal = signal
+
+
 class Terminated(BaseException):
     """SIGTERM outside training, taken by CheckpointOnInterrupt.guard. A BaseException, as
     KeyboardInterrupt is, so that no `except Exception` mistakes it for a failure."""
@@ -161,9 +169,9 @@ class CheckpointOnInterrupt(TrainedThisFit):
     there with every logged step logged once. Lightning turns SIGTERM into a SIGTERMException at
     the next boundary (saved here); Ctrl-C, which Python raises wherever the code is, is caught
     while training, saved at the end of the step it came in (or, after the last step, after fit
-    returns: `save_if_trained`), then turned into `trainer.should_stop`; a second Ctrl-C stops
-    at once. `signal` says which one stopped the run,
-    `saved` whether a checkpoint was written for it."""
+    returns: `save_if_trained`), and raised as Interrupted when the next step starts; a second
+    Ctrl-C stops at once. `signal` says which one stopped the run, `saved` whether a checkpoint
+    was written for it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -204,20 +212,26 @@ class CheckpointOnInterrupt(TrainedThisFit):
         def stop_after_this_step(signum, frame) -> None:
             if self.signal:  # asked twice: now
                 raise KeyboardInterrupt
-            self.signal = "SIGINT"  # the next step's end saves and stops
-            if not self.trained(trainer):  # no step yet: nothing to save, stop before the first
-                trainer.should_stop = True
+            self.signal = "SIGINT"  # the step's end saves, the next one's start stops
 
         self._previous = signal.signal(signal.SIGINT, stop_after_this_step)
 
     def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx) -> None:
-        # Saved here, where the periodic checkpoints are, mid-epoch: once should_stop has ended
-        # the fit, Lightning counts the epoch it cut short as completed, and a checkpoint from
-        # then resumed one epoch ahead of its step, every evaluation after it two iterations
-        # early (measured: 18, 38, 58 instead of 20, 40, 60 at two batches an epoch).
+        # Saved here, where the periodic checkpoints are, mid-epoch: the state that Lightning's
+        # restart and TrainingWindow resume from (one saved once a stopped fit had ended its
+        # epoch resumed an epoch ahead of its step, every evaluation after it two iterations
+        # early: measured 18, 38, 58 instead of 20, 40, 60 at two batches an epoch).
         if self.signal and not self.saved:
             self.save_if_trained(trainer)
-            trainer.should_stop = True
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module, batch, batch_idx) -> None:
+        # Stopped here, once the saved step has written its rows (and ended its epoch, where it
+        # was the last), not by should_stop: Lightning ends the epoch of a stopped fit, logging
+        # rows an unbroken run has not (a test evaluation, a partial window, the epoch's mean
+        # so far) and leaving the resumed epoch's mean to the steps after the resume. Before
+        # the first step there is nothing to save.
+        if self.signal and (self.saved or not self.trained(trainer)):
+            raise Interrupted(self.signal)
 
     def _restore(self) -> None:
         if self._previous is not None:

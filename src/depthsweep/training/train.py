@@ -42,6 +42,7 @@ from depthsweep.training.callbacks import (
     BarSafeLogging,
     CheckpointOnInterrupt,
     GradNormLogger,
+    Interrupted,
     ProgressPrinter,
     Terminated,
     last_checkpoint,
@@ -71,14 +72,6 @@ log = logging.getLogger(__name__)
 
 class TestSetChangedError(UserError):
     """A run would resume on another test set than the one it was tested on so far."""
-
-
-class Interrupted(Exception):
-    """The run was stopped by a signal; its checkpoint and run.json say where."""
-
-    def __init__(self, signal: str) -> None:
-        super().__init__(signal)
-        self.signal = signal
 
 
 # The yes/no options (true or false, not text: Hydra passes `no` as a string, which reads as true)
