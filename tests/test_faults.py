@@ -610,15 +610,17 @@ class KilledAt(pl.Callback):
 
 @pytest.mark.parametrize(
     "stop, saved",
-    [(Signalled(5), 6), (Signalled(7), 8), (Signalled(5, signal.SIGTERM), 5), (KilledAt(9), 8)],
-    ids=["Ctrl-C mid-epoch", "Ctrl-C at an epoch's end", "SIGTERM mid-epoch", "periodic"],
-)
+    [(Signalled(5), 6), (Signalled(4), 5), (Signalled(7), 8), (Signalled(5, signal.SIGTERM), 5),
+     (KilledAt(9), 8)],
+    ids=["Ctrl-C mid-epoch", "Ctrl-C before a logged step", "Ctrl-C at an epoch's end",
+         "SIGTERM mid-epoch", "periodic"],
+)  # fmt: skip
 def test_a_run_resumed_at_any_step_logs_what_an_unbroken_one_does(
     stop, saved, fake_cifar, tmp_path, monkeypatch
 ):
-    """Stopped by Ctrl-C (saved at the end of the step after the signal: 6, or 8, an epoch's last
-    of four), by SIGTERM (Lightning's, at the end of the step it came in: 5) or killed after a
-    periodic checkpoint at an epoch's end (8), the resumed run's
+    """Stopped by Ctrl-C (saved at the end of the step after the signal: 6, 5 before a logged
+    step, or 8, an epoch's last of four), by SIGTERM (Lightning's, at the end of the step it came
+    in: 5) or killed after a periodic checkpoint at an epoch's end (8), the resumed run's
     metrics.csv is the unbroken run's, row for row: no epoch counted twice in its evaluations, no
     evaluation, partial window or epoch mean where Ctrl-C stopped it (what Lightning logs when a
     fit is stopped by should_stop mid-epoch), and the epoch's mean over all its steps."""
@@ -634,6 +636,10 @@ def test_a_run_resumed_at_any_step_logs_what_an_unbroken_one_does(
         train(tiny_config(fake_cifar, *options), tmp_path / "resumed")
     checkpoint = RunRecord(tmp_path / "resumed").checkpoint
     assert torch.load(checkpoint, weights_only=True)["global_step"] == saved
+    # a signal logs nothing past the checkpoint (the lr of the step that did not run, at 6 when
+    # saved at 5, once was): the summary reads the run's length from its last row
+    if isinstance(stop, Signalled):
+        assert pd.read_csv(tmp_path / "resumed" / "metrics.csv")["step"].max() <= saved
     monkeypatch.setattr(train_module, "make_trainer", make_trainer)
     assert train(tiny_config(fake_cifar, *options), tmp_path / "resumed") == "done"
     # Resumed from an epoch's last step, Lightning counts that epoch twice: the training rows'

@@ -168,8 +168,9 @@ class CheckpointOnInterrupt(TrainedThisFit):
     run at a step boundary with a checkpoint of that step, so that the next invocation resumes
     there with every logged step logged once. Lightning turns SIGTERM into a SIGTERMException at
     the next boundary (saved here); Ctrl-C, which Python raises wherever the code is, is caught
-    while training, saved at the end of the step it came in (or, after the last step, after fit
-    returns: `save_if_trained`), and raised as Interrupted when the next step starts; a second
+    while training, saved at the end of the step it came in (of the next step where it came
+    during an evaluation; after the last step, after fit returns: `save_if_trained`), and raised
+    as Interrupted when the next step starts, before any callback logs for it; a second
     Ctrl-C stops at once. `signal` says which one stopped the run, `saved` whether a checkpoint
     was written for it."""
 

@@ -182,11 +182,11 @@ def _train_fused(members: list[Member]) -> list[str]:
         clock.evaluated_at = members[0].record.resumed_at  # its evaluation is logged already
     labels = [m.label for m in members]
     callbacks = [
+        interrupt,  # first: it stops a step before the lr monitor logs that step's rate
         MemberLRMonitor(),
         last_checkpoint(paths[0], cfg.checkpoint_every),  # every member's, through the IO
         clock,
         first_step,
-        interrupt,
         FusedProgressPrinter(labels, cfg.progress_every, clock.time_elapsed),
         BarSafeLogging(),
     ]

@@ -283,11 +283,11 @@ def _train_and_record(cfg: DictConfig, model, record: RunRecord, label: str) -> 
         # end, its record lost or left at `running`): not evaluated and logged a second time.
         clock.evaluated_at = record.resumed_at
     callbacks = [
+        interrupt,  # first: it stops a step before the lr monitor logs that step's rate
         LearningRateMonitor(logging_interval="step"),
         last_checkpoint(record.checkpoint, cfg.checkpoint_every),
         clock,
         first_step,
-        interrupt,
         ProgressPrinter(label, cfg.progress_every, clock.time_elapsed),
         BarSafeLogging(),
     ]

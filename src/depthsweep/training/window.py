@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 def writes_step_metrics(trainer: pl.Trainer) -> bool:
     """Whether Lightning writes the step metrics logged in this step's on_train_batch_end: every
-    log_every_n_steps optimizer steps, and on the step a stop was asked at."""
+    log_every_n_steps optimizer steps, and on the step a callback's stop was asked at
+    (trainer.should_stop: EarlyStopping, say, added through conf/callbacks; Ctrl-C raises)."""
     return trainer.global_step % trainer.log_every_n_steps == 0 or trainer.should_stop
 
 
