@@ -148,7 +148,7 @@ CASES = {
         0.2,
         "not reproduced",
         "Seeds far from the others (kept, and named): resnet-32 seed 2 (21.00; the "
-        "others 3.00, 3.20; p = 1.1e-08)",
+        "others 3.00, 3.20; p = 2.3e-09)",
     ),  # fmt: skip
     "a collapsed shallowest resnet": (  # one failed depth must not carry resnet's trend either
         {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
@@ -361,7 +361,7 @@ CASES = {
         0.05,
         "inconclusive",
         "Seeds far from the others (kept, and named): resnet-56's two seeds (1.50 and 20.00: far "
-        "apart for the arch's seed noise at its other depths, p = 1.1e-06)",
+        "apart for the arch's seed noise at its other depths, p = 9.4e-07)",
     ),
     "a shallow resnet at the floor, the deeper ones far above it": (  # no floor effect: refuted
         {d: seeds(e, 0.2) for d, e in PAPER_PLAIN.items()},
@@ -649,7 +649,7 @@ def test_an_outlier_seed_is_named_with_two_depths_too():
     got = analysis.decide(summary({20: seeds(2.0, 0.1), 56: seeds(6.0, 0.1)}, resnet))
     (far,) = got.outliers  # verdict.json keeps the test's numbers, and its words
     # p: the larger of the points' (2.1e-06) and the log scale's
-    assert far["said"] == "resnet-20 seed 2 (30.00; the others 5.00, 5.10; p = 1.4e-05)"
+    assert far["said"] == "resnet-20 seed 2 (30.00; the others 5.00, 5.10; p = 8.6e-06)"
     assert far["p_points"] == pytest.approx(2.1e-06, rel=0.05) and far["p"] == far["p_log"]
     assert (far["arch"], far["depth"], far["seed"], far["test"]) == ("resnet", 20, 2, "t")
     assert far["values"] == [5.0, 5.1, 30.0] and far["p"] < far["level"]
