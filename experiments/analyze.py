@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
-from depthsweep.analysis.report import analyze
+from depthsweep.analysis.report import WRITTEN, analyze
 from depthsweep.analysis.summaries import to_markdown
 from depthsweep.runs.sweep import NoRunsError
 from experiments.exits import interruptible
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write the summary into {args.sweep_dir}: {why}", file=sys.stderr)
         return 2
     print(to_markdown(summary), end="")  # ends with the verdict line
+    print(f"in {Path(args.sweep_dir).absolute()}: {WRITTEN}")
     return 0
 
 

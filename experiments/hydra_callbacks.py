@@ -46,7 +46,7 @@ class AnalyzeSweep(Callback):
         # Imported here, not at the top: Hydra loads this callback before launching the runs,
         # which should not wait for pandas, matplotlib and the diagnostics.
         from depthsweep.analysis.diagnostics import diagnose
-        from depthsweep.analysis.report import analyze
+        from depthsweep.analysis.report import WRITTEN, analyze
         from depthsweep.analysis.summaries import CUT_OFF, console_table, verdict
 
         sweep_dir = config.hydra.sweep.dir
@@ -73,8 +73,7 @@ class AnalyzeSweep(Callback):
         print(console_table(summary))
         print(verdict(summary))
         print(
-            f"in {Path(sweep_dir).absolute()}: summary.md, summary.csv, by_depth.csv, verdict.json,"
-            " figure6.png and error_vs_depth.png (and .svg); python -m experiments.analyze "
+            f"in {Path(sweep_dir).absolute()}: {WRITTEN}; python -m experiments.analyze "
             f"{sweep_dir} writes them again"
         )
         if self.diagnose:

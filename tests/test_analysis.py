@@ -303,10 +303,12 @@ def test_a_folder_of_sweeps_is_refused_naming_them(tmp_path, capsys):
 def test_cli_prints_table_and_verdict(tmp_path, capsys):
     degradation_sweep(tmp_path)
     assert main([str(tmp_path), "--ylim", "0", "40"]) == 0
-    out = capsys.readouterr().out
+    *printed, where = capsys.readouterr().out.splitlines(keepends=True)
+    out = "".join(printed)
     assert "| plain | 56 | 2 |" in out
     assert out.splitlines()[-1] == analysis.verdict(summary_of(tmp_path))
     assert (tmp_path / "summary.md").read_text() == out
+    assert where.startswith(f"in {tmp_path.absolute()}: summary.md, ")
 
 
 def test_figure6_panels_colours_and_seed_mean(tmp_path):

@@ -89,7 +89,10 @@ def test_a_limit_above_the_training_images_is_refused(fake_cifar):
     """data.limit=2000 on a copy of 100 images trained on the 100 and said nothing; the test set
     may be smaller (figure6_cpu: 2,000 and the 1,000 exact test images): it is cut, not filled."""
     assert len(read_cifar10(fake_cifar, False, limit=100, strict=True).x_test) == 40
-    with pytest.raises(DataError, match=r"data.limit=101: .* holds only 100 training images"):
+    fix = "set data.limit to at most 100, or data.root to a copy with more"
+    with pytest.raises(
+        DataError, match=rf"data.limit=101: .* holds only 100 training images: {fix}"
+    ):
         CIFAR10DataModule(root=str(fake_cifar), download=False, limit=101).setup("fit")
     assert len(read_cifar10(fake_cifar, False, limit=101).x_train) == 100  # a cap, evaluating
 

@@ -516,6 +516,19 @@ def test_analyze_with_a_bad_ylim_writes_nothing(fake_cifar, tmp_path, capsys, yl
     assert not (tmp_path / "sweep" / "summary.csv").exists()
 
 
+def test_analyze_says_where_it_wrote_what(fake_cifar, tmp_path, capsys):
+    """As the end of a sweep does: the files it wrote, each of them there."""
+    train_tiny(tmp_path / "sweep" / "run", fake_cifar)
+    capsys.readouterr()
+    assert analyze_cli.main([str(tmp_path / "sweep")]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == f"in {(tmp_path / 'sweep').absolute()}: {report.WRITTEN}"
+    for name in ("summary.md", "summary.csv", "by_depth.csv", "verdict.json", "figure6.png",
+                 "error_vs_depth.png"):  # fmt: skip
+        assert name in last and (tmp_path / "sweep" / name).is_file()
+        assert (tmp_path / "sweep" / name).with_suffix(".svg").is_file() or "png" not in name
+
+
 def test_analyze_help_names_the_sweep_directory_as_it_is(capsys):
     with pytest.raises(SystemExit):
         analyze_cli.main(["--help"])

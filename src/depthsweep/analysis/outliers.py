@@ -30,9 +30,10 @@ most OUTLIER_ALPHA of sweeps where either scale's noise is equal across depths).
 the paper's errors: results/verdict_calibration/outliers_scaled_noise.txt. The price is power:
 a seed far off on one scale only is not named; a seed 10 SDs off is named in 87-89% of sweeps
 at 3 seeds with equal noise, 55-88% at the paper's resnet errors (0.2-1.3%, seed SD 0.1),
-measured in tests/test_outliers.py and results/verdict_calibration/outliers_offset.txt. The log scale's floor is the window noise at the arch's highest error
-(the smallest share of an error the runs' own noise allows). Nothing is tested where the arch has
-no pooled degree of freedom left or no noise at all (seeds that all agree).
+measured in tests/test_outliers.py and results/verdict_calibration/outliers_offset.txt. The log
+scale's floor is the window noise at the arch's highest error (the smallest share of an error the
+runs' own noise allows). Nothing is tested where the arch has no pooled degree of freedom left or
+no noise at all (seeds that all agree).
 """
 
 from __future__ import annotations

@@ -21,6 +21,12 @@ from depthsweep.analysis.summaries import (
 )
 from depthsweep.files import atomic_write_text
 
+# what `analyze` writes into the sweep, as the end of a sweep and experiments.analyze say it
+WRITTEN = (
+    "summary.md, summary.csv, by_depth.csv, verdict.json, figure6.png and error_vs_depth.png "
+    "(and .svg)"
+)
+
 
 def analyze(sweep_dir: str | os.PathLike, ylim: tuple[float, float] | None = None) -> pd.DataFrame:
     """Summarise a sweep and write summary.csv, by_depth.csv, summary.md, verdict.json and the

@@ -701,7 +701,8 @@ def _describe(cells: Sequence[Cell]) -> str:
         ]  # fmt: skip
         per_arch.append(f"{arch} {', '.join(shown) or 'none'}")
     return (
-        "Final train error (%, mean ± SE (seeds), finished runs at depths "
+        "Final train error (%, mean ± its SE: over seeds and never below the runs' own window "
+        "noise, or a lone seed's window noise; finished runs at depths "
         f"{MIN_DEPTH}–{MAX_DEPTH}): " + "; ".join(per_arch) + "."
     )
 

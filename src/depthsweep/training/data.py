@@ -147,8 +147,9 @@ def check_limit(limit: int | None, available: int, folder: Path) -> None:
     a run on fewer would pass for the size asked."""
     if limit is not None and limit > available:
         raise DataError(
-            f"data.limit={limit}: {folder} holds only {available:,} training images (the test "
-            "set may be smaller than data.limit: it is cut to it, not filled)"
+            f"data.limit={limit}: {folder} holds only {available:,} training images: set "
+            f"data.limit to at most {available:,}, or data.root to a copy with more (the test set "
+            "may be smaller than data.limit: it is cut to it, not filled)"
         )
 
 
