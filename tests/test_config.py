@@ -332,6 +332,15 @@ def test_experiments_transfers_keys_are_checked_against_its_own_config():
         (["schedule.lr=0.05"], "Did you mean schedule.optimizer.lr=0.05"),  # as Hydra would stop
         (["-m", "arch=plain,resnet", "depth=8,20", "seed=0,1"], None),
         (["hydra.job.chdri=true", "hydra.run.dir=x"], "Did you mean hydra.job.chdir=true?"),
+        (["arch=resnt"], "arch=resnt: no such arch (conf/arch/ holds inception, plain, resnet, "
+         "resnet_bottleneck). Did you mean arch=resnet?"),  # Hydra's: a dozen lines
+        (["-m", "experiment=smok"], "experiment=smok: no such experiment (conf/experiment/ holds "
+         "figure6, figure6_cpu, figure6_quick, smoke, transfer_source). Did you mean "
+         "experiment=smoke?"),
+        (["-m", "arch=plain,resnte"], "Did you mean arch=resnet?"),  # any of a sweep's list
+        (["-m", "arch=zzz"], "arch=zzz: no such arch (conf/arch/ holds inception, plain, resnet, "
+         "resnet_bottleneck)."),
+        (["-m", "hydra/launcher=joblib", "logger=none", "arch=choice(plain,resnet)"], None),
     ],
 )  # fmt: skip
 def test_a_command_line_that_would_train_something_else_is_refused_before_hydra(arguments, error):

@@ -373,6 +373,9 @@ def command_line_error(arguments: Sequence[str], config_name: str = "config") ->
                 f"not the net: the run would train the arch's net under another name. Did you "
                 f"mean {meant}?"
             )
+        unknown = _unknown_choice(key, value)
+        if unknown:
+            return unknown
     groups, changed = _split(arguments)
     deleted = [a[1:].partition("=")[0] for a in arguments if a.startswith("~")]
     if changed or deleted:
@@ -391,6 +394,26 @@ def command_line_error(arguments: Sequence[str], config_name: str = "config") ->
                     f"takes a default unsaid: set {_set_instead(cfg, key)} instead"
                 )
     return unknown_key_error(arguments, config_name)  # before Hydra's own multi-line refusal
+
+
+def _unknown_choice(key: str, value: str) -> str | None:
+    """Why a choice of one of the project's config groups (arch=resnt, experiment=smok, or one of
+    a sweep's comma list) names no file of conf/KEY/, with the choices and the closest: Hydra's
+    own refusal is a dozen lines with its search path. None for any other override, and for
+    null, a list or a sweep function (choice(...), glob(...)), which Hydra reads itself, and for
+    Hydra's own groups (hydra/launcher=joblib: its plugins add choices conf/ does not hold)."""
+    if key.startswith("hydra") or not _is_group(key) or any(c in value for c in "([{"):
+        return None
+    folder = CONF_DIR / key
+    choices = sorted(
+        p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml")
+    )
+    for one in value.split(","):
+        if one not in choices and one != "null":
+            close = difflib.get_close_matches(one, choices, n=1)
+            meant = f" Did you mean {key}={close[0]}?" if close else ""
+            return f"{key}={one}: no such {key} (conf/{key}/ holds {', '.join(choices)}).{meant}"
+    return None
 
 
 # Hydra's flags that choose what a command does, each with its short form
