@@ -46,6 +46,23 @@ def start(args: list[str], new_session: bool = False) -> subprocess.Popen:
     )
 
 
+def signal_masks(pid: int) -> str:
+    """Each thread of `pid`: its pending, blocked, ignored and caught signals (/proc), hex masks,
+    to tell where a lost signal went."""
+    said = []
+    for status in sorted(Path(f"/proc/{pid}/task").glob("*/status")):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        masks = " ".join(f"{k}={fields[k].strip()}" for k in SIGNAL_FIELDS if k in fields)
+        said.append(f"{status.parent.name} {fields.get('Name', '?').strip()}: {masks}")
+    return "\n".join(said)
+
+
+SIGNAL_FIELDS = ("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
+
+
 def wait_for_steps(run_dir: Path, proc: subprocess.Popen, steps: int, timeout: float = 120) -> None:
     """Until `proc` has logged `steps` iterations in metrics.csv (it is mid-training)."""
     started, deadline = time.time(), time.monotonic() + timeout
@@ -95,9 +112,14 @@ def test_ctrl_c_while_the_launch_estimate_times_steps_stops_the_sweep_with_one_l
     try:
         first = proc.stdout.readline()
         assert first.startswith("sweep: 10 runs x 64,000"), first + proc.communicate()[0]
+        before = signal_masks(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)  # the estimate is timing steps now
-        output, _ = proc.communicate(timeout=120)
-    finally:  # a signal lost (once, in a loaded CI run) left the paper's sweep training for days
+        try:
+            output, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:  # twice in loaded CI runs, cause not found: say more
+            after = signal_masks(proc.pid)
+            raise AssertionError(f"SIGINT lost; before it:\n{before}\nafter:\n{after}") from None
+    finally:  # a signal lost (in loaded CI runs) left the paper's sweep training for days
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == INTERRUPTED["SIGINT"], output[-3000:]
