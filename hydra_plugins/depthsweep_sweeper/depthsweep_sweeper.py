@@ -30,6 +30,7 @@ from depthsweep.training.sweeper import (
     waiting_for_workers,
 )
 from depthsweep.training.train import preflight
+from depthsweep.training.workers import stop_signals_to
 
 
 class DepthSweeper(Sweeper):
@@ -97,17 +98,15 @@ class DepthSweeper(Sweeper):
             asked.append(signum)
             raise KeyboardInterrupt
 
-        found = signal.signal(signal.SIGINT, stop)
         try:  # the estimate times steps for some seconds: Ctrl-C there stops a sweep not started
-            for line in describe(configs, at_once, finished, fuse(jobs)):
-                print(line, flush=True)
+            with stop_signals_to(stop, (signal.SIGINT,)):
+                for line in describe(configs, at_once, finished, fuse(jobs)):
+                    print(line, flush=True)
             if asked:  # (twice in loaded CI runs a Ctrl-C there went unheeded; cause not found)
                 raise KeyboardInterrupt
         except KeyboardInterrupt:
             print("interrupted before any run started: nothing trained", file=sys.stderr)
             raise SystemExit(INTERRUPTED["SIGINT"]) from None
-        finally:
-            signal.signal(signal.SIGINT, found)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

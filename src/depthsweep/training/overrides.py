@@ -366,7 +366,7 @@ def command_line_error(arguments: Sequence[str], config_name: str = "config") ->
     overrides = _command_overrides(arguments)
     for key, value in overrides:
         if key.lstrip("+") == "arch_name":
-            choices = sorted(p.stem for p in (CONF_DIR / "arch").glob("*.yaml"))
+            choices = _choices("arch")
             meant = f"arch={value}" if value in choices else f"arch= one of {', '.join(choices)}"
             return (
                 f"{key}={value}: arch_name is the label the arch file gives its net (conf/arch/), "
@@ -404,16 +404,19 @@ def _unknown_choice(key: str, value: str) -> str | None:
     Hydra's own groups (hydra/launcher=joblib: its plugins add choices conf/ does not hold)."""
     if key.startswith("hydra") or not _is_group(key) or any(c in value for c in "([{"):
         return None
-    folder = CONF_DIR / key
-    choices = sorted(
-        p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml")
-    )
+    choices = _choices(key)
     for one in value.split(","):
         if one not in choices and one != "null":
             close = difflib.get_close_matches(one, choices, n=1)
             meant = f" Did you mean {key}={close[0]}?" if close else ""
             return f"{key}={one}: no such {key} (conf/{key}/ holds {', '.join(choices)}).{meant}"
     return None
+
+
+def _choices(group: str) -> list[str]:
+    """The choices of one of the project's config groups: its files of conf/GROUP/, as named."""
+    folder = CONF_DIR / group
+    return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml"))
 
 
 # Hydra's flags that choose what a command does, each with its short form

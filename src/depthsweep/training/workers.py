@@ -29,9 +29,12 @@ def ignore_stop_signals() -> None:
 
 
 @contextmanager
-def stop_signals_to(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    """While it lasts, SIGINT and SIGTERM go to `handler`; then to the handlers found before."""
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+def stop_signals_to(
+    handler: Callable[[int, Any], None], signals: tuple[signal.Signals, ...] = STOP_SIGNALS
+) -> Iterator[None]:
+    """While it lasts, `signals` (SIGINT and SIGTERM) go to `handler`; then to the handlers found
+    before."""
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:
